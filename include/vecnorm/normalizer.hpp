@@ -1,0 +1,157 @@
+// vecnorm/normalizer.hpp -- the stateful normalizer, its fixed affine form and its state.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "vecnorm/options.hpp"
+#include "vecnorm/tensor.hpp"
+
+namespace vecnorm {
+
+/// One key of a stateful step: input x and output y (same shape; y has
+/// output_dtype(x.dtype) and may alias x). y is unused by VecNorm::update.
+struct KeyData {
+  std::string_view key;
+  ConstTensorView x;
+  TensorView y;
+};
+
+/// Statistics of one key in a State, exactly as stored (bit for bit).
+struct KeyState {
+  Shape stats_shape;               ///< batch + feature (per-element) or feature (pooled)
+  std::vector<std::uint8_t> loc;   ///< stats_shape.numel() values of the stats dtype
+  std::vector<std::uint8_t> var;   ///< same
+  std::int64_t count = 0;          ///< one count per key
+};
+
+/// Everything needed to rebuild a normalizer's statistics (in memory).
+struct State {
+  Options options;      ///< estimator, decay, eps, reduce_batch_dims and stats_dtype matter
+  KeyTable table;
+  std::vector<KeyState> keys;  ///< parallel to table.keys
+
+  /// Throws Error(state_mismatch) when sizes or dtypes are inconsistent.
+  void validate() const;
+};
+
+class AffineNormalizer;
+
+/// The stateful normalizer (VecNormV2, stateful mode). It owns loc/var/count
+/// per key and is built on the same step function as vecnorm::stateless::step.
+///
+/// Every member may be called from several threads at once: steps are atomic
+/// with respect to each other (one lock per normalizer, held for the step).
+class VecNorm {
+ public:
+  /// An unconfigured normalizer: import_state() adopts a state's key table.
+  explicit VecNorm(Options options = {});
+  /// A normalizer for `table`, all statistics zero.
+  VecNorm(Options options, KeyTable table);
+  ~VecNorm();
+  VecNorm(VecNorm&&) noexcept;
+  VecNorm& operator=(VecNorm&&) noexcept;
+  VecNorm(const VecNorm&) = delete;             // copies are explicit: clone()
+  VecNorm& operator=(const VecNorm&) = delete;
+
+  /// Update the statistics with the keys present, then normalize them with the
+  /// updated statistics. A frozen normalizer only normalizes. Keys absent from
+  /// `batch` are neither updated nor normalized.
+  void step(std::span<const KeyData> batch, Stream stream = {});
+  void step(std::initializer_list<KeyData> batch, Stream stream = {}) { step(as_span(batch), stream); }
+  /// Update only (no-op when frozen); y is not used.
+  void update(std::span<const KeyData> batch, Stream stream = {});
+  void update(std::initializer_list<KeyData> batch, Stream stream = {}) { update(as_span(batch), stream); }
+  /// Normalize with the current statistics; nothing is updated.
+  void normalize(std::span<const KeyData> batch, Stream stream = {}) const;
+  void normalize(std::initializer_list<KeyData> batch, Stream stream = {}) const {
+    normalize(as_span(batch), stream);
+  }
+  /// The inverse: y = x * scale + loc. x holds normalized values (dtype
+  /// output_dtype(key dtype)), y receives values of the same dtype.
+  void denormalize(std::span<const KeyData> batch, Stream stream = {}) const;
+  void denormalize(std::initializer_list<KeyData> batch, Stream stream = {}) const {
+    denormalize(as_span(batch), stream);
+  }
+
+  void freeze();
+  void unfreeze();
+  bool is_frozen() const;
+  /// An independent, frozen copy (shares no memory with this one).
+  VecNorm frozen_copy() const;
+  /// An independent copy that keeps the frozen flag.
+  VecNorm clone() const;
+
+  /// The mean that normalize uses now (bias-corrected), C order over
+  /// stats_shape(key). Error(zero_count) when the key was never updated.
+  std::vector<double> loc(std::string_view key) const;
+  /// The scale that normalize uses now: max(sqrt(max(var, 0)), eps).
+  std::vector<double> scale(std::string_view key) const;
+  /// batch + feature (per-element) or feature (pooled).
+  Shape stats_shape(std::string_view key) const;
+  /// Number of updates (per-element) or of samples (pooled) the key has seen.
+  std::int64_t count(std::string_view key) const;
+
+  /// A fixed transform with copies of every key's loc and scale; applying it
+  /// gives the same output, bit for bit, as normalize() now. Every key must
+  /// have been updated at least once.
+  AffineNormalizer to_affine() const;
+
+  State export_state() const;
+  /// Checks everything first; on any mismatch throws Error(state_mismatch) and
+  /// leaves this normalizer unchanged. A configured normalizer must match the
+  /// state's key table, estimator, reduce_batch_dims and stats_dtype (its own
+  /// decay and eps stay); an unconfigured one adopts the state whole.
+  void import_state(const State& state);
+
+  const Options& options() const noexcept;
+  const KeyTable& key_table() const;  ///< Error(not_configured) if unconfigured
+  bool configured() const noexcept;
+  /// The backend actually used (Backend::automatic resolved).
+  Backend backend() const noexcept;
+
+ private:
+  struct Impl;
+  explicit VecNorm(std::unique_ptr<Impl> impl);
+  template <class T>
+  static std::span<const T> as_span(std::initializer_list<T> l) {
+    return std::span<const T>(l.begin(), l.size());
+  }
+  std::unique_ptr<Impl> impl_;
+};
+
+/// A fixed affine normalizer (VecNormV2's to_observation_norm): y = (x - loc) / scale
+/// with loc and scale frozen copies taken from a VecNorm.
+class AffineNormalizer {
+ public:
+  ~AffineNormalizer();
+  AffineNormalizer(AffineNormalizer&&) noexcept;
+  AffineNormalizer& operator=(AffineNormalizer&&) noexcept;
+  AffineNormalizer(const AffineNormalizer&) = delete;
+  AffineNormalizer& operator=(const AffineNormalizer&) = delete;
+
+  /// y = (x - loc) / scale for the keys present.
+  void apply(std::span<const KeyData> batch, Stream stream = {}) const;
+  void apply(std::initializer_list<KeyData> batch, Stream stream = {}) const {
+    apply(std::span<const KeyData>(batch.begin(), batch.size()), stream);
+  }
+  /// y = x * scale + loc.
+  void invert(std::span<const KeyData> batch, Stream stream = {}) const;
+
+  std::vector<double> loc(std::string_view key) const;
+  std::vector<double> scale(std::string_view key) const;
+  Shape stats_shape(std::string_view key) const;
+  const KeyTable& key_table() const noexcept;
+
+ private:
+  friend class VecNorm;
+  struct Impl;
+  explicit AffineNormalizer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vecnorm

@@ -1,0 +1,75 @@
+// vecnorm/options.hpp -- options and the key table.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "vecnorm/tensor.hpp"
+
+namespace vecnorm {
+
+/// How the statistics are estimated (docs/numerics.md).
+enum class Estimator : std::uint8_t {
+  torchrl,  ///< VecNormV2's formulas: loc = EMA of x, var = EMA of x^2 (drop-in compatible)
+  stable,   ///< numerically stable, exactly bias-corrected weighted mean / variance
+};
+
+/// Where the work runs.
+enum class Backend : std::uint8_t {
+  cpu,    ///< always available
+  cuda,   ///< needs a CUDA build and a usable device; an error otherwise
+  automatic,  ///< cuda when built and a device is usable, else cpu
+};
+
+const char* to_string(Estimator e) noexcept;
+const char* to_string(Backend b) noexcept;
+
+/// What one call does.
+enum class Op : std::uint8_t {
+  update_and_normalize,  ///< a training step: update the statistics, then normalize with them
+  update,                ///< update only; no output is written
+  normalize,             ///< normalize with the current statistics; nothing is updated
+};
+
+/// Options of a normalizer. Validated by validate() (and by every constructor).
+struct Options {
+  double decay = 0.9999;            ///< 0 < decay <= 1; 1 = cumulative statistics
+  double eps = 1e-4;                ///< lower bound of the scale; > 0
+  bool reduce_batch_dims = false;   ///< pool the batch dims (stateful only)
+  Estimator estimator = Estimator::torchrl;
+  DType stats_dtype = DType::float32;  ///< float32 or float64 storage of loc/var
+  Backend backend = Backend::cpu;
+  int cpu_threads = 0;              ///< threads of the CPU backend; 0 = OpenMP's default
+
+  /// Throws Error(invalid_option) naming the field, the allowed and the actual value.
+  void validate() const;
+};
+
+/// One normalized stream.
+struct KeySpec {
+  std::string name;     ///< e.g. "observation", "agents/observation" (nested)
+  Shape feature_shape;  ///< may be empty (a scalar reward per batch element)
+  DType dtype = DType::float32;  ///< input dtype
+};
+
+/// The keys of a normalizer and the batch shape their steps share.
+///
+/// In per-element mode (the default) the batch shape is part of the statistics
+/// shape and every step must carry exactly that batch shape. In pooled mode
+/// (reduce_batch_dims) a step may carry any batch shape, the same for all keys
+/// of that step; the table's batch_shape is informational there.
+struct KeyTable {
+  Shape batch_shape;
+  std::vector<KeySpec> keys;
+
+  /// Index of `name`, or -1.
+  int find(std::string_view name) const noexcept;
+  /// Throws Error(invalid_key_table): empty or malformed names, duplicates,
+  /// negative dims, no keys.
+  void validate() const;
+  friend bool operator==(const KeyTable& a, const KeyTable& b) noexcept;
+};
+
+}  // namespace vecnorm

@@ -1,0 +1,18 @@
+// vecnorm/vecnorm.hpp -- everything of the public API.
+//
+//   #include <vecnorm/vecnorm.hpp>
+//
+// vecnorm normalizes observations and rewards with running statistics, as
+// TorchRL's VecNormV2 does, on the CPU or on a CUDA device. See README.md.
+#pragma once
+
+#include "vecnorm/error.hpp"
+#include "vecnorm/normalizer.hpp"
+#include "vecnorm/options.hpp"
+#include "vecnorm/stateless.hpp"
+#include "vecnorm/tensor.hpp"
+#include "vecnorm/version.hpp"
+
+#if __has_include(<dlpack/dlpack.h>)
+#include "vecnorm/dlpack.hpp"
+#endif
