@@ -4,8 +4,13 @@
 // loc/scale and the mean/std of the normalized output (which approach 0/1),
 // then the normalizer's steps per second.
 //
-//   vecnorm_demo [--envs 4096] [--features 24] [--steps 3000] [--decay 0.999]
-//                [--estimator torchrl|stable] [--pooled] [--backend cpu|cuda|auto]
+//   vecnorm_demo [--envs 4096] [--features 24] [--steps 3000] [--decay 0.99]
+//                [--estimator stable|torchrl] [--pooled] [--backend cpu|cuda|auto]
+//
+// The demo uses the stable estimator by default: some of its features have
+// |mean| / std = 1e5, where the torchrl estimator in float32 loses the
+// variance to cancellation (docs/numerics.md). Run it with --estimator torchrl
+// to see that happen.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -25,8 +30,8 @@ struct Args {
   std::int64_t features = 24;
   std::int64_t steps = 3000;
   std::int64_t reset_every = 250;
-  double decay = 0.999;
-  vecnorm::Estimator estimator = vecnorm::Estimator::torchrl;
+  double decay = 0.99;
+  vecnorm::Estimator estimator = vecnorm::Estimator::stable;
   vecnorm::Backend backend = vecnorm::Backend::automatic;
   bool pooled = false;
 };
