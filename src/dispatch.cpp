@@ -3,14 +3,7 @@
 #include "errors.hpp"
 #include "vecnorm/version.hpp"
 
-namespace vecnorm {
-
-#if !defined(VECNORM_WITH_CUDA)
-bool cuda_built() noexcept { return false; }
-bool cuda_available() noexcept { return false; }
-#endif
-
-namespace detail {
+namespace vecnorm::detail {
 
 Backend resolve(Backend requested) {
   switch (requested) {
@@ -22,39 +15,42 @@ Backend resolve(Backend requested) {
              "backend cuda: this build of vecnorm has no CUDA backend (configure with a CUDA compiler and "
              "VECNORM_ENABLE_CUDA=ON); use backend cpu or auto");
       if (!cuda_available())
-        fail(ErrorCode::backend_unavailable, "backend cuda: no usable CUDA device; use backend cpu or auto");
+        fail(ErrorCode::backend_unavailable,
+             "backend cuda: no usable CUDA device (the CUDA runtime reported none); use backend cpu or auto");
       return Backend::cuda;
     case Backend::automatic:
       return cuda_available() ? Backend::cuda : Backend::cpu;
   }
-  fail(ErrorCode::invalid_option, "backend: unknown value");
+  fail(ErrorCode::invalid_option, "option backend: expected cpu, cuda or auto, got value " +
+                                      std::to_string(static_cast<int>(requested)));
 }
 
 void dispatch(Backend backend, const Plan& plan, Workspace& ws, Stream stream) {
-  (void)stream;
   switch (backend) {
     case Backend::cpu:
       cpu::run(plan, ws);
       return;
     case Backend::cuda:
+      cuda::run(plan, ws, stream);
+      return;
     case Backend::automatic:
       break;
   }
-  fail(ErrorCode::backend_unavailable, "backend cuda: not implemented in this build");
+  fail(ErrorCode::invalid_argument, "internal: dispatch of an unresolved backend");
 }
 
 void dispatch(Backend backend, const AffinePlan& plan, Stream stream) {
-  (void)stream;
   switch (backend) {
     case Backend::cpu:
       cpu::run(plan);
       return;
     case Backend::cuda:
+      cuda::run(plan, stream);
+      return;
     case Backend::automatic:
       break;
   }
-  fail(ErrorCode::backend_unavailable, "backend cuda: not implemented in this build");
+  fail(ErrorCode::invalid_argument, "internal: dispatch of an unresolved backend");
 }
 
-}  // namespace detail
-}  // namespace vecnorm
+}  // namespace vecnorm::detail

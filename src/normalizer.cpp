@@ -1,10 +1,15 @@
 // src/normalizer.cpp -- the stateful VecNorm and the AffineNormalizer.
 //
 // VecNorm owns one flat statistics buffer for all keys (loc and var of each key
-// at 64-byte aligned offsets) and one count per key. Each call validates its
-// arguments into a Plan of Segments pointing into that buffer and dispatches it:
-// the same Plan/dispatch path that vecnorm::stateless::step takes, with the
-// counts laid out per key instead of per element.
+// at 64-byte aligned offsets) and one count per key, both in the memory of its
+// backend (host or device). Each call validates its arguments into a Plan of
+// Segments pointing into that buffer and dispatches it: the same Plan/dispatch
+// path that vecnorm::stateless::step takes, with the counts laid out per key
+// instead of per element.
+//
+// The host keeps a shadow of the counts for validation only (is a key's count
+// still 0?), so steps never read device memory. Read-outs (loc, scale, count,
+// to_affine, export_state) copy what they need to the host.
 #include <algorithm>
 #include <cstring>
 #include <mutex>
@@ -14,7 +19,9 @@
 
 #include "backends.hpp"
 #include "errors.hpp"
+#include "params.hpp"
 #include "validate.hpp"
+#include "vecnorm/buffer.hpp"
 #include "vecnorm/core/numerics.hpp"
 #include "vecnorm/normalizer.hpp"
 
@@ -26,57 +33,22 @@ constexpr std::size_t kAlign = 64;
 
 std::size_t round_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
-/// Per-key parameters of an affine map, stored in the key's compute type.
+/// The affine map of one key, on the host, in the key's compute type.
 struct KeyParams {
-  DType dtype = DType::float32;     ///< float32 or float64
-  std::vector<double> mu, p;        ///< raw storage: numel values of `dtype`
+  DType dtype = DType::float32;  ///< float32 or float64
+  std::size_t numel = 0;
+  std::vector<double> mu, p;     ///< raw storage of numel values of `dtype`
+  std::size_t bytes() const { return numel * dtype_size(dtype); }
 };
 
-/// Computes, for key statistics (loc, var, count), the map normalize uses:
-/// p = 1/scale (want_scale false) or p = scale (want_scale true), in the compute
-/// type C, with exactly the arithmetic of the backends (core::element_affine /
-/// core::element_loc_scale on the stored values).
-template <class S, class C, bool Stable>
-void key_params(const core::Decay& decay, double eps, bool pooled, const S* loc, const S* var, std::int64_t count,
-                std::int64_t numel, bool want_scale, C* mu, C* p) {
-  if (pooled) {
-    // Pooled parameters are computed in double (as the pooled step does), then rounded to C.
-    const auto c = core::normalize_coeffs<double, Stable>(decay, count);
-    for (std::int64_t i = 0; i < numel; ++i) {
-      if (want_scale) {
-        double m, s;
-        core::element_loc_scale<double, Stable>(static_cast<double>(loc[i]), static_cast<double>(var[i]), c, eps, m, s);
-        mu[i] = static_cast<C>(m);
-        p[i] = static_cast<C>(s);
-      } else {
-        const auto a = core::element_affine<double, Stable>(static_cast<double>(loc[i]), static_cast<double>(var[i]), c, eps);
-        mu[i] = static_cast<C>(a.mu);
-        p[i] = static_cast<C>(a.r);
-      }
-    }
-    return;
-  }
-  const auto c = core::normalize_coeffs<C, Stable>(decay, count);
-  const C e = static_cast<C>(eps);
-  for (std::int64_t i = 0; i < numel; ++i) {
-    if (want_scale) {
-      core::element_loc_scale<C, Stable>(static_cast<C>(loc[i]), static_cast<C>(var[i]), c, e, mu[i], p[i]);
-    } else {
-      const auto a = core::element_affine<C, Stable>(static_cast<C>(loc[i]), static_cast<C>(var[i]), c, e);
-      mu[i] = a.mu;
-      p[i] = a.r;
-    }
-  }
-}
-
 /// The values of a KeyParams array as doubles.
-std::vector<double> widen(const KeyParams& kp, const std::vector<double>& raw, std::size_t n) {
-  std::vector<double> out(n);
+std::vector<double> widen(const KeyParams& kp, const std::vector<double>& raw) {
+  std::vector<double> out(kp.numel);
   if (kp.dtype == DType::float64) {
-    std::copy(raw.begin(), raw.begin() + static_cast<long>(n), out.begin());
+    std::copy(raw.begin(), raw.begin() + static_cast<std::ptrdiff_t>(kp.numel), out.begin());
   } else {
     const float* f = reinterpret_cast<const float*>(raw.data());
-    for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<double>(f[i]);
+    for (std::size_t i = 0; i < kp.numel; ++i) out[i] = static_cast<double>(f[i]);
   }
   return out;
 }
@@ -94,14 +66,13 @@ struct VecNorm::Impl {
   std::vector<Shape> stats_shape;        // per key
   std::vector<std::size_t> loc_offset;   // bytes into storage
   std::vector<std::size_t> var_offset;
-  std::vector<double> storage;           // all loc/var, 8-byte aligned; offsets 64-byte aligned
-  std::vector<std::int64_t> counts;      // per key
+  Buffer storage;                        // all loc/var, backend memory
+  Buffer counts;                         // one int64 per key, backend memory
+  std::vector<std::int64_t> counts_shadow;  // host copy for validation (see top)
 
   mutable std::mutex mutex;
   mutable std::vector<detail::Segment> segments;
-  mutable std::vector<detail::AffineSegment> affine_segments;
   mutable std::vector<int> call_keys;
-  mutable std::vector<KeyParams> scratch_params;
   mutable detail::Workspace workspace;
 
   explicit Impl(Options o) : options(o) {
@@ -109,29 +80,32 @@ struct VecNorm::Impl {
     backend = detail::resolve(options.backend);
   }
 
-  Impl(const Impl& other)
-      : options(other.options),
-        backend(other.backend),
-        configured(other.configured),
-        frozen(other.frozen),
-        table(other.table),
-        stats_shape(other.stats_shape),
-        loc_offset(other.loc_offset),
-        var_offset(other.var_offset),
-        storage(other.storage),
-        counts(other.counts) {}
+  /// A deep copy (clone): new buffers with the same contents.
+  std::unique_ptr<Impl> copy() const {
+    auto c = std::make_unique<Impl>(options);
+    c->backend = backend;
+    c->frozen = frozen;
+    if (!configured) return c;
+    c->configure(table);
+    c->storage.copy_from(storage);
+    c->counts.copy_from(counts);
+    c->counts_shadow = counts_shadow;
+    if (backend == Backend::cuda) detail::cuda::synchronize(Stream{});
+    return c;
+  }
 
   std::size_t stats_bytes(int k) const {
     return static_cast<std::size_t>(stats_shape[static_cast<std::size_t>(k)].numel()) * dtype_size(options.stats_dtype);
   }
-  void* loc(int k) { return reinterpret_cast<char*>(storage.data()) + loc_offset[static_cast<std::size_t>(k)]; }
-  void* var(int k) { return reinterpret_cast<char*>(storage.data()) + var_offset[static_cast<std::size_t>(k)]; }
+  void* loc(int k) { return static_cast<char*>(storage.data()) + loc_offset[static_cast<std::size_t>(k)]; }
+  void* var(int k) { return static_cast<char*>(storage.data()) + var_offset[static_cast<std::size_t>(k)]; }
   const void* loc(int k) const {
-    return reinterpret_cast<const char*>(storage.data()) + loc_offset[static_cast<std::size_t>(k)];
+    return static_cast<const char*>(storage.data()) + loc_offset[static_cast<std::size_t>(k)];
   }
   const void* var(int k) const {
-    return reinterpret_cast<const char*>(storage.data()) + var_offset[static_cast<std::size_t>(k)];
+    return static_cast<const char*>(storage.data()) + var_offset[static_cast<std::size_t>(k)];
   }
+  std::int64_t* count_ptr(int k) { return static_cast<std::int64_t*>(counts.data()) + k; }
 
   void configure(KeyTable t) {
     t.validate();
@@ -148,17 +122,16 @@ struct VecNorm::Impl {
       vo[k] = bytes;
       bytes += round_up(b);
     }
-    storage.assign(bytes / sizeof(double), 0.0);
+    storage = Buffer(backend, bytes);
+    counts = Buffer(backend, nk * sizeof(std::int64_t));
+    counts_shadow.assign(nk, 0);
     table = std::move(t);
     stats_shape = std::move(shapes);
     loc_offset = std::move(lo);
     var_offset = std::move(vo);
-    counts.assign(nk, 0);
     configured = true;
     segments.reserve(nk);
-    affine_segments.reserve(nk);
     call_keys.reserve(nk);
-    scratch_params.resize(nk);
   }
 
   void require_configured() const {
@@ -172,41 +145,40 @@ struct VecNorm::Impl {
     return detail::find_key(table, key);
   }
 
-  detail::BatchRule batch_rule() const {
-    return options.reduce_batch_dims ? detail::BatchRule::any : detail::BatchRule::exact;
-  }
-
   void require_count(int k) const {
-    if (counts[static_cast<std::size_t>(k)] <= 0)
+    if (counts_shadow[static_cast<std::size_t>(k)] <= 0)
       detail::fail(ErrorCode::zero_count,
                    detail::key_prefix(table.keys[static_cast<std::size_t>(k)].name) +
                        "cannot normalize: expected count > 0, got 0 (statistics never updated; step or update first)");
   }
 
-  /// Validates `batch` for `op` and fills `segments`. Pooled calls must carry
-  /// one batch shape for all keys.
-  void plan_segments(std::span<const KeyData> batch, Op op, DType (*x_dtype_of)(DType)) const {
+  /// Validates `batch` for `op` and fills `segments`, pointing into the
+  /// statistics. `invert`: x holds normalized values (denormalize). Pooled calls
+  /// must carry one batch shape for all keys.
+  void plan(std::span<const KeyData> batch, Op op, bool invert) {
     require_configured();
     segments.clear();
     call_keys.clear();
     const Device device = detail::backend_device(backend);
+    const auto rule = options.reduce_batch_dims ? detail::BatchRule::any : detail::BatchRule::exact;
     Shape pooled_batch;
     for (const KeyData& item : batch) {
       const int k = detail::find_key(table, item.key);
       detail::check_unique(item.key, k, call_keys.data(), static_cast<int>(call_keys.size()));
       call_keys.push_back(k);
       const KeySpec& spec = table.keys[static_cast<std::size_t>(k)];
-      const DType xd = x_dtype_of(spec.dtype);
+      const DType xd = invert ? output_dtype(spec.dtype) : spec.dtype;
       const detail::IoShape io =
-          detail::check_io(table, k, xd, item.x, op == Op::update ? nullptr : &item.y, batch_rule(), device);
+          detail::check_io(table, k, xd, item.x, op == Op::update ? nullptr : &item.y, rule, device);
       if (options.reduce_batch_dims) {
         if (segments.empty())
           pooled_batch = io.batch;
         else if (io.batch != pooled_batch)
           detail::fail(ErrorCode::shape_mismatch,
                        detail::key_prefix(spec.name) + "batch shape: expected " + pooled_batch.str() +
-                           " (the batch shape of key '" + table.keys[static_cast<std::size_t>(segments.front().key)].name +
-                           "' in this call), got " + io.batch.str());
+                           " (the batch shape of key '" +
+                           table.keys[static_cast<std::size_t>(segments.front().key)].name + "' in this call), got " +
+                           io.batch.str());
       }
       if (op == Op::normalize) require_count(k);
       detail::Segment s;
@@ -216,66 +188,85 @@ struct VecNorm::Impl {
       s.y = op == Op::update ? nullptr : item.y.data;
       s.rows = io.rows;
       s.feat = io.feat;
+      s.loc_in = loc(k);
+      s.var_in = var(k);
+      s.count_in = count_ptr(k);
+      if (op != Op::normalize) {
+        s.loc_out = loc(k);
+        s.var_out = var(k);
+        s.count_out = count_ptr(k);
+      }
       segments.push_back(s);
     }
   }
 
-  void run(Op op) {
-    for (detail::Segment& s : segments) {
-      s.loc_in = loc(s.key);
-      s.var_in = var(s.key);
-      s.count_in = &counts[static_cast<std::size_t>(s.key)];
-      if (op != Op::normalize) {
-        s.loc_out = loc(s.key);
-        s.var_out = var(s.key);
-        s.count_out = &counts[static_cast<std::size_t>(s.key)];
-      }
-    }
-    run_plan(op);
+  void run(Op op, bool invert, Stream stream) {
+    detail::Plan p;
+    p.op = op;
+    p.invert = invert;
+    p.estimator = options.estimator;
+    p.pooled = options.reduce_batch_dims;
+    p.counts = detail::CountLayout::per_key;
+    p.stats_dtype = options.stats_dtype;
+    p.decay = core::make_decay(options.decay);
+    p.eps = options.eps;
+    p.threads = options.cpu_threads;
+    p.segments = segments;
+    detail::dispatch(backend, p, workspace, stream);
+    if (op != Op::normalize)
+      for (const detail::Segment& s : segments)
+        counts_shadow[static_cast<std::size_t>(s.key)] += options.reduce_batch_dims ? s.rows : 1;
   }
 
-  void run_plan(Op op) const {
-    detail::Plan plan;
-    plan.op = op;
-    plan.estimator = options.estimator;
-    plan.pooled = options.reduce_batch_dims;
-    plan.counts = detail::CountLayout::per_key;
-    plan.stats_dtype = options.stats_dtype;
-    plan.decay = core::make_decay(options.decay);
-    plan.eps = options.eps;
-    plan.threads = options.cpu_threads;
-    plan.segments = segments;
-    detail::dispatch(backend, plan, workspace, Stream{});
+  // ---------------------------------------------------------- read-outs (host)
+
+  std::int64_t read_count(int k) const {
+    std::int64_t c = 0;
+    counts.copy_to_host(&c, sizeof c, static_cast<std::size_t>(k) * sizeof c);
+    return c;
   }
 
-  /// The affine parameters of key k in its compute type (see key_params).
+  /// Key k's loc and var bytes on the host.
+  void read_stats(int k, std::vector<std::uint8_t>& l, std::vector<std::uint8_t>& v) const {
+    const std::size_t n = stats_bytes(k);
+    l.resize(n);
+    v.resize(n);
+    storage.copy_to_host(l.data(), n, loc_offset[static_cast<std::size_t>(k)]);
+    storage.copy_to_host(v.data(), n, var_offset[static_cast<std::size_t>(k)]);
+  }
+
+  /// The affine map of key k in its compute type, computed on the host with the
+  /// backends' arithmetic (detail::host_params).
   void params(int k, bool want_scale, KeyParams& out) const {
-    require_count(k);
+    const std::int64_t count = read_count(k);
     const KeySpec& spec = table.keys[static_cast<std::size_t>(k)];
+    if (count <= 0)
+      detail::fail(ErrorCode::zero_count, detail::key_prefix(spec.name) + "cannot normalize: expected count > 0, got " +
+                                              std::to_string(count));
+    std::vector<std::uint8_t> lb, vb;
+    read_stats(k, lb, vb);
     out.dtype = detail::compute_dtype(spec.dtype, options.stats_dtype);
     const std::int64_t numel = stats_shape[static_cast<std::size_t>(k)].numel();
-    out.mu.resize(static_cast<std::size_t>(numel));  // double storage holds numel of either type
-    out.p.resize(static_cast<std::size_t>(numel));
+    out.numel = static_cast<std::size_t>(numel);
+    out.mu.assign(static_cast<std::size_t>(numel), 0.0);  // double storage holds numel of either type
+    out.p.assign(static_cast<std::size_t>(numel), 0.0);
     const core::Decay decay = core::make_decay(options.decay);
-    const bool pooled = options.reduce_batch_dims;
-    const std::int64_t count = counts[static_cast<std::size_t>(k)];
     auto go = [&](auto s_tag, auto c_tag) {
       using S = decltype(s_tag);
       using C = decltype(c_tag);
-      const S* l = static_cast<const S*>(loc(k));
-      const S* v = static_cast<const S*>(var(k));
+      const S* l = reinterpret_cast<const S*>(lb.data());
+      const S* v = reinterpret_cast<const S*>(vb.data());
       C* mu = reinterpret_cast<C*>(out.mu.data());
       C* p = reinterpret_cast<C*>(out.p.data());
       if (options.estimator == Estimator::stable)
-        key_params<S, C, true>(decay, options.eps, pooled, l, v, count, numel, want_scale, mu, p);
+        detail::host_params<S, C, true>(decay, options.eps, options.reduce_batch_dims, l, v, count, numel, want_scale, mu, p);
       else
-        key_params<S, C, false>(decay, options.eps, pooled, l, v, count, numel, want_scale, mu, p);
+        detail::host_params<S, C, false>(decay, options.eps, options.reduce_batch_dims, l, v, count, numel, want_scale, mu,
+                                         p);
     };
-    const bool s64 = options.stats_dtype == DType::float64;
-    const bool c64 = out.dtype == DType::float64;
-    if (s64)
+    if (options.stats_dtype == DType::float64)
       go(double{}, double{});
-    else if (c64)
+    else if (out.dtype == DType::float64)
       go(float{}, double{});
     else
       go(float{}, float{});
@@ -285,8 +276,7 @@ struct VecNorm::Impl {
     const int k = key_index(key);
     KeyParams kp;
     params(k, true, kp);
-    const std::size_t n = static_cast<std::size_t>(stats_shape[static_cast<std::size_t>(k)].numel());
-    return widen(kp, want_scale ? kp.p : kp.mu, n);
+    return widen(kp, want_scale ? kp.p : kp.mu);
   }
 };
 
@@ -303,60 +293,32 @@ VecNorm::~VecNorm() = default;
 VecNorm::VecNorm(VecNorm&&) noexcept = default;
 VecNorm& VecNorm::operator=(VecNorm&&) noexcept = default;
 
-namespace {
-DType same_dtype(DType d) { return d; }
-}  // namespace
-
 void VecNorm::step(std::span<const KeyData> batch, Stream stream) {
-  (void)stream;
   std::lock_guard lock(impl_->mutex);
   const Op op = impl_->frozen ? Op::normalize : Op::update_and_normalize;
-  impl_->plan_segments(batch, op, same_dtype);
-  impl_->run(op);
+  impl_->plan(batch, op, false);
+  impl_->run(op, false, stream);
 }
 
 void VecNorm::update(std::span<const KeyData> batch, Stream stream) {
-  (void)stream;
   std::lock_guard lock(impl_->mutex);
-  impl_->plan_segments(batch, Op::update, same_dtype);
+  impl_->plan(batch, Op::update, false);
   if (impl_->frozen) return;
-  impl_->run(Op::update);
+  impl_->run(Op::update, false, stream);
 }
 
 void VecNorm::normalize(std::span<const KeyData> batch, Stream stream) const {
-  (void)stream;
   std::lock_guard lock(impl_->mutex);
-  impl_->plan_segments(batch, Op::normalize, same_dtype);
-  const_cast<Impl&>(*impl_).run(Op::normalize);  // reads the statistics only
+  Impl& im = const_cast<Impl&>(*impl_);  // scratch only: the statistics are read, not written
+  im.plan(batch, Op::normalize, false);
+  im.run(Op::normalize, false, stream);
 }
 
 void VecNorm::denormalize(std::span<const KeyData> batch, Stream stream) const {
   std::lock_guard lock(impl_->mutex);
   Impl& im = const_cast<Impl&>(*impl_);
-  // x holds normalized values: its dtype is output_dtype of the key's dtype.
-  im.plan_segments(batch, Op::normalize, [](DType d) { return output_dtype(d); });
-  im.affine_segments.clear();
-  for (const detail::Segment& s : im.segments) {
-    KeyParams& kp = im.scratch_params[static_cast<std::size_t>(s.key)];
-    im.params(s.key, true, kp);
-    detail::AffineSegment a;
-    a.key = s.key;
-    a.x = s.x;
-    a.x_dtype = s.x_dtype;
-    a.y = s.y;
-    a.rows = s.rows;
-    a.feat = s.feat;
-    a.broadcast = im.options.reduce_batch_dims;
-    a.param_dtype = kp.dtype;
-    a.mu = kp.mu.data();
-    a.p = kp.p.data();
-    im.affine_segments.push_back(a);
-  }
-  detail::AffinePlan plan;
-  plan.direction = detail::AffineDirection::invert;
-  plan.threads = im.options.cpu_threads;
-  plan.segments = im.affine_segments;
-  detail::dispatch(im.backend, plan, stream);
+  im.plan(batch, Op::normalize, true);
+  im.run(Op::normalize, true, stream);
 }
 
 void VecNorm::freeze() {
@@ -374,18 +336,14 @@ bool VecNorm::is_frozen() const {
 
 VecNorm VecNorm::clone() const {
   std::lock_guard lock(impl_->mutex);
-  auto copy = std::make_unique<Impl>(*impl_);
-  copy->segments.reserve(copy->table.keys.size());
-  copy->affine_segments.reserve(copy->table.keys.size());
-  copy->call_keys.reserve(copy->table.keys.size());
-  copy->scratch_params.resize(copy->table.keys.size());
-  return VecNorm(std::move(copy));
+  return VecNorm(impl_->copy());
 }
 
 VecNorm VecNorm::frozen_copy() const {
-  VecNorm copy = clone();
-  copy.impl_->frozen = true;
-  return copy;
+  std::lock_guard lock(impl_->mutex);
+  auto c = impl_->copy();
+  c->frozen = true;
+  return VecNorm(std::move(c));
 }
 
 std::vector<double> VecNorm::loc(std::string_view key) const {
@@ -405,7 +363,7 @@ Shape VecNorm::stats_shape(std::string_view key) const {
 
 std::int64_t VecNorm::count(std::string_view key) const {
   std::lock_guard lock(impl_->mutex);
-  return impl_->counts[static_cast<std::size_t>(impl_->key_index(key))];
+  return impl_->read_count(impl_->key_index(key));
 }
 
 const Options& VecNorm::options() const noexcept { return impl_->options; }
@@ -455,14 +413,9 @@ State VecNorm::export_state() const {
   st.keys.resize(im.table.keys.size());
   for (std::size_t k = 0; k < st.keys.size(); ++k) {
     KeyState& ks = st.keys[k];
-    const int ki = static_cast<int>(k);
     ks.stats_shape = im.stats_shape[k];
-    const std::size_t n = im.stats_bytes(ki);
-    const auto* l = static_cast<const std::uint8_t*>(im.loc(ki));
-    const auto* v = static_cast<const std::uint8_t*>(im.var(ki));
-    ks.loc.assign(l, l + n);
-    ks.var.assign(v, v + n);
-    ks.count = im.counts[k];
+    im.read_stats(static_cast<int>(k), ks.loc, ks.var);
+    ks.count = im.read_count(static_cast<int>(k));
   }
   return st;
 }
@@ -504,14 +457,17 @@ void VecNorm::import_state(const State& state) {
     o.stats_dtype = state.options.stats_dtype;
     o.validate();
     im.options = o;
-    im.configure(state.table);  // cannot fail: state.validate() checked the table
+    im.configure(state.table);  // cannot fail on the table: state.validate() checked it
   }
+  std::vector<std::int64_t> c(state.keys.size());
   for (std::size_t k = 0; k < state.keys.size(); ++k) {
     const KeyState& ks = state.keys[k];
-    std::memcpy(im.loc(static_cast<int>(k)), ks.loc.data(), ks.loc.size());
-    std::memcpy(im.var(static_cast<int>(k)), ks.var.data(), ks.var.size());
-    im.counts[k] = ks.count;
+    im.storage.copy_from_host(ks.loc.data(), ks.loc.size(), im.loc_offset[k]);
+    im.storage.copy_from_host(ks.var.data(), ks.var.size(), im.var_offset[k]);
+    c[k] = ks.count;
   }
+  im.counts.copy_from_host(c.data(), c.size() * sizeof(std::int64_t));
+  im.counts_shadow = c;
 }
 
 // ============================================================== AffineNormalizer
@@ -522,8 +478,9 @@ struct AffineNormalizer::Impl {
   Backend backend = Backend::cpu;
   int threads = 0;
   std::vector<Shape> stats_shape;
-  std::vector<KeyParams> apply_params;   // mu, 1/scale
-  std::vector<KeyParams> invert_params;  // mu, scale
+  std::vector<KeyParams> apply_host;   // mu, 1/scale (host copies, for read-outs)
+  std::vector<KeyParams> invert_host;  // mu, scale
+  std::vector<Buffer> apply_mu, apply_p, invert_mu, invert_p;  // the same, in backend memory
   mutable std::vector<detail::AffineSegment> segments;
   mutable std::vector<int> call_keys;
 
@@ -532,14 +489,15 @@ struct AffineNormalizer::Impl {
     call_keys.clear();
     const Device device = detail::backend_device(backend);
     const auto rule = pooled ? detail::BatchRule::any : detail::BatchRule::exact;
+    const bool apply = dir == detail::AffineDirection::apply;
     for (const KeyData& item : batch) {
       const int k = detail::find_key(table, item.key);
       detail::check_unique(item.key, k, call_keys.data(), static_cast<int>(call_keys.size()));
       call_keys.push_back(k);
       const KeySpec& spec = table.keys[static_cast<std::size_t>(k)];
-      const DType xd = dir == detail::AffineDirection::apply ? spec.dtype : output_dtype(spec.dtype);
+      const DType xd = apply ? spec.dtype : output_dtype(spec.dtype);
       const detail::IoShape io = detail::check_io(table, k, xd, item.x, &item.y, rule, device);
-      const KeyParams& kp = (dir == detail::AffineDirection::apply ? apply_params : invert_params)[static_cast<std::size_t>(k)];
+      const std::size_t ki = static_cast<std::size_t>(k);
       detail::AffineSegment a;
       a.key = k;
       a.x = item.x.data;
@@ -548,9 +506,9 @@ struct AffineNormalizer::Impl {
       a.rows = io.rows;
       a.feat = io.feat;
       a.broadcast = pooled;
-      a.param_dtype = kp.dtype;
-      a.mu = kp.mu.data();
-      a.p = kp.p.data();
+      a.param_dtype = apply_host[ki].dtype;
+      a.mu = (apply ? apply_mu : invert_mu)[ki].data();
+      a.p = (apply ? apply_p : invert_p)[ki].data();
       segments.push_back(a);
     }
     detail::AffinePlan plan;
@@ -572,11 +530,21 @@ AffineNormalizer VecNorm::to_affine() const {
   a->threads = im.options.cpu_threads;
   a->stats_shape = im.stats_shape;
   const std::size_t nk = im.table.keys.size();
-  a->apply_params.resize(nk);
-  a->invert_params.resize(nk);
+  a->apply_host.resize(nk);
+  a->invert_host.resize(nk);
+  auto upload = [&](const std::vector<double>& host, std::size_t bytes) {
+    Buffer b(im.backend, bytes);
+    b.copy_from_host(host.data(), bytes);
+    return b;
+  };
   for (std::size_t k = 0; k < nk; ++k) {
-    im.params(static_cast<int>(k), false, a->apply_params[k]);
-    im.params(static_cast<int>(k), true, a->invert_params[k]);
+    im.params(static_cast<int>(k), false, a->apply_host[k]);
+    im.params(static_cast<int>(k), true, a->invert_host[k]);
+    const std::size_t bytes = a->apply_host[k].bytes();
+    a->apply_mu.push_back(upload(a->apply_host[k].mu, bytes));
+    a->apply_p.push_back(upload(a->apply_host[k].p, bytes));
+    a->invert_mu.push_back(upload(a->invert_host[k].mu, bytes));
+    a->invert_p.push_back(upload(a->invert_host[k].p, bytes));
   }
   a->segments.reserve(nk);
   a->call_keys.reserve(nk);
@@ -596,17 +564,14 @@ void AffineNormalizer::invert(std::span<const KeyData> batch, Stream stream) con
   impl_->run(batch, stream, detail::AffineDirection::invert);
 }
 
-
 std::vector<double> AffineNormalizer::loc(std::string_view key) const {
-  const int k = detail::find_key(impl_->table, key);
-  const KeyParams& kp = impl_->invert_params[static_cast<std::size_t>(k)];
-  return widen(kp, kp.mu, static_cast<std::size_t>(impl_->stats_shape[static_cast<std::size_t>(k)].numel()));
+  const std::size_t k = static_cast<std::size_t>(detail::find_key(impl_->table, key));
+  return widen(impl_->invert_host[k], impl_->invert_host[k].mu);
 }
 
 std::vector<double> AffineNormalizer::scale(std::string_view key) const {
-  const int k = detail::find_key(impl_->table, key);
-  const KeyParams& kp = impl_->invert_params[static_cast<std::size_t>(k)];
-  return widen(kp, kp.p, static_cast<std::size_t>(impl_->stats_shape[static_cast<std::size_t>(k)].numel()));
+  const std::size_t k = static_cast<std::size_t>(detail::find_key(impl_->table, key));
+  return widen(impl_->invert_host[k], impl_->invert_host[k].p);
 }
 
 Shape AffineNormalizer::stats_shape(std::string_view key) const {

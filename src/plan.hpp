@@ -49,6 +49,8 @@ struct Plan {
   core::Decay decay;
   double eps = 1e-4;
   int threads = 0;  ///< CPU threads, 0 = default
+  /// With Op::normalize: compute y = x * scale + mu (denormalize) instead.
+  bool invert = false;
   std::span<const Segment> segments;
 };
 
@@ -80,15 +82,24 @@ struct AffinePlan {
 /// Scratch memory a backend may keep between calls (so steady-state steps do
 /// not allocate). Owned by the caller: a VecNorm owns one.
 struct Workspace {
-  std::vector<double> f64;
-  std::vector<float> f32;
+  std::vector<double> f64;  ///< CPU backend scratch
+  // CUDA backend scratch in device memory, grown on first use (src/cuda).
+  void* device = nullptr;
+  std::size_t device_bytes = 0;
+  void (*release)(void*) noexcept = nullptr;
+
+  Workspace() = default;
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  ~Workspace() {
+    if (device != nullptr && release != nullptr) release(device);
+  }
 };
 
 }  // namespace vecnorm::detail
 
 namespace vecnorm::detail {
-/// The type the per-element arithmetic runs in: float64 when the input or the
-/// statistics are float64, float32 otherwise (docs/numerics.md).
+/// The type the per-element arithmetic runs in (core::compute_t as a DType).
 constexpr DType compute_dtype(DType x, DType stats) noexcept {
   return (x == DType::float64 || stats == DType::float64) ? DType::float64 : DType::float32;
 }

@@ -3,11 +3,14 @@
 
 #include <string>
 
+#include "backends.hpp"
 #include "errors.hpp"
 
 namespace vecnorm::detail {
 
-Device backend_device(Backend resolved) { return resolved == Backend::cuda ? Device::cuda(0) : Device::cpu(); }
+Device backend_device(Backend resolved) {
+  return resolved == Backend::cuda ? Device::cuda(cuda::current_device()) : Device::cpu();
+}
 
 int find_key(const KeyTable& table, std::string_view key) {
   const int k = table.find(key);

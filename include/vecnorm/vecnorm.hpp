@@ -6,6 +6,7 @@
 // TorchRL's VecNormV2 does, on the CPU or on a CUDA device. See README.md.
 #pragma once
 
+#include "vecnorm/buffer.hpp"
 #include "vecnorm/error.hpp"
 #include "vecnorm/normalizer.hpp"
 #include "vecnorm/options.hpp"

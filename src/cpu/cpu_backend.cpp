@@ -19,6 +19,7 @@
 #endif
 
 #include "../backends.hpp"
+#include "../params.hpp"
 #include "vecnorm/core/convert.hpp"
 #include "vecnorm/core/numerics.hpp"
 
@@ -66,14 +67,9 @@ void visit_float(DType d, F&& f) {
   return f(Tag<float>{});
 }
 
-/// Storage type of the output of input storage type X.
 template <class X>
-using out_t = std::conditional_t<std::is_same_v<X, double> || std::is_same_v<X, half_t> ||
-                                     std::is_same_v<X, bf16_t>,
-                                 X, float>;
-
-template <class X, class S>
-using compute_t = std::conditional_t<std::is_same_v<X, double> || std::is_same_v<S, double>, double, float>;
+using out_t = core::output_t<X>;
+using core::compute_t;
 
 int max_threads(int requested) {
 #if defined(_OPENMP)
@@ -384,9 +380,44 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
   affine_segment<X, C>(as, AffineDirection::apply, threads);
 }
 
+/// Denormalize one key: the map (mu, scale) of its statistics, then y = x * scale + mu.
+template <class X, class S, bool Stable>
+void invert_segment(const Plan& p, const Segment& s, Workspace& ws) {
+  using C = compute_t<X, S>;
+  const std::int64_t numel = p.pooled ? s.feat : s.rows * s.feat;
+  const std::size_t need = 2 * static_cast<std::size_t>(numel);
+  if (ws.f64.size() < need) ws.f64.resize(need);
+  C* mu = reinterpret_cast<C*>(ws.f64.data());
+  C* scale = mu + numel;
+  host_params<S, C, Stable>(p.decay, p.eps, p.pooled, static_cast<const S*>(s.loc_in), static_cast<const S*>(s.var_in),
+                            *s.count_in, numel, true, mu, scale);
+  AffineSegment as;
+  as.key = s.key;
+  as.x = s.x;
+  as.x_dtype = s.x_dtype;
+  as.y = s.y;
+  as.rows = s.rows;
+  as.feat = s.feat;
+  as.broadcast = p.pooled;
+  as.param_dtype = std::is_same_v<C, double> ? DType::float64 : DType::float32;
+  as.mu = mu;
+  as.p = scale;
+  affine_segment<X, C>(as, AffineDirection::invert, max_threads(p.threads));
+}
+
 template <class X, class S>
 void run_segment_typed(const Plan& p, const Segment& s, Workspace& ws) {
   const bool stable = p.estimator == Estimator::stable;
+  if (p.invert) {
+    if constexpr (std::is_same_v<X, float> || std::is_same_v<X, double> || std::is_same_v<X, half_t> ||
+                  std::is_same_v<X, bf16_t>) {
+      if (stable)
+        invert_segment<X, S, true>(p, s, ws);
+      else
+        invert_segment<X, S, false>(p, s, ws);
+    }
+    return;
+  }
   if (p.pooled) {
     if (stable)
       pooled_segment<X, S, true>(p, s, ws);

@@ -8,20 +8,29 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "vecnorm/core/hd.hpp"
 
 namespace vecnorm::core {
 
 VECNORM_HD std::uint32_t float_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
   std::uint32_t u;
   std::memcpy(&u, &f, sizeof u);
   return u;
+#endif
 }
 VECNORM_HD float bits_float(std::uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
   float f;
   std::memcpy(&f, &u, sizeof f);
   return f;
+#endif
 }
 
 /// IEEE binary16 -> float (exact).
@@ -67,6 +76,18 @@ VECNORM_HD std::uint16_t float_to_bf16(float f) {
 /// wrapping their bit pattern so that load/store overloads can tell them apart.
 struct half_t { std::uint16_t bits; };
 struct bf16_t { std::uint16_t bits; };
+
+/// The storage type of the normalized output of input storage type X: floats
+/// keep theirs, integers give float.
+template <class X>
+using output_t = std::conditional_t<std::is_same_v<X, double> || std::is_same_v<X, half_t> ||
+                                        std::is_same_v<X, bf16_t>,
+                                    X, float>;
+
+/// The compute type of input storage type X with statistics of type S: double
+/// when either is double, float otherwise (docs/numerics.md).
+template <class X, class S>
+using compute_t = std::conditional_t<std::is_same_v<X, double> || std::is_same_v<S, double>, double, float>;
 
 /// Load one element as the compute type C.
 template <class C> VECNORM_HD C load(const float* p) { return static_cast<C>(*p); }

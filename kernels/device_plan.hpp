@@ -1,0 +1,63 @@
+// kernels/device_plan.hpp -- what a launch is given: a segment table passed
+// by value as the kernel parameter (no host->device copy, so a step can be
+// captured in a CUDA graph), plus pointers to device scratch.
+//
+// Plain data only: included by the kernels (nvcc, or g++ under the SIMT
+// emulator) and by the host side (src/cuda).
+#pragma once
+
+#include <cstdint>
+
+namespace vecnorm::kernels {
+
+/// Most keys one launch handles; a call with more keys is split into launches.
+constexpr int kMaxSegments = 16;
+/// Threads per block of every kernel.
+constexpr int kThreads = 256;
+/// Elements per thread of the streaming (per-element and affine) kernels.
+constexpr int kItems = 4;
+/// Pooled statistics: rows one thread accumulates in the compute type before its
+/// partial sums are merged in double (bounds the float rounding, as the CPU tiles do).
+constexpr int kRowsPerThread = 32;
+
+/// Input/output element types, numbered as vecnorm::DType.
+enum XType : std::uint8_t { x_f32 = 0, x_f64 = 1, x_f16 = 2, x_bf16 = 3, x_i32 = 4, x_i64 = 5, x_u8 = 6 };
+
+enum OpCode : std::uint8_t { op_update_and_normalize = 0, op_update = 1, op_normalize = 2 };
+
+/// One key of a launch.
+struct DevSegment {
+  const void* x;
+  void* y;
+  const void* loc_in;  ///< stats dtype; null reads as zeros
+  const void* var_in;
+  void* loc_out;
+  void* var_out;
+  const std::int64_t* count_in;  ///< null reads as zeros
+  std::int64_t* count_out;
+  std::int64_t rows;
+  std::int64_t feat;
+  std::int64_t block_begin;  ///< first block of this segment in the grid
+  std::int64_t blocks;       ///< blocks of this segment
+  std::int64_t partials;     ///< pooled: index of this segment's first partial (block-major, feat per block)
+  void* mu;                  ///< pooled / affine: parameters, compute type (feat or rows*feat values)
+  void* p;                   ///< 1/scale (apply) or scale (invert)
+  std::uint8_t x_dtype;      ///< XType
+  std::uint8_t wide;         ///< compute type: 1 = double, 0 = float
+  std::uint8_t broadcast;    ///< affine: params per feature (1) or per element (0)
+};
+
+/// One launch over up to kMaxSegments keys.
+struct LaunchPlan {
+  DevSegment seg[kMaxSegments];
+  int nseg;
+  std::uint8_t op;          ///< OpCode
+  std::uint8_t invert;      ///< affine kernel: 1 = y = x * scale + mu
+  double log_decay;         ///< ln d (0 when cumulative)
+  int cumulative;           ///< d == 1
+  double eps;
+  std::uint32_t* ticket;    ///< device counter, 0 between launches (last-block detection)
+  double* partials;         ///< pooled: 3 doubles (n, mean, M2) per (block, feature)
+};
+
+}  // namespace vecnorm::kernels

@@ -1,0 +1,341 @@
+// kernels/vecnorm_kernels.cuh -- the CUDA kernels of vecnorm (device code only).
+//
+// Compiled by nvcc for the GPU (src/cuda/cuda_backend.cu) and, unchanged, by the
+// host compiler under the project's SIMT emulator (tests/simt) for the tests.
+// No <<<>>> here: launches are in the host side. Every formula is a call into
+// vecnorm/core/numerics.hpp, the same functions the CPU backend calls.
+//
+// Kernels (docs/kernels.md):
+//   elementwise_kernel  per-element statistics, all keys of a step in one launch
+//   pooled_stats_kernel pooled statistics: per-block partial moments; the last block to
+//                       finish merges them in a fixed order and updates loc/var/count
+//   pooled_params_kernel pooled normalize-only: the per-feature map from the statistics
+//   affine_kernel       y = (x - mu) * r (or its inverse) for all keys of a call
+#pragma once
+
+#include <cstdint>
+
+#include "device_plan.hpp"
+#include "vecnorm/core/convert.hpp"
+#include "vecnorm/core/numerics.hpp"
+
+#if !defined(__grid_constant__) && !defined(__CUDACC__)
+#define __grid_constant__
+#endif
+
+namespace vecnorm::kernels {
+
+using core::bf16_t;
+using core::half_t;
+
+/// The segment that owns grid block `block` (segments are few: a linear scan).
+__device__ __forceinline__ int find_segment(const LaunchPlan& p, std::int64_t block) {
+  int s = 0;
+  while (s + 1 < p.nseg && p.seg[s + 1].block_begin <= block) ++s;
+  return s;
+}
+
+/// Calls f(X{}) with X the storage type of XType t (uniform within a block).
+template <class F>
+__device__ __forceinline__ void visit_x(std::uint8_t t, F&& f) {
+  switch (t) {
+    case x_f32: f(float{}); break;
+    case x_f64: f(double{}); break;
+    case x_f16: f(half_t{}); break;
+    case x_bf16: f(bf16_t{}); break;
+    case x_i32: f(std::int32_t{}); break;
+    case x_i64: f(std::int64_t{}); break;
+    default: f(std::uint8_t{}); break;
+  }
+}
+
+__device__ __forceinline__ core::Decay decay_of(const LaunchPlan& p) {
+  core::Decay d;
+  d.log_decay = p.log_decay;
+  d.cumulative = p.cumulative != 0;
+  return d;
+}
+
+/// The "last block merges" handshake: every block calls this once at its end
+/// (all threads); it returns true in the one block that finished last, after
+/// which every other block's global writes are visible to it. The ticket is
+/// reset for the next launch.
+__device__ __forceinline__ bool last_block_done(std::uint32_t* ticket) {
+  __shared__ int is_last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    const std::uint32_t t = atomicAdd(ticket, 1u);
+    is_last = (t == gridDim.x - 1) ? 1 : 0;
+    if (is_last) *ticket = 0u;
+  }
+  __syncthreads();
+  if (is_last) __threadfence();
+  return is_last != 0;
+}
+
+// ---------------------------------------------------------------------------
+// Per-element statistics
+// ---------------------------------------------------------------------------
+
+template <class X, class S, bool Stable, bool PerKeyCount, int Op>
+__device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const DevSegment& s, std::int64_t local_block) {
+  using C = core::compute_t<X, S>;
+  using Y = core::output_t<X>;
+  constexpr bool kUpdate = Op != op_normalize;
+  constexpr bool kNormalize = Op != op_update;
+  const core::Decay decay = decay_of(p);
+  const C eps = static_cast<C>(p.eps);
+  const X* x = static_cast<const X*>(s.x);
+  Y* y = static_cast<Y*>(s.y);
+  const S* loc_in = static_cast<const S*>(s.loc_in);
+  const S* var_in = static_cast<const S*>(s.var_in);
+  S* loc_out = static_cast<S*>(s.loc_out);
+  S* var_out = static_cast<S*>(s.var_out);
+  const std::int64_t n_elem = s.rows * s.feat;
+  const std::int64_t base = local_block * (kThreads * kItems) + threadIdx.x;
+
+  std::int64_t cached = -1;
+  core::Coeffs<C> c{};
+#pragma unroll
+  for (int it = 0; it < kItems; ++it) {
+    const std::int64_t i = base + static_cast<std::int64_t>(it) * kThreads;
+    if (i >= n_elem) break;
+    const std::int64_t n = s.count_in ? s.count_in[PerKeyCount ? 0 : i] : 0;
+    if (n != cached) {
+      c = kUpdate ? core::update_coeffs<C, Stable>(decay, n, 1) : core::normalize_coeffs<C, Stable>(decay, n);
+      cached = n;
+    }
+    const C xi = core::load<C>(x + i);
+    C loc = loc_in ? static_cast<C>(loc_in[i]) : C(0);
+    C var = var_in ? static_cast<C>(var_in[i]) : C(0);
+    if constexpr (kUpdate) {
+      core::update_element<C, Stable>(loc, var, xi, c);
+      const S ls = static_cast<S>(loc), vs = static_cast<S>(var);
+      loc_out[i] = ls;
+      var_out[i] = vs;
+      if constexpr (!PerKeyCount) s.count_out[i] = n + 1;
+      loc = static_cast<C>(ls);
+      var = static_cast<C>(vs);
+    }
+    if constexpr (kNormalize) core::store(y + i, core::apply(core::element_affine<C, Stable>(loc, var, c, eps), xi));
+  }
+}
+
+/// Per-element statistics for all segments of the launch. With one count per
+/// key, the last block moves every segment's count by one (after all blocks
+/// have read it).
+template <class S, bool Stable, bool PerKeyCount, int Op>
+__global__ void __launch_bounds__(kThreads) elementwise_kernel(const __grid_constant__ LaunchPlan p) {
+  const std::int64_t block = blockIdx.x;
+  const int si = find_segment(p, block);
+  const DevSegment& s = p.seg[si];
+  const std::int64_t local = block - s.block_begin;
+  if (local < s.blocks) {
+    visit_x(s.x_dtype, [&](auto xt) { elementwise_block<decltype(xt), S, Stable, PerKeyCount, Op>(p, s, local); });
+  }
+  if constexpr (PerKeyCount && Op != op_normalize) {
+    if (last_block_done(p.ticket) && threadIdx.x == 0) {
+      for (int k = 0; k < p.nseg; ++k) {
+        const DevSegment& sk = p.seg[k];
+        *sk.count_out = (sk.count_in ? *sk.count_in : 0) + 1;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Pooled statistics
+// ---------------------------------------------------------------------------
+
+/// Rows of a block of the pooled statistics kernel, for feat features: the
+/// block's threads form `groups` row groups of `cols` feature lanes.
+__host__ __device__ __forceinline__ int pooled_cols(std::int64_t feat) {
+  return static_cast<int>(feat < kThreads ? (feat > 0 ? feat : 1) : kThreads);
+}
+__host__ __device__ __forceinline__ std::int64_t pooled_rows_per_block(std::int64_t feat) {
+  return static_cast<std::int64_t>(kThreads / pooled_cols(feat)) * kRowsPerThread;
+}
+
+/// One block's partial moments of rows [r0, r1) of every feature: shifted sums
+/// in the compute type per thread, merged in double across row groups (Chan),
+/// written as (n, mean, M2) per feature.
+template <class X, class S, bool Stable>
+__device__ __forceinline__ void pooled_partial_block(const LaunchPlan& p, const DevSegment& s, std::int64_t local,
+                                                     double* sh1, double* sh2) {
+  using C = core::compute_t<X, S>;
+  const core::Decay decay = decay_of(p);
+  const X* x = static_cast<const X*>(s.x);
+  const S* loc_in = static_cast<const S*>(s.loc_in);
+  const std::int64_t F = s.feat;
+  const int cols = pooled_cols(F);
+  const int groups = kThreads / cols;
+  const std::int64_t r0 = local * pooled_rows_per_block(F);
+  const std::int64_t r1 = r0 + pooled_rows_per_block(F) < s.rows ? r0 + pooled_rows_per_block(F) : s.rows;
+  const std::int64_t n = s.count_in ? *s.count_in : 0;
+  const int tid = threadIdx.x;
+  const int col = tid % cols;
+  const int g = tid / cols;
+  double* part = p.partials + 3 * (s.partials + local * F);
+  for (std::int64_t fc = 0; fc < F; fc += cols) {
+    const std::int64_t f = fc + col;
+    const bool active = g < groups && f < F;
+    C shift = C(0), a1 = C(0), a2 = C(0);
+    if (active) {
+      const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
+      shift = static_cast<C>(core::pooled_shift<Stable>(decay, loc, n, core::load<double>(x + f)));
+      for (std::int64_t r = r0 + g; r < r1; r += groups) {
+        const C d = core::load<C>(x + r * F + f) - shift;
+        a1 += d;
+        a2 += d * d;
+      }
+    }
+    sh1[tid] = static_cast<double>(a1);
+    sh2[tid] = static_cast<double>(a2);
+    __syncthreads();
+    if (g == 0 && f < F) {
+      core::Moments m;
+      for (int gg = 0; gg < groups; ++gg) {
+        const std::int64_t span = r1 - r0 - gg;
+        const std::int64_t rows_g = span > 0 ? (span + groups - 1) / groups : 0;
+        m = core::merge(m, core::moments_from_shifted(static_cast<double>(rows_g), static_cast<double>(shift),
+                                                      sh1[gg * cols + col], sh2[gg * cols + col]));
+      }
+      part[3 * f + 0] = m.n;
+      part[3 * f + 1] = m.mean;
+      part[3 * f + 2] = m.m2;
+    }
+    __syncthreads();
+  }
+}
+
+/// The map of one statistics element computed in type T (double for pooled
+/// statistics, the compute type per element, as the CPU backend and the
+/// read-outs do), stored in the segment's compute type.
+template <class T, class S, bool Stable>
+__device__ __forceinline__ void element_params(const LaunchPlan& p, const DevSegment& s, std::int64_t f, S loc, S var,
+                                               std::int64_t count) {
+  const auto c = core::normalize_coeffs<T, Stable>(decay_of(p), count);
+  T mu, q;
+  if (p.invert) {
+    core::element_loc_scale<T, Stable>(static_cast<T>(loc), static_cast<T>(var), c, static_cast<T>(p.eps), mu, q);
+  } else {
+    const auto a = core::element_affine<T, Stable>(static_cast<T>(loc), static_cast<T>(var), c, static_cast<T>(p.eps));
+    mu = a.mu;
+    q = a.r;
+  }
+  if (s.wide) {
+    static_cast<double*>(s.mu)[f] = static_cast<double>(mu);
+    static_cast<double*>(s.p)[f] = static_cast<double>(q);
+  } else {
+    static_cast<float*>(s.mu)[f] = static_cast<float>(mu);
+    static_cast<float*>(s.p)[f] = static_cast<float>(q);
+  }
+}
+
+/// Pooled statistics of all segments: partial moments per block; the last block
+/// merges each feature's partials in block order (deterministic), updates
+/// loc/var in double, moves the counts by the batch size and, for a step that
+/// normalizes, writes the per-feature map for affine_kernel.
+template <class S, bool Stable>
+__global__ void __launch_bounds__(kThreads) pooled_stats_kernel(const __grid_constant__ LaunchPlan p) {
+  __shared__ double sh1[kThreads];
+  __shared__ double sh2[kThreads];
+  const std::int64_t block = blockIdx.x;
+  const int si = find_segment(p, block);
+  const DevSegment& s = p.seg[si];
+  const std::int64_t local = block - s.block_begin;
+  if (local < s.blocks) {
+    visit_x(s.x_dtype, [&](auto xt) { pooled_partial_block<decltype(xt), S, Stable>(p, s, local, sh1, sh2); });
+  }
+  if (!last_block_done(p.ticket)) return;
+  const core::Decay decay = decay_of(p);
+  for (int k = 0; k < p.nseg; ++k) {
+    const DevSegment& sk = p.seg[k];
+    const std::int64_t n = sk.count_in ? *sk.count_in : 0;
+    const std::int64_t m = sk.rows;
+    const S* loc_in = static_cast<const S*>(sk.loc_in);
+    const S* var_in = static_cast<const S*>(sk.var_in);
+    S* loc_out = static_cast<S*>(sk.loc_out);
+    S* var_out = static_cast<S*>(sk.var_out);
+    const double* part = p.partials + 3 * sk.partials;
+    for (std::int64_t f = threadIdx.x; f < sk.feat; f += kThreads) {
+      core::Moments b;
+      for (std::int64_t blk = 0; blk < sk.blocks; ++blk) {
+        const double* q = part + 3 * (blk * sk.feat + f);
+        core::Moments mb;
+        mb.n = q[0];
+        mb.mean = q[1];
+        mb.m2 = q[2];
+        b = core::merge(b, mb);
+      }
+      double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
+      double var = var_in ? static_cast<double>(var_in[f]) : 0.0;
+      core::update_pooled<Stable>(decay, loc, var, n, m, b);
+      const S ls = static_cast<S>(loc), vs = static_cast<S>(var);
+      loc_out[f] = ls;
+      var_out[f] = vs;
+      if (p.op == op_update_and_normalize) element_params<double, S, Stable>(p, sk, f, ls, vs, n + m);
+    }
+  }
+  __syncthreads();  // every thread has read the counts
+  if (threadIdx.x == 0)
+    for (int k = 0; k < p.nseg; ++k) *p.seg[k].count_out = (p.seg[k].count_in ? *p.seg[k].count_in : 0) + p.seg[k].rows;
+}
+
+/// Normalize-only in pooled mode, and denormalize: the map of every statistics
+/// element of every segment (mu and 1/scale, or mu and scale with p.invert).
+/// One block per segment.
+template <class S, bool Stable>
+__global__ void __launch_bounds__(kThreads) params_kernel(const __grid_constant__ LaunchPlan p) {
+  const DevSegment& s = p.seg[blockIdx.x];
+  const S* loc = static_cast<const S*>(s.loc_in);
+  const S* var = static_cast<const S*>(s.var_in);
+  const std::int64_t count = *s.count_in;
+  const std::int64_t numel = s.broadcast ? s.feat : s.rows * s.feat;
+  for (std::int64_t f = threadIdx.x; f < numel; f += kThreads) {
+    if (s.broadcast || s.wide)
+      element_params<double, S, Stable>(p, s, f, loc[f], var[f], count);
+    else
+      element_params<float, S, Stable>(p, s, f, loc[f], var[f], count);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Affine maps: pooled normalize, AffineNormalizer, denormalize
+// ---------------------------------------------------------------------------
+
+template <class X, class C>
+__device__ __forceinline__ void affine_block(const LaunchPlan& p, const DevSegment& s, std::int64_t local) {
+  using Y = core::output_t<X>;
+  const X* x = static_cast<const X*>(s.x);
+  Y* y = static_cast<Y*>(s.y);
+  const C* mu = static_cast<const C*>(s.mu);
+  const C* q = static_cast<const C*>(s.p);
+  const std::int64_t n_elem = s.rows * s.feat;
+  const std::int64_t base = local * (kThreads * kItems) + threadIdx.x;
+#pragma unroll
+  for (int it = 0; it < kItems; ++it) {
+    const std::int64_t i = base + static_cast<std::int64_t>(it) * kThreads;
+    if (i >= n_elem) break;
+    const std::int64_t j = s.broadcast ? i % s.feat : i;
+    const C xi = core::load<C>(x + i);
+    const C out = p.invert ? core::unapply(mu[j], q[j], xi) : core::apply(core::Affine<C>{mu[j], q[j]}, xi);
+    core::store(y + i, out);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) affine_kernel(const __grid_constant__ LaunchPlan p) {
+  const std::int64_t block = blockIdx.x;
+  const DevSegment& s = p.seg[find_segment(p, block)];
+  const std::int64_t local = block - s.block_begin;
+  if (local >= s.blocks) return;
+  visit_x(s.x_dtype, [&](auto xt) {
+    if (s.wide)
+      affine_block<decltype(xt), double>(p, s, local);
+    else
+      affine_block<decltype(xt), float>(p, s, local);
+  });
+}
+
+}  // namespace vecnorm::kernels

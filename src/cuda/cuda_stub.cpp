@@ -1,0 +1,32 @@
+// src/cuda/cuda_stub.cpp -- the CUDA backend's entry points in a build without
+// it (no CUDA compiler, or VECNORM_ENABLE_CUDA=OFF): nothing is usable.
+#include "../backends.hpp"
+#include "../errors.hpp"
+#include "vecnorm/version.hpp"
+
+namespace vecnorm {
+
+bool cuda_built() noexcept { return false; }
+bool cuda_available() noexcept { return false; }
+
+namespace detail::cuda {
+namespace {
+[[noreturn]] void unavailable() {
+  fail(ErrorCode::backend_unavailable,
+       "backend cuda: this build of vecnorm has no CUDA backend (configure with a CUDA compiler and "
+       "VECNORM_ENABLE_CUDA=ON); use backend cpu or auto");
+}
+}  // namespace
+
+bool available() noexcept { return false; }
+int current_device() { unavailable(); }
+void* alloc(std::size_t) { unavailable(); }
+void release(void*) noexcept {}
+void copy(void*, const void*, std::size_t, Stream, bool) { unavailable(); }
+void zero(void*, std::size_t, Stream) { unavailable(); }
+void synchronize(Stream) { unavailable(); }
+void run(const Plan&, Workspace&, Stream) { unavailable(); }
+void run(const AffinePlan&, Stream) { unavailable(); }
+
+}  // namespace detail::cuda
+}  // namespace vecnorm
