@@ -95,16 +95,35 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
   const std::int64_t n_elem = s.rows * s.feat;
   const std::int64_t base = local_block * (kThreads * kItems) + threadIdx.x;
 
+  auto coeffs_for = [&](std::int64_t n) {
+    return kUpdate ? core::update_coeffs<C, Stable>(decay, n, 1) : core::normalize_coeffs<C, Stable>(decay, n);
+  };
+  // One count per key: the block's thread 0 computes the coefficients once (in
+  // double) and shares them; per-element counts: each thread, when its count changes.
   std::int64_t cached = -1;
   core::Coeffs<C> c{};
+  if constexpr (PerKeyCount) {
+    __shared__ C shared_coeffs[2];
+    if (threadIdx.x == 0) {
+      const core::Coeffs<C> c0 = coeffs_for(s.count_in ? *s.count_in : 0);
+      shared_coeffs[0] = c0.weight;
+      shared_coeffs[1] = c0.inv_bc;
+    }
+    __syncthreads();
+    c.weight = shared_coeffs[0];
+    c.inv_bc = shared_coeffs[1];
+  }
 #pragma unroll
   for (int it = 0; it < kItems; ++it) {
     const std::int64_t i = base + static_cast<std::int64_t>(it) * kThreads;
     if (i >= n_elem) break;
-    const std::int64_t n = s.count_in ? s.count_in[PerKeyCount ? 0 : i] : 0;
-    if (n != cached) {
-      c = kUpdate ? core::update_coeffs<C, Stable>(decay, n, 1) : core::normalize_coeffs<C, Stable>(decay, n);
-      cached = n;
+    std::int64_t n = 0;
+    if constexpr (!PerKeyCount) {
+      n = s.count_in ? s.count_in[i] : 0;
+      if (n != cached) {
+        c = coeffs_for(n);
+        cached = n;
+      }
     }
     const C xi = core::load<C>(x + i);
     C loc = loc_in ? static_cast<C>(loc_in[i]) : C(0);
