@@ -113,4 +113,8 @@ ConstTensorView Buffer::view(DType dtype, Shape shape, std::size_t offset) const
   return ConstTensorView{static_cast<const char*>(data_) + offset, dtype, shape, device()};
 }
 
+void synchronize(Backend backend, Stream stream) {
+  if (detail::resolve(backend) == Backend::cuda) detail::cuda::synchronize(stream);
+}
+
 }  // namespace vecnorm

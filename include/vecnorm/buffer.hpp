@@ -50,4 +50,7 @@ class Buffer {
   int device_ = 0;
 };
 
+/// Waits until the work vecnorm queued on `stream` is done (no-op on the CPU backend).
+void synchronize(Backend backend, Stream stream = {});
+
 }  // namespace vecnorm
