@@ -7,6 +7,7 @@
 #pragma once
 
 #include "vecnorm/buffer.hpp"
+#include "vecnorm/checkpoint.hpp"
 #include "vecnorm/error.hpp"
 #include "vecnorm/normalizer.hpp"
 #include "vecnorm/options.hpp"

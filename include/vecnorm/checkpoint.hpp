@@ -1,0 +1,63 @@
+// vecnorm/checkpoint.hpp -- crash-safe checkpoint files of a normalizer's state.
+//
+// The file format (magic "VNRMCKPT", format version, the statistics-shaping
+// options, the key table, per key count/loc/var, CRC-32C) is specified in
+// docs/state-format.md.
+//
+//   vecnorm::save_state(vn, "run/vecnorm.ckpt");   // atomic: old or new file, whole
+//   vecnorm::load_state(vn, "run/vecnorm.ckpt");   // validated; vn unchanged on error
+//
+// Every function throws vecnorm::Error on failure: decoding errors carry
+// ErrorCode::state_mismatch, file-system errors ErrorCode::invalid_argument,
+// and import_state()'s mismatches keep their code. Messages start with
+// "vecnorm: " and name the path (file functions), what is wrong, the expected
+// and the actual value.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "vecnorm/normalizer.hpp"
+
+namespace vecnorm {
+
+/// The checkpoint format version encode_state() writes.
+inline constexpr std::uint32_t kCheckpointFormatVersion = 1;
+/// The oldest format version decode_state() reads.
+inline constexpr std::uint32_t kCheckpointOldestVersion = 1;
+
+/// The bytes of a checkpoint file holding `state` (validated first: an
+/// inconsistent state throws Error(state_mismatch)). Deterministic: the same
+/// state always gives the same bytes. Only the options that shape the
+/// statistics are stored (estimator, decay, eps, reduce_batch_dims,
+/// stats_dtype); backend and cpu_threads are not.
+std::vector<std::uint8_t> encode_state(const State& state);
+
+/// Parses and fully validates a checkpoint: magic, format version, sizes,
+/// checksum, every length and enum, then State::validate(). Throws
+/// Error(state_mismatch) naming what is wrong. Never allocates more than a
+/// small multiple of bytes.size(). The returned State has the stored options
+/// and default backend / cpu_threads.
+State decode_state(std::span<const std::uint8_t> bytes);
+
+/// Writes vn.export_state() to `path` atomically and durably: a temporary file
+/// in the same directory (path + ".tmp.<pid>.<random>"), fsync, rename over
+/// `path`, fsync of the directory. A crash at any moment leaves either the old
+/// or the new file, whole (possibly with a stray temporary file beside it). On
+/// error the temporary file is removed and `path` is untouched.
+void save_state(const VecNorm& vn, const std::string& path);
+
+/// Reads and decodes `path` (all of decode_state's checks), then
+/// vn.import_state() it. On any error `vn` is unchanged.
+void load_state(VecNorm& vn, const std::string& path);
+
+/// Reads and decodes `path` without loading it anywhere (for tools).
+State read_state_file(const std::string& path);
+
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78, init and final xor
+/// 0xFFFFFFFF): the checksum of the format. crc32c("123456789") == 0xE3069283.
+std::uint32_t crc32c(std::span<const std::uint8_t> bytes) noexcept;
+
+}  // namespace vecnorm
