@@ -177,8 +177,9 @@ __host__ __device__ __forceinline__ std::int64_t pooled_rows_per_block(std::int6
 }
 
 /// One block's partial moments of rows [r0, r1) of every feature: shifted sums
-/// in the compute type per thread, merged in double across row groups (Chan),
-/// written as (n, mean, M2) per feature.
+/// in the compute type per thread, added in double across the row groups (they
+/// share the shift), written as (n, mean, M2) per feature; blocks are merged
+/// with Chan's formula by the last block.
 template <class X, class S, bool Stable>
 __device__ __forceinline__ void pooled_partial_block(const LaunchPlan& p, const DevSegment& s, std::int64_t local,
                                                      double* sh1, double* sh2) {
@@ -213,13 +214,14 @@ __device__ __forceinline__ void pooled_partial_block(const LaunchPlan& p, const 
     sh2[tid] = static_cast<double>(a2);
     __syncthreads();
     if (g == 0 && f < F) {
-      core::Moments m;
+      // The row groups share the shift: their sums add (in double, in group order).
+      double t1 = 0.0, t2 = 0.0;
       for (int gg = 0; gg < groups; ++gg) {
-        const std::int64_t span = r1 - r0 - gg;
-        const std::int64_t rows_g = span > 0 ? (span + groups - 1) / groups : 0;
-        m = core::merge(m, core::moments_from_shifted(static_cast<double>(rows_g), static_cast<double>(shift),
-                                                      sh1[gg * cols + col], sh2[gg * cols + col]));
+        t1 += sh1[gg * cols + col];
+        t2 += sh2[gg * cols + col];
       }
+      const core::Moments m =
+          core::moments_from_shifted(static_cast<double>(r1 - r0), static_cast<double>(shift), t1, t2);
       part[3 * f + 0] = m.n;
       part[3 * f + 1] = m.mean;
       part[3 * f + 2] = m.m2;

@@ -16,12 +16,23 @@ thread_local std::vector<detail::Segment> t_segments;
 thread_local std::vector<int> t_keys;
 thread_local detail::Workspace t_workspace;
 
-void check_zero_counts(std::string_view key, const ConstTensorView& count, std::int64_t numel, Device device) {
-  if (numel == 0 || device.kind != Device::Kind::cpu) return;  // device counts: see docs/kernels.md
+thread_local std::vector<std::int64_t> t_counts;
+
+/// Normalize-only needs every count > 0. Counts in device memory are copied to
+/// the host for this check (one synchronization, normalize-only calls only;
+/// steps that update never need it: their counts are >= 1 after the update).
+void check_zero_counts(std::string_view key, const ConstTensorView& count, std::int64_t numel, Device device,
+                       Stream stream) {
+  if (numel == 0) return;
   if (count.data == nullptr)
     detail::fail(ErrorCode::zero_count, detail::key_prefix(key) +
                                             "cannot normalize: no statistics were given (count 0); update first");
   const auto* c = static_cast<const std::int64_t*>(count.data);
+  if (device.kind == Device::Kind::cuda) {
+    t_counts.resize(static_cast<std::size_t>(numel));
+    detail::cuda::copy(t_counts.data(), c, static_cast<std::size_t>(numel) * sizeof(std::int64_t), stream, true);
+    c = t_counts.data();
+  }
   for (std::int64_t i = 0; i < numel; ++i)
     if (c[i] <= 0)
       detail::fail(ErrorCode::zero_count, detail::key_prefix(key) + "cannot normalize: expected count > 0, got " +
@@ -58,7 +69,7 @@ void step(const Options& options, const KeyTable& table, std::span<const Statele
     if (it.in.count.data)
       detail::check_stats_view(key, "statistics in.count", it.in.count, DType::int64, shape, device);
     if (op == Op::normalize) {
-      check_zero_counts(key, it.in.count, numel, device);
+      check_zero_counts(key, it.in.count, numel, device, stream);
     } else {
       detail::check_stats_view(key, "statistics out.loc", it.out.loc, sd, shape, device);
       detail::check_stats_view(key, "statistics out.var", it.out.var, sd, shape, device);

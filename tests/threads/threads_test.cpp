@@ -1,0 +1,227 @@
+// tests/threads/threads_test.cpp -- one VecNorm stepped from several threads.
+// Steps are atomic with respect to each other, so the final count is exact and,
+// with decay 1 (every sample weighs the same), the statistics are those of all
+// the data whatever the order of the steps (up to rounding).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <random>
+#include <thread>
+#include <tuple>
+
+#include "support/check.hpp"
+#include "support/data.hpp"
+#include "support/device_buffer.hpp"
+#include "support/dtypes.hpp"
+#include "support/harness.hpp"
+
+namespace {
+
+using vecnorm::Backend;
+using vecnorm::DType;
+using vecnorm::Estimator;
+using vecnorm::Shape;
+
+constexpr int kThreads = 4;
+constexpr int kSteps = 250;
+constexpr std::int64_t kBatch = 16;
+constexpr std::int64_t kFeatures = 3;
+
+using Param = std::tuple<Backend, Estimator, bool /*pooled*/, DType /*stats*/>;
+class Threads : public ::testing::TestWithParam<Param> {};
+
+// Data of thread t, step s (deterministic, so the test can recompute it).
+std::vector<double> data_of(int t, int s) {
+  std::mt19937_64 rng(1000003ull * t + s);
+  const vntest::FeatureDistribution dist{{2.0, -1.0, 10.0}, {1.0, 0.5, 3.0}};
+  return vntest::random_values(rng, DType::float32, kBatch, kFeatures, dist);
+}
+
+TEST_P(Threads, ConcurrentStepsAreAtomic) {
+  const auto& [backend, est, pooled, stats] = GetParam();
+  vecnorm::Options o = vntest::options_for(backend);
+  o.estimator = est;
+  o.reduce_batch_dims = pooled;
+  o.decay = 1.0;
+  o.stats_dtype = stats;
+  vecnorm::VecNorm vn(o, vecnorm::KeyTable{Shape{kBatch}, {{"obs", Shape{kFeatures}, DType::float32},
+                                                           {"reward", Shape{}, DType::float32}}});
+  std::atomic<int> failures{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      while (!go.load()) std::this_thread::yield();
+      try {
+        for (int s = 0; s < kSteps; ++s) {
+          const auto x = data_of(t, s);
+          auto xb = vntest::DeviceBuffer::from_values(backend, DType::float32, Shape{kBatch, kFeatures}, x);
+          vntest::DeviceBuffer yb(backend, DType::float32, Shape{kBatch, kFeatures});
+          auto rb = vntest::DeviceBuffer::from_values(backend, DType::float32, Shape{kBatch},
+                                                      std::vector<double>(kBatch, t + 1.0));
+          vntest::DeviceBuffer ryb(backend, DType::float32, Shape{kBatch});
+          // Odd threads carry the reward too; everybody reads now and then.
+          if (t % 2 == 1) vn.step({{"obs", xb.cview(), yb.view()}, {"reward", rb.cview(), ryb.view()}});
+          else vn.step({{"obs", xb.cview(), yb.view()}});
+          for (double v : yb.values())
+            if (!std::isfinite(v)) ++failures;
+          if (s % 50 == 0) {
+            for (double v : vn.scale("obs"))
+              if (!std::isfinite(v)) ++failures;
+            (void)vn.export_state();
+          }
+        }
+      } catch (const std::exception& e) {
+        ++failures;
+        ADD_FAILURE() << "thread " << t << ": " << e.what();
+      }
+    });
+  }
+  go = true;
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0) << "non-finite outputs or exceptions in the threads";
+
+  const std::int64_t per_step = pooled ? kBatch : 1;
+  EXPECT_EQ(vn.count("obs"), std::int64_t{kThreads} * kSteps * per_step);
+  EXPECT_EQ(vn.count("reward"), std::int64_t{kThreads / 2} * kSteps * per_step);
+
+  // The statistics of all the data, in any order.
+  const std::int64_t cells = pooled ? kFeatures : kBatch * kFeatures;
+  std::vector<std::vector<double>> seen(cells);
+  for (int t = 0; t < kThreads; ++t)
+    for (int s = 0; s < kSteps; ++s) {
+      const auto x = data_of(t, s);
+      for (std::int64_t i = 0; i < kBatch * kFeatures; ++i) seen[pooled ? i % kFeatures : i].push_back(x[i]);
+    }
+  std::vector<double> mean(cells), sd(cells), mean_tol(cells), sd_tol(cells);
+  // The order of the steps changes only the rounding: float32 statistics
+  // accumulate ~1e-4 relative over 1000 steps, float64 ones ~1e-12.
+  const double rel = stats == DType::float64 ? 1e-11 : 2e-4;
+  for (std::int64_t k = 0; k < cells; ++k) {
+    vnref::mean_std(seen[k], mean[k], sd[k]);
+    const double mag = std::fabs(mean[k]) + sd[k];
+    mean_tol[k] = rel * mag;
+    sd_tol[k] = rel * mag * mag / sd[k];
+  }
+  EXPECT_TRUE(vntest::AllClose("loc == mean of all data", mean, vn.loc("obs"), mean_tol));
+  EXPECT_TRUE(vntest::AllClose("scale == population std of all data", sd, vn.scale("obs"), sd_tol));
+  // The reward of thread t is t + 1: odd threads 1 and 3 give 2 and 4: mean 3, std 1.
+  std::vector<double> rmean(pooled ? 1 : kBatch, 3.0), rsd(pooled ? 1 : kBatch, 1.0);
+  if (pooled) {
+    rmean.assign(1, 3.0);
+    rsd.assign(1, 1.0);
+  }
+  EXPECT_TRUE(vntest::AllClose("reward loc", rmean, vn.loc("reward"), rel * 4));
+  EXPECT_TRUE(vntest::AllClose("reward scale", rsd, vn.scale("reward"), rel * 16));
+}
+
+// Readers (loc, scale, to_affine, clone, export_state) race with writers: every
+// snapshot is consistent (count is a whole number of steps, no NaN).
+TEST_P(Threads, ReadersDuringSteps) {
+  const auto& [backend, est, pooled, stats] = GetParam();
+  vecnorm::Options o = vntest::options_for(backend);
+  o.estimator = est;
+  o.reduce_batch_dims = pooled;
+  o.decay = 0.99;
+  o.stats_dtype = stats;
+  vecnorm::VecNorm vn(o, vecnorm::KeyTable{Shape{kBatch}, {{"obs", Shape{kFeatures}, DType::float32}}});
+  {  // one step first so that every read-out is defined
+    const auto x = data_of(9, 9);
+    vntest::call_one(vntest::Call::step, vn, backend, "obs", DType::float32, Shape{kBatch, kFeatures}, x);
+  }
+  std::atomic<bool> done{false};
+  std::atomic<int> bad{0};
+  std::thread writer([&] {
+    for (int s = 0; s < 400; ++s)
+      vntest::call_one(vntest::Call::step, vn, backend, "obs", DType::float32, Shape{kBatch, kFeatures}, data_of(7, s));
+    done = true;
+  });
+  std::thread reader([&] {
+    while (!done.load()) {
+      const auto st = vn.export_state();
+      if (st.keys[0].count % (pooled ? kBatch : 1) != 0) ++bad;
+      for (double v : vn.scale("obs"))
+        if (!std::isfinite(v)) ++bad;
+      const auto copy = vn.clone();
+      if (copy.count("obs") < st.keys[0].count) ++bad;
+      (void)vn.to_affine();
+    }
+  });
+  writer.join();
+  reader.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(vn.count("obs"), 401 * (pooled ? kBatch : 1));
+}
+
+INSTANTIATE_TEST_SUITE_P(All, Threads,
+                         ::testing::Combine(::testing::ValuesIn(vntest::test_backends()),
+                                            ::testing::Values(Estimator::torchrl, Estimator::stable), ::testing::Bool(),
+                                            ::testing::Values(DType::float32, DType::float64)),
+                         [](const ::testing::TestParamInfo<Param>& info) {
+                           const Backend b = std::get<0>(info.param);
+                           const Estimator e = std::get<1>(info.param);
+                           const bool pooled = std::get<2>(info.param);
+                           const DType s = std::get<3>(info.param);
+                           return std::string(vntest::backend_name(b)) + "_" + vntest::estimator_name(e) + "_" +
+                                  (pooled ? "pooled" : "per_element") + "_" + vntest::short_name(s);
+                         });
+
+}  // namespace
+
+namespace {
+
+// Batches large enough for the CPU backend to split them over threads: the
+// result agrees with the reference for every thread count, and one
+// configuration gives the same bits every time (deterministic reductions).
+using BigParam = std::tuple<Backend, Estimator, bool /*pooled*/>;
+class BigBatches : public ::testing::TestWithParam<BigParam> {};
+
+TEST_P(BigBatches, EveryThreadCountAgreesWithReference) {
+  const auto& [backend, est, pooled] = GetParam();
+  const std::int64_t B = 1 << 16, F = 4;
+  std::vector<std::vector<double>> data;
+  std::mt19937_64 rng(77);
+  const auto dist = vntest::random_distribution(rng, F);
+  for (int s = 0; s < 3; ++s) data.push_back(vntest::random_values(rng, DType::float32, B, F, dist));
+
+  std::vector<std::byte> first_bits;
+  for (int threads : {1, 2, 3, 0, 2}) {
+    vecnorm::Options o = vntest::options_for(backend);
+    o.estimator = est;
+    o.reduce_batch_dims = pooled;
+    o.decay = 0.99;
+    o.cpu_threads = threads;
+    vecnorm::VecNorm vn(o, vecnorm::KeyTable{Shape{B}, {{"obs", Shape{F}, DType::float32}}});
+    vnref::StatefulKey ref({vntest::to_ref(est), o.decay, o.eps}, pooled, F, B);
+    std::vector<std::byte> bits;
+    for (int s = 0; s < 3; ++s) {
+      const auto y = vntest::call_one(vntest::Call::step, vn, backend, "obs", DType::float32, Shape{B, F}, data[s]);
+      ref.update(data[s], B);
+      const auto yv = vntest::decode(DType::float32, y);
+      ASSERT_TRUE(vntest::AllClose(
+          "cpu_threads " + std::to_string(threads) + " step " + std::to_string(s + 1), ref.normalize(data[s], B), yv,
+          vntest::y_tolerances(ref.readouts(), pooled, F, data[s], vntest::rtol_for(DType::float32, s + 1), o.eps,
+                               DType::float32)));
+      bits.insert(bits.end(), y.begin(), y.end());
+    }
+    ASSERT_EQ(vn.count("obs"), 3 * (pooled ? B : 1));
+    // The last run repeats cpu_threads = 2: the same bits as the first run with 2 threads.
+    if (threads == 2 && first_bits.empty()) {
+      first_bits = bits;
+    } else if (threads == 2) {
+      EXPECT_TRUE(vntest::BitEqual("two runs with cpu_threads 2", DType::float32, first_bits, bits));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, BigBatches,
+                         ::testing::Combine(::testing::ValuesIn(vntest::test_backends()),
+                                            ::testing::Values(Estimator::torchrl, Estimator::stable), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<BigParam>& info) {
+                           return std::string(vntest::backend_name(std::get<0>(info.param))) + "_" +
+                                  vntest::estimator_name(std::get<1>(info.param)) + "_" +
+                                  (std::get<2>(info.param) ? "pooled" : "per_element");
+                         });
+
+}  // namespace
