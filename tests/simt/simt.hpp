@@ -51,12 +51,6 @@
 /// Defined for code that must know it runs under the emulator (prefer not to need it).
 #define SIMT_EMULATION 1
 
-// CUDA's `#pragma unroll` means nothing to a host compiler: do not warn about it (or any unknown
-// pragma) in the rest of this translation unit.
-#if defined(__GNUC__)
-#pragma GCC diagnostic ignored "-Wunknown-pragmas"
-#endif
-
 // ---- Sanitizers --------------------------------------------------------------------------------
 #if defined(__SANITIZE_THREAD__)
 #define SIMT_TSAN 1
