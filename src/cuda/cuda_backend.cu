@@ -60,6 +60,7 @@ template <class... Params>
 void launch(void (*kernel)(Params...), std::int64_t blocks, cudaStream_t stream, const k::LaunchPlan& plan) {
 #if defined(VECNORM_EMULATED)
   (void)stream;
+  ++vecnorm_emu::counters.launches;
   simt::launch(dim3(static_cast<unsigned>(blocks)), dim3(k::kThreads), 0, kernel, plan);
 #else
   kernel<<<static_cast<unsigned>(blocks), k::kThreads, 0, stream>>>(plan);

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <new>
@@ -55,6 +56,13 @@ struct Registry {
   }
 };
 inline thread_local cudaError_t last_error = cudaSuccess;
+
+/// Calls that a step must not make (counted for tests/emulated/launch_test.cpp):
+/// kernel launches are counted by the backend's launch() under VECNORM_EMULATED.
+struct Counters {
+  std::atomic<long> launches{0}, mallocs{0}, frees{0}, copies{0}, syncs{0};
+};
+inline Counters counters;
 inline cudaError_t fail(cudaError_t e) {
   last_error = e;
   return e;
@@ -70,6 +78,7 @@ inline cudaError_t cudaGetDevice(int* d) {
   return cudaSuccess;
 }
 inline cudaError_t cudaMalloc(void** p, std::size_t bytes) {
+  ++vecnorm_emu::counters.mallocs;
   void* m = ::operator new(bytes, std::align_val_t{256}, std::nothrow);
   if (m == nullptr) return vecnorm_emu::fail(cudaErrorMemoryAllocation);
   std::memset(m, 0xCD, bytes);  // device memory is not zeroed: make reads of unset bytes visible
@@ -80,6 +89,7 @@ inline cudaError_t cudaMalloc(void** p, std::size_t bytes) {
   return cudaSuccess;
 }
 inline cudaError_t cudaFree(void* p) {
+  ++vecnorm_emu::counters.frees;
   if (p == nullptr) return cudaSuccess;
   auto& r = vecnorm_emu::Registry::get();
   {
@@ -92,6 +102,7 @@ inline cudaError_t cudaFree(void* p) {
   return cudaSuccess;
 }
 inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind, cudaStream_t) {
+  ++vecnorm_emu::counters.copies;
   auto& r = vecnorm_emu::Registry::get();
   const bool dst_dev = r.inside(dst, n), src_dev = r.inside(src, n);
   // cudaMemcpyDefault infers the direction from the pointers; the explicit kinds must match them.
@@ -106,7 +117,10 @@ inline cudaError_t cudaMemsetAsync(void* dst, int value, std::size_t n, cudaStre
   std::memset(dst, value, n);
   return cudaSuccess;
 }
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  ++vecnorm_emu::counters.syncs;
+  return cudaSuccess;
+}
 inline cudaError_t cudaGetLastError() {
   const cudaError_t e = vecnorm_emu::last_error;
   vecnorm_emu::last_error = cudaSuccess;

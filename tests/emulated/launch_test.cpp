@@ -1,0 +1,117 @@
+// tests/emulated/launch_test.cpp -- launches per step and what a step must not
+// do (allocate, copy, synchronize), counted by the emulated CUDA runtime while
+// the real host code of the CUDA backend runs. The GPU twin of this test reads
+// the launch count from a captured CUDA graph (tests/gpu/graph_test.cpp).
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include <vecnorm/vecnorm.hpp>
+
+#include "cuda_runtime_emu.hpp"
+
+namespace {
+
+using vecnorm::Backend;
+using vecnorm::Buffer;
+using vecnorm::DType;
+
+struct Snapshot {
+  long launches, mallocs, frees, copies, syncs;
+};
+Snapshot now() {
+  const auto& c = vecnorm_emu::counters;
+  return {c.launches.load(), c.mallocs.load(), c.frees.load(), c.copies.load(), c.syncs.load()};
+}
+
+struct Keys {
+  vecnorm::KeyTable table;
+  std::vector<Buffer> x, y;
+  std::vector<vecnorm::KeyData> batch;
+  Keys(int keys, std::int64_t B, std::int64_t F) {
+    table.batch_shape = {B};
+    for (int k = 0; k < keys; ++k) table.keys.push_back({"key" + std::to_string(k), {F}, DType::float32});
+    for (int k = 0; k < keys; ++k) {
+      x.emplace_back(Backend::cuda, B * F * 4);
+      y.emplace_back(Backend::cuda, B * F * 4);
+    }
+    for (int k = 0; k < keys; ++k) {
+      const auto ks = static_cast<std::size_t>(k);
+      std::vector<float> h(static_cast<std::size_t>(B * F));
+      for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<float>((i * 7 + ks) % 13);
+      x[ks].copy_from_host(h.data(), h.size() * 4);
+      batch.push_back({table.keys[ks].name, x[ks].view(DType::float32, {B, F}), y[ks].view(DType::float32, {B, F})});
+    }
+  }
+};
+
+/// Runs `call` once to warm up, then again, and returns the counts of the second run.
+template <class F>
+Snapshot counted(F&& call) {
+  call();
+  const Snapshot a = now();
+  call();
+  const Snapshot b = now();
+  return {b.launches - a.launches, b.mallocs - a.mallocs, b.frees - a.frees, b.copies - a.copies, b.syncs - a.syncs};
+}
+
+void expect_step_counts(const Snapshot& s, long launches, const std::string& what) {
+  EXPECT_EQ(s.launches, launches) << what << ": kernel launches";
+  EXPECT_EQ(s.mallocs, 0) << what << ": allocations";
+  EXPECT_EQ(s.frees, 0) << what << ": frees";
+  EXPECT_EQ(s.copies, 0) << what << ": host<->device copies";
+  EXPECT_EQ(s.syncs, 0) << what << ": host synchronizations";
+}
+
+class Launches : public ::testing::TestWithParam<vecnorm::Estimator> {};
+
+TEST_P(Launches, PerStepForAnyNumberOfKeys) {
+  ASSERT_TRUE(vecnorm::cuda_available()) << "the emulated build always has a device";
+  for (int keys : {1, 3, 16, 17, 40}) {
+    const long groups = (keys + 15) / 16;
+    for (bool pooled : {false, true}) {
+      Keys s(keys, 300, 5);
+      vecnorm::Options o;
+      o.backend = Backend::cuda;
+      o.estimator = GetParam();
+      o.reduce_batch_dims = pooled;
+      vecnorm::VecNorm vn(o, s.table);
+      const std::string what = std::to_string(keys) + " keys, " + (pooled ? "pooled" : "per-element");
+      expect_step_counts(counted([&] { vn.step(s.batch); }), (pooled ? 2 : 1) * groups, what + " step");
+      expect_step_counts(counted([&] { vn.update(s.batch); }), groups, what + " update");
+      expect_step_counts(counted([&] { vn.normalize(s.batch); }), (pooled ? 2 : 1) * groups, what + " normalize");
+      vn.freeze();
+      expect_step_counts(counted([&] { vn.step(s.batch); }), (pooled ? 2 : 1) * groups, what + " frozen step");
+      const vecnorm::AffineNormalizer affine = vn.to_affine();
+      expect_step_counts(counted([&] { affine.apply(s.batch); }), groups, what + " affine apply");
+    }
+  }
+}
+
+TEST_P(Launches, StatelessStepIsOneLaunch) {
+  const std::int64_t B = 64, F = 3;
+  Keys s(2, B, F);
+  vecnorm::Options o;
+  o.backend = Backend::cuda;
+  o.estimator = GetParam();
+  std::vector<Buffer> stats;
+  for (int k = 0; k < 2; ++k)
+    for (int part = 0; part < 3; ++part) stats.emplace_back(Backend::cuda, B * F * 8);
+  std::vector<vecnorm::StatelessItem> items;
+  for (std::size_t k = 0; k < 2; ++k) {
+    Buffer& loc = stats[3 * k];
+    Buffer& var = stats[3 * k + 1];
+    Buffer& cnt = stats[3 * k + 2];
+    const vecnorm::StatsView sv{loc.view(DType::float32, {B, F}), var.view(DType::float32, {B, F}),
+                                cnt.view(DType::int64, {B, F})};
+    items.push_back({s.batch[k].key, s.batch[k].x, s.batch[k].y, {sv.loc, sv.var, sv.count}, sv});
+  }
+  expect_step_counts(counted([&] { vecnorm::stateless::step(o, s.table, items); }), 1, "stateless step");
+}
+
+INSTANTIATE_TEST_SUITE_P(Emulated, Launches,
+                         ::testing::Values(vecnorm::Estimator::torchrl, vecnorm::Estimator::stable),
+                         [](const auto& info) { return std::string(vecnorm::to_string(info.param)); });
+
+}  // namespace
