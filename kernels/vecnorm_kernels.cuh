@@ -129,13 +129,8 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
     C loc = loc_in ? static_cast<C>(loc_in[i]) : C(0);
     C var = var_in ? static_cast<C>(var_in[i]) : C(0);
     if constexpr (kUpdate) {
-      core::update_element<C, Stable>(loc, var, xi, c);
-      const S ls = static_cast<S>(loc), vs = static_cast<S>(var);
-      loc_out[i] = ls;
-      var_out[i] = vs;
+      core::update_stored<S, C, Stable>(loc, var, xi, c, loc_out[i], var_out[i]);
       if constexpr (!PerKeyCount) s.count_out[i] = n + 1;
-      loc = static_cast<C>(ls);
-      var = static_cast<C>(vs);
     }
     if constexpr (kNormalize) core::store(y + i, core::apply(core::element_affine<C, Stable>(loc, var, c, eps), xi));
   }
@@ -197,13 +192,14 @@ __device__ __forceinline__ void pooled_partial_block(const LaunchPlan& p, const 
   const int col = tid % cols;
   const int g = tid / cols;
   double* part = p.partials + 3 * (s.partials + local * F);
+  const core::Coeffs<double> shift_c = core::shift_coeffs<Stable>(decay, n);
   for (std::int64_t fc = 0; fc < F; fc += cols) {
     const std::int64_t f = fc + col;
     const bool active = g < groups && f < F;
     C shift = C(0), a1 = C(0), a2 = C(0);
     if (active) {
       const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
-      shift = static_cast<C>(core::pooled_shift<Stable>(decay, loc, n, core::load<double>(x + f)));
+      shift = static_cast<C>(core::pooled_shift<Stable>(shift_c, loc, n, core::load<double>(x + f)));
       for (std::int64_t r = r0 + g; r < r1; r += groups) {
         const C d = core::load<C>(x + r * F + f) - shift;
         a1 += d;
@@ -280,6 +276,7 @@ __global__ void __launch_bounds__(kThreads) pooled_stats_kernel(const __grid_con
     S* loc_out = static_cast<S*>(sk.loc_out);
     S* var_out = static_cast<S*>(sk.var_out);
     const double* part = p.partials + 3 * sk.partials;
+    const core::Coeffs<double> uc = core::update_coeffs<double, Stable>(decay, n, m);
     for (std::int64_t f = threadIdx.x; f < sk.feat; f += kThreads) {
       core::Moments b;
       for (std::int64_t blk = 0; blk < sk.blocks; ++blk) {
@@ -292,7 +289,7 @@ __global__ void __launch_bounds__(kThreads) pooled_stats_kernel(const __grid_con
       }
       double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
       double var = var_in ? static_cast<double>(var_in[f]) : 0.0;
-      core::update_pooled<Stable>(decay, loc, var, n, m, b);
+      core::update_pooled<Stable>(uc, loc, var, b);
       const S ls = static_cast<S>(loc), vs = static_cast<S>(var);
       loc_out[f] = ls;
       var_out[f] = vs;

@@ -12,7 +12,12 @@
 // count give the same bits on every run.
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -112,17 +117,112 @@ void parallel_for(std::int64_t n, int threads, std::int64_t grain, std::int64_t 
 }
 
 // ---------------------------------------------------------------------------
+// Output streams
+// ---------------------------------------------------------------------------
+//
+// An output larger than the caches is written with non-temporal stores: a
+// normal store first reads the line it writes (read for ownership), which
+// costs as much memory traffic as reading the output; non-temporal stores
+// skip that read (a plain copy does the same, so a large step moves x, y and
+// nothing more). The loops below compute a chunk of y into an L1-resident
+// buffer and stream it out. Smaller outputs are written in place, and stay in
+// the caches for whoever reads them next.
+
+/// Outputs of at least this many bytes (per segment) are streamed.
+constexpr std::size_t kStreamBytes = std::size_t{4} << 20;
+/// Elements per staged chunk.
+constexpr std::int64_t kChunk = 1024;
+
+/// Copies `bytes` from src to dst, with non-temporal stores where aligned.
+void stream_copy(void* dst, const void* src, std::size_t bytes) noexcept {
+#if defined(__SSE2__)
+  auto* d = static_cast<char*>(dst);
+  const auto* s = static_cast<const char*>(src);
+  const std::size_t head = std::min(bytes, (16 - reinterpret_cast<std::uintptr_t>(d) % 16) % 16);
+  std::memcpy(d, s, head);
+  d += head;
+  s += head;
+  bytes -= head;
+  for (; bytes >= 64; bytes -= 64, d += 64, s += 64) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 16));
+    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 32));
+    const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 48));
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d), a);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + 16), b);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + 32), c);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + 48), e);
+  }
+  for (; bytes >= 16; bytes -= 16, d += 16, s += 16)
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d), _mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+  std::memcpy(d, s, bytes);
+#else
+  std::memcpy(dst, src, bytes);
+#endif
+}
+
+/// Orders this thread's non-temporal stores before what follows (the end of
+/// the parallel region publishes them to the caller).
+void stream_fence() noexcept {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
+/// Runs body(b, e, out) over [begin, end) where body writes y[i] as out[i - b].
+/// Streaming: in chunks, out is a staging buffer streamed to y after each chunk;
+/// otherwise one call with out = y + begin.
+template <class Y, class Body>
+void write_out(Y* y, std::int64_t begin, std::int64_t end, bool stream, Body&& body) {
+  if (!stream || y == nullptr) {
+    body(begin, end, y == nullptr ? nullptr : y + begin);
+    return;
+  }
+  alignas(64) Y stage[kChunk];
+  for (std::int64_t c0 = begin; c0 < end; c0 += kChunk) {
+    const std::int64_t c1 = std::min(end, c0 + kChunk);
+    body(c0, c1, stage);
+    stream_copy(y + c0, stage, static_cast<std::size_t>(c1 - c0) * sizeof(Y));
+  }
+  stream_fence();
+}
+
+// ---------------------------------------------------------------------------
 // Per-element statistics
 // ---------------------------------------------------------------------------
 
+/// Elements [b, e) with one count per key, y[i] written to out[i - b]. A
+/// function of its own (all operands local) so that the loop vectorizes.
+template <class X, class S, class C, bool Stable, bool kUpdate, bool kNormalize>
+void elementwise_chunk(const X* x, const S* loc_in, const S* var_in, S* loc_out, S* var_out, out_t<X>* out,
+                       std::int64_t b, std::int64_t e, const core::Coeffs<C> c, const C eps) {
+  if (loc_in == nullptr) {
+    // Missing statistics are zeros: the same loop with zero loads.
+    VECNORM_IVDEP
+    for (std::int64_t i = b; i < e; ++i) {
+      const C xi = core::load<C>(x + i);
+      C loc = C(0), var = C(0);
+      if constexpr (kUpdate) core::update_stored<S, C, Stable>(loc, var, xi, c, loc_out[i], var_out[i]);
+      if constexpr (kNormalize) core::store(out + (i - b), core::apply(core::element_affine<C, Stable>(loc, var, c, eps), xi));
+    }
+    return;
+  }
+  VECNORM_IVDEP
+  for (std::int64_t i = b; i < e; ++i) {
+    const C xi = core::load<C>(x + i);
+    C loc = static_cast<C>(loc_in[i]), var = static_cast<C>(var_in[i]);
+    if constexpr (kUpdate) core::update_stored<S, C, Stable>(loc, var, xi, c, loc_out[i], var_out[i]);
+    if constexpr (kNormalize) core::store(out + (i - b), core::apply(core::element_affine<C, Stable>(loc, var, c, eps), xi));
+  }
+}
+
 template <class X, class S, bool Stable, CountLayout Counts, Op TheOp>
-void elementwise_range(const Plan& p, const Segment& s, std::int64_t b, std::int64_t e) {
+void elementwise_range(const Plan& p, const Segment& s, std::int64_t begin, std::int64_t end, bool stream) {
   using C = compute_t<X, S>;
   using Y = out_t<X>;
   constexpr bool kUpdate = TheOp != Op::normalize;
   constexpr bool kNormalize = TheOp != Op::update;
   const X* x = static_cast<const X*>(s.x);
-  Y* y = static_cast<Y*>(s.y);
   const S* loc_in = static_cast<const S*>(s.loc_in);
   const S* var_in = static_cast<const S*>(s.var_in);
   S* loc_out = static_cast<S*>(s.loc_out);
@@ -136,64 +236,31 @@ void elementwise_range(const Plan& p, const Segment& s, std::int64_t b, std::int
   if constexpr (Counts == CountLayout::per_key) {
     const std::int64_t n = s.count_in ? *s.count_in : 0;
     const core::Coeffs<C> c = coeffs_for(n);
-    if (loc_in == nullptr) {
-      // Missing statistics are zeros: the same loop with zero loads.
-      VECNORM_IVDEP
-      for (std::int64_t i = b; i < e; ++i) {
-        const C xi = core::load<C>(x + i);
-        C loc = C(0), var = C(0);
-        if constexpr (kUpdate) {
-          core::update_element<C, Stable>(loc, var, xi, c);
-          loc_out[i] = static_cast<S>(loc);
-          var_out[i] = static_cast<S>(var);
-          loc = static_cast<C>(static_cast<S>(loc));
-          var = static_cast<C>(static_cast<S>(var));
-        }
-        if constexpr (kNormalize) core::store(y + i, core::apply(core::element_affine<C, Stable>(loc, var, c, eps), xi));
-      }
-      return;
-    }
-    VECNORM_IVDEP
-    for (std::int64_t i = b; i < e; ++i) {
-      const C xi = core::load<C>(x + i);
-      C loc = static_cast<C>(loc_in[i]), var = static_cast<C>(var_in[i]);
-      if constexpr (kUpdate) {
-        core::update_element<C, Stable>(loc, var, xi, c);
-        // Normalize with the statistics as stored (rounded to the stats dtype),
-        // so that read-outs, frozen steps and to_affine() agree bit for bit.
-        const S ls = static_cast<S>(loc), vs = static_cast<S>(var);
-        loc_out[i] = ls;
-        var_out[i] = vs;
-        loc = static_cast<C>(ls);
-        var = static_cast<C>(vs);
-      }
-      if constexpr (kNormalize) core::store(y + i, core::apply(core::element_affine<C, Stable>(loc, var, c, eps), xi));
-    }
+    write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
+      elementwise_chunk<X, S, C, Stable, kUpdate, kNormalize>(x, loc_in, var_in, loc_out, var_out, out, b, e, c, eps);
+    });
   } else {
     // Counts per element (stateless): the coefficients depend on each count;
     // they are recomputed only when the count changes (usually never).
     std::int64_t cached = -1;
     core::Coeffs<C> c{};
-    for (std::int64_t i = b; i < e; ++i) {
-      const std::int64_t n = s.count_in ? s.count_in[i] : 0;
-      if (n != cached) {
-        c = coeffs_for(n);
-        cached = n;
+    write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
+      for (std::int64_t i = b; i < e; ++i) {
+        const std::int64_t n = s.count_in ? s.count_in[i] : 0;
+        if (n != cached) {
+          c = coeffs_for(n);
+          cached = n;
+        }
+        const C xi = core::load<C>(x + i);
+        C loc = loc_in ? static_cast<C>(loc_in[i]) : C(0);
+        C var = var_in ? static_cast<C>(var_in[i]) : C(0);
+        if constexpr (kUpdate) {
+          core::update_stored<S, C, Stable>(loc, var, xi, c, loc_out[i], var_out[i]);
+          s.count_out[i] = n + 1;
+        }
+        if constexpr (kNormalize) core::store(out + (i - b), core::apply(core::element_affine<C, Stable>(loc, var, c, eps), xi));
       }
-      const C xi = core::load<C>(x + i);
-      C loc = loc_in ? static_cast<C>(loc_in[i]) : C(0);
-      C var = var_in ? static_cast<C>(var_in[i]) : C(0);
-      if constexpr (kUpdate) {
-        core::update_element<C, Stable>(loc, var, xi, c);
-        const S ls = static_cast<S>(loc), vs = static_cast<S>(var);
-        loc_out[i] = ls;
-        var_out[i] = vs;
-        s.count_out[i] = n + 1;
-        loc = static_cast<C>(ls);
-        var = static_cast<C>(vs);
-      }
-      if constexpr (kNormalize) core::store(y + i, core::apply(core::element_affine<C, Stable>(loc, var, c, eps), xi));
-    }
+    });
   }
 }
 
@@ -202,8 +269,9 @@ void elementwise_segment(const Plan& p, const Segment& s) {
   const std::int64_t n = s.rows * s.feat;
   auto run = [&](auto op_tag) {
     constexpr Op kOp = decltype(op_tag)::value;
+    const bool stream = kOp != Op::update && static_cast<std::size_t>(n) * sizeof(out_t<X>) >= kStreamBytes;
     parallel_for(n, max_threads(p.threads), kGrain, 64, [&](std::int64_t b, std::int64_t e, int) {
-      elementwise_range<X, S, Stable, Counts, kOp>(p, s, b, e);
+      elementwise_range<X, S, Stable, Counts, kOp>(p, s, b, e, stream);
     });
   };
   switch (p.op) {
@@ -216,42 +284,84 @@ void elementwise_segment(const Plan& p, const Segment& s) {
 }
 
 // ---------------------------------------------------------------------------
+// Super rows
+// ---------------------------------------------------------------------------
+//
+// Pooled statistics and pooled (broadcast) parameters repeat with period F,
+// the feature count. A small F (a reward: F = 1) would leave the vector loops
+// a few elements wide, so the data is viewed as super rows of k consecutive
+// rows (width W = k F >= kMinWidth) with the parameters repeated k times.
+
+constexpr std::int64_t kMinWidth = 64;
+/// The most elements a super row of a small F can have (F < kMinWidth).
+constexpr std::int64_t kMaxSuper = 2 * kMinWidth;
+
+std::int64_t super_width(std::int64_t feat) {
+  if (feat <= 0 || feat >= kMinWidth) return feat;
+  return feat * ((kMinWidth + feat - 1) / feat);
+}
+
+// ---------------------------------------------------------------------------
 // Affine maps (pooled normalize, to_affine, denormalize)
 // ---------------------------------------------------------------------------
 
+/// y[i] = map(x[i]) for i in [b, e), written to out[i - b]. Parameters repeat
+/// with period W (W = n: one value per element).
 template <class X, class C, AffineDirection Dir>
-void affine_range(const AffineSegment& s, std::int64_t row_b, std::int64_t row_e) {
-  using Y = out_t<X>;
-  const X* x = static_cast<const X*>(s.x);
-  Y* y = static_cast<Y*>(s.y);
-  const C* __restrict mu = static_cast<const C*>(s.mu);
-  const C* __restrict q = static_cast<const C*>(s.p);
-  const std::int64_t F = s.feat;
-  for (std::int64_t r = row_b; r < row_e; ++r) {
-    const std::int64_t base = r * F;
-    const std::int64_t pbase = s.broadcast ? 0 : base;
+void affine_run(const X* __restrict x, out_t<X>* __restrict out, std::int64_t b, std::int64_t e, std::int64_t W,
+                const C* __restrict mu, const C* __restrict q) {
+  for (std::int64_t i0 = b; i0 < e;) {
+    const std::int64_t j0 = i0 % W;
+    const std::int64_t len = std::min(e - i0, W - j0);
+    const X* xs = x + i0;
+    out_t<X>* ys = out + (i0 - b);
+    const C* ms = mu + j0;
+    const C* qs = q + j0;
     VECNORM_IVDEP
-    for (std::int64_t f = 0; f < F; ++f) {
-      const C xi = core::load<C>(x + base + f);
-      C out;
+    for (std::int64_t j = 0; j < len; ++j) {
+      const C xi = core::load<C>(xs + j);
+      C v;
       if constexpr (Dir == AffineDirection::apply) {
-        out = core::apply(core::Affine<C>{mu[pbase + f], q[pbase + f]}, xi);
+        v = core::apply(core::Affine<C>{ms[j], qs[j]}, xi);
       } else {
-        out = core::unapply(mu[pbase + f], q[pbase + f], xi);
+        v = core::unapply(ms[j], qs[j], xi);
       }
-      core::store(y + base + f, out);
+      core::store(ys + j, v);
     }
+    i0 += len;
   }
 }
 
 template <class X, class C>
 void affine_segment(const AffineSegment& s, AffineDirection dir, int threads) {
-  const std::int64_t grain_rows = std::max<std::int64_t>(1, kGrain / std::max<std::int64_t>(s.feat, 1));
-  parallel_for(s.rows, threads, grain_rows, 1, [&](std::int64_t b, std::int64_t e, int) {
-    if (dir == AffineDirection::apply)
-      affine_range<X, C, AffineDirection::apply>(s, b, e);
-    else
-      affine_range<X, C, AffineDirection::invert>(s, b, e);
+  using Y = out_t<X>;
+  const std::int64_t n = s.rows * s.feat;
+  if (n == 0) return;
+  const C* mu = static_cast<const C*>(s.mu);
+  const C* q = static_cast<const C*>(s.p);
+  std::int64_t W = n;
+  C mu_w[kMaxSuper], q_w[kMaxSuper];
+  if (s.broadcast) {
+    W = std::min(super_width(s.feat), n);
+    if (W != s.feat) {
+      for (std::int64_t j = 0; j < W; j += s.feat) {
+        std::copy(mu, mu + s.feat, mu_w + j);
+        std::copy(q, q + s.feat, q_w + j);
+      }
+      mu = mu_w;
+      q = q_w;
+    }
+  }
+  const X* x = static_cast<const X*>(s.x);
+  Y* y = static_cast<Y*>(s.y);
+  const bool stream = static_cast<std::size_t>(n) * sizeof(Y) >= kStreamBytes;
+  parallel_for(n, threads, kGrain, 64, [&](std::int64_t b, std::int64_t e, int) {
+    write_out(y, b, e, stream, [&](std::int64_t b2, std::int64_t e2, Y* out) {
+      if (dir == AffineDirection::apply)
+        affine_run<X, C, AffineDirection::apply>(x, out, b2, e2, W, mu, q);
+      else
+        affine_run<X, C, AffineDirection::invert>(x, out, b2, e2, W, mu, q);
+    });
   });
 }
 
@@ -268,39 +378,99 @@ void run_affine_segment(const AffineSegment& s, AffineDirection dir, int threads
 // ---------------------------------------------------------------------------
 // Pooled statistics
 // ---------------------------------------------------------------------------
+//
+// Shifted sums s1 = sum(x - K), s2 = sum((x - K)^2) per column, with one shift
+// K per feature for the whole call (the current mean), so that partial sums of
+// any rows combine by addition. Each tile of at most kTileRows rows is summed
+// in the compute type C, kBlock columns at a time in registers, then added to
+// double sums: the rounding error of the float sums stays bounded by the tile.
 
-/// Rows per tile: the float partial sums of one tile are folded into the
-/// thread's double moments (Chan) after at most this many rows, which bounds
-/// the rounding error of the float accumulation.
 constexpr std::int64_t kTileRows = 128;
 
+/// A 16-byte vector of C (GCC/Clang vector extension: one SSE register). Two of
+/// them per accumulator keep a block's sums, shifts and loads in 8 registers.
+template <class C>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  typedef float type __attribute__((vector_size(16)));
+};
+template <>
+struct VecOf<double> {
+  typedef double type __attribute__((vector_size(16)));
+};
+template <class C>
+using Vec = typename VecOf<C>::type;
+template <class C>
+constexpr int kLanes = static_cast<int>(16 / sizeof(C));
+
 template <class X, class C>
-void pooled_moments_range(const X* __restrict x, std::int64_t F, const C* __restrict shift, std::int64_t row_b,
-                          std::int64_t row_e, C* __restrict s1, C* __restrict s2, core::Moments* mom) {
+inline void load_vec(const X* p, Vec<C>& v) {
+  if constexpr (std::is_same_v<X, C>) {
+    std::memcpy(&v, p, sizeof v);
+  } else {
+    C t[kLanes<C>];
+    for (int j = 0; j < kLanes<C>; ++j) t[j] = core::load<C>(p + j);
+    std::memcpy(&v, t, sizeof v);
+  }
+}
+
+/// Adds the shifted sums of rows [row_b, row_e) of a [*, ld] matrix, columns
+/// [0, width), to s1/s2.
+template <class X, class C>
+void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, const C* __restrict shift,
+                 std::int64_t row_b, std::int64_t row_e, double* __restrict s1, double* __restrict s2) {
+  constexpr int L = kLanes<C>;
+  constexpr int kBlock = 2 * L;  // columns summed in registers at a time
   for (std::int64_t t0 = row_b; t0 < row_e; t0 += kTileRows) {
     const std::int64_t t1 = std::min(row_e, t0 + kTileRows);
-    std::fill(s1, s1 + F, C(0));
-    std::fill(s2, s2 + F, C(0));
-    for (std::int64_t r = t0; r < t1; ++r) {
-      const X* row = x + r * F;
-      VECNORM_IVDEP
-      for (std::int64_t f = 0; f < F; ++f) {
-        const C d = core::load<C>(row + f) - shift[f];
-        s1[f] += d;
-        s2[f] += d * d;
+    std::int64_t j0 = 0;
+    for (; j0 + kBlock <= width; j0 += kBlock) {
+      Vec<C> a1 = {}, b1 = {}, a2 = {}, b2 = {}, sa, sb;
+      std::memcpy(&sa, shift + j0, sizeof sa);
+      std::memcpy(&sb, shift + j0 + L, sizeof sb);
+      for (std::int64_t r = t0; r < t1; ++r) {
+        const X* row = x + r * ld + j0;
+        Vec<C> da, db;
+        load_vec<X, C>(row, da);
+        load_vec<X, C>(row + L, db);
+        da -= sa;
+        db -= sb;
+        a1 += da;
+        b1 += db;
+        a2 += da * da;
+        b2 += db * db;
+      }
+      for (int j = 0; j < L; ++j) {
+        s1[j0 + j] += static_cast<double>(a1[j]);
+        s1[j0 + L + j] += static_cast<double>(b1[j]);
+        s2[j0 + j] += static_cast<double>(a2[j]);
+        s2[j0 + L + j] += static_cast<double>(b2[j]);
       }
     }
-    const double n = static_cast<double>(t1 - t0);
-    for (std::int64_t f = 0; f < F; ++f)
-      mom[f] = core::merge(mom[f], core::moments_from_shifted(n, static_cast<double>(shift[f]),
-                                                              static_cast<double>(s1[f]), static_cast<double>(s2[f])));
+    if (j0 < width) {
+      const std::int64_t w = width - j0;
+      C a1[kBlock] = {}, a2[kBlock] = {};
+      for (std::int64_t r = t0; r < t1; ++r) {
+        const X* row = x + r * ld + j0;
+        for (std::int64_t j = 0; j < w; ++j) {
+          const C d = core::load<C>(row + j) - shift[j0 + j];
+          a1[j] += d;
+          a2[j] += d * d;
+        }
+      }
+      for (std::int64_t j = 0; j < w; ++j) {
+        s1[j0 + j] += static_cast<double>(a1[j]);
+        s2[j0 + j] += static_cast<double>(a2[j]);
+      }
+    }
   }
 }
 
 template <class X, class S, bool Stable>
 void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
   using C = compute_t<X, S>;
-  const std::int64_t F = s.feat, m = s.rows;
+  const std::int64_t F = s.feat, m = s.rows, n_elem = m * F;
   const X* x = static_cast<const X*>(s.x);
   const S* loc_in = static_cast<const S*>(s.loc_in);
   const S* var_in = static_cast<const S*>(s.var_in);
@@ -308,38 +478,52 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
   const bool update = p.op != Op::normalize && m > 0;
   const bool normalize = p.op != Op::update;
   const int threads = max_threads(p.threads);
-  const int nt = static_cast<int>(std::max<std::int64_t>(
-      1, std::min<std::int64_t>(threads, (m * F) / kGrain)));
+  const int nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, n_elem / kGrain)));
 
-  // Workspace: shift[F], per-thread sums 2F, per-thread moments 3F (doubles),
-  // params mu[F], r[F]. C-typed arrays live in the double buffer too (aligned).
-  const std::size_t need = static_cast<std::size_t>(F) * (1 + 2 * nt + 3 * nt + 2);
+  // The data as super rows of width W: R full ones and a last partial one of
+  // `tail` elements (a whole number of rows).
+  const std::int64_t W = std::min(super_width(F), n_elem);
+  const std::int64_t R = W > 0 ? n_elem / W : 0;
+  const std::int64_t tail = n_elem - R * W;
+
+  // Workspace (doubles): shift[W] (type C), sums 2W per thread + 2W for the
+  // tail, mu[F] and r[F] (type C).
+  const std::size_t need = static_cast<std::size_t>(W) * (1 + 2 * (nt + 1)) + 2 * static_cast<std::size_t>(F);
   if (ws.f64.size() < need) ws.f64.resize(need);
   double* base = ws.f64.data();
   C* shift = reinterpret_cast<C*>(base);
-  C* sums = reinterpret_cast<C*>(base + F);
-  auto* mom = reinterpret_cast<core::Moments*>(base + F * (1 + 2 * nt));
-  C* mu = reinterpret_cast<C*>(base + F * (1 + 5 * nt));
-  C* r = reinterpret_cast<C*>(base + F * (2 + 5 * nt));
+  double* sums = base + W;
+  C* mu = reinterpret_cast<C*>(base + W * (1 + 2 * (nt + 1)));
+  C* r = reinterpret_cast<C*>(base + W * (1 + 2 * (nt + 1)) + F);
 
   std::int64_t count_after = n;
   if (update) {
+    const core::Coeffs<double> shift_c = core::shift_coeffs<Stable>(p.decay, n);
     for (std::int64_t f = 0; f < F; ++f) {
       const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
-      shift[f] = static_cast<C>(core::pooled_shift<Stable>(p.decay, loc, n, core::load<double>(x + f)));
+      shift[f] = static_cast<C>(core::pooled_shift<Stable>(shift_c, loc, n, core::load<double>(x + f)));
     }
-    std::fill(mom, mom + F * nt, core::Moments{});
-    parallel_for(m, nt, 1, 1, [&](std::int64_t b, std::int64_t e, int t) {
-      pooled_moments_range<X, C>(x, F, shift, b, e, sums + 2 * F * t, sums + 2 * F * t + F, mom + F * t);
+    for (std::int64_t j = F; j < W; j += F) std::copy(shift, shift + F, shift + j);
+    std::fill(sums, sums + 2 * W * (nt + 1), 0.0);
+    parallel_for(R, nt, 1, 1, [&](std::int64_t b, std::int64_t e, int t) {
+      reduce_rows<X, C>(x, W, W, shift, b, e, sums + 2 * W * t, sums + 2 * W * t + W);
     });
+    if (tail > 0) reduce_rows<X, C>(x + R * W, W, tail, shift, 0, 1, sums + 2 * W * nt, sums + 2 * W * nt + W);
     S* loc_out = static_cast<S*>(s.loc_out);
     S* var_out = static_cast<S*>(s.var_out);
+    const core::Coeffs<double> uc = core::update_coeffs<double, Stable>(p.decay, n, m);
     for (std::int64_t f = 0; f < F; ++f) {
-      core::Moments b = mom[f];
-      for (int t = 1; t < nt; ++t) b = core::merge(b, mom[F * t + f]);
+      // Fixed order: thread slots, then the tail; columns f, f + F, ... in order.
+      double s1 = 0.0, s2 = 0.0;
+      for (int t = 0; t <= nt; ++t)
+        for (std::int64_t j = f; j < W; j += F) {
+          s1 += sums[2 * W * t + j];
+          s2 += sums[2 * W * t + W + j];
+        }
+      const core::Moments b = core::moments_from_shifted(static_cast<double>(m), static_cast<double>(shift[f]), s1, s2);
       double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
       double var = var_in ? static_cast<double>(var_in[f]) : 0.0;
-      core::update_pooled<Stable>(p.decay, loc, var, n, m, b);
+      core::update_pooled<Stable>(uc, loc, var, b);
       loc_out[f] = static_cast<S>(loc);
       var_out[f] = static_cast<S>(var);
     }
@@ -359,13 +543,7 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
   // The normalization of each feature, from the statistics as stored.
   const S* loc_now = update ? static_cast<const S*>(s.loc_out) : loc_in;
   const S* var_now = update ? static_cast<const S*>(s.var_out) : var_in;
-  const auto c = core::normalize_coeffs<double, Stable>(p.decay, count_after);
-  for (std::int64_t f = 0; f < F; ++f) {
-    const auto a = core::element_affine<double, Stable>(static_cast<double>(loc_now[f]),
-                                                        static_cast<double>(var_now[f]), c, p.eps);
-    mu[f] = static_cast<C>(a.mu);
-    r[f] = static_cast<C>(a.r);
-  }
+  host_params<S, C, Stable>(p.decay, p.eps, true, loc_now, var_now, count_after, F, false, mu, r);
   AffineSegment as;
   as.key = s.key;
   as.x = s.x;

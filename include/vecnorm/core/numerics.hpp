@@ -131,6 +131,20 @@ VECNORM_HD void update_element(T& loc, T& var, T x, const Coeffs<T>& c) {
   }
 }
 
+/// One element of a per-element update as every backend runs it: fold x into
+/// (loc, var), store them rounded to the statistics type S, and leave in
+/// (loc, var) the stored values, so that the normalization that follows uses
+/// exactly what read-outs, frozen steps and to_affine() will see.
+template <class S, class T, bool Stable>
+VECNORM_HD void update_stored(T& loc, T& var, T x, const Coeffs<T>& c, S& loc_out, S& var_out) {
+  update_element<T, Stable>(loc, var, x, c);
+  const S ls = static_cast<S>(loc), vs = static_cast<S>(var);
+  loc_out = ls;
+  var_out = vs;
+  loc = static_cast<T>(ls);
+  var = static_cast<T>(vs);
+}
+
 /// The normalization of one element from its stored (loc, var).
 ///   torchrl: mu = loc / bc, v = (var - loc^2) / bc;  stable: mu = loc, v = var.
 template <class T, bool Stable>
@@ -192,33 +206,40 @@ VECNORM_HD Moments merge(const Moments& a, const Moments& b) {
 }
 
 /// The shift used for a pooled batch: the current mean when there is one, else
-/// the batch's first sample (any value inside the data works).
+/// the batch's first sample (any value inside the data works). `c` holds
+/// normalize_coeffs(count) (computed once per call, not per feature).
 template <bool Stable>
-VECNORM_HD double pooled_shift(const Decay& p, double loc, std::int64_t count, double first_sample) {
+VECNORM_HD double pooled_shift(const Coeffs<double>& c, double loc, std::int64_t count, double first_sample) {
   if (count <= 0) return first_sample;
   if constexpr (Stable) {
     return loc;
   } else {
-    return loc / bias_correction(p, count);
+    return loc * c.inv_bc;
   }
 }
 
-/// Fold a batch of m = b.n samples (moments b) into stored (loc, var) with
-/// count n before the step. Computed in double; the caller stores the results.
+/// normalize_coeffs for pooled_shift: any value when count is 0 (unused then).
+template <bool Stable>
+VECNORM_HD Coeffs<double> shift_coeffs(const Decay& p, std::int64_t count) {
+  return count > 0 ? normalize_coeffs<double, Stable>(p, count) : Coeffs<double>{0.0, 1.0};
+}
+
+/// Fold a batch of m = b.n samples (moments b) into stored (loc, var). `c` is
+/// update_coeffs<double, Stable>(count before, m), computed once per call.
+/// Computed in double; the caller stores the results.
 ///   torchrl: w = 1 - d^m (or m/(n+m));  loc = lerp(loc, mean, w);  var = lerp(var, mean(x^2), w)
 ///   stable:  a = (1 - d^m)/(1 - d^(n+m)) (or m/(n+m));  delta = mean - mu;
 ///            mu += a delta;  v = (1 - a) v + a s2 + a (1 - a) delta^2
 template <bool Stable>
-VECNORM_HD void update_pooled(const Decay& p, double& loc, double& var, std::int64_t n, std::int64_t m,
-                              const Moments& b) {
+VECNORM_HD void update_pooled(const Coeffs<double>& c, double& loc, double& var, const Moments& b) {
   const double s2 = b.m2 / b.n;  // population variance of the batch
   if constexpr (Stable) {
-    const double a = stable_weight(p, n, m);
+    const double a = c.weight;
     const double delta = b.mean - loc;
     loc = loc + a * delta;
     var = (1.0 - a) * var + a * s2 + a * (1.0 - a) * delta * delta;
   } else {
-    const double w = torchrl_weight(p, n + m, m);
+    const double w = c.weight;
     loc = lerp(loc, b.mean, w);
     var = lerp(var, s2 + b.mean * b.mean, w);
   }
