@@ -1,0 +1,301 @@
+// bench/bench_cpu.cpp -- CPU benchmarks of vecnorm against the limit and the
+// eager baseline (issue 5). For every case, in this order, in one run:
+//   copy/...    the limit: a copy of the step's input bytes (obs + reward) to
+//               an output buffer, split over the threads the step uses;
+//   eager/...   what an eager framework does: one full pass per elementary
+//               operation of VecNormV2's formulas, each with a new temporary;
+//   vecnorm/... one VecNorm::step of the two keys (steady state).
+// scripts/bench.sh runs this and writes docs/benchmarks.md (ratios per case).
+//
+// Case names: <kind>/<mode>/<estimator>/<dtype>/<B>x<F> (bench/cases.hpp).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include <benchmark/benchmark.h>
+
+#include <vecnorm/core/convert.hpp>
+
+#include "cases.hpp"
+
+namespace vb = vecnorm::bench;
+using vecnorm::DType;
+using vecnorm::Estimator;
+
+namespace {
+
+// ----------------------------------------------------------------- data
+
+/// Observation features with very different means and scales, like a simulator's.
+struct Data {
+  DType dtype;
+  std::int64_t batch, feat;
+  std::vector<float> obs32, rew32;            // float32 inputs
+  std::vector<std::uint16_t> obs16, rew16;    // bfloat16 inputs
+  std::vector<float> yobs32, yrew32;          // outputs
+  std::vector<std::uint16_t> yobs16, yrew16;
+
+  Data(DType d, std::int64_t b, std::int64_t f) : dtype(d), batch(b), feat(f) {
+    std::mt19937 gen(1234);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    obs32.resize(static_cast<std::size_t>(b * f));
+    rew32.resize(static_cast<std::size_t>(b));
+    for (std::int64_t i = 0; i < b * f; ++i) {
+      const std::int64_t j = i % f;
+      obs32[static_cast<std::size_t>(i)] = static_cast<float>(j % 7) - 3.f + (1.f + static_cast<float>(j % 5)) * nd(gen);
+    }
+    for (auto& r : rew32) r = 0.1f * nd(gen);
+    if (d == DType::bfloat16) {
+      auto to16 = [](const std::vector<float>& v) {
+        std::vector<std::uint16_t> o(v.size());
+        for (std::size_t i = 0; i < v.size(); ++i) o[i] = vecnorm::core::float_to_bf16(v[i]);
+        return o;
+      };
+      obs16 = to16(obs32);
+      rew16 = to16(rew32);
+      yobs16.resize(obs16.size());
+      yrew16.resize(rew16.size());
+    } else {
+      yobs32.resize(obs32.size());
+      yrew32.resize(rew32.size());
+    }
+  }
+  std::size_t xsize() const { return dtype == DType::bfloat16 ? 2 : 4; }
+  const void* obs() const { return dtype == DType::bfloat16 ? static_cast<const void*>(obs16.data()) : obs32.data(); }
+  const void* rew() const { return dtype == DType::bfloat16 ? static_cast<const void*>(rew16.data()) : rew32.data(); }
+  void* yobs() { return dtype == DType::bfloat16 ? static_cast<void*>(yobs16.data()) : yobs32.data(); }
+  void* yrew() { return dtype == DType::bfloat16 ? static_cast<void*>(yrew16.data()) : yrew32.data(); }
+};
+
+/// The threads vecnorm's CPU backend uses for n elements (src/cpu: one thread
+/// per 16384 elements, at most all of them).
+int threads_for(std::int64_t n) {
+#if defined(_OPENMP)
+  const std::int64_t t = std::min<std::int64_t>(omp_get_max_threads(), n / 16384);
+  return static_cast<int>(std::max<std::int64_t>(1, t));
+#else
+  (void)n;
+  return 1;
+#endif
+}
+
+// ----------------------------------------------------------------- the limit
+
+void parallel_copy(void* dst, const void* src, std::size_t bytes, int threads) {
+  if (threads <= 1) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(threads)
+  {
+    const std::size_t t = static_cast<std::size_t>(omp_get_thread_num());
+    const std::size_t nt = static_cast<std::size_t>(omp_get_num_threads());
+    const std::size_t b = bytes * t / nt / 64 * 64, e = t + 1 == nt ? bytes : bytes * (t + 1) / nt / 64 * 64;
+    std::memcpy(static_cast<char*>(dst) + b, static_cast<const char*>(src) + b, e - b);
+  }
+#endif
+}
+
+void bm_copy(benchmark::State& st, DType d, vb::Shape2 s) {
+  Data data(d, s.batch, s.feat);
+  const int threads = threads_for(s.batch * s.feat);
+  for (auto _ : st) {
+    parallel_copy(data.yobs(), data.obs(), static_cast<std::size_t>(s.batch * s.feat) * data.xsize(), threads);
+    parallel_copy(data.yrew(), data.rew(), static_cast<std::size_t>(s.batch) * data.xsize(), 1);
+    benchmark::ClobberMemory();
+  }
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * vb::copy_bytes(d, s)));
+}
+
+// ----------------------------------------------------------------- eager baseline
+//
+// Every elementary operation is one pass over its operands into a new
+// (uninitialized, like torch.empty) temporary, split over the threads the way
+// an eager CPU framework splits a kernel. The formulas are VecNormV2's
+// (torchrl estimator), ../shared/spec/semantics.md.
+
+using Tmp = std::unique_ptr<float[]>;
+Tmp alloc(std::int64_t n) { return std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(std::max<std::int64_t>(n, 1))); }
+
+template <class F>
+Tmp map1(const float* a, std::int64_t n, F f) {
+  Tmp o = alloc(n);
+  float* op = o.get();
+#pragma omp parallel for if (n >= 16384) schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) op[i] = f(a[i]);
+  return o;
+}
+template <class F>
+Tmp map2(const float* a, const float* b, std::int64_t n, F f) {
+  Tmp o = alloc(n);
+  float* op = o.get();
+#pragma omp parallel for if (n >= 16384) schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) op[i] = f(a[i], b[i]);
+  return o;
+}
+/// a [rows, F] op b [F] (broadcast over rows).
+template <class F>
+Tmp map_bcast(const float* a, const float* b, std::int64_t rows, std::int64_t feat, F f) {
+  Tmp o = alloc(rows * feat);
+  float* op = o.get();
+#pragma omp parallel for if (rows * feat >= 16384) schedule(static)
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t j = 0; j < feat; ++j) op[r * feat + j] = f(a[r * feat + j], b[j]);
+  return o;
+}
+/// mean over dim 0 of [rows, F].
+Tmp mean0(const float* a, std::int64_t rows, std::int64_t feat) {
+  Tmp o = alloc(feat);
+  std::vector<double> acc(static_cast<std::size_t>(feat), 0.0);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t j = 0; j < feat; ++j) acc[static_cast<std::size_t>(j)] += a[r * feat + j];
+  for (std::int64_t j = 0; j < feat; ++j) o[static_cast<std::size_t>(j)] = static_cast<float>(acc[static_cast<std::size_t>(j)] / static_cast<double>(rows));
+  return o;
+}
+void lerp_(float* dst, const float* end, std::int64_t n, float w) {
+#pragma omp parallel for if (n >= 16384) schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) dst[i] += w * (end[i] - dst[i]);
+}
+
+/// One eager key: its own statistics, as VecNormV2 keeps them.
+struct EagerKey {
+  std::int64_t rows, feat;  // stats have rows*feat (per-element) or feat (pooled) values
+  bool pooled;
+  std::vector<float> loc, var;
+  std::int64_t count = 0;
+  EagerKey(std::int64_t r, std::int64_t f, bool p)
+      : rows(r), feat(f), pooled(p), loc(static_cast<std::size_t>(p ? f : r * f), 0.f), var(loc) {}
+
+  void step(const void* x, void* y, DType d, double decay) {
+    const std::int64_t n = rows * feat;
+    Tmp xf;  // x.float()
+    const float* xp;
+    if (d == DType::bfloat16) {
+      const auto* x16 = static_cast<const std::uint16_t*>(x);
+      xf = alloc(n);
+#pragma omp parallel for if (n >= 16384) schedule(static)
+      for (std::int64_t i = 0; i < n; ++i) xf[static_cast<std::size_t>(i)] = vecnorm::core::bf16_to_float(x16[i]);
+      xp = xf.get();
+    } else {
+      xp = static_cast<const float*>(x);
+    }
+    const std::int64_t sn = static_cast<std::int64_t>(loc.size());
+    Tmp x2 = map1(xp, n, [](float a) { return a * a; });
+    float w;
+    if (pooled) {
+      Tmp m1 = mean0(xp, rows, feat);
+      Tmp m2 = mean0(x2.get(), rows, feat);
+      count += rows;
+      w = static_cast<float>(decay < 1 ? 1 - std::pow(decay, static_cast<double>(rows)) : static_cast<double>(rows) / static_cast<double>(count));
+      lerp_(loc.data(), m1.get(), sn, w);
+      lerp_(var.data(), m2.get(), sn, w);
+    } else {
+      count += 1;
+      w = static_cast<float>(decay < 1 ? 1 - decay : 1.0 / static_cast<double>(count));
+      lerp_(loc.data(), xp, sn, w);
+      lerp_(var.data(), x2.get(), sn, w);
+    }
+    const float bc = static_cast<float>(decay < 1 ? -std::expm1(static_cast<double>(count) * std::log(decay)) : 1.0);
+    Tmp mu = map1(loc.data(), sn, [bc](float a) { return a / bc; });
+    Tmp loc2 = map1(loc.data(), sn, [](float a) { return a * a; });
+    Tmp dv = map2(var.data(), loc2.get(), sn, [](float a, float b) { return a - b; });
+    Tmp v = map1(dv.get(), sn, [bc](float a) { return a / bc; });
+    Tmp vc = map1(v.get(), sn, [](float a) { return std::max(a, 0.f); });
+    Tmp sd = map1(vc.get(), sn, [](float a) { return std::sqrt(a); });
+    Tmp scale = map1(sd.get(), sn, [](float a) { return std::max(a, 1e-4f); });
+    Tmp xc, yf;
+    if (pooled) {
+      xc = map_bcast(xp, mu.get(), rows, feat, [](float a, float b) { return a - b; });
+      yf = map_bcast(xc.get(), scale.get(), rows, feat, [](float a, float b) { return a / b; });
+    } else {
+      xc = map2(xp, mu.get(), n, [](float a, float b) { return a - b; });
+      yf = map2(xc.get(), scale.get(), n, [](float a, float b) { return a / b; });
+    }
+    if (d == DType::bfloat16) {
+      auto* y16 = static_cast<std::uint16_t*>(y);
+#pragma omp parallel for if (n >= 16384) schedule(static)
+      for (std::int64_t i = 0; i < n; ++i) y16[i] = vecnorm::core::float_to_bf16(yf[static_cast<std::size_t>(i)]);
+    } else {
+      std::memcpy(y, yf.get(), static_cast<std::size_t>(n) * sizeof(float));  // the copy into the caller's output
+    }
+  }
+};
+
+void bm_eager(benchmark::State& st, bool pooled, DType d, vb::Shape2 s) {
+  Data data(d, s.batch, s.feat);
+  EagerKey obs(s.batch, s.feat, pooled), rew(s.batch, 1, pooled);
+  for (auto _ : st) {
+    obs.step(data.obs(), data.yobs(), d, 0.9999);
+    rew.step(data.rew(), data.yrew(), d, 0.9999);
+    benchmark::ClobberMemory();
+  }
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * vb::floor_bytes(pooled, d, s)));
+}
+
+// ----------------------------------------------------------------- vecnorm
+
+void bm_vecnorm(benchmark::State& st, bool pooled, Estimator e, DType d, vb::Shape2 s) {
+  Data data(d, s.batch, s.feat);
+  vecnorm::Options o;
+  o.reduce_batch_dims = pooled;
+  o.estimator = e;
+  o.backend = vecnorm::Backend::cpu;
+  vecnorm::KeyTable table;
+  table.batch_shape = vecnorm::Shape{s.batch};
+  table.keys = {{"observation", vecnorm::Shape{s.feat}, d}, {"reward", vecnorm::Shape{}, d}};
+  vecnorm::VecNorm vn(o, table);
+  const vecnorm::Shape xs{s.batch, s.feat}, rs{s.batch};
+  const vecnorm::KeyData batch[2] = {
+      {"observation", vecnorm::ConstTensorView{data.obs(), d, xs}, vecnorm::TensorView{data.yobs(), d, xs}},
+      {"reward", vecnorm::ConstTensorView{data.rew(), d, rs}, vecnorm::TensorView{data.yrew(), d, rs}}};
+  for (int i = 0; i < 3; ++i) vn.step(batch);  // steady state: workspace grown
+  for (auto _ : st) {
+    vn.step(batch);
+    benchmark::ClobberMemory();
+  }
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * vb::floor_bytes(pooled, d, s)));
+}
+
+void register_all() {
+  for (const vb::Shape2& s : vb::shapes()) {
+    for (DType d : {DType::float32, DType::bfloat16}) {
+      for (bool pooled : {false, true}) {
+        for (Estimator e : {Estimator::torchrl, Estimator::stable}) {
+          const std::string name = vb::case_name(pooled, e, d, s);
+          // The copy and the eager baseline do not depend on the estimator:
+          // measured next to each vecnorm case all the same, so that every
+          // ratio compares numbers taken seconds apart.
+          benchmark::RegisterBenchmark(("copy/" + name).c_str(), bm_copy, d, s)->UseRealTime();
+          benchmark::RegisterBenchmark(("eager/" + name).c_str(), bm_eager, pooled, d, s)->UseRealTime();
+          benchmark::RegisterBenchmark(("vecnorm/" + name).c_str(), bm_vecnorm, pooled, e, d, s)->UseRealTime();
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("vecnorm_version", vecnorm::version());
+  benchmark::AddCustomContext("backend", "cpu");
+#if defined(_OPENMP)
+  benchmark::AddCustomContext("threads", std::to_string(omp_get_max_threads()));
+#endif
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs the benchmarks (bench/) and writes docs/benchmarks.md.
+#   bash scripts/bench.sh            all cases, 5 repetitions each (about 15 minutes on 2 cores)
+#   bash scripts/bench.sh --quick    the cases of the issue-5 targets only, 3 repetitions
+# Run it on a quiet machine: other load changes the ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+quick=0
+for a in "$@"; do
+  case "$a" in
+    --quick) quick=1 ;;
+    *) echo "bench.sh: unknown option '$a' (expected --quick)" >&2; exit 2 ;;
+  esac
+done
+cmake --preset bench >/dev/null
+cmake --build --preset bench --target vecnorm_bench_cpu $(cmake --build --preset bench --target help 2>/dev/null | grep -q vecnorm_bench_gpu && echo vecnorm_bench_gpu)
+out=build-bench/results
+mkdir -p "$out"
+filter='.*'
+reps=5
+if [ "$quick" = 1 ]; then
+  filter='f32/(1x17|4096x64|4096x235|65536x256)$'
+  reps=3
+fi
+echo "bench: CPU cases (filter '$filter', $reps repetitions; one line per benchmark as it finishes)"
+./build-bench/bench/vecnorm_bench_cpu --benchmark_filter="$filter" --benchmark_repetitions=$reps \
+  --benchmark_report_aggregates_only=true --benchmark_min_time=0.2 \
+  --benchmark_out="$out/cpu.json" --benchmark_out_format=json
+gpu_args=(--gpu-note "no CUDA device on this machine (nvidia-smi/cudart found none)")
+if [ -x build-bench/bench/vecnorm_bench_gpu ]; then
+  if ./build-bench/bench/vecnorm_bench_gpu --benchmark_filter="$filter" --benchmark_repetitions=$reps \
+       --benchmark_report_aggregates_only=true --benchmark_out="$out/gpu.json" --benchmark_out_format=json \
+       | tee "$out/gpu.txt" | grep -q "not measured"; then
+    :
+  elif [ -s "$out/gpu.json" ]; then
+    gpu_args=(--gpu "$out/gpu.json")
+  fi
+else
+  gpu_args=(--gpu-note "this build has no CUDA backend")
+fi
+cmd="bash scripts/bench.sh $*"
+python3 scripts/bench_report.py "$out/cpu.json" "${gpu_args[@]}" --command "${cmd% }" --out docs/benchmarks.md
+echo "bench: wrote docs/benchmarks.md"
