@@ -11,6 +11,7 @@
 #include "vecnorm/error.hpp"
 #include "vecnorm/normalizer.hpp"
 #include "vecnorm/options.hpp"
+#include "vecnorm/shared.hpp"
 #include "vecnorm/stateless.hpp"
 #include "vecnorm/tensor.hpp"
 #include "vecnorm/version.hpp"

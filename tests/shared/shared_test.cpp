@@ -1,0 +1,976 @@
+// tests/shared/shared_test.cpp -- statistics shared by processes (docs/shared.md).
+//
+// Expected values come from a plain VecNorm fed the same data (bit for bit),
+// from the long-double reference (tests/reference), or from exact sums: the
+// data are half-integers, so sums of values and of squares are exact and, at
+// decay 1, the statistics of any set of steps are known exactly whatever the
+// order in which processes applied them.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <new>
+#include <random>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "reference.hpp"
+#include "vecnorm/vecnorm.hpp"
+
+namespace {
+
+using vecnorm::DType;
+using vecnorm::Error;
+using vecnorm::ErrorCode;
+using vecnorm::Estimator;
+using vecnorm::KeyData;
+using vecnorm::KeyTable;
+using vecnorm::Options;
+using vecnorm::Shape;
+using vecnorm::SharedVecNorm;
+using vecnorm::State;
+using vecnorm::VecNorm;
+
+// ---------------------------------------------------------------- helpers
+
+/// A segment name unique to this process and call.
+std::string unique_name(const std::string& tag) {
+  static std::atomic<int> counter{0};
+  return "/vecnorm-test-" + std::to_string(::getpid()) + "-" + tag + "-" + std::to_string(counter++);
+}
+
+/// Removes the segment at the end of a test, whatever happened.
+struct Unlinker {
+  std::string name;
+  ~Unlinker() {
+    try {
+      SharedVecNorm::unlink(name);
+    } catch (const Error&) {
+    }
+  }
+};
+
+std::uint64_t mix(std::uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/// A half-integer in [-15, 15] + 2 f: exact in float and double, and so are its square and sums.
+double hval(std::uint64_t a, std::uint64_t b, std::uint64_t c, std::int64_t f) {
+  const int h = static_cast<int>(mix(mix(mix(a) ^ b) ^ c) % 61) - 30;
+  return 0.5 * h + 2.0 * static_cast<double>(f);
+}
+
+/// A host tensor of float32 or float64.
+struct Buf {
+  DType dtype = DType::float64;
+  Shape shape;
+  std::vector<double> storage;  // holds numel values of either dtype (double is the larger)
+
+  Buf() = default;
+  Buf(DType d, Shape s) : dtype(d), shape(s), storage(static_cast<std::size_t>(s.numel()), 0.0) {}
+  std::int64_t numel() const { return shape.numel(); }
+  void set(std::int64_t i, double v) {
+    if (dtype == DType::float32)
+      reinterpret_cast<float*>(storage.data())[i] = static_cast<float>(v);
+    else
+      storage[static_cast<std::size_t>(i)] = v;
+  }
+  double get(std::int64_t i) const {
+    return dtype == DType::float32 ? static_cast<double>(reinterpret_cast<const float*>(storage.data())[i])
+                                   : storage[static_cast<std::size_t>(i)];
+  }
+  std::vector<double> values() const {
+    std::vector<double> v(static_cast<std::size_t>(numel()));
+    for (std::int64_t i = 0; i < numel(); ++i) v[static_cast<std::size_t>(i)] = get(i);
+    return v;
+  }
+  std::size_t nbytes() const { return static_cast<std::size_t>(numel()) * vecnorm::dtype_size(dtype); }
+  bool same_bytes(const Buf& o) const {
+    return nbytes() == o.nbytes() && std::memcmp(storage.data(), o.storage.data(), nbytes()) == 0;
+  }
+  vecnorm::ConstTensorView cview() const { return {storage.data(), dtype, shape}; }
+  vecnorm::TensorView view() { return {storage.data(), dtype, shape, vecnorm::Device::cpu()}; }
+};
+
+/// Exact sums of a set of steps: per feature (pooled) or per element (per-element).
+struct Exact {
+  std::vector<long double> s1, s2;
+  long double n = 0;  // samples per statistics element
+  explicit Exact(std::size_t numel = 0) : s1(numel, 0), s2(numel, 0) {}
+  void add(const Buf& x, bool pooled, long double times = 1) {
+    const std::int64_t stats = static_cast<std::int64_t>(s1.size());
+    const std::int64_t rows = x.numel() / stats;
+    for (std::int64_t i = 0; i < x.numel(); ++i) {
+      const long double v = x.get(i);
+      const std::size_t k = static_cast<std::size_t>(pooled ? i % stats : i);
+      s1[k] += times * v;
+      s2[k] += times * v * v;
+    }
+    n += times * (pooled ? rows : 1);
+  }
+  void add(const Exact& o, long double times) {
+    for (std::size_t k = 0; k < s1.size(); ++k) {
+      s1[k] += times * o.s1[k];
+      s2[k] += times * o.s2[k];
+    }
+    n += times * o.n;
+  }
+};
+
+/// The read-outs of `vn` against the exact mean and population variance of
+/// the data summed in `e` (decay 1, so there is no bias correction). `rtol`
+/// scales the tolerances by the data's magnitude (mu) and its square (v).
+template <class N>
+::testing::AssertionResult MatchesExact(const N& vn, const std::string& key, const Exact& e, double rtol,
+                                        double mag) {
+  const std::vector<double> loc = vn.loc(key), scale = vn.scale(key);
+  if (loc.size() != e.s1.size())
+    return ::testing::AssertionFailure() << key << ": " << loc.size() << " statistics, expected " << e.s1.size();
+  const double eps = vn.options().eps;
+  for (std::size_t k = 0; k < loc.size(); ++k) {
+    const long double mean = e.s1[k] / e.n;
+    const long double var = e.s2[k] / e.n - mean * mean;
+    const double tol_mu = rtol * mag, tol_v = rtol * mag * mag;
+    if (!(std::fabs(loc[k] - static_cast<double>(mean)) <= tol_mu))
+      return ::testing::AssertionFailure() << key << " loc[" << k << "]: expected " << static_cast<double>(mean)
+                                           << " (exact), got " << loc[k] << ", tolerance " << tol_mu;
+    const double v = scale[k] * scale[k];
+    const bool ok = scale[k] == eps ? static_cast<double>(var) <= eps * eps + tol_v
+                                    : std::fabs(v - static_cast<double>(var)) <= tol_v;
+    if (!ok)
+      return ::testing::AssertionFailure() << key << " scale[" << k << "]^2: expected " << static_cast<double>(var)
+                                           << " (exact variance), got " << v << ", tolerance " << tol_v;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+/// Relative rounding tolerance after `steps` steps (the error model of tests/support/check.hpp).
+double rtol_for(DType stats, int steps) {
+  const double u = stats == DType::float64 ? std::ldexp(1.0, -53) : std::ldexp(1.0, -24);
+  return u * 16.0 * (steps + 4);
+}
+
+/// Waits for `pid` up to `seconds`; kills it and returns -1 on timeout, else the wait status.
+int wait_for(pid_t pid, double seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  for (;;) {
+    int st = 0;
+    const pid_t r = ::waitpid(pid, &st, WNOHANG);
+    if (r == pid) return st;
+    if (r < 0) return -2;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &st, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+std::string describe(int status) {
+  if (status == -1) return "timed out (stuck?)";
+  if (status < 0) return "waitpid failed";
+  if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+  return "status " + std::to_string(status);
+}
+
+/// Runs `body` in the child and leaves with _exit: 0 on success, 3 on an
+/// exception (printed), never returning into the test framework.
+template <class F>
+[[noreturn]] void child_main(F&& body) {
+  int code = 0;
+  try {
+    code = body();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "child %d: %s\n", static_cast<int>(::getpid()), e.what());
+    code = 3;
+  }
+  std::fflush(stderr);
+  ::_exit(code);
+}
+
+template <class F>
+pid_t spawn(F&& body) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = ::fork();
+  if (pid == 0) child_main(body);
+  return pid;
+}
+
+Options shared_options(Estimator est, bool pooled, DType stats, double decay) {
+  Options o;
+  o.estimator = est;
+  o.reduce_batch_dims = pooled;
+  o.stats_dtype = stats;
+  o.decay = decay;
+  o.eps = 1e-4;
+  o.cpu_threads = 1;  // children of fork() never start OpenMP threads
+  return o;
+}
+
+std::string param_name(Estimator est, bool pooled, DType stats) {
+  return std::string(vecnorm::to_string(est)) + (pooled ? "_pooled_" : "_per_element_") + vecnorm::to_string(stats);
+}
+
+// ================================================================ 1. one process: create / attach round trip
+
+using RoundTripParam = std::tuple<Estimator, bool, DType>;
+class SharedRoundTrip : public ::testing::TestWithParam<RoundTripParam> {};
+
+TEST_P(SharedRoundTrip, EqualsPlainVecNormAndReference) {
+  const Estimator est = std::get<0>(GetParam());  // (plain variables: lambdas capture them)
+  const bool pooled = std::get<1>(GetParam());
+  const DType stats = std::get<2>(GetParam());
+  const std::int64_t B = 8, F = 3;
+  Options o = shared_options(est, pooled, stats, 0.9);
+  const KeyTable table{Shape{B}, {{"obs", Shape{F}, DType::float32}, {"agents/reward", Shape{}, DType::float64}}};
+  const std::string name = unique_name("roundtrip");
+  Unlinker cleanup{name};
+  SharedVecNorm a = SharedVecNorm::create(name, o, table);
+  SharedVecNorm b = SharedVecNorm::attach(name.substr(1), o, table);  // the leading '/' is optional
+  EXPECT_EQ(b.name(), name);
+  VecNorm plain(o, table);
+  vnref::StatefulKey ref_obs({est == Estimator::stable ? vnref::Estimator::stable : vnref::Estimator::torchrl, 0.9, 1e-4},
+                             pooled, F, B);
+  vnref::StatefulKey ref_rew({est == Estimator::stable ? vnref::Estimator::stable : vnref::Estimator::torchrl, 0.9, 1e-4},
+                             pooled, 1, B);
+
+  const int kSteps = 60;
+  Buf x(DType::float32, Shape{B, F}), r(DType::float64, Shape{B});
+  Buf ys(DType::float32, Shape{B, F}), yp(DType::float32, Shape{B, F});
+  Buf rys(DType::float64, Shape{B}), ryp(DType::float64, Shape{B});
+  for (int t = 0; t < kSteps; ++t) {
+    for (std::int64_t i = 0; i < B * F; ++i) x.set(i, hval(1, static_cast<std::uint64_t>(t), static_cast<std::uint64_t>(i), i % F));
+    for (std::int64_t i = 0; i < B; ++i) r.set(i, hval(2, static_cast<std::uint64_t>(t), static_cast<std::uint64_t>(i), 0));
+    SharedVecNorm& h = t % 2 ? a : b;  // alternate handles: they share one set of statistics
+    const bool with_reward = t % 7 != 3;
+    if (with_reward) {
+      h.step({{"obs", x.cview(), ys.view()}, {"agents/reward", r.cview(), rys.view()}});
+      plain.step({{"obs", x.cview(), yp.view()}, {"agents/reward", r.cview(), ryp.view()}});
+      ASSERT_TRUE(rys.same_bytes(ryp)) << "reward output differs at step " << t;
+      ref_rew.update(r.values(), B);
+    } else {
+      h.step({{"obs", x.cview(), ys.view()}});
+      plain.step({{"obs", x.cview(), yp.view()}});
+    }
+    ASSERT_TRUE(ys.same_bytes(yp)) << "obs output differs at step " << t;
+    ref_obs.update(x.values(), B);
+  }
+  EXPECT_EQ(a.generation(), static_cast<std::uint64_t>(kSteps));
+  EXPECT_EQ(a.recovered_owner_deaths(), 0u);
+
+  // Read-outs: bit-equal to the plain VecNorm from either handle, close to the reference.
+  for (const char* key : {"obs", "agents/reward"}) {
+    EXPECT_EQ(a.count(key), plain.count(key)) << key;
+    EXPECT_EQ(b.count(key), plain.count(key)) << key;
+    EXPECT_EQ(a.loc(key), plain.loc(key)) << key;
+    EXPECT_EQ(b.scale(key), plain.scale(key)) << key;
+    EXPECT_EQ(a.stats_shape(key), plain.stats_shape(key)) << key;
+  }
+  const double rtol = rtol_for(stats, kSteps) * 4;  // inputs up to 19.5 in magnitude
+  const auto ref_close = [&](const std::vector<double>& got, const std::vector<double>& want, const char* what) {
+    ASSERT_EQ(got.size(), want.size()) << what;
+    for (std::size_t i = 0; i < got.size(); ++i)
+      EXPECT_NEAR(got[i], want[i], rtol * 20 * 20) << what << "[" << i << "]";
+  };
+  ref_close(a.loc("obs"), ref_obs.loc(), "obs loc vs reference");
+  ref_close(a.scale("obs"), ref_obs.scale(), "obs scale vs reference");
+  ref_close(a.loc("agents/reward"), ref_rew.loc(), "reward loc vs reference");
+  ref_close(a.scale("agents/reward"), ref_rew.scale(), "reward scale vs reference");
+  EXPECT_EQ(a.count("obs"), ref_obs.count());
+  EXPECT_EQ(a.count("agents/reward"), ref_rew.count());
+
+  // export_state: the plain VecNorm's state, bit for bit; it imports into a VecNorm.
+  const State sa = a.export_state(), sp = plain.export_state();
+  ASSERT_EQ(sa.keys.size(), sp.keys.size());
+  for (std::size_t k = 0; k < sa.keys.size(); ++k) {
+    EXPECT_EQ(sa.keys[k].loc, sp.keys[k].loc);
+    EXPECT_EQ(sa.keys[k].var, sp.keys[k].var);
+    EXPECT_EQ(sa.keys[k].count, sp.keys[k].count);
+    EXPECT_EQ(sa.keys[k].stats_shape, sp.keys[k].stats_shape);
+  }
+  EXPECT_EQ(vecnorm::encode_state(sa), vecnorm::encode_state(sp));
+  VecNorm fresh;
+  fresh.import_state(sa);
+  EXPECT_EQ(fresh.loc("obs"), plain.loc("obs"));
+
+  // normalize, denormalize, to_affine: as the plain VecNorm.
+  a.normalize({{"obs", x.cview(), ys.view()}});
+  plain.normalize({{"obs", x.cview(), yp.view()}});
+  EXPECT_TRUE(ys.same_bytes(yp));
+  b.denormalize({{"obs", ys.cview(), x.view()}});
+  Buf xp(DType::float32, Shape{B, F});
+  plain.denormalize({{"obs", yp.cview(), xp.view()}});
+  EXPECT_TRUE(x.same_bytes(xp));
+  a.to_affine().apply({{"obs", x.cview(), ys.view()}});
+  plain.to_affine().apply({{"obs", x.cview(), yp.view()}});
+  EXPECT_TRUE(ys.same_bytes(yp));
+  EXPECT_EQ(a.generation(), static_cast<std::uint64_t>(kSteps));  // none of those publishes
+
+  // freeze is local to a handle: a frozen b normalizes, a still updates.
+  b.freeze();
+  EXPECT_TRUE(b.is_frozen());
+  EXPECT_FALSE(a.is_frozen());
+  VecNorm frozen = plain.frozen_copy();
+  b.step({{"obs", x.cview(), ys.view()}});
+  frozen.step({{"obs", x.cview(), yp.view()}});
+  EXPECT_TRUE(ys.same_bytes(yp));
+  b.update({{"obs", x.cview(), {}}});
+  EXPECT_EQ(a.generation(), static_cast<std::uint64_t>(kSteps));
+  EXPECT_EQ(b.count("obs"), plain.count("obs"));
+  a.step({{"obs", x.cview(), ys.view()}});
+  plain.step({{"obs", x.cview(), yp.view()}});
+  EXPECT_TRUE(ys.same_bytes(yp));
+  EXPECT_EQ(b.count("obs"), plain.count("obs"));
+  EXPECT_EQ(a.generation(), static_cast<std::uint64_t>(kSteps + 1));
+  b.unfreeze();
+  b.update({{"obs", x.cview(), {}}});
+  plain.update({{"obs", x.cview(), {}}});
+  EXPECT_EQ(a.loc("obs"), plain.loc("obs"));
+
+  // import_state: one publication that replaces every key, seen by every handle.
+  VecNorm other(o, table);
+  for (int t = 0; t < 3; ++t) {
+    for (std::int64_t i = 0; i < B * F; ++i) x.set(i, 100.0 + hval(9, static_cast<std::uint64_t>(t), static_cast<std::uint64_t>(i), 0));
+    other.step({{"obs", x.cview(), yp.view()}, {"agents/reward", r.cview(), ryp.view()}});
+  }
+  const std::uint64_t g = a.generation();
+  a.import_state(other.export_state());
+  EXPECT_EQ(a.generation(), g + 1);
+  EXPECT_EQ(b.loc("obs"), other.loc("obs"));
+  EXPECT_EQ(b.scale("agents/reward"), other.scale("agents/reward"));
+  EXPECT_EQ(b.count("obs"), 3 * (pooled ? B : 1));
+  EXPECT_EQ(vecnorm::encode_state(b.export_state()), vecnorm::encode_state(other.export_state()));
+}
+
+INSTANTIATE_TEST_SUITE_P(All, SharedRoundTrip,
+                         ::testing::Combine(::testing::Values(Estimator::torchrl, Estimator::stable),
+                                            ::testing::Bool(), ::testing::Values(DType::float32, DType::float64)),
+                         [](const auto& info) {
+                           return param_name(std::get<0>(info.param), std::get<1>(info.param),
+                                             std::get<2>(info.param));
+                         });
+
+// ================================================================ 2. forked workers stepping concurrently
+
+using ConcurrencyParam = std::tuple<Estimator, bool, DType>;
+class SharedWorkers : public ::testing::TestWithParam<ConcurrencyParam> {};
+
+constexpr int kWorkers = 4;
+constexpr int kWorkerSteps = 200;
+constexpr std::int64_t kRows = 16, kFeat = 3;
+
+/// Worker w's data at step s (the input dtype is the stats dtype).
+Buf worker_obs(DType dt, int w, int s) {
+  Buf x(dt, Shape{kRows, kFeat});
+  for (std::int64_t i = 0; i < x.numel(); ++i)
+    x.set(i, hval(static_cast<std::uint64_t>(w) + 10, static_cast<std::uint64_t>(s), static_cast<std::uint64_t>(i), i % kFeat));
+  return x;
+}
+Buf worker_reward(DType dt, int w, int s) {
+  Buf r(dt, Shape{kRows});
+  for (std::int64_t i = 0; i < r.numel(); ++i)
+    r.set(i, hval(static_cast<std::uint64_t>(w) + 50, static_cast<std::uint64_t>(s), static_cast<std::uint64_t>(i), 0));
+  return r;
+}
+
+TEST_P(SharedWorkers, ForkedWorkersStepAtomically) {
+  const Estimator est = std::get<0>(GetParam());  // (plain variables: lambdas capture them)
+  const bool pooled = std::get<1>(GetParam());
+  const DType stats = std::get<2>(GetParam());
+  const Options o = shared_options(est, pooled, stats, 1.0);
+  const KeyTable table{Shape{kRows}, {{"obs", Shape{kFeat}, stats}, {"reward", Shape{}, stats}}};
+  const std::string name = unique_name("workers");
+  Unlinker cleanup{name};
+  SharedVecNorm vn = SharedVecNorm::create(name, o, table);
+
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
+  std::vector<pid_t> pids;
+  for (int w = 0; w < kWorkers; ++w) {
+    pids.push_back(spawn([&, w]() -> int {
+      ::close(go[1]);
+      SharedVecNorm mine = SharedVecNorm::attach(name, o, table);
+      char c;
+      if (::read(go[0], &c, 1) != 0) return 4;  // EOF: everybody starts together
+      Buf y(stats, Shape{kRows, kFeat}), ry(stats, Shape{kRows});
+      for (int s = 0; s < kWorkerSteps; ++s) {
+        const Buf x = worker_obs(stats, w, s);
+        if (w % 2 == 1) {
+          const Buf r = worker_reward(stats, w, s);
+          mine.step({{"obs", x.cview(), y.view()}, {"reward", r.cview(), ry.view()}});
+        } else {
+          mine.step({{"obs", x.cview(), y.view()}});
+        }
+        for (double v : y.values())
+          if (!std::isfinite(v)) return 5;
+        if (s % 50 == 0) (void)mine.scale("obs");  // readers interleave with writers
+      }
+      return 0;
+    }));
+  }
+  ::close(go[0]);
+  ::close(go[1]);  // go
+  for (pid_t pid : pids) {
+    const int st = wait_for(pid, 240);
+    EXPECT_TRUE(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0) << "worker " << pid << ": " << describe(st);
+  }
+
+  const std::int64_t per = pooled ? kRows : 1;
+  EXPECT_EQ(vn.count("obs"), kWorkers * kWorkerSteps * per);
+  EXPECT_EQ(vn.count("reward"), (kWorkers / 2) * kWorkerSteps * per);
+  EXPECT_EQ(vn.generation(), static_cast<std::uint64_t>(kWorkers * kWorkerSteps));
+  EXPECT_EQ(vn.recovered_owner_deaths(), 0u);
+
+  Exact obs(static_cast<std::size_t>(pooled ? kFeat : kRows * kFeat));
+  Exact rew(static_cast<std::size_t>(pooled ? 1 : kRows));
+  for (int w = 0; w < kWorkers; ++w)
+    for (int s = 0; s < kWorkerSteps; ++s) {
+      obs.add(worker_obs(stats, w, s), pooled);
+      if (w % 2 == 1) rew.add(worker_reward(stats, w, s), pooled);
+    }
+  const double rtol = rtol_for(stats, kWorkers * kWorkerSteps);
+  EXPECT_TRUE(MatchesExact(vn, "obs", obs, rtol, 20.0));
+  EXPECT_TRUE(MatchesExact(vn, "reward", rew, rtol, 20.0));
+}
+
+INSTANTIATE_TEST_SUITE_P(All, SharedWorkers,
+                         ::testing::Combine(::testing::Values(Estimator::torchrl, Estimator::stable),
+                                            ::testing::Bool(), ::testing::Values(DType::float32, DType::float64)),
+                         [](const auto& info) {
+                           return param_name(std::get<0>(info.param), std::get<1>(info.param),
+                                             std::get<2>(info.param));
+                         });
+
+// Threads of one process, some sharing a handle, some with their own: the
+// segment's mutex serializes them too (and ThreadSanitizer sees it).
+TEST(SharedThreads, HandlesInOneProcess) {
+  const Options o = shared_options(Estimator::stable, true, DType::float64, 1.0);
+  const KeyTable table{Shape{kRows}, {{"obs", Shape{kFeat}, DType::float64}, {"reward", Shape{}, DType::float64}}};
+  const std::string name = unique_name("threads");
+  Unlinker cleanup{name};
+  SharedVecNorm a = SharedVecNorm::create(name, o, table);
+  SharedVecNorm b = SharedVecNorm::attach(name, o, table);
+  SharedVecNorm c = SharedVecNorm::attach(name, o, table);
+  SharedVecNorm* handle[kWorkers] = {&a, &a, &b, &c};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int w = 0; w < kWorkers; ++w)
+    threads.emplace_back([&, w] {
+      try {
+        Buf y(DType::float64, Shape{kRows, kFeat}), ry(DType::float64, Shape{kRows});
+        for (int s = 0; s < kWorkerSteps; ++s) {
+          const Buf x = worker_obs(DType::float64, w, s);
+          if (w % 2 == 1) {
+            const Buf r = worker_reward(DType::float64, w, s);
+            handle[w]->step({{"obs", x.cview(), y.view()}, {"reward", r.cview(), ry.view()}});
+          } else {
+            handle[w]->step({{"obs", x.cview(), y.view()}});
+          }
+          if (s % 40 == 0) (void)handle[w]->export_state();
+        }
+      } catch (const std::exception& e) {
+        ++failures;
+        std::fprintf(stderr, "thread %d: %s\n", w, e.what());
+      }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(c.count("obs"), kWorkers * kWorkerSteps * kRows);
+  EXPECT_EQ(c.count("reward"), (kWorkers / 2) * kWorkerSteps * kRows);
+  Exact obs(kFeat), rew(1);
+  for (int w = 0; w < kWorkers; ++w)
+    for (int s = 0; s < kWorkerSteps; ++s) {
+      obs.add(worker_obs(DType::float64, w, s), true);
+      if (w % 2 == 1) rew.add(worker_reward(DType::float64, w, s), true);
+    }
+  EXPECT_TRUE(MatchesExact(b, "obs", obs, rtol_for(DType::float64, kWorkers * kWorkerSteps), 20.0));
+  EXPECT_TRUE(MatchesExact(a, "reward", rew, rtol_for(DType::float64, kWorkers * kWorkerSteps), 20.0));
+}
+
+// ================================================================ 3. workers killed with SIGKILL mid-step
+
+/// Kill statistics over the whole run, printed at the end of each kill test.
+struct KillTally {
+  int kills = 0;             // SIGKILLs delivered to a stepping worker
+  std::uint64_t in_lock = 0; // of those, how many found holding the lock (recovered by the next locker)
+  std::uint64_t steps = 0;   // steps the killed workers completed
+};
+KillTally g_total;
+
+/// Prints the kills of the whole run (when several kill tests ran in this process).
+class KillSummary : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (g_total.kills > 0)
+      std::cout << "[ shared   ] this run: survived " << g_total.kills << " SIGKILLs of stepping workers, "
+                << g_total.in_lock << " of them while the worker held the lock" << std::endl;
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kKillSummary = ::testing::AddGlobalTestEnvironment(new KillSummary);
+
+using KillParam = std::tuple<Estimator, bool>;
+class SharedKill : public ::testing::TestWithParam<KillParam> {};
+
+// One victim at a time steps in a tight loop (almost all of its time inside
+// the lock); it is killed at a random moment. The data of the g-th published
+// step is batch[g % P], so after every kill the exact statistics of exactly
+// `generation` steps are known: they must be what the segment holds.
+TEST_P(SharedKill, KilledWorkerNeverTearsStatistics) {
+  const Estimator est = std::get<0>(GetParam());
+  const bool pooled = std::get<1>(GetParam());
+  const int kRounds = 100;
+  constexpr int P = 5;
+  const std::int64_t rows = pooled ? 1024 : 64, feat = 4;
+  const Options o = shared_options(est, pooled, DType::float64, 1.0);
+  const KeyTable table{Shape{rows}, {{"obs", Shape{feat}, DType::float64}}};
+  const std::string name = unique_name("kill");
+  Unlinker cleanup{name};
+  SharedVecNorm vn = SharedVecNorm::create(name, o, table);
+
+  const std::size_t stats_numel = static_cast<std::size_t>(pooled ? feat : rows * feat);
+  std::vector<Buf> batch;
+  std::vector<Exact> batch_sums;
+  for (int j = 0; j < P; ++j) {
+    Buf x(DType::float64, Shape{rows, feat});
+    for (std::int64_t i = 0; i < x.numel(); ++i)
+      x.set(i, hval(77, static_cast<std::uint64_t>(j), static_cast<std::uint64_t>(i), i % feat) + 0.5 * j);
+    Exact e(stats_numel);
+    e.add(x, pooled);
+    batch.push_back(std::move(x));
+    batch_sums.push_back(std::move(e));
+  }
+  auto exact_of = [&](std::uint64_t g) {
+    Exact e(stats_numel);
+    for (int j = 0; j < P; ++j)
+      e.add(batch_sums[static_cast<std::size_t>(j)],
+            static_cast<long double>(g / P + (static_cast<std::uint64_t>(j) < g % P ? 1 : 0)));
+    return e;
+  };
+
+  std::mt19937_64 rng(12345 + static_cast<unsigned>(est) * 7 + (pooled ? 1 : 0));
+  std::uniform_int_distribution<int> delay_us(0, 3000);
+  KillTally tally;
+  for (int round = 0; round < kRounds; ++round) {
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    const std::uint64_t g0 = vn.generation();
+    const pid_t pid = spawn([&]() -> int {
+      ::close(ready[0]);
+      SharedVecNorm mine = SharedVecNorm::attach(name, o, table);
+      Buf y(DType::float64, Shape{rows, feat});
+      if (::write(ready[1], "r", 1) != 1) return 4;
+      for (;;) {
+        const std::uint64_t g = mine.generation();  // the only writer: g is this step's index
+        mine.step({{"obs", batch[g % P].cview(), y.view()}});
+      }
+    });
+    ASSERT_GT(pid, 0);
+    ::close(ready[1]);
+    char c = 0;
+    const ssize_t got = ::read(ready[0], &c, 1);
+    ::close(ready[0]);
+    if (got != 1) {
+      const int st = wait_for(pid, 10);
+      FAIL() << "round " << round << ": the worker died before stepping: " << describe(st);
+    }
+    const int d = round % 10 == 0 ? 0 : delay_us(rng);
+    std::this_thread::sleep_for(std::chrono::microseconds(d));
+    ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    int st = 0;
+    ASSERT_EQ(::waitpid(pid, &st, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << "round " << round << ": " << describe(st);
+    ++tally.kills;
+
+    // The statistics must be exactly those of `generation` whole steps.
+    const std::uint64_t deaths = vn.recovered_owner_deaths();
+    const State s = vn.export_state();  // takes the lock: recovers it if the worker held it
+    tally.in_lock += vn.recovered_owner_deaths() - deaths;
+    const std::uint64_t g = vn.generation();
+    tally.steps += g - g0;
+    ASSERT_EQ(s.keys[0].count, static_cast<std::int64_t>(g) * (pooled ? rows : 1)) << "round " << round;
+    if (g > 0) {  // (a worker killed before its first step leaves count 0: nothing to read out)
+      ASSERT_TRUE(MatchesExact(vn, "obs", exact_of(g), rtol_for(DType::float64, static_cast<int>(g)), 20.0))
+          << "round " << round << ", generation " << g;
+    }
+    // The survivor (this process) keeps stepping.
+    if (round % 5 == 4) {
+      Buf y(DType::float64, Shape{rows, feat});
+      vn.step({{"obs", batch[g % P].cview(), y.view()}});
+      ASSERT_EQ(vn.generation(), g + 1);
+    }
+  }
+  const std::uint64_t g = vn.generation();
+  EXPECT_EQ(vn.count("obs"), static_cast<std::int64_t>(g) * (pooled ? rows : 1));
+  EXPECT_TRUE(MatchesExact(vn, "obs", exact_of(g), rtol_for(DType::float64, static_cast<int>(g)), 20.0));
+  std::cout << "[ shared   ] " << param_name(est, pooled, DType::float64) << ": survived " << tally.kills
+            << " SIGKILLs, " << tally.in_lock << " of them while the worker held the lock; " << tally.steps
+            << " steps completed by killed workers, " << g << " published" << std::endl;
+  // The victims spend nearly all their time inside the lock: some kills must land there.
+  EXPECT_GT(tally.in_lock, 0u);
+  g_total.kills += tally.kills;
+  g_total.in_lock += tally.in_lock;
+  g_total.steps += tally.steps;
+}
+
+INSTANTIATE_TEST_SUITE_P(All, SharedKill,
+                         ::testing::Combine(::testing::Values(Estimator::torchrl, Estimator::stable),
+                                            ::testing::Bool()),
+                         [](const auto& info) {
+                           return param_name(std::get<0>(info.param), std::get<1>(info.param), DType::float64);
+                         });
+
+// Workers that are never killed step their own known data while victims,
+// stepping a constant batch, are killed one after another. The survivors must
+// finish (no lock left held), and the statistics must be exactly those of all
+// the survivors' steps plus `generation - survivors' steps` victim steps.
+TEST(SharedKillBeside, OthersKeepRunningWithConsistentStatistics) {
+  constexpr int kSurvivors = 3;
+  const int kSurvivorSteps = 300;
+  const int kMinKills = 100;  // kills spread over the survivors' steps
+  const std::int64_t rows = 256, feat = 4;
+  const Options o = shared_options(Estimator::stable, true, DType::float64, 1.0);
+  const KeyTable table{Shape{rows}, {{"obs", Shape{feat}, DType::float64}}};
+  const std::string name = unique_name("beside");
+  Unlinker cleanup{name};
+  SharedVecNorm vn = SharedVecNorm::create(name, o, table);
+
+  auto survivor_data = [&](int w, int s) {
+    Buf x(DType::float64, Shape{rows, feat});
+    for (std::int64_t i = 0; i < x.numel(); ++i)
+      x.set(i, hval(static_cast<std::uint64_t>(w) + 300, static_cast<std::uint64_t>(s), static_cast<std::uint64_t>(i), i % feat));
+    return x;
+  };
+  Buf victim_data(DType::float64, Shape{rows, feat});
+  for (std::int64_t i = 0; i < victim_data.numel(); ++i) victim_data.set(i, 7.0 + hval(999, 0, static_cast<std::uint64_t>(i), 0));
+
+  // Kills so far, in memory shared with the survivors: survivor step s waits
+  // for s * kMinKills / kSurvivorSteps kills, so that the kills are spread
+  // over the survivors' work however fast either side runs.
+  void* shared_word = ::mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(shared_word, MAP_FAILED);
+  auto* kills_seen = new (shared_word) std::atomic<int>(0);
+  static_assert(std::atomic<int>::is_always_lock_free);
+
+  std::vector<pid_t> survivors;
+  for (int w = 0; w < kSurvivors; ++w)
+    survivors.push_back(spawn([&, w]() -> int {
+      SharedVecNorm mine = SharedVecNorm::attach(name, o, table);
+      Buf y(DType::float64, Shape{rows, feat});
+      for (int s = 0; s < kSurvivorSteps; ++s) {
+        while (kills_seen->load() < s * kMinKills / kSurvivorSteps)
+          std::this_thread::sleep_for(std::chrono::microseconds(50));
+        const Buf x = survivor_data(w, s);
+        mine.step({{"obs", x.cview(), y.view()}});
+        for (double v : y.values())
+          if (!std::isfinite(v)) return 5;
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      }
+      return 0;
+    }));
+
+  std::mt19937_64 rng(777);
+  std::uniform_int_distribution<int> delay_us(0, 2000);
+  KillTally tally;
+  std::vector<int> survivor_status(kSurvivors, -3);  // -3: not reaped yet
+  struct Reaper {  // a failed assertion below must not leave survivors waiting forever
+    const std::vector<pid_t>& pids;
+    const std::vector<int>& status;
+    ~Reaper() {
+      for (std::size_t i = 0; i < pids.size(); ++i)
+        if (status[i] == -3 && ::kill(pids[i], SIGKILL) == 0) ::waitpid(pids[i], nullptr, 0);
+    }
+  } reaper{survivors, survivor_status};
+  int alive = kSurvivors;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(200);
+  while (alive > 0 && std::chrono::steady_clock::now() < deadline) {
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    const pid_t pid = spawn([&]() -> int {
+      ::close(ready[0]);
+      SharedVecNorm mine = SharedVecNorm::attach(name, o, table);
+      Buf y(DType::float64, Shape{rows, feat});
+      if (::write(ready[1], "r", 1) != 1) return 4;
+      for (;;) mine.step({{"obs", victim_data.cview(), y.view()}});
+    });
+    ASSERT_GT(pid, 0);
+    ::close(ready[1]);
+    char c = 0;
+    const ssize_t got = ::read(ready[0], &c, 1);
+    ::close(ready[0]);
+    ASSERT_EQ(got, 1) << "victim died before stepping: " << describe(wait_for(pid, 10));
+    std::this_thread::sleep_for(std::chrono::microseconds(delay_us(rng)));
+    ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    int st = 0;
+    ASSERT_EQ(::waitpid(pid, &st, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << describe(st);
+    ++tally.kills;
+    kills_seen->fetch_add(1);
+    for (int w = 0; w < kSurvivors; ++w) {
+      if (survivor_status[static_cast<std::size_t>(w)] != -3) continue;
+      int sst = 0;
+      if (::waitpid(survivors[static_cast<std::size_t>(w)], &sst, WNOHANG) == survivors[static_cast<std::size_t>(w)]) {
+        survivor_status[static_cast<std::size_t>(w)] = sst;
+        --alive;
+      }
+    }
+  }
+  for (int w = 0; w < kSurvivors; ++w) {
+    if (survivor_status[static_cast<std::size_t>(w)] == -3)
+      survivor_status[static_cast<std::size_t>(w)] = wait_for(survivors[static_cast<std::size_t>(w)], 30);
+    const int st = survivor_status[static_cast<std::size_t>(w)];
+    EXPECT_TRUE(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0) << "survivor " << w << ": " << describe(st);
+  }
+
+  const State s = vn.export_state();  // recovers the lock if the last victim held it
+  const std::uint64_t g = vn.generation();
+  tally.in_lock = vn.recovered_owner_deaths();  // every recovery in this segment was a victim's
+  ASSERT_GE(g, static_cast<std::uint64_t>(kSurvivors * kSurvivorSteps));
+  const std::uint64_t victim_steps = g - kSurvivors * kSurvivorSteps;
+  tally.steps = victim_steps;
+  EXPECT_EQ(s.keys[0].count, static_cast<std::int64_t>(g) * rows);
+  Exact e(static_cast<std::size_t>(feat));
+  for (int w = 0; w < kSurvivors; ++w)
+    for (int st = 0; st < kSurvivorSteps; ++st) e.add(survivor_data(w, st), true);
+  e.add(victim_data, true, static_cast<long double>(victim_steps));
+  EXPECT_TRUE(MatchesExact(vn, "obs", e, rtol_for(DType::float64, static_cast<int>(g)), 20.0));
+  std::cout << "[ shared   ] beside " << kSurvivors << " workers: survived " << tally.kills << " SIGKILLs, "
+            << tally.in_lock << " of them while the victim held the lock; " << victim_steps
+            << " victim steps and " << kSurvivors * kSurvivorSteps << " survivor steps published" << std::endl;
+  EXPECT_GE(tally.kills, kMinKills);
+  ::munmap(shared_word, sizeof(std::atomic<int>));
+  g_total.kills += tally.kills;
+  g_total.in_lock += tally.in_lock;
+  g_total.steps += tally.steps;
+}
+
+// ================================================================ 4. errors
+
+Options basic_options() { return shared_options(Estimator::torchrl, false, DType::float32, 0.99); }
+KeyTable basic_table() {
+  return KeyTable{Shape{4}, {{"obs", Shape{2}, DType::float32}, {"reward", Shape{}, DType::float32}}};
+}
+
+/// Runs f, expects Error(code) whose message contains every string of `parts`.
+template <class F>
+::testing::AssertionResult Throws(F&& f, ErrorCode code, std::initializer_list<std::string> parts) {
+  try {
+    f();
+  } catch (const Error& e) {
+    if (e.code() != code)
+      return ::testing::AssertionFailure() << "code " << vecnorm::to_string(e.code()) << ", expected "
+                                           << vecnorm::to_string(code) << ": " << e.what();
+    for (const std::string& p : parts)
+      if (std::string(e.what()).find(p) == std::string::npos)
+        return ::testing::AssertionFailure() << "message lacks '" << p << "': " << e.what();
+    return ::testing::AssertionSuccess() << e.what();
+  }
+  return ::testing::AssertionFailure() << "no Error thrown";
+}
+
+TEST(SharedErrors, AttachWithMismatchNamesTheField) {
+  const std::string name = unique_name("mismatch");
+  Unlinker cleanup{name};
+  const Options o = basic_options();
+  const KeyTable t = basic_table();
+  SharedVecNorm vn = SharedVecNorm::create(name, o, t);
+  auto attach = [&](const Options& oo, const KeyTable& tt) { return [&, oo, tt] { (void)SharedVecNorm::attach(name, oo, tt); }; };
+  const ErrorCode sm = ErrorCode::state_mismatch;
+
+  Options e = o;
+  e.estimator = Estimator::stable;
+  EXPECT_TRUE(Throws(attach(e, t), sm, {name, "estimator", "expected stable", "got torchrl"}));
+  e = o;
+  e.stats_dtype = DType::float64;
+  EXPECT_TRUE(Throws(attach(e, t), sm, {"stats_dtype", "expected float64", "got float32"}));
+  e = o;
+  e.decay = 0.9;
+  EXPECT_TRUE(Throws(attach(e, t), sm, {"decay", "expected 0.9 (the caller's), got 0.99 (the segment's)"}));
+  e = o;
+  e.eps = 1e-3;
+  EXPECT_TRUE(Throws(attach(e, t), sm, {"eps", "expected 0.001"}));
+  e = o;
+  e.reduce_batch_dims = true;
+  EXPECT_TRUE(Throws(attach(e, t), sm, {"reduce_batch_dims", "expected true", "got false"}));
+
+  KeyTable k = t;
+  k.keys[1].name = "rew";
+  EXPECT_TRUE(Throws(attach(o, k), sm, {"key 1 name", "expected 'rew'", "got 'reward'"}));
+  k = t;
+  k.keys[0].feature_shape = Shape{3};
+  EXPECT_TRUE(Throws(attach(o, k), sm, {"key 'obs'", "feature shape", "expected [3]", "got [2]"}));
+  k = t;
+  k.keys[0].dtype = DType::float64;
+  EXPECT_TRUE(Throws(attach(o, k), sm, {"key 'obs'", "dtype", "expected float64", "got float32"}));
+  k = t;
+  k.keys.pop_back();
+  EXPECT_TRUE(Throws(attach(o, k), sm, {"number of keys", "expected 1", "got 2"}));
+  k = t;
+  k.batch_shape = Shape{5};
+  EXPECT_TRUE(Throws(attach(o, k), sm, {"batch shape", "expected [5]", "got [4]"}));
+
+  // A matching attach still works, and the failed ones changed nothing.
+  SharedVecNorm ok = SharedVecNorm::attach(name, o, t);
+  EXPECT_EQ(ok.generation(), 0u);
+  // Pooled: the batch shape is informational (as in VecNorm::import_state).
+  const std::string pname = unique_name("pooled");
+  Unlinker pcleanup{pname};
+  Options po = o;
+  po.reduce_batch_dims = true;
+  SharedVecNorm p = SharedVecNorm::create(pname, po, t);
+  k = t;
+  k.batch_shape = Shape{7, 3};
+  SharedVecNorm p2 = SharedVecNorm::attach(pname, po, k);
+  EXPECT_EQ(p2.stats_shape("obs"), Shape{2});
+}
+
+TEST(SharedErrors, MissingExistingGarbageAndBadNames) {
+  const Options o = basic_options();
+  const KeyTable t = basic_table();
+  const std::string name = unique_name("errors");
+  EXPECT_TRUE(Throws([&] { (void)SharedVecNorm::attach(name, o, t); }, ErrorCode::invalid_argument,
+                     {name, "does not exist"}));
+  EXPECT_TRUE(Throws([&] { SharedVecNorm::unlink(name); }, ErrorCode::invalid_argument, {name, "does not exist"}));
+  {
+    Unlinker cleanup{name};
+    SharedVecNorm vn = SharedVecNorm::create(name, o, t);
+    EXPECT_TRUE(Throws([&] { (void)SharedVecNorm::create(name, o, t); }, ErrorCode::invalid_argument,
+                       {name, "already exists"}));
+  }
+  // Removed by the Unlinker: it no longer exists.
+  EXPECT_TRUE(Throws([&] { (void)SharedVecNorm::attach(name, o, t); }, ErrorCode::invalid_argument,
+                     {"does not exist"}));
+
+  // A segment that is not vecnorm's.
+  const std::string garbage = unique_name("garbage");
+  {
+    const int fd = ::shm_open(garbage.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    ASSERT_GE(fd, 0);
+    std::vector<unsigned char> junk(4096, 0xAB);
+    std::memcpy(junk.data(), "NOTVECNM", 8);
+    ASSERT_EQ(::write(fd, junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
+    ::close(fd);
+  }
+  Unlinker gcleanup{garbage};
+  EXPECT_TRUE(Throws([&] { (void)SharedVecNorm::attach(garbage, o, t); }, ErrorCode::state_mismatch,
+                     {garbage, "bad magic", "VNRMSHRD", "NOTVECNM"}));
+  // One that is too small to be anything, or all zeros (a creator that died
+  // before finishing): not initialized, after a short wait.
+  const std::string zeros = unique_name("zeros");
+  {
+    const int fd = ::shm_open(zeros.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, 4096), 0);
+    ::close(fd);
+  }
+  Unlinker zcleanup{zeros};
+  EXPECT_TRUE(Throws([&] { (void)SharedVecNorm::attach(zeros, o, t); }, ErrorCode::state_mismatch,
+                     {zeros, "not initialized", "unlink it"}));
+
+  // Names.
+  for (const char* bad : {"", "/", "/a/b", "a/b"})
+    EXPECT_TRUE(Throws([&] { (void)SharedVecNorm::create(bad, o, t); }, ErrorCode::invalid_argument,
+                       {"shared segment name"}))
+        << "'" << bad << "'";
+  EXPECT_TRUE(Throws([&] { (void)SharedVecNorm::create("/" + std::string(300, 'x'), o, t); },
+                     ErrorCode::invalid_argument, {"shared segment name"}));
+  // CUDA: the statistics are host memory.
+  Options c = o;
+  c.backend = vecnorm::Backend::cuda;
+  EXPECT_TRUE(Throws([&] { (void)SharedVecNorm::create(unique_name("cuda"), c, t); }, ErrorCode::invalid_option,
+                     {"backend", "expected cpu or auto", "got cuda"}));
+  // Invalid options and tables are the usual errors.
+  Options bad = o;
+  bad.decay = 1.5;
+  EXPECT_TRUE(Throws([&] { (void)SharedVecNorm::create(unique_name("opt"), bad, t); }, ErrorCode::invalid_option,
+                     {"decay"}));
+}
+
+TEST(SharedErrors, TruncatedSegment) {
+  const Options o = basic_options();
+  const KeyTable t = basic_table();
+  const std::string name = unique_name("truncated");
+  Unlinker cleanup{name};
+  (void)SharedVecNorm::create(name, o, t);  // the handle is gone at once: the segment stays
+  {
+    const int fd = ::shm_open(name.c_str(), O_RDWR, 0);
+    ASSERT_GE(fd, 0);
+    struct stat st {};
+    ASSERT_EQ(::fstat(fd, &st), 0);
+    ASSERT_EQ(::ftruncate(fd, st.st_size - 64), 0);
+    ::close(fd);
+  }
+  EXPECT_TRUE(Throws([&] { (void)SharedVecNorm::attach(name, o, t); }, ErrorCode::state_mismatch,
+                     {name, "size of the segment"}));
+}
+
+TEST(SharedErrors, FailedCallsChangeNothingAndReleaseTheLock) {
+  const Options o = basic_options();
+  const KeyTable t = basic_table();
+  const std::string name = unique_name("failed");
+  Unlinker cleanup{name};
+  SharedVecNorm vn = SharedVecNorm::create(name, o, t);
+  SharedVecNorm other = SharedVecNorm::attach(name, o, t);
+  std::vector<float> x(8, 1.0f), y(8), r(4, 2.0f), ry(4);
+  auto xv = vecnorm::view<const float>(x.data(), {4, 2});
+  auto yv = vecnorm::view(y.data(), {4, 2});
+  auto rv = vecnorm::view<const float>(r.data(), {4});
+  auto ryv = vecnorm::view(ry.data(), {4});
+  // Count 0: normalizing is an error naming the key.
+  EXPECT_TRUE(Throws([&] { vn.normalize({{"obs", xv, yv}}); }, ErrorCode::zero_count, {"key 'obs'", "count > 0"}));
+  EXPECT_TRUE(Throws([&] { (void)vn.loc("obs"); }, ErrorCode::zero_count, {"obs"}));
+  vn.step({{"obs", xv, yv}, {"reward", rv, ryv}});
+  const State before = vn.export_state();
+  const std::uint64_t g = vn.generation();
+  // A bad key, a duplicate, a bad shape after a good key: nothing is published.
+  EXPECT_TRUE(Throws([&] { vn.step({{"obs", xv, yv}, {"nope", rv, ryv}}); }, ErrorCode::unknown_key, {"nope"}));
+  EXPECT_TRUE(Throws([&] { other.step({{"obs", xv, yv}, {"obs", xv, yv}}); }, ErrorCode::duplicate_key, {"obs"}));
+  auto bad = vecnorm::view<const float>(x.data(), {2, 4});
+  EXPECT_TRUE(Throws([&] { vn.update({{"reward", rv, {}}, {"obs", bad, {}}}); }, ErrorCode::shape_mismatch,
+                     {"key 'obs'", "expected [4, 2]"}));
+  EXPECT_TRUE(Throws([&] { (void)vn.count("nope"); }, ErrorCode::unknown_key, {"nope"}));
+  EXPECT_EQ(vn.generation(), g);
+  const State after = other.export_state();
+  for (std::size_t k = 0; k < before.keys.size(); ++k) {
+    EXPECT_EQ(before.keys[k].loc, after.keys[k].loc);
+    EXPECT_EQ(before.keys[k].var, after.keys[k].var);
+    EXPECT_EQ(before.keys[k].count, after.keys[k].count);
+  }
+  // import_state with a mismatched state: an error, nothing changes.
+  Options so = o;
+  so.estimator = Estimator::stable;
+  VecNorm wrong(so, t);
+  wrong.step({{"obs", xv, yv}});
+  EXPECT_TRUE(Throws([&] { vn.import_state(wrong.export_state()); }, ErrorCode::state_mismatch,
+                     {"import_state", "estimator", "expected torchrl", "got stable"}));
+  EXPECT_EQ(vn.generation(), g);
+  // The lock was released every time: another handle steps.
+  other.step({{"obs", xv, yv}});
+  EXPECT_EQ(vn.generation(), g + 1);
+  EXPECT_EQ(vn.count("obs"), 2);
+  EXPECT_EQ(vn.count("reward"), 1);
+  // An empty call publishes nothing.
+  vn.step(std::span<const KeyData>{});
+  EXPECT_EQ(vn.generation(), g + 1);
+}
+
+}  // namespace
