@@ -1,10 +1,11 @@
-// vecnorm_demo -- the main job: a batch of synthetic environments stepped
-// through vecnorm. Observation features have very different means and scales;
+// apps/demo.cpp -- `vecnorm demo`, the main job: a batch of synthetic
+// environments stepped through vecnorm. Observation features have very different means and scales;
 // the reward is absent on reset steps. Every so often it prints per-key
 // loc/scale and the mean/std of the normalized output (which approach 0/1),
-// then the normalizer's steps per second.
+// then the normalizer's steps per second. On a terminal a progress bar runs on
+// stderr between those lines; otherwise only the lines are printed.
 //
-//   vecnorm_demo [--envs 4096] [--features 24] [--steps 3000] [--decay 0.99]
+//   vecnorm demo [--envs 4096] [--features 24] [--steps 3000] [--decay 0.99]
 //                [--estimator stable|torchrl] [--pooled] [--backend cpu|cuda|auto]
 //
 // The demo uses the stable estimator by default: some of its features have
@@ -23,6 +24,10 @@
 
 #include <vecnorm/vecnorm.hpp>
 
+#include "cli.hpp"
+#include "commands.hpp"
+
+namespace vncli {
 namespace {
 
 struct Args {
@@ -36,51 +41,41 @@ struct Args {
   bool pooled = false;
 };
 
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr,
-               "vecnorm_demo: %s\nusage: vecnorm_demo [--envs N] [--features F] [--steps S] [--decay D]\n"
-               "                    [--estimator torchrl|stable] [--pooled] [--backend cpu|cuda|auto]\n",
-               why);
-  std::exit(2);
-}
+constexpr const char* kHelp =
+    "usage: vecnorm demo [--envs N] [--features F] [--steps S] [--decay D]\n"
+    "                    [--estimator torchrl|stable] [--pooled] [--backend cpu|cuda|auto]\n"
+    "\n"
+    "Steps N synthetic environments (F observation features whose means span 1e-2..1e3\n"
+    "and scales 1e-3..1e2, plus a reward absent on reset steps) through vecnorm, prints\n"
+    "per-key loc/scale and how close the normalized output is to mean 0 / std 1, then\n"
+    "the normalizer's steps per second.\n"
+    "\n"
+    "options:\n"
+    "  --envs N          environments (default 4096)\n"
+    "  --features F      observation features (default 24)\n"
+    "  --steps S         steps (default 3000)\n"
+    "  --decay D         EMA decay (default 0.99)\n"
+    "  --estimator NAME  stable (default: float32 torchrl loses the variance of features\n"
+    "                    with |mean|/std = 1e5 to cancellation) or torchrl\n"
+    "  --pooled          pooled statistics (reduce_batch_dims)\n"
+    "  --backend B       cpu, cuda or auto (default auto: cuda when usable)\n"
+    "  -h, --help        this help\n";
 
-std::int64_t to_int(const char* s, const char* name) {
-  char* end = nullptr;
-  const long long v = std::strtoll(s, &end, 10);
-  if (end == s || *end != '\0' || v < 1) usage((std::string(name) + " expects a positive integer, got '" + s + "'").c_str());
-  return v;
-}
-
-Args parse(int argc, char** argv) {
+Args parse(int argc, char** argv, int first, bool& help) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string opt = argv[i];
-    auto value = [&]() -> const char* {
-      if (i + 1 >= argc) usage((opt + " expects a value").c_str());
-      return argv[++i];
-    };
-    if (opt == "--envs") a.envs = to_int(value(), "--envs");
-    else if (opt == "--features") a.features = to_int(value(), "--features");
-    else if (opt == "--steps") a.steps = to_int(value(), "--steps");
-    else if (opt == "--decay") a.decay = std::atof(value());
-    else if (opt == "--pooled") a.pooled = true;
-    else if (opt == "--estimator") {
-      const std::string v = value();
-      if (v == "torchrl") a.estimator = vecnorm::Estimator::torchrl;
-      else if (v == "stable") a.estimator = vecnorm::Estimator::stable;
-      else usage(("--estimator expects torchrl or stable, got '" + v + "'").c_str());
-    } else if (opt == "--backend") {
-      const std::string v = value();
-      if (v == "cpu") a.backend = vecnorm::Backend::cpu;
-      else if (v == "cuda") a.backend = vecnorm::Backend::cuda;
-      else if (v == "auto") a.backend = vecnorm::Backend::automatic;
-      else usage(("--backend expects cpu, cuda or auto, got '" + v + "'").c_str());
-    } else if (opt == "--help" || opt == "-h") {
-      usage("help");
-    } else {
-      usage(("unknown option '" + opt + "'").c_str());
-    }
-  }
+  const std::vector<OptionSpec> specs = {
+      {"--help", false, [&](const std::string&) { help = true; }},
+      {"--envs", true, [&](const std::string& v) { a.envs = parse_int(v, "--envs", 1); }},
+      {"--features", true, [&](const std::string& v) { a.features = parse_int(v, "--features", 1); }},
+      {"--steps", true, [&](const std::string& v) { a.steps = parse_int(v, "--steps", 1); }},
+      {"--decay", true, [&](const std::string& v) { a.decay = parse_double(v, "--decay"); }},
+      {"--pooled", false, [&](const std::string&) { a.pooled = true; }},
+      {"--estimator", true, [&](const std::string& v) { a.estimator = parse_estimator(v, "--estimator"); }},
+      {"--backend", true, [&](const std::string& v) { a.backend = parse_backend(v, "--backend"); }},
+  };
+  const auto positional = parse_options(argc, argv, first, "demo", specs);
+  if (!positional.empty())
+    throw UsageError("demo: unexpected argument '" + positional.front() + "' (see 'vecnorm demo --help')");
   return a;
 }
 
@@ -128,9 +123,14 @@ Summary summarize(const std::vector<float>& y, std::int64_t rows, std::int64_t f
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  const Args a = parse(argc, argv);
-  try {
+int run_demo(int argc, char** argv, int first) {
+  bool help = false;
+  const Args a = parse(argc, argv, first, help);
+  if (help) {
+    std::fputs(kHelp, stdout);
+    return kExitOk;
+  }
+  {
     vecnorm::Options opt;
     opt.decay = a.decay;
     opt.estimator = a.estimator;
@@ -162,6 +162,7 @@ int main(int argc, char** argv) {
     double seconds = 0;
     const std::int64_t report_every = std::max<std::int64_t>(1, a.steps / 6);
     std::int64_t absent = 0;
+    Progress progress("vecnorm demo", a.steps, is_terminal(2));
     for (std::int64_t t = 0; t < a.steps; ++t) {
       rng.normals(obs.data(), static_cast<std::int64_t>(n_obs));
       for (std::int64_t r = 0; r < a.envs; ++r)
@@ -191,6 +192,7 @@ int main(int argc, char** argv) {
       vecnorm::synchronize(vn.backend());
       seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if ((t + 1) % report_every == 0 || t + 1 == a.steps) {
+        progress.clear();
         obs_y_dev.copy_to_host(obs_y.data(), n_obs * 4);
         rew_y_dev.copy_to_host(rew_y.data(), rew_y.size() * 4);
         const Summary so = summarize(obs_y, a.envs, a.features);
@@ -208,14 +210,15 @@ int main(int argc, char** argv) {
         }
         std::fflush(stdout);
       }
+      progress.update(t + 1);
     }
+    progress.clear();
     std::printf("%lld steps in %.3f s of normalizer time: %.0f steps/s (%.2f us/step, %.2f GB/s of observations)\n",
                 static_cast<long long>(a.steps), seconds, static_cast<double>(a.steps) / seconds,
                 1e6 * seconds / static_cast<double>(a.steps),
                 static_cast<double>(a.steps) * static_cast<double>(n_obs) * 4.0 / seconds / 1e9);
-  } catch (const vecnorm::Error& e) {
-    std::fprintf(stderr, "vecnorm_demo: %s\n", e.what());
-    return 1;
   }
-  return 0;
+  return kExitOk;
 }
+
+}  // namespace vncli
