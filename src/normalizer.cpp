@@ -158,36 +158,11 @@ struct VecNorm::Impl {
   void plan(std::span<const KeyData> batch, Op op, bool invert) {
     require_configured();
     segments.clear();
-    call_keys.clear();
-    const Device device = detail::backend_device(backend);
-    const auto rule = options.reduce_batch_dims ? detail::BatchRule::any : detail::BatchRule::exact;
-    Shape pooled_batch;
+    detail::KeyPlanner planner(table, options.reduce_batch_dims, detail::backend_device(backend), call_keys);
     for (const KeyData& item : batch) {
-      const int k = detail::find_key(table, item.key);
-      detail::check_unique(item.key, k, call_keys.data(), static_cast<int>(call_keys.size()));
-      call_keys.push_back(k);
-      const KeySpec& spec = table.keys[static_cast<std::size_t>(k)];
-      const DType xd = invert ? output_dtype(spec.dtype) : spec.dtype;
-      const detail::IoShape io =
-          detail::check_io(table, k, xd, item.x, op == Op::update ? nullptr : &item.y, rule, device);
-      if (options.reduce_batch_dims) {
-        if (segments.empty())
-          pooled_batch = io.batch;
-        else if (io.batch != pooled_batch)
-          detail::fail(ErrorCode::shape_mismatch,
-                       detail::key_prefix(spec.name) + "batch shape: expected " + pooled_batch.str() +
-                           " (the batch shape of key '" +
-                           table.keys[static_cast<std::size_t>(segments.front().key)].name + "' in this call), got " +
-                           io.batch.str());
-      }
+      detail::Segment s = planner.next(item, op, invert);
+      const int k = s.key;
       if (op == Op::normalize) require_count(k);
-      detail::Segment s;
-      s.key = k;
-      s.x = item.x.data;
-      s.x_dtype = xd;
-      s.y = op == Op::update ? nullptr : item.y.data;
-      s.rows = io.rows;
-      s.feat = io.feat;
       s.loc_in = loc(k);
       s.var_in = var(k);
       s.count_in = count_ptr(k);

@@ -402,38 +402,13 @@ struct SharedVecNorm::Impl {
   /// the current slot of each key, out = the other slot. Writes nothing shared.
   void plan(std::span<const KeyData> batch, Op op, bool invert) const {
     segments.clear();
-    call_keys.clear();
     out_slot.clear();
-    const auto rule = options.reduce_batch_dims ? detail::BatchRule::any : detail::BatchRule::exact;
-    const Device device = Device::cpu();
-    Shape pooled_batch;
+    detail::KeyPlanner planner(table, options.reduce_batch_dims, Device::cpu(), call_keys);
     for (const KeyData& item : batch) {
-      const int k = detail::find_key(table, item.key);
-      detail::check_unique(item.key, k, call_keys.data(), static_cast<int>(call_keys.size()));
-      call_keys.push_back(k);
-      const KeySpec& spec = table.keys[static_cast<std::size_t>(k)];
-      const DType xd = invert ? output_dtype(spec.dtype) : spec.dtype;
-      const detail::IoShape io =
-          detail::check_io(table, k, xd, item.x, op == Op::update ? nullptr : &item.y, rule, device);
-      if (options.reduce_batch_dims) {
-        if (segments.empty())
-          pooled_batch = io.batch;
-        else if (io.batch != pooled_batch)
-          detail::fail(ErrorCode::shape_mismatch,
-                       detail::key_prefix(spec.name) + "batch shape: expected " + pooled_batch.str() +
-                           " (the batch shape of key '" +
-                           table.keys[static_cast<std::size_t>(segments.front().key)].name + "' in this call), got " +
-                           io.batch.str());
-      }
+      detail::Segment s = planner.next(item, op, invert);
+      const int k = s.key;
       const int in = current_slot(k);
       if (op == Op::normalize) require_count(k, in);
-      detail::Segment s;
-      s.key = k;
-      s.x = item.x.data;
-      s.x_dtype = xd;
-      s.y = op == Op::update ? nullptr : item.y.data;
-      s.rows = io.rows;
-      s.feat = io.feat;
       s.loc_in = loc(k, in);
       s.var_in = var(k, in);
       s.count_in = count_ptr(k, in);

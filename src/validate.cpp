@@ -119,4 +119,31 @@ void check_stats_view(std::string_view key, const char* what, const ConstTensorV
   check_data(key, what, v.data, v.numel());
 }
 
+Segment KeyPlanner::next(const KeyData& item, Op op, bool invert) {
+  const int k = find_key(table_, item.key);
+  check_unique(item.key, k, call_keys_.data(), static_cast<int>(call_keys_.size()));
+  const KeySpec& spec = table_.keys[static_cast<std::size_t>(k)];
+  const DType xd = invert ? output_dtype(spec.dtype) : spec.dtype;
+  const IoShape io = check_io(table_, k, xd, item.x, op == Op::update ? nullptr : &item.y,
+                              pooled_ ? BatchRule::any : BatchRule::exact, device_);
+  if (pooled_) {
+    if (call_keys_.empty())
+      pooled_batch_ = io.batch;
+    else if (io.batch != pooled_batch_)
+      fail(ErrorCode::shape_mismatch, key_prefix(spec.name) + "batch shape: expected " + pooled_batch_.str() +
+                                          " (the batch shape of key '" +
+                                          table_.keys[static_cast<std::size_t>(call_keys_.front())].name +
+                                          "' in this call), got " + io.batch.str());
+  }
+  call_keys_.push_back(k);
+  Segment s;
+  s.key = k;
+  s.x = item.x.data;
+  s.x_dtype = xd;
+  s.y = op == Op::update ? nullptr : item.y.data;
+  s.rows = io.rows;
+  s.feat = io.feat;
+  return s;
+}
+
 }  // namespace vecnorm::detail

@@ -4,7 +4,10 @@
 
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
+#include "plan.hpp"
+#include "vecnorm/normalizer.hpp"
 #include "vecnorm/options.hpp"
 #include "vecnorm/tensor.hpp"
 
@@ -48,5 +51,27 @@ void check_no_partial_overlap(std::string_view key, const char* what_a, const vo
 /// Throws Error(invalid_argument) when the two byte ranges overlap at all.
 void check_disjoint(std::string_view key, const char* what_a, const void* a, std::size_t na, const char* what_b,
                     const void* b, std::size_t nb);
+
+/// The keys of one stateful call (VecNorm, SharedVecNorm), validated one by one
+/// into Segments: key known and not repeated in the call, x/y dtypes, shapes,
+/// device and overlap, and (pooled) one batch shape for all keys of the call.
+/// The caller fills in the statistics pointers.
+class KeyPlanner {
+ public:
+  /// `call_keys` receives the key index of each planned item (cleared here).
+  KeyPlanner(const KeyTable& table, bool pooled, Device device, std::vector<int>& call_keys)
+      : table_(table), pooled_(pooled), device_(device), call_keys_(call_keys) {
+    call_keys_.clear();
+  }
+  /// `invert`: x holds normalized values (denormalize), so its dtype is output_dtype(key dtype).
+  Segment next(const KeyData& item, Op op, bool invert);
+
+ private:
+  const KeyTable& table_;
+  bool pooled_;
+  Device device_;
+  std::vector<int>& call_keys_;
+  Shape pooled_batch_;
+};
 
 }  // namespace vecnorm::detail
