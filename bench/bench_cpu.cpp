@@ -12,10 +12,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -88,6 +91,60 @@ int threads_for(std::int64_t n) {
 #endif
 }
 
+// ----------------------------------------------------------------- cold caches
+//
+// A case whose step moves more bytes than the last-level cache holds cannot
+// keep its data in the caches from one step to the next: each of its
+// iterations starts with cold caches (flushed outside the timing), as in a
+// training loop where the simulator and the policy touch more memory between
+// two steps. Without this, the copy of such a case would run from the cache
+// while the step next to it, with loc and var besides, could not: the ratio
+// would compare different memories. Smaller cases stay warm.
+
+/// The last-level cache as the kernel describes it (what lscpu prints; in a
+/// VM, sysconf may report the host's cache instead), else sysconf, else 8 MiB.
+std::size_t llc_bytes() {
+  static const std::size_t bytes = [] {
+    for (int index = 3; index >= 2; --index) {
+      std::ifstream f("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size");
+      std::size_t v = 0;
+      char unit = 'K';  // sysfs writes "8192K"
+      f >> v >> unit;
+      if (v > 0) return v * (unit == 'M' ? 1024 * 1024 : 1024);
+    }
+    const long v = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    return v > 0 ? static_cast<std::size_t>(v) : (std::size_t{8} << 20);
+  }();
+  return bytes;
+}
+
+/// Reads four times the last-level cache (clean lines: the flush leaves
+/// nothing to write back during the timed step).
+void flush_caches() {
+  static std::vector<std::uint64_t> buf(4 * llc_bytes() / sizeof(std::uint64_t), 1);
+  std::uint64_t sum = 0;
+#pragma omp parallel for reduction(+ : sum) schedule(static)
+  for (std::size_t i = 0; i < buf.size(); i += 8) sum += buf[i];
+  benchmark::DoNotOptimize(sum);
+}
+
+/// The timed loop of every CPU benchmark: cold caches before each iteration
+/// for cases whose step moves more than the last-level cache.
+template <class F>
+void run_loop(benchmark::State& st, double bytes, F&& body) {
+  const bool cold = bytes > static_cast<double>(llc_bytes());
+  for (auto _ : st) {
+    if (cold) {
+      st.PauseTiming();
+      flush_caches();
+      st.ResumeTiming();
+    }
+    body();
+    benchmark::ClobberMemory();
+  }
+  st.counters["cold_caches"] = cold ? 1 : 0;
+}
+
 // ----------------------------------------------------------------- the limit
 
 void parallel_copy(void* dst, const void* src, std::size_t bytes, int threads) {
@@ -106,14 +163,13 @@ void parallel_copy(void* dst, const void* src, std::size_t bytes, int threads) {
 #endif
 }
 
-void bm_copy(benchmark::State& st, DType d, vb::Shape2 s) {
+void bm_copy(benchmark::State& st, bool pooled, DType d, vb::Shape2 s) {
   Data data(d, s.batch, s.feat);
   const int threads = threads_for(s.batch * s.feat);
-  for (auto _ : st) {
+  run_loop(st, vb::floor_bytes(pooled, d, s), [&] {
     parallel_copy(data.yobs(), data.obs(), static_cast<std::size_t>(s.batch * s.feat) * data.xsize(), threads);
     parallel_copy(data.yrew(), data.rew(), static_cast<std::size_t>(s.batch) * data.xsize(), 1);
-    benchmark::ClobberMemory();
-  }
+  });
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * vb::copy_bytes(d, s)));
 }
 
@@ -234,11 +290,10 @@ struct EagerKey {
 void bm_eager(benchmark::State& st, bool pooled, DType d, vb::Shape2 s) {
   Data data(d, s.batch, s.feat);
   EagerKey obs(s.batch, s.feat, pooled), rew(s.batch, 1, pooled);
-  for (auto _ : st) {
+  run_loop(st, vb::floor_bytes(pooled, d, s), [&] {
     obs.step(data.obs(), data.yobs(), d, 0.9999);
     rew.step(data.rew(), data.yrew(), d, 0.9999);
-    benchmark::ClobberMemory();
-  }
+  });
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * vb::floor_bytes(pooled, d, s)));
 }
 
@@ -259,10 +314,7 @@ void bm_vecnorm(benchmark::State& st, bool pooled, Estimator e, DType d, vb::Sha
       {"observation", vecnorm::ConstTensorView{data.obs(), d, xs}, vecnorm::TensorView{data.yobs(), d, xs}},
       {"reward", vecnorm::ConstTensorView{data.rew(), d, rs}, vecnorm::TensorView{data.yrew(), d, rs}}};
   for (int i = 0; i < 3; ++i) vn.step(batch);  // steady state: workspace grown
-  for (auto _ : st) {
-    vn.step(batch);
-    benchmark::ClobberMemory();
-  }
+  run_loop(st, vb::floor_bytes(pooled, d, s), [&] { vn.step(batch); });
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * vb::floor_bytes(pooled, d, s)));
 }
 
@@ -275,7 +327,7 @@ void register_all() {
           // The copy and the eager baseline do not depend on the estimator:
           // measured next to each vecnorm case all the same, so that every
           // ratio compares numbers taken seconds apart.
-          benchmark::RegisterBenchmark(("copy/" + name).c_str(), bm_copy, d, s)->UseRealTime();
+          benchmark::RegisterBenchmark(("copy/" + name).c_str(), bm_copy, pooled, d, s)->UseRealTime();
           benchmark::RegisterBenchmark(("eager/" + name).c_str(), bm_eager, pooled, d, s)->UseRealTime();
           benchmark::RegisterBenchmark(("vecnorm/" + name).c_str(), bm_vecnorm, pooled, e, d, s)->UseRealTime();
         }

@@ -189,9 +189,9 @@ def main():
         doc.append(gpu_table(grows, peak) + "\n")
     else:
         doc.append(f"Not measured: {a.gpu_note or 'no CUDA device on the machine that ran the script'}.\n")
-    extra = os.environ.get("VECNORM_BENCH_NOTES")
-    if extra and os.path.exists(extra):
-        doc.append(open(extra).read())
+    notes = os.path.join(os.path.dirname(os.path.abspath(a.out)), "benchmarks-notes.md")
+    if os.path.exists(notes):
+        doc.append(open(notes).read())
     text = "\n".join(doc)
     d = os.path.dirname(os.path.abspath(a.out))
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".benchmarks.", suffix=".tmp")

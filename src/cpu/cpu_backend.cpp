@@ -128,8 +128,12 @@ void parallel_for(std::int64_t n, int threads, std::int64_t grain, std::int64_t 
 // buffer and stream it out. Smaller outputs are written in place, and stay in
 // the caches for whoever reads them next.
 
-/// Outputs of at least this many bytes (per segment) are streamed.
-constexpr std::size_t kStreamBytes = std::size_t{4} << 20;
+/// Outputs of at least this many bytes (per segment) are streamed (a build may
+/// set another threshold with -DVECNORM_STREAM_BYTES=N; bench experiments do).
+#ifndef VECNORM_STREAM_BYTES
+#define VECNORM_STREAM_BYTES (std::size_t{4} << 20)
+#endif
+constexpr std::size_t kStreamBytes = VECNORM_STREAM_BYTES;
 /// Elements per staged chunk.
 constexpr std::int64_t kChunk = 1024;
 
