@@ -344,6 +344,7 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::AddCustomContext("vecnorm_version", vecnorm::version());
   benchmark::AddCustomContext("backend", "cpu");
+  benchmark::AddCustomContext("cpu_isa", vecnorm::cpu_isa());
 #if defined(_OPENMP)
   benchmark::AddCustomContext("threads", std::to_string(omp_get_max_threads()));
 #endif

@@ -8,7 +8,7 @@
 #
 # Needs clang++ and libFuzzer (Debian: clang-14 + libclang-rt-14-dev, which
 # holds libclang_rt.fuzzer-x86_64.a). Compiles include/ + src/*.cpp +
-# src/cpu/cpu_backend.cpp + src/cuda/cuda_stub.cpp directly (no CMake); the
+# src/cpu/cpu_backend.cpp + cpu_dispatch.cpp (baseline ISA) + src/cuda/cuda_stub.cpp directly (no CMake); the
 # objects are reused while their sources are unchanged. Exits non-zero when the
 # fuzzer finds a crash (the reproducer is left in the build dir as crash-*).
 set -euo pipefail
@@ -28,7 +28,7 @@ CXXFLAGS="-std=c++20 -O1 -g $SAN -I$ROOT/include -w"
 mkdir -p "$BUILD/obj" "$BUILD/corpus" "$BUILD/seeds"
 
 # The library, instrumented for coverage (fuzzer-no-link) and sanitizers.
-SOURCES=("$ROOT"/src/*.cpp "$ROOT/src/cpu/cpu_backend.cpp" "$ROOT/src/cuda/cuda_stub.cpp")
+SOURCES=("$ROOT"/src/*.cpp "$ROOT/src/cpu/cpu_backend.cpp" "$ROOT/src/cpu/cpu_dispatch.cpp" "$ROOT/src/cuda/cuda_stub.cpp")
 todo=()
 for src in "${SOURCES[@]}"; do
   obj="$BUILD/obj/$(basename "${src%.cpp}").o"

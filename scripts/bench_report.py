@@ -133,7 +133,8 @@ def machine(ctx):
         pass
     caches = ", ".join(f"L{c['level']} {c['type'].lower()} {c['size'] // 1024} KiB" + (f" x{ctx['num_cpus'] // c['num_sharing']}" if c.get('num_sharing') else "")
                        for c in ctx.get("caches", []))
-    lines.append(f"- CPU: {model}, {ctx.get('num_cpus')} logical cores at {ctx.get('mhz_per_cpu')} MHz; ISA: {flags}")
+    lines.append(f"- CPU: {model}, {ctx.get('num_cpus')} logical cores at {ctx.get('mhz_per_cpu')} MHz; ISA: {flags}; "
+                 f"vecnorm's CPU loops ran their {ctx.get('cpu_isa', 'baseline')} build")
     lines.append(f"- caches: {caches}")
     lines.append(f"- threads used by vecnorm and by the copy: {ctx.get('threads', '?')}; library {ctx.get('library_build_type', '?')} build of Google Benchmark")
     lines.append(f"- load average when the run started: {ctx.get('load_avg', [])}")

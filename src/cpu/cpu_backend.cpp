@@ -41,7 +41,25 @@
 #define VECNORM_IVDEP
 #endif
 
-namespace vecnorm::detail::cpu {
+// This file is compiled once per instruction set (VECNORM_CPU_ISA names the
+// namespace): as itself for baseline x86-64, and by cpu_backend_avx2.cpp for
+// AVX2. The AVX2 build switches the target with a pragma *after* the includes,
+// so every inline function of a header (shared by both object files) stays
+// baseline code (no AVX2 instruction can reach a CPU without it through the
+// linker's choice of one copy), while this file's own functions, all of
+// internal linkage, become AVX2 code that inlines them. The arithmetic is the
+// same IEEE operations in the same order in both builds (no FMA contraction:
+// the target does not enable FMA), so both give the same bits;
+// src/cpu/cpu_dispatch.cpp picks one at run time.
+#ifndef VECNORM_CPU_ISA
+#define VECNORM_CPU_ISA baseline
+#endif
+#if defined(VECNORM_CPU_AVX2_BUILD)
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#endif
+
+namespace vecnorm::detail::cpu::VECNORM_CPU_ISA {
 namespace {
 
 using core::bf16_t;
@@ -391,22 +409,28 @@ void run_affine_segment(const AffineSegment& s, AffineDirection dir, int threads
 
 constexpr std::int64_t kTileRows = 128;
 
-/// A 16-byte vector of C (GCC/Clang vector extension: one SSE register). Two of
-/// them per accumulator keep a block's sums, shifts and loads in 8 registers.
+/// A vector register of C (GCC/Clang vector extension: 16 bytes of SSE, 32 of
+/// AVX2). Two of them per accumulator keep a block's sums, shifts and loads in
+/// 8 registers.
+#if defined(VECNORM_CPU_AVX2_BUILD)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
 template <class C>
 struct VecOf;
 template <>
 struct VecOf<float> {
-  typedef float type __attribute__((vector_size(16)));
+  typedef float type __attribute__((vector_size(kVecBytes)));
 };
 template <>
 struct VecOf<double> {
-  typedef double type __attribute__((vector_size(16)));
+  typedef double type __attribute__((vector_size(kVecBytes)));
 };
 template <class C>
 using Vec = typename VecOf<C>::type;
 template <class C>
-constexpr int kLanes = static_cast<int>(16 / sizeof(C));
+constexpr int kLanes = static_cast<int>(kVecBytes / sizeof(C));
 
 template <class X, class C>
 inline void load_vec(const X* p, Vec<C>& v) {
@@ -637,4 +661,8 @@ void run(const AffinePlan& plan) {
   for (const AffineSegment& s : plan.segments) run_affine_segment(s, plan.direction, threads);
 }
 
-}  // namespace vecnorm::detail::cpu
+}  // namespace vecnorm::detail::cpu::VECNORM_CPU_ISA
+
+#if defined(VECNORM_CPU_AVX2_BUILD)
+#pragma GCC pop_options
+#endif
