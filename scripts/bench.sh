@@ -17,6 +17,8 @@ cmake --preset bench >/dev/null
 cmake --build --preset bench --target vecnorm_bench_cpu $(cmake --build --preset bench --target help 2>/dev/null | grep -q vecnorm_bench_gpu && echo vecnorm_bench_gpu)
 out=build-bench/results
 mkdir -p "$out"
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || commit="$commit + uncommitted changes"
 filter='.*'
 reps=3
 if [ "$quick" = 1 ]; then
@@ -40,5 +42,5 @@ else
   gpu_args=(--gpu-note "this build has no CUDA backend")
 fi
 cmd="bash scripts/bench.sh $*"
-python3 scripts/bench_report.py "$out/cpu.json" "${gpu_args[@]}" --command "${cmd% }" --out docs/benchmarks.md
+python3 scripts/bench_report.py "$out/cpu.json" "${gpu_args[@]}" --command "${cmd% }" --commit "$commit" --out docs/benchmarks.md
 echo "bench: wrote docs/benchmarks.md"

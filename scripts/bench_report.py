@@ -148,13 +148,18 @@ def main():
     ap.add_argument("--gpu-note", default="")
     ap.add_argument("--command", default="bash scripts/bench.sh")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--commit", help="the commit the benchmarks were built from (default: git HEAD now)")
     a = ap.parse_args()
     ctx, rows = load(a.cpu_json)
     try:
+        if a.commit:
+            raise StopIteration
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
         if dirty:
             commit += " + uncommitted changes"
+    except StopIteration:
+        commit = a.commit
     except OSError:
         commit = "?"
     t = targets(rows)
