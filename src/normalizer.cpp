@@ -176,17 +176,7 @@ struct VecNorm::Impl {
   }
 
   void run(Op op, bool invert, Stream stream) {
-    detail::Plan p;
-    p.op = op;
-    p.invert = invert;
-    p.estimator = options.estimator;
-    p.pooled = options.reduce_batch_dims;
-    p.counts = detail::CountLayout::per_key;
-    p.stats_dtype = options.stats_dtype;
-    p.decay = core::make_decay(options.decay);
-    p.eps = options.eps;
-    p.threads = options.cpu_threads;
-    p.segments = segments;
+    const detail::Plan p = detail::stateful_plan(options, op, invert, segments);
     detail::dispatch(backend, p, workspace, stream);
     if (op != Op::normalize)
       for (const detail::Segment& s : segments)

@@ -54,6 +54,23 @@ struct Plan {
   std::span<const Segment> segments;
 };
 
+/// The Plan of a stateful call (VecNorm, SharedVecNorm): one count per key,
+/// everything else from the normalizer's options.
+inline Plan stateful_plan(const Options& o, Op op, bool invert, std::span<const Segment> segments) {
+  Plan p;
+  p.op = op;
+  p.invert = invert;
+  p.estimator = o.estimator;
+  p.pooled = o.reduce_batch_dims;
+  p.counts = CountLayout::per_key;
+  p.stats_dtype = o.stats_dtype;
+  p.decay = core::make_decay(o.decay);
+  p.eps = o.eps;
+  p.threads = o.cpu_threads;
+  p.segments = segments;
+  return p;
+}
+
 /// One key of an affine call: apply y = (x - mu) * r, or invert y = x * scale + mu.
 /// The parameters are stored in the compute type of the key (float32 or
 /// float64): the type the arithmetic runs in, so that an affine call computes

@@ -425,17 +425,7 @@ struct SharedVecNorm::Impl {
   /// Runs the planned call (lock held); a call that writes is published.
   void run(Op op, bool invert) const {
     if (segments.empty()) return;  // nothing to compute, nothing to publish
-    detail::Plan p;
-    p.op = op;
-    p.invert = invert;
-    p.estimator = options.estimator;
-    p.pooled = options.reduce_batch_dims;
-    p.counts = detail::CountLayout::per_key;
-    p.stats_dtype = options.stats_dtype;
-    p.decay = core::make_decay(options.decay);
-    p.eps = options.eps;
-    p.threads = options.cpu_threads;
-    p.segments = segments;
+    const detail::Plan p = detail::stateful_plan(options, op, invert, segments);
     if (op == Op::normalize) {
       detail::dispatch(Backend::cpu, p, workspace, Stream{});
       return;
