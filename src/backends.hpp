@@ -8,6 +8,8 @@ namespace vecnorm::detail {
 namespace cpu {
 void run(const Plan& plan, Workspace& ws);
 void run(const AffinePlan& plan);
+/// Index of the first non-finite element of x (n elements of dtype d), or -1.
+std::int64_t first_nonfinite(const void* x, DType d, std::int64_t n, int threads);
 }  // namespace cpu
 
 /// The CUDA backend (src/cuda/cuda_backend.cu). In a build without it, every
@@ -24,6 +26,8 @@ void zero(void* dst, std::size_t bytes, Stream stream);
 void synchronize(Stream stream);
 void run(const Plan& plan, Workspace& ws, Stream stream);
 void run(const AffinePlan& plan, Stream stream);
+/// Index of the first non-finite element of device array x, or -1 (waits for `stream`).
+std::int64_t first_nonfinite(const void* x, DType d, std::int64_t n, Stream stream, Workspace& ws);
 }  // namespace cuda
 
 /// Resolve Backend::automatic (cuda when built and usable, else cpu).
@@ -32,5 +36,12 @@ Backend resolve(Backend requested);
 /// Run a validated plan on `backend` (already resolved).
 void dispatch(Backend backend, const Plan& plan, Workspace& ws, Stream stream);
 void dispatch(Backend backend, const AffinePlan& plan, Stream stream);
+
+/// NonFinite::error: before an update touches anything, scan the input of every
+/// segment; the first non-finite value throws Error(nonfinite_input) naming the
+/// key and the element's index (batch and feature). Float inputs only. On the
+/// CUDA backend the scan waits for `stream`.
+void require_finite(Backend backend, const KeyTable& table, std::span<const Segment> segments, int threads,
+                    Workspace& ws, Stream stream);
 
 }  // namespace vecnorm::detail

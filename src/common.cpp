@@ -27,6 +27,7 @@ const char* to_string(ErrorCode code) noexcept {
     case ErrorCode::not_configured: return "not_configured";
     case ErrorCode::backend_unavailable: return "backend_unavailable";
     case ErrorCode::cuda_error: return "cuda_error";
+    case ErrorCode::nonfinite_input: return "nonfinite_input";
   }
   return "unknown";
 }
@@ -58,6 +59,15 @@ std::size_t dtype_size(DType dtype) noexcept {
 }
 
 const char* to_string(Estimator e) noexcept { return e == Estimator::stable ? "stable" : "torchrl"; }
+
+const char* to_string(NonFinite n) noexcept {
+  switch (n) {
+    case NonFinite::propagate: return "propagate";
+    case NonFinite::skip: return "skip";
+    case NonFinite::error: return "error";
+  }
+  return "?";
+}
 
 const char* to_string(Backend b) noexcept {
   switch (b) {
@@ -161,6 +171,9 @@ void Options::validate() const {
   if (backend != Backend::cpu && backend != Backend::cuda && backend != Backend::automatic)
     detail::fail(ErrorCode::invalid_option, "option backend: expected cpu, cuda or auto, got value " +
                                                 std::to_string(static_cast<int>(backend)));
+  if (nonfinite != NonFinite::propagate && nonfinite != NonFinite::skip && nonfinite != NonFinite::error)
+    detail::fail(ErrorCode::invalid_option, "option nonfinite: expected propagate, skip or error, got value " +
+                                                std::to_string(static_cast<int>(nonfinite)));
   if (cpu_threads < 0)
     detail::fail(ErrorCode::invalid_option,
                  "option cpu_threads: expected >= 0 (0 = default), got " + std::to_string(cpu_threads));

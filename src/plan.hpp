@@ -37,6 +37,13 @@ struct Segment {
   void* var_out = nullptr;
   const std::int64_t* count_in = nullptr;  ///< null: zeros
   std::int64_t* count_out = nullptr;       ///< null for Op::normalize
+  // Non-finite input (stateful modes; see Plan::nonfinite).
+  /// Per-element stateful mode with skip: one int64 per statistics element,
+  /// the updates that element left out (its count is *count_in - skips[i]).
+  /// Read only when *skipped != 0; incremented where an update skips. Null: none.
+  std::int64_t* skips = nullptr;
+  /// The key's health counter (units left out); null: not counted.
+  std::int64_t* skipped = nullptr;
 };
 
 /// One statistics call over several keys.
@@ -49,6 +56,10 @@ struct Plan {
   core::Decay decay;
   double eps = 1e-4;
   int threads = 0;  ///< CPU threads, 0 = default
+  /// Updates: propagate (reference), or skip non-finite input. NonFinite::error
+  /// is handled before dispatch (the frontends scan the inputs); a backend sees
+  /// propagate or skip.
+  NonFinite nonfinite = NonFinite::skip;
   /// With Op::normalize: compute y = x * scale + mu (denormalize) instead.
   bool invert = false;
   std::span<const Segment> segments;
@@ -67,6 +78,7 @@ inline Plan stateful_plan(const Options& o, Op op, bool invert, std::span<const 
   p.decay = core::make_decay(o.decay);
   p.eps = o.eps;
   p.threads = o.cpu_threads;
+  p.nonfinite = o.nonfinite == NonFinite::propagate ? NonFinite::propagate : NonFinite::skip;
   p.segments = segments;
   return p;
 }

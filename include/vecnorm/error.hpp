@@ -22,6 +22,7 @@ enum class ErrorCode {
   not_configured,       ///< the normalizer has no key table yet
   backend_unavailable,  ///< the requested backend is not built or has no device
   cuda_error,           ///< a CUDA runtime call failed
+  nonfinite_input,      ///< NonFinite::error: an update met a NaN or an infinity
 };
 
 /// Name of an ErrorCode, e.g. "shape_mismatch".

@@ -27,6 +27,14 @@ struct KeyState {
   std::vector<std::uint8_t> loc;   ///< stats_shape.numel() values of the stats dtype
   std::vector<std::uint8_t> var;   ///< same
   std::int64_t count = 0;          ///< one count per key
+  /// Per-element mode with NonFinite::skip: for each statistics element, the
+  /// updates it left out (non-finite input); its own count is count - skips[i].
+  /// Empty when no element ever skipped (always empty when pooled).
+  std::vector<std::int64_t> skips;
+  /// Health counter: units left out of the statistics by NonFinite::skip
+  /// (elements in per-element mode, rows in pooled mode). Per-element mode:
+  /// equals the sum of skips.
+  std::int64_t skipped = 0;
 };
 
 /// Everything needed to rebuild a normalizer's statistics (in memory).
@@ -95,6 +103,13 @@ class VecNorm {
   Shape stats_shape(std::string_view key) const;
   /// Number of updates (per-element) or of samples (pooled) the key has seen.
   std::int64_t count(std::string_view key) const;
+  /// Per-element mode: the count of every statistics element (C order over
+  /// stats_shape(key)): count(key) less the updates the element skipped.
+  /// Pooled mode: one value, count(key).
+  std::vector<std::int64_t> element_counts(std::string_view key) const;
+  /// Health counter of NonFinite::skip: elements (per-element mode) or rows
+  /// (pooled mode) of `key` left out of the statistics so far.
+  std::int64_t skipped(std::string_view key) const;
 
   /// A fixed transform with copies of every key's loc and scale; applying it
   /// gives the same output, bit for bit, as normalize() now. Every key must

@@ -23,7 +23,17 @@ enum class Backend : std::uint8_t {
   automatic,  ///< cuda when built and a device is usable, else cpu
 };
 
+/// What an update does with non-finite input values (NaN, +-inf). Integer
+/// inputs are always finite. See docs/numerics.md, "Non-finite input".
+enum class NonFinite : std::uint8_t {
+  propagate,  ///< the reference behaviour: they enter the statistics (which become NaN/inf)
+  skip,       ///< left out of the statistics as if they never arrived (elements in
+              ///< per-element mode, whole rows in pooled mode), counted, output still produced
+  error,      ///< the update is refused (Error(nonfinite_input) naming key and index), nothing changes
+};
+
 const char* to_string(Estimator e) noexcept;
+const char* to_string(NonFinite n) noexcept;
 const char* to_string(Backend b) noexcept;
 
 /// What one call does.
@@ -42,6 +52,7 @@ struct Options {
   DType stats_dtype = DType::float32;  ///< float32 or float64 storage of loc/var
   Backend backend = Backend::cpu;
   int cpu_threads = 0;              ///< threads of the CPU backend; 0 = OpenMP's default
+  NonFinite nonfinite = NonFinite::skip;  ///< non-finite input in updates
 
   /// Throws Error(invalid_option) naming the field, the allowed and the actual value.
   void validate() const;
