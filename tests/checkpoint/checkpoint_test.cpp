@@ -606,6 +606,101 @@ TEST(CheckpointRoundTripMore, HandMadeSkipsRoundTripBitExact) {
     }
 }
 
+// ================================================================ a VecNorm that skipped non-finite input
+
+/// One step of every key (float64 input) holding some NaN / -inf after step 0.
+/// The test tallies what a skip normalizer leaves out itself: per key, per
+/// element the non-finite values (`skips_tally`) and the rows holding one
+/// (`rows_tally`).
+void step_with_bad(VecNorm& vn, int step, std::vector<std::vector<std::int64_t>>& skips_tally,
+                   std::vector<std::int64_t>& rows_tally) {
+  const KeyTable& t = vn.key_table();
+  std::vector<std::vector<double>> xs;
+  std::vector<Bytes> ys;
+  std::vector<vecnorm::KeyData> batch;
+  xs.reserve(t.keys.size());
+  ys.reserve(t.keys.size());
+  skips_tally.resize(t.keys.size());
+  rows_tally.resize(t.keys.size());
+  for (std::size_t k = 0; k < t.keys.size(); ++k) {
+    const Shape s = t.batch_shape.concat(t.keys[k].feature_shape);
+    const auto n = static_cast<std::size_t>(s.numel());
+    const auto feat = static_cast<std::size_t>(t.keys[k].feature_shape.numel());
+    skips_tally[k].resize(n);
+    xs.emplace_back(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint64_t h = (static_cast<std::uint64_t>(step) * 2654435761u + i * 40503u + k * 977u) % 11;
+      xs.back()[i] = 0.5 * static_cast<double>((step * 7 + static_cast<int>(i)) % 13) - 3.0;
+      if (step > 0 && h == 0) xs.back()[i] = std::numeric_limits<double>::quiet_NaN();
+      if (step > 0 && h == 1) xs.back()[i] = -std::numeric_limits<double>::infinity();
+      if (!std::isfinite(xs.back()[i])) ++skips_tally[k][i];
+    }
+    for (std::size_t r = 0; r < n / feat; ++r) {
+      bool bad = false;
+      for (std::size_t f = 0; f < feat; ++f) bad = bad || !std::isfinite(xs.back()[r * feat + f]);
+      rows_tally[k] += bad;
+    }
+    ys.emplace_back(n * sizeof(double));
+    batch.push_back({t.keys[k].name, vecnorm::ConstTensorView(xs.back().data(), DType::float64, s),
+                     vecnorm::TensorView{ys.back().data(), DType::float64, s}});
+  }
+  vn.step(batch);
+}
+
+TEST(CheckpointNonFinite, AVecNormThatSkippedRoundTripsThroughAFile) {
+  const KeyTable t{Shape{3}, {{"obs", Shape{4}, DType::float64}, {"reward", Shape{}, DType::float64}}};
+  for (const bool pooled : {false, true}) {
+    Options o = make_options(Estimator::stable, pooled, DType::float64);
+    o.nonfinite = vecnorm::NonFinite::skip;
+    VecNorm vn(o, t);
+    std::vector<std::vector<std::int64_t>> tally;
+    std::vector<std::int64_t> rows;
+    const int steps = 12;
+    for (int s = 0; s < steps; ++s) step_with_bad(vn, s, tally, rows);
+    const State st = vn.export_state();
+    for (std::size_t k = 0; k < t.keys.size(); ++k) {
+      std::int64_t bad = 0;
+      for (std::int64_t v : tally[k]) bad += v;
+      ASSERT_GT(bad, 0) << t.keys[k].name;
+      if (!pooled) {  // the per-element skips are the test's own tally
+        EXPECT_EQ(st.keys[k].skips, tally[k]) << t.keys[k].name;
+        EXPECT_EQ(st.keys[k].skipped, bad) << t.keys[k].name;
+      } else {        // whole rows
+        EXPECT_TRUE(st.keys[k].skips.empty()) << t.keys[k].name;
+        EXPECT_EQ(st.keys[k].skipped, rows[k]) << t.keys[k].name;
+      }
+    }
+    const Bytes b = vecnorm::encode_state(st);
+    EXPECT_EQ(b, hand_encode(st, 2));
+    EXPECT_TRUE(SameState(vecnorm::decode_state(b), st));
+
+    TempDir dir;
+    const std::string path = (dir.path() / "skips.ckpt").string();
+    vecnorm::save_state(vn, path);
+    VecNorm fresh;  // unconfigured: adopts the state whole, nonfinite included
+    vecnorm::load_state(fresh, path);
+    EXPECT_EQ(fresh.options().nonfinite, vecnorm::NonFinite::skip);
+    Options errs = o;
+    errs.nonfinite = vecnorm::NonFinite::error;
+    VecNorm configured(errs, t);  // configured: keeps its own nonfinite, takes skips and skipped
+    vecnorm::load_state(configured, path);
+    EXPECT_EQ(configured.options().nonfinite, vecnorm::NonFinite::error);
+    for (const auto& k : t.keys) {
+      EXPECT_EQ(fresh.element_counts(k.name), vn.element_counts(k.name)) << k.name;
+      EXPECT_EQ(fresh.skipped(k.name), vn.skipped(k.name)) << k.name;
+      EXPECT_EQ(configured.element_counts(k.name), vn.element_counts(k.name)) << k.name;
+      EXPECT_EQ(configured.skipped(k.name), vn.skipped(k.name)) << k.name;
+    }
+    EXPECT_TRUE(SameState(fresh.export_state(), st));
+    // The loaded normalizer keeps skipping exactly like the original.
+    std::vector<std::vector<std::int64_t>> t1, t2;
+    std::vector<std::int64_t> r1, r2;
+    step_with_bad(vn, 100, t1, r1);
+    step_with_bad(fresh, 100, t2, r2);
+    EXPECT_TRUE(SameState(vn.export_state(), fresh.export_state())) << "pooled " << pooled;
+  }
+}
+
 // ================================================================ truncation
 
 /// Every proper prefix of encode_state(src) is rejected as truncated, by
