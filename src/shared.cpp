@@ -4,7 +4,7 @@
 // The segment holds a header (identity, options, offsets, the published
 // sequence number, a robust process-shared mutex), the key table, two
 // "views" and, for every key, two slots of loc/var/count/skipped (and skips
-// in per-element mode unless nonfinite = propagate). A view says which slot of
+// in per-element mode). A view says which slot of
 // each key is current; the published sequence number `seq` says which view is
 // current (seq & 1). A call that changes statistics:
 //
@@ -251,8 +251,8 @@ struct Layout {
   std::vector<Shape> stats_shape;     // per key
   std::vector<std::size_t> stats_bytes;
   std::vector<std::size_t> loc[2], var[2];  // per slot, per key: byte offsets
-  /// Per-element skips arrays (per-element statistics, nonfinite skip or error):
-  /// per slot, per key, byte offsets of numel int64.
+  /// Per-element skips arrays (per-element statistics): per slot, per key,
+  /// byte offsets of numel int64.
   bool has_skips = false;
   std::vector<std::size_t> skips_bytes;     // per key (0 without arrays)
   std::vector<std::size_t> skips[2];
@@ -270,7 +270,7 @@ Layout layout_of(const Options& o, const KeyTable& t, std::size_t table_bytes) {
   L.skipped_offset = round_up(L.counts_offset + 2 * nk * sizeof(std::int64_t));
   L.dirty_offset = round_up(L.skipped_offset + 2 * nk * sizeof(std::int64_t));
   L.stats_offset = round_up(L.dirty_offset + 2 * nk);
-  L.has_skips = !o.reduce_batch_dims && o.nonfinite != NonFinite::propagate;
+  L.has_skips = !o.reduce_batch_dims;  // as VecNorm: whatever nonfinite (a state with skips may be imported)
   std::size_t at = L.stats_offset;
   for (int s = 0; s < 2; ++s) {
     L.loc[s].resize(nk);
@@ -939,10 +939,9 @@ void SharedVecNorm::import_state(const State& state) {
     if (ks.skips.empty()) continue;
     const std::string key = detail::key_prefix(state.table.keys[k].name);
     if (!im.layout.has_skips)
-      detail::fail(ErrorCode::state_mismatch,
-                   seg_prefix(im.name) + "import_state: " + key + "skips: expected none (this segment keeps no " +
-                       "per-element skips: " + (im.options.reduce_batch_dims ? "pooled statistics" : "nonfinite = propagate") +
-                       "), got " + std::to_string(ks.skips.size()) + " values (the state's)");
+      detail::fail(ErrorCode::state_mismatch, seg_prefix(im.name) + "import_state: " + key +
+                                                  "skips: expected none (pooled statistics), got " +
+                                                  std::to_string(ks.skips.size()) + " values (the state's)");
     if (ks.skips.size() * sizeof(std::int64_t) != im.layout.skips_bytes[k])
       detail::fail(ErrorCode::state_mismatch, seg_prefix(im.name) + "import_state: " + key + "skips: expected 0 or " +
                                                   std::to_string(im.layout.skips_bytes[k] / sizeof(std::int64_t)) +

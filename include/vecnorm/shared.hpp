@@ -122,9 +122,8 @@ class SharedVecNorm {
   /// Replaces the shared statistics of every key with `state`'s (skips and
   /// skipped included), atomically (one publication). The state must match as
   /// in VecNorm::import_state (key table, estimator, reduce_batch_dims,
-  /// stats_dtype; decay, eps and nonfinite stay the segment's), and a segment
-  /// with nonfinite = propagate keeps no per-element skips, so it refuses a
-  /// state that has some; Error(state_mismatch) and no change otherwise.
+  /// stats_dtype; decay, eps and nonfinite stay the segment's);
+  /// Error(state_mismatch) and no change otherwise.
   void import_state(const State& state);
 
   /// Number of publications so far: every update of the statistics by any
