@@ -42,6 +42,8 @@ struct DevSegment {
   std::int64_t partials;     ///< pooled: index of this segment's first partial (block-major, feat per block)
   void* mu;                  ///< pooled / affine: parameters, compute type (feat or rows*feat values)
   void* p;                   ///< 1/scale (apply) or scale (invert)
+  std::int64_t* skips;       ///< per-element stateful: updates each element left out (null: none)
+  std::int64_t* skipped;     ///< the key's health counter (null: not counted)
   std::uint8_t x_dtype;      ///< XType
   std::uint8_t wide;         ///< compute type: 1 = double, 0 = float
   std::uint8_t broadcast;    ///< affine: params per feature (1) or per element (0)
@@ -53,11 +55,13 @@ struct LaunchPlan {
   int nseg;
   std::uint8_t op;          ///< OpCode
   std::uint8_t invert;      ///< affine kernel: 1 = y = x * scale + mu
+  std::uint8_t skip;        ///< NonFinite::skip: non-finite input is left out of the statistics
   double log_decay;         ///< ln d (0 when cumulative)
   int cumulative;           ///< d == 1
   double eps;
   std::uint32_t* ticket;    ///< device counter, 0 between launches (last-block detection)
   double* partials;         ///< pooled: 3 doubles (n, mean, M2) per (block, feature)
+  unsigned long long* found;  ///< nonfinite_scan_kernel: the least index found (all ones: none)
 };
 
 }  // namespace vecnorm::kernels

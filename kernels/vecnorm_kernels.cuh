@@ -56,6 +56,16 @@ __device__ __forceinline__ core::Decay decay_of(const LaunchPlan& p) {
   return d;
 }
 
+/// A relaxed read of a counter other blocks of the launch may be adding to.
+__device__ __forceinline__ std::int64_t read_counter(std::int64_t* c) {
+  return static_cast<std::int64_t>(atomicAdd(reinterpret_cast<unsigned long long*>(c), 0ull));
+}
+
+/// Adds v to a health counter.
+__device__ __forceinline__ void add_counter(std::int64_t* c, std::int64_t v) {
+  atomicAdd(reinterpret_cast<unsigned long long*>(c), static_cast<unsigned long long>(v));
+}
+
 /// The "last block merges" handshake: every block calls this once at its end
 /// (all threads); it returns true in the one block that finished last, after
 /// which every other block's global writes are visible to it. The ticket is
@@ -99,27 +109,38 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
     return kUpdate ? core::update_coeffs<C, Stable>(decay, n, 1) : core::normalize_coeffs<C, Stable>(decay, n);
   };
   // One count per key: the block's thread 0 computes the coefficients once (in
-  // double) and shares them; per-element counts: each thread, when its count changes.
+  // double) and shares them; per-element counts: each thread, when its count
+  // changes. Once an element of the key has skipped (health counter != 0), an
+  // element's count is the key's less its skips: per-element coefficients too.
   std::int64_t cached = -1;
   core::Coeffs<C> c{};
+  bool element_counts = !PerKeyCount;
+  const std::int64_t n_key = s.count_in ? *s.count_in : 0;
   if constexpr (PerKeyCount) {
     __shared__ C shared_coeffs[2];
+    __shared__ int shared_skips;
     if (threadIdx.x == 0) {
-      const core::Coeffs<C> c0 = coeffs_for(s.count_in ? *s.count_in : 0);
+      const core::Coeffs<C> c0 = coeffs_for(n_key);
       shared_coeffs[0] = c0.weight;
       shared_coeffs[1] = c0.inv_bc;
+      shared_skips = (s.skips != nullptr && s.skipped != nullptr && read_counter(s.skipped) != 0) ? 1 : 0;
     }
     __syncthreads();
     c.weight = shared_coeffs[0];
     c.inv_bc = shared_coeffs[1];
+    element_counts = shared_skips != 0;
   }
+  const bool skip = kUpdate && p.skip != 0;
 #pragma unroll
   for (int it = 0; it < kItems; ++it) {
     const std::int64_t i = base + static_cast<std::int64_t>(it) * kThreads;
     if (i >= n_elem) break;
     std::int64_t n = 0;
-    if constexpr (!PerKeyCount) {
-      n = s.count_in ? s.count_in[i] : 0;
+    if (element_counts) {
+      if constexpr (PerKeyCount)
+        n = n_key - s.skips[i];
+      else
+        n = s.count_in ? s.count_in[i] : 0;
       if (n != cached) {
         c = coeffs_for(n);
         cached = n;
@@ -129,8 +150,14 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
     C loc = loc_in ? static_cast<C>(loc_in[i]) : C(0);
     C var = var_in ? static_cast<C>(var_in[i]) : C(0);
     if constexpr (kUpdate) {
-      core::update_stored<S, C, Stable>(loc, var, xi, c, loc_out[i], var_out[i]);
-      if constexpr (!PerKeyCount) s.count_out[i] = n + 1;
+      const bool keep = skip && !core::is_finite(xi);
+      core::update_stored_unless<S, C, Stable>(keep, loc, var, xi, c, loc_out[i], var_out[i]);
+      if constexpr (!PerKeyCount) {
+        s.count_out[i] = keep ? n : n + 1;
+      } else if (keep && s.skips != nullptr) {
+        ++s.skips[i];
+      }
+      if (keep && s.skipped != nullptr) add_counter(s.skipped, 1);
     }
     if constexpr (kNormalize) core::store(y + i, core::apply(core::element_affine<C, Stable>(loc, var, c, eps), xi));
   }
@@ -250,6 +277,83 @@ __device__ __forceinline__ void element_params(const LaunchPlan& p, const DevSeg
   }
 }
 
+/// NonFinite::skip, pooled, in the last block: the moments (n, mean, M2) of
+/// the rows of segment s whose values are all finite, written to part[3 f ..]
+/// for every feature f (n = the number of such rows, 0 when none). Sums in
+/// double, shifted as pooled_shift with the first finite row standing in for
+/// the first sample. Returns the number of rows. Slow (one block), and rare.
+template <class X, class S, bool Stable>
+__device__ std::int64_t masked_moments(const LaunchPlan& p, const DevSegment& s, double* part) {
+  __shared__ int ok[kThreads];
+  __shared__ std::int64_t first;
+  __shared__ std::int64_t rows_ok;
+  const X* x = static_cast<const X*>(s.x);
+  const S* loc_in = static_cast<const S*>(s.loc_in);
+  const std::int64_t F = s.feat, m = s.rows;
+  const std::int64_t n = s.count_in ? *s.count_in : 0;
+  auto row_ok = [&](std::int64_t r) {
+    for (std::int64_t f = 0; f < F; ++f)
+      if (!core::is_finite(core::load<double>(x + r * F + f))) return 0;
+    return 1;
+  };
+  if (threadIdx.x == 0) {
+    first = m;
+    rows_ok = 0;
+  }
+  __syncthreads();
+  // The first finite row, kThreads rows at a time.
+  for (std::int64_t r0 = 0; r0 < m; r0 += kThreads) {
+    const std::int64_t r = r0 + threadIdx.x;
+    ok[threadIdx.x] = r < m ? row_ok(r) : 0;
+    __syncthreads();
+    if (threadIdx.x == 0)
+      for (int t = 0; t < kThreads && first == m; ++t)
+        if (ok[t] != 0) first = r0 + t;
+    __syncthreads();
+    if (first < m) break;
+  }
+  // Shift in part[3 f + 2], sums in part[3 f], part[3 f + 1].
+  const core::Coeffs<double> shift_c = core::shift_coeffs<Stable>(decay_of(p), n);
+  for (std::int64_t f = threadIdx.x; f < F; f += kThreads) {
+    const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
+    part[3 * f + 0] = 0.0;
+    part[3 * f + 1] = 0.0;
+    part[3 * f + 2] = first < m ? core::pooled_shift<Stable>(shift_c, loc, n, core::load<double>(x + first * F + f)) : 0.0;
+  }
+  __syncthreads();
+  for (std::int64_t r0 = first; r0 < m; r0 += kThreads) {
+    const std::int64_t r = r0 + threadIdx.x;
+    ok[threadIdx.x] = r < m ? row_ok(r) : 0;
+    __syncthreads();
+    const std::int64_t len = m - r0 < kThreads ? m - r0 : kThreads;
+    for (std::int64_t f = threadIdx.x; f < F; f += kThreads) {
+      double a = part[3 * f + 0], q = part[3 * f + 1];
+      const double shift = part[3 * f + 2];
+      for (std::int64_t t = 0; t < len; ++t) {
+        if (ok[t] == 0) continue;
+        const double d = core::load<double>(x + (r0 + t) * F + f) - shift;
+        a += d;
+        q += d * d;
+      }
+      part[3 * f + 0] = a;
+      part[3 * f + 1] = q;
+    }
+    if (threadIdx.x == 0)
+      for (std::int64_t t = 0; t < len; ++t) rows_ok += ok[t];
+    __syncthreads();
+  }
+  const std::int64_t total = rows_ok;
+  for (std::int64_t f = threadIdx.x; f < F; f += kThreads) {
+    const core::Moments mo =
+        core::moments_from_shifted(static_cast<double>(total), part[3 * f + 2], part[3 * f + 0], part[3 * f + 1]);
+    part[3 * f + 0] = mo.n;
+    part[3 * f + 1] = mo.mean;
+    part[3 * f + 2] = mo.m2;
+  }
+  __syncthreads();
+  return total;
+}
+
 /// Pooled statistics of all segments: partial moments per block; the last block
 /// merges each feature's partials in block order (deterministic), updates
 /// loc/var in double, moves the counts by the batch size and, for a step that
@@ -267,16 +371,20 @@ __global__ void __launch_bounds__(kThreads) pooled_stats_kernel(const __grid_con
   }
   if (!last_block_done(p.ticket)) return;
   const core::Decay decay = decay_of(p);
+  __shared__ std::int64_t added[kMaxSegments];  // rows each segment adds
+  __shared__ int bad;
   for (int k = 0; k < p.nseg; ++k) {
     const DevSegment& sk = p.seg[k];
     const std::int64_t n = sk.count_in ? *sk.count_in : 0;
-    const std::int64_t m = sk.rows;
+    std::int64_t m = sk.rows;
     const S* loc_in = static_cast<const S*>(sk.loc_in);
     const S* var_in = static_cast<const S*>(sk.var_in);
     S* loc_out = static_cast<S*>(sk.loc_out);
     S* var_out = static_cast<S*>(sk.var_out);
-    const double* part = p.partials + 3 * sk.partials;
-    const core::Coeffs<double> uc = core::update_coeffs<double, Stable>(decay, n, m);
+    double* part = p.partials + 3 * sk.partials;
+    // Every feature's partials merged in block order, kept in block 0's slots.
+    if (threadIdx.x == 0) bad = 0;
+    __syncthreads();
     for (std::int64_t f = threadIdx.x; f < sk.feat; f += kThreads) {
       core::Moments b;
       for (std::int64_t blk = 0; blk < sk.blocks; ++blk) {
@@ -287,18 +395,38 @@ __global__ void __launch_bounds__(kThreads) pooled_stats_kernel(const __grid_con
         mb.m2 = q[2];
         b = core::merge(b, mb);
       }
+      part[3 * f + 0] = b.n;
+      part[3 * f + 1] = b.mean;
+      part[3 * f + 2] = b.m2;
+      if (!core::is_finite(b.mean) || !core::is_finite(b.m2)) atomicOr(&bad, 1);
+    }
+    __syncthreads();
+    // NonFinite::skip with a non-finite value in the batch (rare): the moments
+    // again over the rows whose values are all finite, by this block alone.
+    if (bad != 0 && p.skip != 0) {
+      visit_x(sk.x_dtype, [&](auto xt) { m = masked_moments<decltype(xt), S, Stable>(p, sk, part); });
+      if (threadIdx.x == 0 && sk.skipped != nullptr && m < sk.rows) add_counter(sk.skipped, sk.rows - m);
+    }
+    if (threadIdx.x == 0) added[k] = m;
+    const core::Coeffs<double> uc = core::update_coeffs<double, Stable>(decay, n, m > 0 ? m : 1);
+    for (std::int64_t f = threadIdx.x; f < sk.feat; f += kThreads) {
+      core::Moments b;
+      b.n = part[3 * f + 0];
+      b.mean = part[3 * f + 1];
+      b.m2 = part[3 * f + 2];
       double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
       double var = var_in ? static_cast<double>(var_in[f]) : 0.0;
-      core::update_pooled<Stable>(uc, loc, var, b);
+      if (m > 0) core::update_pooled<Stable>(uc, loc, var, b);  // m = 0: every row left out, nothing changes
       const S ls = static_cast<S>(loc), vs = static_cast<S>(var);
       loc_out[f] = ls;
       var_out[f] = vs;
       if (p.op == op_update_and_normalize) element_params<double, S, Stable>(p, sk, f, ls, vs, n + m);
     }
+    __syncthreads();
   }
   __syncthreads();  // every thread has read the counts
   if (threadIdx.x == 0)
-    for (int k = 0; k < p.nseg; ++k) *p.seg[k].count_out = (p.seg[k].count_in ? *p.seg[k].count_in : 0) + p.seg[k].rows;
+    for (int k = 0; k < p.nseg; ++k) *p.seg[k].count_out = (p.seg[k].count_in ? *p.seg[k].count_in : 0) + added[k];
 }
 
 /// Normalize-only in pooled mode, and denormalize: the map of every statistics
@@ -311,11 +439,14 @@ __global__ void __launch_bounds__(kThreads) params_kernel(const __grid_constant_
   const S* var = static_cast<const S*>(s.var_in);
   const std::int64_t count = *s.count_in;
   const std::int64_t numel = s.broadcast ? s.feat : s.rows * s.feat;
+  // Per-element statistics whose elements have skipped: each element's own count.
+  const bool element_counts = !s.broadcast && s.skips != nullptr && s.skipped != nullptr && *s.skipped != 0;
   for (std::int64_t f = threadIdx.x; f < numel; f += kThreads) {
+    const std::int64_t c = element_counts ? count - s.skips[f] : count;
     if (s.broadcast || s.wide)
-      element_params<double, S, Stable>(p, s, f, loc[f], var[f], count);
+      element_params<double, S, Stable>(p, s, f, loc[f], var[f], c);
     else
-      element_params<float, S, Stable>(p, s, f, loc[f], var[f], count);
+      element_params<float, S, Stable>(p, s, f, loc[f], var[f], c);
   }
 }
 
@@ -353,6 +484,31 @@ __global__ void __launch_bounds__(kThreads) affine_kernel(const __grid_constant_
       affine_block<decltype(xt), double>(p, s, local);
     else
       affine_block<decltype(xt), float>(p, s, local);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// NonFinite::error: the first non-finite input element
+// ---------------------------------------------------------------------------
+
+/// The least index of a non-finite element of seg[0].x, into *p.found (atomicMin;
+/// all ones when there is none).
+__global__ void __launch_bounds__(kThreads) nonfinite_scan_kernel(const __grid_constant__ LaunchPlan p) {
+  const DevSegment& s = p.seg[0];
+  const std::int64_t n_elem = s.rows * s.feat;
+  const std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * (kThreads * kItems) + threadIdx.x;
+  visit_x(s.x_dtype, [&](auto xt) {
+    using X = decltype(xt);
+    const X* x = static_cast<const X*>(s.x);
+#pragma unroll
+    for (int it = 0; it < kItems; ++it) {
+      const std::int64_t i = base + static_cast<std::int64_t>(it) * kThreads;
+      if (i >= n_elem) break;
+      if (!core::is_finite(core::load<double>(x + i))) {
+        atomicMin(p.found, static_cast<unsigned long long>(i));
+        break;  // later items of this thread have larger indices
+      }
+    }
   });
 }
 

@@ -68,6 +68,12 @@ struct VecNorm::Impl {
   std::vector<std::size_t> var_offset;
   Buffer storage;                        // all loc/var, backend memory
   Buffer counts;                         // one int64 per key, backend memory
+  // NonFinite::skip (docs/numerics.md): per-element mode keeps, per statistics
+  // element, the updates it left out (an element's count is the key's less
+  // them); every mode counts the units left out per key (health).
+  Buffer skips;                          // per-element mode: int64 per stats element, backend memory
+  std::vector<std::size_t> skips_offset; // bytes into skips, per key
+  Buffer health;                         // one int64 per key, backend memory
   std::vector<std::int64_t> counts_shadow;  // host copy for validation (see top)
 
   mutable std::mutex mutex;
@@ -90,6 +96,8 @@ struct VecNorm::Impl {
     c->storage.copy_from(storage);
     c->counts.copy_from(counts);
     c->counts_shadow = counts_shadow;
+    if (skips.size() > 0) c->skips.copy_from(skips);
+    c->health.copy_from(health);
     if (backend == Backend::cuda) detail::cuda::synchronize(Stream{});
     return c;
   }
@@ -106,13 +114,18 @@ struct VecNorm::Impl {
     return static_cast<const char*>(storage.data()) + var_offset[static_cast<std::size_t>(k)];
   }
   std::int64_t* count_ptr(int k) { return static_cast<std::int64_t*>(counts.data()) + k; }
+  std::int64_t* health_ptr(int k) { return static_cast<std::int64_t*>(health.data()) + k; }
+  std::int64_t* skips_ptr(int k) {
+    if (options.reduce_batch_dims) return nullptr;
+    return reinterpret_cast<std::int64_t*>(static_cast<char*>(skips.data()) + skips_offset[static_cast<std::size_t>(k)]);
+  }
 
   void configure(KeyTable t) {
     t.validate();
     const std::size_t nk = t.keys.size();
     std::vector<Shape> shapes(nk);
-    std::vector<std::size_t> lo(nk), vo(nk);
-    std::size_t bytes = 0;
+    std::vector<std::size_t> lo(nk), vo(nk), so(nk);
+    std::size_t bytes = 0, skip_bytes = 0;
     for (std::size_t k = 0; k < nk; ++k) {
       const Shape& f = t.keys[k].feature_shape;
       shapes[k] = options.reduce_batch_dims ? f : t.batch_shape.concat(f);
@@ -121,10 +134,15 @@ struct VecNorm::Impl {
       bytes += round_up(b);
       vo[k] = bytes;
       bytes += round_up(b);
+      so[k] = skip_bytes;
+      if (!options.reduce_batch_dims) skip_bytes += round_up(static_cast<std::size_t>(shapes[k].numel()) * 8);
     }
     storage = Buffer(backend, bytes);
     counts = Buffer(backend, nk * sizeof(std::int64_t));
     counts_shadow.assign(nk, 0);
+    skips = Buffer(backend, skip_bytes);
+    health = Buffer(backend, nk * sizeof(std::int64_t));
+    skips_offset = std::move(so);
     table = std::move(t);
     stats_shape = std::move(shapes);
     loc_offset = std::move(lo);
@@ -166,6 +184,8 @@ struct VecNorm::Impl {
       s.loc_in = loc(k);
       s.var_in = var(k);
       s.count_in = count_ptr(k);
+      s.skips = skips_ptr(k);
+      s.skipped = health_ptr(k);
       if (op != Op::normalize) {
         s.loc_out = loc(k);
         s.var_out = var(k);
@@ -176,11 +196,34 @@ struct VecNorm::Impl {
   }
 
   void run(Op op, bool invert, Stream stream) {
+    if (op != Op::normalize && options.nonfinite == NonFinite::error)
+      detail::require_finite(backend, table, segments, options.cpu_threads, workspace, stream);
     const detail::Plan p = detail::stateful_plan(options, op, invert, segments);
     detail::dispatch(backend, p, workspace, stream);
     if (op != Op::normalize)
-      for (const detail::Segment& s : segments)
-        counts_shadow[static_cast<std::size_t>(s.key)] += options.reduce_batch_dims ? s.rows : 1;
+      for (const detail::Segment& s : segments) {
+        // Host memory: the count itself. Device memory: an upper bound (pooled
+        // skips may add fewer rows), read without waiting for the device.
+        const std::size_t k = static_cast<std::size_t>(s.key);
+        if (backend == Backend::cpu)
+          counts_shadow[k] = *s.count_out;
+        else
+          counts_shadow[k] += options.reduce_batch_dims ? s.rows : 1;
+      }
+  }
+
+  std::int64_t read_health(int k) const {
+    std::int64_t c = 0;
+    health.copy_to_host(&c, sizeof c, static_cast<std::size_t>(k) * sizeof c);
+    return c;
+  }
+
+  /// Key k's per-element skips on the host; empty when pooled or none ever skipped.
+  std::vector<std::int64_t> read_skips(int k) const {
+    if (options.reduce_batch_dims || read_health(k) == 0) return {};
+    std::vector<std::int64_t> v(static_cast<std::size_t>(stats_shape[static_cast<std::size_t>(k)].numel()));
+    skips.copy_to_host(v.data(), v.size() * sizeof(std::int64_t), skips_offset[static_cast<std::size_t>(k)]);
+    return v;
   }
 
   // ---------------------------------------------------------- read-outs (host)
@@ -210,6 +253,7 @@ struct VecNorm::Impl {
                                               std::to_string(count));
     std::vector<std::uint8_t> lb, vb;
     read_stats(k, lb, vb);
+    const std::vector<std::int64_t> sk = read_skips(k);
     out.dtype = detail::compute_dtype(spec.dtype, options.stats_dtype);
     const std::int64_t numel = stats_shape[static_cast<std::size_t>(k)].numel();
     out.numel = static_cast<std::size_t>(numel);
@@ -224,10 +268,11 @@ struct VecNorm::Impl {
       C* mu = reinterpret_cast<C*>(out.mu.data());
       C* p = reinterpret_cast<C*>(out.p.data());
       if (options.estimator == Estimator::stable)
-        detail::host_params<S, C, true>(decay, options.eps, options.reduce_batch_dims, l, v, count, numel, want_scale, mu, p);
+        detail::host_params<S, C, true>(decay, options.eps, options.reduce_batch_dims, l, v, count, numel, want_scale, mu, p,
+                                        sk.empty() ? nullptr : sk.data());
       else
         detail::host_params<S, C, false>(decay, options.eps, options.reduce_batch_dims, l, v, count, numel, want_scale, mu,
-                                         p);
+                                         p, sk.empty() ? nullptr : sk.data());
     };
     if (options.stats_dtype == DType::float64)
       go(double{}, double{});
@@ -331,6 +376,23 @@ std::int64_t VecNorm::count(std::string_view key) const {
   return impl_->read_count(impl_->key_index(key));
 }
 
+std::vector<std::int64_t> VecNorm::element_counts(std::string_view key) const {
+  std::lock_guard lock(impl_->mutex);
+  const Impl& im = *impl_;
+  const int k = im.key_index(key);
+  const std::int64_t c = im.read_count(k);
+  if (im.options.reduce_batch_dims) return {c};
+  std::vector<std::int64_t> out(static_cast<std::size_t>(im.stats_shape[static_cast<std::size_t>(k)].numel()), c);
+  const std::vector<std::int64_t> sk = im.read_skips(k);
+  for (std::size_t i = 0; i < sk.size(); ++i) out[i] -= sk[i];
+  return out;
+}
+
+std::int64_t VecNorm::skipped(std::string_view key) const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->read_health(impl_->key_index(key));
+}
+
 const Options& VecNorm::options() const noexcept { return impl_->options; }
 
 const KeyTable& VecNorm::key_table() const {
@@ -365,6 +427,36 @@ void State::validate() const {
     if (ks.count < 0)
       detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) +
                                                   "count: expected >= 0, got " + std::to_string(ks.count));
+    if (ks.skipped < 0)
+      detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) +
+                                                  "skipped: expected >= 0, got " + std::to_string(ks.skipped));
+    if (ks.skips.empty()) {
+      if (!options.reduce_batch_dims && ks.skipped != 0)
+        detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) +
+                                                    "skips: expected " + std::to_string(expected.numel()) +
+                                                    " values (skipped = " + std::to_string(ks.skipped) + "), got none");
+      continue;
+    }
+    if (options.reduce_batch_dims)
+      detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) +
+                                                  "skips: expected none (pooled statistics), got " +
+                                                  std::to_string(ks.skips.size()) + " values");
+    if (static_cast<std::int64_t>(ks.skips.size()) != expected.numel())
+      detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) + "skips: expected " +
+                                                  std::to_string(expected.numel()) + " values, got " +
+                                                  std::to_string(ks.skips.size()));
+    std::int64_t sum = 0;
+    for (std::size_t i = 0; i < ks.skips.size(); ++i) {
+      if (ks.skips[i] < 0 || ks.skips[i] > ks.count)
+        detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) + "skips[" +
+                                                    std::to_string(i) + "]: expected 0.." + std::to_string(ks.count) +
+                                                    " (the count), got " + std::to_string(ks.skips[i]));
+      sum += ks.skips[i];
+    }
+    if (sum != ks.skipped)
+      detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) +
+                                                  "skipped: expected the sum of skips, " + std::to_string(sum) +
+                                                  ", got " + std::to_string(ks.skipped));
   }
 }
 
@@ -381,6 +473,8 @@ State VecNorm::export_state() const {
     ks.stats_shape = im.stats_shape[k];
     im.read_stats(static_cast<int>(k), ks.loc, ks.var);
     ks.count = im.read_count(static_cast<int>(k));
+    ks.skips = im.read_skips(static_cast<int>(k));
+    ks.skipped = im.read_health(static_cast<int>(k));
   }
   return st;
 }
@@ -420,18 +514,24 @@ void VecNorm::import_state(const State& state) {
     o.eps = state.options.eps;
     o.reduce_batch_dims = state.options.reduce_batch_dims;
     o.stats_dtype = state.options.stats_dtype;
+    o.nonfinite = state.options.nonfinite;
     o.validate();
     im.options = o;
     im.configure(state.table);  // cannot fail on the table: state.validate() checked it
   }
-  std::vector<std::int64_t> c(state.keys.size());
+  std::vector<std::int64_t> c(state.keys.size()), h(state.keys.size());
+  if (im.skips.size() > 0) im.skips.zero();
   for (std::size_t k = 0; k < state.keys.size(); ++k) {
     const KeyState& ks = state.keys[k];
     im.storage.copy_from_host(ks.loc.data(), ks.loc.size(), im.loc_offset[k]);
     im.storage.copy_from_host(ks.var.data(), ks.var.size(), im.var_offset[k]);
     c[k] = ks.count;
+    h[k] = ks.skipped;
+    if (!ks.skips.empty())
+      im.skips.copy_from_host(ks.skips.data(), ks.skips.size() * sizeof(std::int64_t), im.skips_offset[k]);
   }
   im.counts.copy_from_host(c.data(), c.size() * sizeof(std::int64_t));
+  im.health.copy_from_host(h.data(), h.size() * sizeof(std::int64_t));
   im.counts_shadow = c;
 }
 

@@ -13,9 +13,10 @@ namespace vecnorm::detail {
 
 /// For `numel` statistics (loc, var) with `count` samples, writes mu and
 /// p = 1/scale (want_scale false) or p = scale (want_scale true) in type C.
+/// `skips` (per-element mode, may be null): element i has count - skips[i] samples.
 template <class S, class C, bool Stable>
 void host_params(const core::Decay& decay, double eps, bool pooled, const S* loc, const S* var, std::int64_t count,
-                 std::int64_t numel, bool want_scale, C* mu, C* p) {
+                 std::int64_t numel, bool want_scale, C* mu, C* p, const std::int64_t* skips = nullptr) {
   if (pooled) {
     const auto c = core::normalize_coeffs<double, Stable>(decay, count);
     for (std::int64_t i = 0; i < numel; ++i) {
@@ -33,9 +34,14 @@ void host_params(const core::Decay& decay, double eps, bool pooled, const S* loc
     }
     return;
   }
-  const auto c = core::normalize_coeffs<C, Stable>(decay, count);
+  auto c = core::normalize_coeffs<C, Stable>(decay, count);
+  std::int64_t cached = count;
   const C e = static_cast<C>(eps);
   for (std::int64_t i = 0; i < numel; ++i) {
+    if (skips != nullptr && count - skips[i] != cached) {
+      cached = count - skips[i];
+      c = core::normalize_coeffs<C, Stable>(decay, cached);
+    }
     if (want_scale) {
       core::element_loc_scale<C, Stable>(static_cast<C>(loc[i]), static_cast<C>(var[i]), c, e, mu[i], p[i]);
     } else {

@@ -117,7 +117,10 @@ void step(const Options& options, const KeyTable& table, std::span<const Statele
   plan.decay = core::make_decay(options.decay);
   plan.eps = options.eps;
   plan.threads = options.cpu_threads;
+  plan.nonfinite = options.nonfinite == NonFinite::propagate ? NonFinite::propagate : NonFinite::skip;
   plan.segments = t_segments;
+  if (op != Op::normalize && options.nonfinite == NonFinite::error)
+    detail::require_finite(backend, table, t_segments, options.cpu_threads, t_workspace, stream);
   detail::dispatch(backend, plan, t_workspace, stream);
 }
 

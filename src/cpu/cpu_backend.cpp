@@ -11,6 +11,7 @@
 // count, and partials are merged in thread order, so the same input and thread
 // count give the same bits on every run.
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -215,31 +216,38 @@ void write_out(Y* y, std::int64_t begin, std::int64_t end, bool stream, Body&& b
 
 /// Elements [b, e) with one count per key, y[i] written to out[i - b]. A
 /// function of its own (all operands local) so that the loop vectorizes.
-template <class X, class S, class C, bool Stable, bool kUpdate, bool kNormalize>
-void elementwise_chunk(const X* x, const S* loc_in, const S* var_in, S* loc_out, S* var_out, out_t<X>* out,
-                       std::int64_t b, std::int64_t e, const core::Coeffs<C> c, const C eps) {
-  if (loc_in == nullptr) {
-    // Missing statistics are zeros: the same loop with zero loads.
-    VECNORM_IVDEP
-    for (std::int64_t i = b; i < e; ++i) {
-      const C xi = core::load<C>(x + i);
-      C loc = C(0), var = C(0);
-      if constexpr (kUpdate) core::update_stored<S, C, Stable>(loc, var, xi, c, loc_out[i], var_out[i]);
-      if constexpr (kNormalize) core::store(out + (i - b), core::apply(core::element_affine<C, Stable>(loc, var, c, eps), xi));
-    }
-    return;
-  }
+/// kSkip (NonFinite::skip): non-finite x leave their element's statistics as
+/// they are (a select, the loop stays a vector loop); returns how many did.
+template <class X, class S, class C, bool Stable, bool kUpdate, bool kNormalize, bool kSkip, bool kZeros>
+std::int64_t elementwise_chunk(const X* x, const S* loc_in, const S* var_in, S* loc_out, S* var_out, out_t<X>* out,
+                               std::int64_t b, std::int64_t e, const core::Coeffs<C> c, const C eps) {
+  std::int64_t kept = 0;
   VECNORM_IVDEP
   for (std::int64_t i = b; i < e; ++i) {
     const C xi = core::load<C>(x + i);
-    C loc = static_cast<C>(loc_in[i]), var = static_cast<C>(var_in[i]);
-    if constexpr (kUpdate) core::update_stored<S, C, Stable>(loc, var, xi, c, loc_out[i], var_out[i]);
+    // kZeros: missing statistics are zeros (the same loop with zero loads).
+    C loc = kZeros ? C(0) : static_cast<C>(loc_in[i]);
+    C var = kZeros ? C(0) : static_cast<C>(var_in[i]);
+    if constexpr (kUpdate && kSkip) {
+      const bool keep = !core::is_finite(xi);
+      kept += keep ? 1 : 0;
+      core::update_stored_unless<S, C, Stable>(keep, loc, var, xi, c, loc_out[i], var_out[i]);
+    } else if constexpr (kUpdate) {
+      core::update_stored<S, C, Stable>(loc, var, xi, c, loc_out[i], var_out[i]);
+    }
     if constexpr (kNormalize) core::store(out + (i - b), core::apply(core::element_affine<C, Stable>(loc, var, c, eps), xi));
   }
+  return kept;
 }
 
-template <class X, class S, bool Stable, CountLayout Counts, Op TheOp>
-void elementwise_range(const Plan& p, const Segment& s, std::int64_t begin, std::int64_t end, bool stream) {
+/// Elements [begin, end) of a per-element segment; returns the updates left out
+/// (NonFinite::skip). Three shapes of loop:
+///  * one count per key and no element has ever skipped: the vector loop above;
+///  * a count per element (stateless), or per key less the element's skips: a
+///    scalar loop that recomputes the coefficients when the count changes.
+template <class X, class S, bool Stable, CountLayout Counts, Op TheOp, bool kSkip>
+std::int64_t elementwise_range(const Plan& p, const Segment& s, std::int64_t begin, std::int64_t end, bool stream,
+                               bool element_counts) {
   using C = compute_t<X, S>;
   using Y = out_t<X>;
   constexpr bool kUpdate = TheOp != Op::normalize;
@@ -250,59 +258,103 @@ void elementwise_range(const Plan& p, const Segment& s, std::int64_t begin, std:
   S* loc_out = static_cast<S*>(s.loc_out);
   S* var_out = static_cast<S*>(s.var_out);
   const C eps = static_cast<C>(p.eps);
+  std::int64_t kept = 0;
 
   auto coeffs_for = [&](std::int64_t n) {
     return kUpdate ? core::update_coeffs<C, Stable>(p.decay, n, 1) : core::normalize_coeffs<C, Stable>(p.decay, n);
   };
 
-  if constexpr (Counts == CountLayout::per_key) {
+  if (Counts == CountLayout::per_key && !element_counts) {
     const std::int64_t n = s.count_in ? *s.count_in : 0;
     const core::Coeffs<C> c = coeffs_for(n);
     write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
-      elementwise_chunk<X, S, C, Stable, kUpdate, kNormalize>(x, loc_in, var_in, loc_out, var_out, out, b, e, c, eps);
+      const std::int64_t k =
+          loc_in == nullptr
+              ? elementwise_chunk<X, S, C, Stable, kUpdate, kNormalize, kSkip, true>(x, loc_in, var_in, loc_out, var_out,
+                                                                                   out, b, e, c, eps)
+              : elementwise_chunk<X, S, C, Stable, kUpdate, kNormalize, kSkip, false>(x, loc_in, var_in, loc_out,
+                                                                                    var_out, out, b, e, c, eps);
+      if (k > 0 && s.skips != nullptr)  // rare: record which elements skipped
+        for (std::int64_t i = b; i < e; ++i)
+          if (!core::is_finite(core::load<C>(x + i))) ++s.skips[i];
+      kept += k;
     });
-  } else {
-    // Counts per element (stateless): the coefficients depend on each count;
-    // they are recomputed only when the count changes (usually never).
-    std::int64_t cached = -1;
-    core::Coeffs<C> c{};
-    write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
-      for (std::int64_t i = b; i < e; ++i) {
-        const std::int64_t n = s.count_in ? s.count_in[i] : 0;
-        if (n != cached) {
-          c = coeffs_for(n);
-          cached = n;
-        }
-        const C xi = core::load<C>(x + i);
-        C loc = loc_in ? static_cast<C>(loc_in[i]) : C(0);
-        C var = var_in ? static_cast<C>(var_in[i]) : C(0);
-        if constexpr (kUpdate) {
-          core::update_stored<S, C, Stable>(loc, var, xi, c, loc_out[i], var_out[i]);
-          s.count_out[i] = n + 1;
-        }
-        if constexpr (kNormalize) core::store(out + (i - b), core::apply(core::element_affine<C, Stable>(loc, var, c, eps), xi));
-      }
-    });
+    return kept;
   }
+  // The count of each element: per element (stateless), or the key's less the
+  // element's skips. The coefficients are recomputed only when it changes.
+  const std::int64_t n_key = s.count_in ? *s.count_in : 0;
+  std::int64_t cached = -1;
+  core::Coeffs<C> c{};
+  write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
+    for (std::int64_t i = b; i < e; ++i) {
+      std::int64_t n;
+      if constexpr (Counts == CountLayout::per_element)
+        n = s.count_in ? s.count_in[i] : 0;
+      else
+        n = n_key - s.skips[i];
+      if (n != cached) {
+        c = coeffs_for(n);
+        cached = n;
+      }
+      const C xi = core::load<C>(x + i);
+      C loc = loc_in ? static_cast<C>(loc_in[i]) : C(0);
+      C var = var_in ? static_cast<C>(var_in[i]) : C(0);
+      if constexpr (kUpdate) {
+        const bool keep = kSkip && !core::is_finite(xi);
+        core::update_stored_unless<S, C, Stable>(keep, loc, var, xi, c, loc_out[i], var_out[i]);
+        if constexpr (Counts == CountLayout::per_element) {
+          s.count_out[i] = keep ? n : n + 1;
+        } else if (keep) {
+          ++s.skips[i];
+        }
+        kept += keep ? 1 : 0;
+      }
+      if constexpr (kNormalize) core::store(out + (i - b), core::apply(core::element_affine<C, Stable>(loc, var, c, eps), xi));
+    }
+  });
+  return kept;
 }
 
 template <class X, class S, bool Stable, CountLayout Counts>
 void elementwise_segment(const Plan& p, const Segment& s) {
   const std::int64_t n = s.rows * s.feat;
-  auto run = [&](auto op_tag) {
+  // Integers are always finite: no check.
+  const bool skip = p.nonfinite == NonFinite::skip && !std::is_integral_v<X>;
+  // Counts per element also when the key's elements have skipped before.
+  const bool element_counts = s.skips != nullptr && s.skipped != nullptr && *s.skipped != 0;
+  std::int64_t kept = 0;
+  auto run = [&](auto op_tag, auto skip_tag) {
     constexpr Op kOp = decltype(op_tag)::value;
+    constexpr bool kSkip = decltype(skip_tag)::value;
     const bool stream = kOp != Op::update && static_cast<std::size_t>(n) * sizeof(out_t<X>) >= kStreamBytes;
     parallel_for(n, max_threads(p.threads), kGrain, 64, [&](std::int64_t b, std::int64_t e, int) {
-      elementwise_range<X, S, Stable, Counts, kOp>(p, s, b, e, stream);
+      const std::int64_t k = elementwise_range<X, S, Stable, Counts, kOp, kSkip>(p, s, b, e, stream, element_counts);
+      if (k > 0) std::atomic_ref<std::int64_t>(kept).fetch_add(k, std::memory_order_relaxed);
     });
   };
+  using Yes = std::true_type;
+  using No = std::false_type;
   switch (p.op) {
-    case Op::update_and_normalize: run(std::integral_constant<Op, Op::update_and_normalize>{}); break;
-    case Op::update: run(std::integral_constant<Op, Op::update>{}); break;
-    case Op::normalize: run(std::integral_constant<Op, Op::normalize>{}); break;
+    case Op::update_and_normalize:
+      if (skip)
+        run(std::integral_constant<Op, Op::update_and_normalize>{}, Yes{});
+      else
+        run(std::integral_constant<Op, Op::update_and_normalize>{}, No{});
+      break;
+    case Op::update:
+      if (skip)
+        run(std::integral_constant<Op, Op::update>{}, Yes{});
+      else
+        run(std::integral_constant<Op, Op::update>{}, No{});
+      break;
+    case Op::normalize: run(std::integral_constant<Op, Op::normalize>{}, No{}); break;
   }
-  // One count per key moves once per step (after the elements are done).
-  if (Counts == CountLayout::per_key && p.op != Op::normalize) *s.count_out = (s.count_in ? *s.count_in : 0) + 1;
+  if (p.op == Op::normalize) return;
+  // One count per key moves once per step (after the elements are done), and
+  // the health counter by the elements left out.
+  if (Counts == CountLayout::per_key) *s.count_out = (s.count_in ? *s.count_in : 0) + 1;
+  if (kept > 0 && s.skipped != nullptr) *s.skipped += kept;
 }
 
 // ---------------------------------------------------------------------------
@@ -495,6 +547,53 @@ void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, con
   }
 }
 
+/// Statistics stay as they are: copied when out is not in (an update that adds nothing).
+template <class S>
+void keep_stats(const Segment& s, std::int64_t F) {
+  if (s.loc_out == s.loc_in) return;
+  const S* loc_in = static_cast<const S*>(s.loc_in);
+  const S* var_in = static_cast<const S*>(s.var_in);
+  for (std::int64_t f = 0; f < F; ++f) {
+    static_cast<S*>(s.loc_out)[f] = loc_in ? loc_in[f] : S(0);
+    static_cast<S*>(s.var_out)[f] = var_in ? var_in[f] : S(0);
+  }
+}
+
+/// NonFinite::skip, pooled, when the batch holds a non-finite value (rare):
+/// the shifted sums of the rows whose values are all finite, in double, one
+/// thread. Shifts as pooled_shift, the first finite row standing in for the
+/// first sample. Returns the number of such rows.
+template <class X, class S, class C, bool Stable>
+std::int64_t masked_sums(const Plan& p, const X* x, std::int64_t m, std::int64_t F, const S* loc_in, std::int64_t n,
+                         C* shift, double* s1, double* s2) {
+  auto row_ok = [&](std::int64_t r) {
+    for (std::int64_t f = 0; f < F; ++f)
+      if (!core::is_finite(core::load<double>(x + r * F + f))) return false;
+    return true;
+  };
+  std::int64_t first = 0;
+  while (first < m && !row_ok(first)) ++first;
+  std::fill(s1, s1 + F, 0.0);
+  std::fill(s2, s2 + F, 0.0);
+  if (first == m) return 0;
+  const core::Coeffs<double> shift_c = core::shift_coeffs<Stable>(p.decay, n);
+  for (std::int64_t f = 0; f < F; ++f) {
+    const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
+    shift[f] = static_cast<C>(core::pooled_shift<Stable>(shift_c, loc, n, core::load<double>(x + first * F + f)));
+  }
+  std::int64_t ok = 0;
+  for (std::int64_t r = first; r < m; ++r) {
+    if (!row_ok(r)) continue;
+    ++ok;
+    for (std::int64_t f = 0; f < F; ++f) {
+      const double d = core::load<double>(x + r * F + f) - static_cast<double>(shift[f]);
+      s1[f] += d;
+      s2[f] += d * d;
+    }
+  }
+  return ok;
+}
+
 template <class X, class S, bool Stable>
 void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
   using C = compute_t<X, S>;
@@ -515,14 +614,15 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
   const std::int64_t tail = n_elem - R * W;
 
   // Workspace (doubles): shift[W] (type C), sums 2W per thread + 2W for the
-  // tail, mu[F] and r[F] (type C).
-  const std::size_t need = static_cast<std::size_t>(W) * (1 + 2 * (nt + 1)) + 2 * static_cast<std::size_t>(F);
+  // tail, mu[F] and r[F] (type C), each feature's sums s1[F], s2[F].
+  const std::size_t need = static_cast<std::size_t>(W) * (1 + 2 * (nt + 1)) + 4 * static_cast<std::size_t>(F);
   if (ws.f64.size() < need) ws.f64.resize(need);
   double* base = ws.f64.data();
   C* shift = reinterpret_cast<C*>(base);
   double* sums = base + W;
   C* mu = reinterpret_cast<C*>(base + W * (1 + 2 * (nt + 1)));
   C* r = reinterpret_cast<C*>(base + W * (1 + 2 * (nt + 1)) + F);
+  double* sums_f = base + W * (1 + 2 * (nt + 1)) + 2 * F;
 
   std::int64_t count_after = n;
   if (update) {
@@ -539,31 +639,49 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
     if (tail > 0) reduce_rows<X, C>(x + R * W, W, tail, shift, 0, 1, sums + 2 * W * nt, sums + 2 * W * nt + W);
     S* loc_out = static_cast<S*>(s.loc_out);
     S* var_out = static_cast<S*>(s.var_out);
-    const core::Coeffs<double> uc = core::update_coeffs<double, Stable>(p.decay, n, m);
+    // Each feature's sums: thread slots, then the tail, columns f, f + F, ...,
+    // in that fixed order.
+    double* s1 = sums_f;
+    double* s2 = sums_f + F;
+    bool finite = true;
     for (std::int64_t f = 0; f < F; ++f) {
-      // Fixed order: thread slots, then the tail; columns f, f + F, ... in order.
-      double s1 = 0.0, s2 = 0.0;
+      double a = 0.0, q = 0.0;
       for (int t = 0; t <= nt; ++t)
         for (std::int64_t j = f; j < W; j += F) {
-          s1 += sums[2 * W * t + j];
-          s2 += sums[2 * W * t + W + j];
+          a += sums[2 * W * t + j];
+          q += sums[2 * W * t + W + j];
         }
-      const core::Moments b = core::moments_from_shifted(static_cast<double>(m), static_cast<double>(shift[f]), s1, s2);
-      double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
-      double var = var_in ? static_cast<double>(var_in[f]) : 0.0;
-      core::update_pooled<Stable>(uc, loc, var, b);
-      loc_out[f] = static_cast<S>(loc);
-      var_out[f] = static_cast<S>(var);
+      s1[f] = a;
+      s2[f] = q;
+      finite = finite && core::is_finite(a) && core::is_finite(q);
     }
-    count_after = n + m;
+    // Sums of finite values (shifted by a finite value, squared in C over a
+    // 128-row tile, added in double) are finite unless |x - K| passes ~1e19 in
+    // float: a non-finite sum means a non-finite input (or such a value), and
+    // NonFinite::skip sums again, leaving out the rows that have one.
+    std::int64_t m_ok = m;
+    if (!finite && p.nonfinite == NonFinite::skip && !std::is_integral_v<X>)
+      m_ok = masked_sums<X, S, C, Stable>(p, x, m, F, loc_in, n, shift, s1, s2);
+    if (m_ok > 0) {
+      const core::Coeffs<double> uc = core::update_coeffs<double, Stable>(p.decay, n, m_ok);
+      for (std::int64_t f = 0; f < F; ++f) {
+        const core::Moments b =
+            core::moments_from_shifted(static_cast<double>(m_ok), static_cast<double>(shift[f]), s1[f], s2[f]);
+        double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
+        double var = var_in ? static_cast<double>(var_in[f]) : 0.0;
+        core::update_pooled<Stable>(uc, loc, var, b);
+        loc_out[f] = static_cast<S>(loc);
+        var_out[f] = static_cast<S>(var);
+      }
+    } else {
+      keep_stats<S>(s, F);
+    }
+    if (m_ok < m && s.skipped != nullptr) *s.skipped += m - m_ok;
+    count_after = n + m_ok;
     *s.count_out = count_after;
   } else if (p.op != Op::normalize) {
     // An empty batch adds nothing: statistics and count stay (copied if out != in).
-    if (s.loc_out != s.loc_in)
-      for (std::int64_t f = 0; f < F; ++f) {
-        static_cast<S*>(s.loc_out)[f] = loc_in ? loc_in[f] : S(0);
-        static_cast<S*>(s.var_out)[f] = var_in ? var_in[f] : S(0);
-      }
+    keep_stats<S>(s, F);
     *s.count_out = n;
   }
   if (!normalize || m == 0) return;
@@ -596,7 +714,8 @@ void invert_segment(const Plan& p, const Segment& s, Workspace& ws) {
   C* mu = reinterpret_cast<C*>(ws.f64.data());
   C* scale = mu + numel;
   host_params<S, C, Stable>(p.decay, p.eps, p.pooled, static_cast<const S*>(s.loc_in), static_cast<const S*>(s.var_in),
-                            *s.count_in, numel, true, mu, scale);
+                            *s.count_in, numel, true, mu, scale,
+                            !p.pooled && s.skipped != nullptr && *s.skipped != 0 ? s.skips : nullptr);
   AffineSegment as;
   as.key = s.key;
   as.x = s.x;

@@ -73,7 +73,7 @@ constexpr std::int64_t kElemsPerBlock = static_cast<std::int64_t>(k::kThreads) *
 
 std::uint8_t xtype(DType d) { return static_cast<std::uint8_t>(d); }
 
-/// Device scratch layout: [ticket (256 bytes)] [partials: 3 doubles per (block, feature)]
+/// Device scratch layout: [ticket (8 bytes), scan result (8 bytes), unused to 256 bytes] [partials: 3 doubles per (block, feature)]
 /// [params: 2 doubles per feature of every pooled segment].
 struct Scratch {
   std::uint32_t* ticket;
@@ -107,6 +107,7 @@ k::LaunchPlan base_plan(const Plan& p) {
   lp.log_decay = p.decay.log_decay;
   lp.cumulative = p.decay.cumulative ? 1 : 0;
   lp.eps = p.eps;
+  lp.skip = p.nonfinite == NonFinite::skip ? 1 : 0;
   return lp;
 }
 
@@ -120,6 +121,8 @@ k::DevSegment dev_segment(const Segment& s, DType stats) {
   d.var_out = s.var_out;
   d.count_in = s.count_in;
   d.count_out = s.count_out;
+  d.skips = s.skips;
+  d.skipped = s.skipped;
   d.rows = s.rows;
   d.feat = s.feat;
   d.x_dtype = xtype(s.x_dtype);
@@ -274,6 +277,24 @@ void run(const Plan& plan, Workspace& ws, Stream stream) {
     if (stable) run_typed<float, true>(plan, ws, s);
     else run_typed<float, false>(plan, ws, s);
   }
+}
+
+std::int64_t first_nonfinite(const void* x, DType d, std::int64_t n, Stream stream, Workspace& ws) {
+  if (n <= 0 || !is_floating(d)) return -1;
+  const cudaStream_t st = stream_of(stream);
+  const Scratch sc = scratch(ws, 0, 0, st);
+  k::LaunchPlan lp{};
+  lp.found = reinterpret_cast<unsigned long long*>(reinterpret_cast<char*>(sc.ticket) + 8);
+  VECNORM_CUDA_CHECK(cudaMemsetAsync(lp.found, 0xFF, sizeof(unsigned long long), st));
+  lp.nseg = 1;
+  lp.seg[0].x = x;
+  lp.seg[0].rows = 1;
+  lp.seg[0].feat = n;
+  lp.seg[0].x_dtype = xtype(d);
+  launch(&k::nonfinite_scan_kernel, div_up(n, kElemsPerBlock), st, lp);
+  unsigned long long found = 0;
+  copy(&found, lp.found, sizeof found, stream, true);
+  return found == ~0ull ? -1 : static_cast<std::int64_t>(found);
 }
 
 void run(const AffinePlan& plan, Stream stream) {

@@ -27,6 +27,7 @@ void zero(void*, std::size_t, Stream) { unavailable(); }
 void synchronize(Stream) { unavailable(); }
 void run(const Plan&, Workspace&, Stream) { unavailable(); }
 void run(const AffinePlan&, Stream) { unavailable(); }
+std::int64_t first_nonfinite(const void*, DType, std::int64_t, Stream, Workspace&) { unavailable(); }
 
 }  // namespace detail::cuda
 }  // namespace vecnorm

@@ -145,6 +145,28 @@ VECNORM_HD void update_stored(T& loc, T& var, T x, const Coeffs<T>& c, S& loc_ou
   var = static_cast<T>(vs);
 }
 
+/// True for a finite value (not NaN, not +-inf). Written as x - x == 0 (NaN
+/// for NaN and infinities) so that it vectorizes and runs on the device.
+template <class T>
+VECNORM_HD bool is_finite(T x) {
+  return x - x == T(0);
+}
+
+/// update_stored for NonFinite::skip: when `keep` is true the element is left
+/// out (its stored values are written back unchanged, bit for bit: the
+/// widening of S to T is exact); otherwise as update_stored. A select, not a
+/// branch, so that the loops stay vector loops.
+template <class S, class T, bool Stable>
+VECNORM_HD void update_stored_unless(bool keep, T& loc, T& var, T x, const Coeffs<T>& c, S& loc_out, S& var_out) {
+  T l = loc, v = var;
+  update_element<T, Stable>(l, v, x, c);
+  const S ls = static_cast<S>(keep ? loc : l), vs = static_cast<S>(keep ? var : v);
+  loc_out = ls;
+  var_out = vs;
+  loc = static_cast<T>(ls);
+  var = static_cast<T>(vs);
+}
+
 /// The normalization of one element from its stored (loc, var).
 ///   torchrl: mu = loc / bc, v = (var - loc^2) / bc;  stable: mu = loc, v = var.
 template <class T, bool Stable>
