@@ -1,5 +1,6 @@
 // fuzz/make_seeds.cpp -- writes a few valid checkpoints (the fuzzing corpus seeds).
 //   make_seeds <dir>
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
@@ -61,6 +62,69 @@ int main(int argc, char** argv) {
           return 1;
         }
       }
+  // Version 2 bookkeeping of NonFinite::skip: a per-element state with skips
+  // (element i of key k skipped (i + k) % 3 of its updates, at most count) and
+  // a pooled one with skipped row counts. Set by hand: valid states whatever
+  // the statistics.
+  for (int pooled = 0; pooled < 2; ++pooled) {
+    Options o;
+    o.reduce_batch_dims = pooled != 0;
+    o.nonfinite = NonFinite::skip;
+    KeyTable t{Shape{2}, {{"obs", Shape{3}, DType::float32}, {"reward", Shape{}, DType::float32}}};
+    VecNorm vn(o, t);
+    train(vn, 4, static_cast<std::uint64_t>(n));
+    State st = vn.export_state();
+    for (std::size_t k = 0; k < st.keys.size(); ++k) {
+      KeyState& ks = st.keys[k];
+      ks.skips.clear();
+      ks.skipped = 0;
+      if (pooled) {
+        ks.skipped = static_cast<std::int64_t>(2 + k);
+        continue;
+      }
+      ks.skips.resize(static_cast<std::size_t>(ks.stats_shape.numel()));
+      for (std::size_t i = 0; i < ks.skips.size(); ++i) {
+        ks.skips[i] = std::min<std::int64_t>(static_cast<std::int64_t>((i + k) % 3), ks.count);
+        ks.skipped += ks.skips[i];
+      }
+    }
+    const std::vector<std::uint8_t> bytes = encode_state(st);
+    const std::string path = dir + "/seed-" + std::to_string(n++) + "-skips.vnrm";
+    std::ofstream f(path, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    if (!f) {
+      std::fprintf(stderr, "cannot write %s\n", path.c_str());
+      return 1;
+    }
+  }
+  // A version 1 file (the reader still reads them): docs/state-format.md's
+  // example without the version 2 fields, byte for byte.
+  {
+    std::vector<std::uint8_t> b;
+    auto u32 = [&](std::uint32_t v) {
+      for (int i = 0; i < 4; ++i) b.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+    };
+    auto u64 = [&](std::uint64_t v) {
+      for (int i = 0; i < 8; ++i) b.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+    };
+    for (char c : std::string("VNRMCKPT")) b.push_back(static_cast<std::uint8_t>(c));
+    u32(1), u32(0), u64(125);                                          // version 1, flags, size
+    u32(1), u32(0), u32(0), u32(1);                                    // stable, per-element, float32, 1 key
+    u64(0x3FE0000000000000ull), u64(0x3FD0000000000000ull);            // decay 0.5, eps 0.25
+    u32(1), u64(2);                                                    // batch shape [2]
+    u32(1), b.push_back('r'), u32(3), u32(0);                          // "r", bfloat16, feature []
+    u64(7);                                                            // count
+    u64(8), u32(0x3FC00000u), u32(0xC0000000u);                        // loc 1.5f, -2.0f
+    u64(8), u32(0x3E800000u), u32(0x40800000u);                        // var 0.25f, 4.0f
+    u32(crc32c(b));
+    const std::string path = dir + "/seed-" + std::to_string(n++) + "-v1.vnrm";
+    std::ofstream f(path, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+    if (!f) {
+      std::fprintf(stderr, "cannot write %s\n", path.c_str());
+      return 1;
+    }
+  }
   std::printf("wrote %d seeds to %s\n", n, dir.c_str());
   return 0;
 }

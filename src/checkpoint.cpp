@@ -31,9 +31,11 @@ namespace {
 constexpr std::array<std::uint8_t, 8> kMagic = {'V', 'N', 'R', 'M', 'C', 'K', 'P', 'T'};
 constexpr std::size_t kFixedHeader = 24;    // magic, version, flags, file size
 constexpr std::size_t kHeaderV1 = 60;       // ... + options, number of keys, batch ndim
+constexpr std::size_t kHeaderV2 = 64;       // ... + nonfinite
 constexpr std::size_t kChecksumBytes = 4;   // CRC-32C trailer
 constexpr std::size_t kMinKeyRecord = 4 + 1 + 4 + 4;  // name length, >= 1 name byte, dtype, ndim
-constexpr std::size_t kMinStatsRecord = 8 + 8 + 8;    // count, loc length, var length
+constexpr std::size_t kMinStatsRecordV1 = 8 + 8 + 8;  // count, loc length, var length
+constexpr std::size_t kMinStatsRecordV2 = 8 + 8 + 8 + 8 + 8;  // count, skipped, loc/var/skips lengths
 constexpr std::uint32_t kMaxNameBytes = 65535;
 
 // Stable on-disk codes (independent of the C++ enums' values).
@@ -49,6 +51,49 @@ std::uint32_t dtype_code(DType d) {
 }
 
 std::uint32_t estimator_code(Estimator e) { return e == Estimator::stable ? 1u : 0u; }
+
+std::uint32_t nonfinite_code(NonFinite n) {
+  switch (n) {
+    case NonFinite::propagate: return 0;
+    case NonFinite::skip: return 1;
+    case NonFinite::error: return 2;
+  }
+  detail::fail(ErrorCode::state_mismatch,
+               "checkpoint: unknown nonfinite value " + std::to_string(static_cast<int>(n)));
+}
+
+/// What is wrong with key `ks`'s skips / skipped (format version 2 rules), or
+/// "" when nothing is. `kw` names the key ("key 'obs'").
+std::string skips_problem(const KeyState& ks, bool pooled, std::int64_t numel, const std::string& kw) {
+  if (ks.skipped < 0) return kw + " skipped: expected >= 0, got " + std::to_string(ks.skipped);
+  const std::size_t n = ks.skips.size();
+  if (n == 0) {
+    if (!pooled && ks.skipped != 0)
+      return kw + " skipped: expected the sum of skips, 0 (no skips stored), got " + std::to_string(ks.skipped);
+    return "";
+  }
+  if (pooled)
+    return kw + " skips: expected none with pooled statistics (reduce_batch_dims = 1: whole rows are skipped), got " +
+           std::to_string(n) + " values";
+  if (static_cast<std::uint64_t>(n) != static_cast<std::uint64_t>(numel))
+    return kw + " skips length: expected 0 or " + std::to_string(numel) + " values (one per element of " +
+           ks.stats_shape.str() + "), got " + std::to_string(n);
+  std::int64_t sum = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::int64_t v = ks.skips[i];
+    if (v < 0 || v > ks.count)
+      return kw + " skips[" + std::to_string(i) + "]: expected 0 to " + std::to_string(ks.count) +
+             " (the count), got " + std::to_string(v);
+    if (__builtin_add_overflow(sum, v, &sum))
+      return kw + " skips: their sum overflows int64";
+  }
+  if (sum != ks.skipped)
+    return kw + " skipped: expected the sum of skips, " + std::to_string(sum) + ", got " + std::to_string(ks.skipped);
+  if (sum == 0)
+    return kw + " skips: expected none when no element was skipped (skipped = 0), got " + std::to_string(n) +
+           " values, all 0";
+  return "";
+}
 
 std::string hex32(std::uint32_t v) {
   char buf[16];
@@ -233,9 +278,15 @@ Shape read_shape(Reader& r, const std::string& what) {
   return Shape::from(dims, static_cast<int>(ndim));
 }
 
-// ---------------------------------------------------------------- decode v1
+// ---------------------------------------------------------------- decode (versions 1 and 2)
+//
+// One parser for both versions: version 2 is version 1 with the nonfinite code
+// after eps, and per key the skipped counter after count and the skips after
+// var. Fields a version 1 file does not have get the values that reproduce the
+// behaviour of the vecnorm that wrote it (docs/state-format.md, "Versioning and compatibility").
 
-State decode_v1(std::span<const std::uint8_t> d) {
+State decode_records(std::span<const std::uint8_t> d, std::uint32_t version) {
+  const bool v2 = version >= 2;
   const std::size_t body_end = d.size() - kChecksumBytes;
   Reader r(d, kFixedHeader, body_end);
   State st;
@@ -251,10 +302,19 @@ State decode_v1(std::span<const std::uint8_t> d) {
   const std::uint32_t nkeys = r.u32("number of keys");
   st.options.decay = r.f64("decay");
   st.options.eps = r.f64("eps");
+  // Version 1 was written by a vecnorm without the option: non-finite input
+  // entered its statistics.
+  st.options.nonfinite = NonFinite::propagate;
+  if (v2) {
+    const std::uint32_t nf = r.u32("nonfinite");
+    if (nf > 2) bad("nonfinite: expected 0 (propagate), 1 (skip) or 2 (error), got " + std::to_string(nf));
+    st.options.nonfinite = nf == 0 ? NonFinite::propagate : nf == 1 ? NonFinite::skip : NonFinite::error;
+  }
   st.table.batch_shape = read_shape(r, "batch shape");
-  // Every key takes at least kMinKeyRecord + kMinStatsRecord bytes: bound the
-  // count by what is left before allocating anything for it.
-  const std::size_t max_keys = r.left() / (kMinKeyRecord + kMinStatsRecord);
+  // Every key takes at least kMinKeyRecord + the smallest statistics record:
+  // bound the count by what is left before allocating anything for it.
+  const std::size_t min_key = kMinKeyRecord + (v2 ? kMinStatsRecordV2 : kMinStatsRecordV1);
+  const std::size_t max_keys = r.left() / min_key;
   if (nkeys == 0 || nkeys > max_keys)
     bad("number of keys: expected 1 to " + std::to_string(max_keys) + " (what " + std::to_string(r.left()) +
         " bytes can hold), got " + std::to_string(nkeys));
@@ -292,6 +352,10 @@ State decode_v1(std::span<const std::uint8_t> d) {
       bad(kw + " statistics shape " + ks.stats_shape.str() + ": too many elements");
     ks.count = r.i64(kw + " count");
     if (ks.count < 0) bad(kw + " count: expected >= 0, got " + std::to_string(ks.count));
+    if (v2) {
+      ks.skipped = r.i64(kw + " skipped");
+      if (ks.skipped < 0) bad(kw + " skipped: expected >= 0, got " + std::to_string(ks.skipped));
+    }
     for (int which = 0; which < 2; ++which) {
       const std::string part = kw + (which == 0 ? " loc" : " var");
       const std::uint64_t n = r.u64(part + " length");
@@ -300,6 +364,27 @@ State decode_v1(std::span<const std::uint8_t> d) {
             to_string(st.options.stats_dtype) + "), got " + std::to_string(n));
       // n <= what is left is checked before any allocation.
       (which == 0 ? ks.loc : ks.var) = r.values(static_cast<std::size_t>(n), elem, part);
+    }
+    if (v2) {
+      const std::uint64_t n = r.u64(kw + " skips length");
+      if (n != 0 && st.options.reduce_batch_dims)
+        bad(kw + " skips: expected none with pooled statistics (reduce_batch_dims = 1: whole rows are skipped), got " +
+            std::to_string(n) + " values");
+      if (n != 0 && n != static_cast<std::uint64_t>(numel))
+        bad(kw + " skips length: expected 0 or " + std::to_string(numel) + " values (one per element of " +
+            ks.stats_shape.str() + "), got " + std::to_string(n));
+      // n == numel, and numel * 8 bytes must be left before the checksum (checked
+      // before anything is allocated for them).
+      std::uint64_t nbytes = 0;
+      if (__builtin_mul_overflow(n, std::uint64_t{8}, &nbytes) || nbytes > r.left())
+        bad("truncated: expected " + std::to_string(n) + " x 8 bytes for " + kw + " skips at offset " +
+            std::to_string(r.pos()) + ", got " + std::to_string(r.left()) + " (before the checksum)");
+      const auto raw = r.bytes(static_cast<std::size_t>(nbytes), kw + " skips");
+      ks.skips.resize(static_cast<std::size_t>(n));
+      for (std::size_t i = 0; i < ks.skips.size(); ++i)
+        ks.skips[i] = static_cast<std::int64_t>(read_u64_at(raw, 8 * i));
+      const std::string problem = skips_problem(ks, st.options.reduce_batch_dims, numel, kw);
+      if (!problem.empty()) bad(problem);
     }
   }
   if (r.left() != 0)
@@ -450,7 +535,16 @@ std::vector<std::uint8_t> encode_state(const State& state) {
   } catch (const Error& e) {
     rethrow_prefixed(e, "encode_state: ");
   }
-  std::size_t size = kHeaderV1 + 8 * static_cast<std::size_t>(state.table.batch_shape.ndim()) + kChecksumBytes;
+  // The skips rules of the format (State::validate may check less): never
+  // write a file decode_state refuses.
+  for (std::size_t k = 0; k < state.keys.size(); ++k) {
+    std::int64_t numel = 0;
+    checked_numel(state.keys[k].stats_shape, numel);
+    const std::string problem = skips_problem(state.keys[k], state.options.reduce_batch_dims, numel,
+                                              "key '" + state.table.keys[k].name + "'");
+    if (!problem.empty()) detail::fail(ErrorCode::state_mismatch, "encode_state: " + problem);
+  }
+  std::size_t size = kHeaderV2 + 8 * static_cast<std::size_t>(state.table.batch_shape.ndim()) + kChecksumBytes;
   for (std::size_t k = 0; k < state.keys.size(); ++k) {
     const KeySpec& spec = state.table.keys[k];
     if (spec.name.size() > kMaxNameBytes)
@@ -462,8 +556,8 @@ std::vector<std::uint8_t> encode_state(const State& state) {
       detail::fail(ErrorCode::invalid_argument, "encode_state: " + detail::key_prefix(spec.name) +
                                                     "statistics shape " + state.keys[k].stats_shape.str() +
                                                     ": too many elements");
-    size += 12 + spec.name.size() + 8 * static_cast<std::size_t>(spec.feature_shape.ndim()) + kMinStatsRecord +
-            state.keys[k].loc.size() + state.keys[k].var.size();
+    size += 12 + spec.name.size() + 8 * static_cast<std::size_t>(spec.feature_shape.ndim()) + kMinStatsRecordV2 +
+            state.keys[k].loc.size() + state.keys[k].var.size() + 8 * state.keys[k].skips.size();
   }
   Writer w(size);
   w.bytes(kMagic.data(), kMagic.size());
@@ -477,6 +571,7 @@ std::vector<std::uint8_t> encode_state(const State& state) {
   w.u32(static_cast<std::uint32_t>(state.table.keys.size()));
   w.f64(state.options.decay);
   w.f64(state.options.eps);
+  w.u32(nonfinite_code(state.options.nonfinite));
   w.u32(static_cast<std::uint32_t>(state.table.batch_shape.ndim()));
   for (std::int64_t d : state.table.batch_shape) w.i64(d);
   for (const KeySpec& spec : state.table.keys) {
@@ -489,10 +584,13 @@ std::vector<std::uint8_t> encode_state(const State& state) {
   const std::size_t elem = dtype_size(state.options.stats_dtype);
   for (const KeyState& ks : state.keys) {
     w.i64(ks.count);
+    w.i64(ks.skipped);
     w.u64(ks.loc.size());
     w.values(ks.loc, elem);
     w.u64(ks.var.size());
     w.values(ks.var, elem);
+    w.u64(ks.skips.size());
+    for (std::int64_t v : ks.skips) w.i64(v);
   }
   w.patch_u64(size_at, w.size() + kChecksumBytes);
   w.u32(crc32c(w.out()));
@@ -520,19 +618,19 @@ State decode_state(std::span<const std::uint8_t> d) {
   if (recorded != n)
     bad((recorded > n ? "truncated: expected " : "size mismatch: expected ") + std::to_string(recorded) +
         " bytes (the size recorded in the header), got " + std::to_string(n));
-  if (n < kHeaderV1 + kChecksumBytes)
-    bad("truncated: expected at least " + std::to_string(kHeaderV1 + kChecksumBytes) +
-        " bytes for a version 1 header and checksum, got " + std::to_string(n));
+  const std::size_t header = version == 1 ? kHeaderV1 : kHeaderV2;
+  if (n < header + kChecksumBytes)
+    bad("truncated: expected at least " + std::to_string(header + kChecksumBytes) + " bytes for a version " +
+        std::to_string(version) + " header and checksum, got " + std::to_string(n));
   const std::uint32_t stored = read_u32_at(d, n - kChecksumBytes);
   const std::uint32_t computed = crc32c(d.first(n - kChecksumBytes));
   if (stored != computed)
     bad("checksum mismatch: expected CRC-32C " + hex32(stored) + " (stored), got " + hex32(computed) +
         " (computed over bytes 0.." + std::to_string(n - kChecksumBytes) + ")");
   const std::uint32_t flags = read_u32_at(d, 12);
-  if (flags != 0) bad("flags: expected 0 in format version 1, got " + hex32(flags));
-  // Older versions would get their own decoder here (docs/state-format.md).
+  if (flags != 0) bad("flags: expected 0 in format version " + std::to_string(version) + ", got " + hex32(flags));
   try {
-    State st = decode_v1(d);
+    State st = decode_records(d, version);
     st.validate();
     return st;
   } catch (const Error& e) {

@@ -3,20 +3,25 @@
 //
 // The segment holds a header (identity, options, offsets, the published
 // sequence number, a robust process-shared mutex), the key table, two
-// "views" and, for every key, two slots of loc/var/count. A view says which
-// slot of each key is current; the published sequence number `seq` says which
-// view is current (seq & 1). A call that changes statistics, holding the mutex:
+// "views" and, for every key, two slots of loc/var/count/skipped (and skips
+// in per-element mode). A view says which slot of
+// each key is current; the published sequence number `seq` says which view is
+// current (seq & 1). A call that changes statistics:
 //
-//   1. validates everything into a Plan (the same helpers VecNorm uses);
-//   2. for every key of the call, reads the current slot and writes the other
-//      one (the CPU backend supports statistics out != in);
+//   1. validates everything into a Plan (the same helpers VecNorm uses) and,
+//      for NonFinite::error, scans the inputs, before taking the mutex;
+//   2. holding the mutex, for every key of the call, reads the current slot
+//      and writes the other one (the CPU backend supports statistics out !=
+//      in), after bringing that slot's skipped counter and skips, which the
+//      backend increments in place, up to the current ones (carry_skips);
 //   3. writes the other view: the current view with those keys flipped;
 //   4. publishes with one aligned 8-byte store, seq + 1 (release).
 //
 // Nothing a call writes before step 4 is ever read: a process killed before
 // the store leaves the previous statistics published, one killed after it the
 // new ones. The next locker gets EOWNERDEAD, marks the mutex consistent and
-// goes on; there is nothing to repair.
+// goes on; there is nothing to repair (a dirty flag per slot tells the next
+// writer of a slot whether stale skips may be left in it).
 #include "vecnorm/shared.hpp"
 
 #include <fcntl.h>
@@ -71,7 +76,7 @@ struct Header {
   std::uint32_t estimator;          // 32: 0 torchrl, 1 stable
   std::uint32_t reduce_batch_dims;  // 36: 0 or 1
   std::uint32_t stats_dtype;        // 40: 0 float32, 1 float64
-  std::uint32_t reserved;           // 44: 0
+  std::uint32_t nonfinite;          // 44: 0 propagate, 1 skip, 2 error
   double decay;                     // 48
   double eps;                       // 56
   std::uint64_t table_offset;       // 64: the key table (encode_table)
@@ -81,11 +86,14 @@ struct Header {
   std::uint64_t stats_offset;       // 96: first loc slot
   std::uint64_t seq;                // 104: published sequence number (atomic); view = seq & 1
   std::uint64_t owner_deaths;       // 112: recoveries from a dead lock owner (atomic)
-  std::uint64_t reserved2;          // 120: 0
-  pthread_mutex_t mutex;            // 128: PTHREAD_PROCESS_SHARED, PTHREAD_MUTEX_ROBUST
+  std::uint64_t skipped_offset;     // 120: int64 skipped[num_keys][2] (health counters)
+  std::uint64_t dirty_offset;       // 128: uint8 dirty[num_keys][2] (skips may be non-zero)
+  std::uint64_t skips_offset;       // 136: first skips array (= total_bytes when there are none)
+  pthread_mutex_t mutex;            // 144: PTHREAD_PROCESS_SHARED, PTHREAD_MUTEX_ROBUST
 };
 static_assert(std::is_standard_layout_v<Header> && std::is_trivially_copyable_v<Header>);
-static_assert(offsetof(Header, seq) == 104 && offsetof(Header, mutex) == 128);
+static_assert(offsetof(Header, seq) == 104 && offsetof(Header, skips_offset) == 136 &&
+              offsetof(Header, mutex) == 144);
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free,
               "publication needs a lock-free (address-free) 64-bit atomic");
 static_assert(offsetof(Header, seq) % std::atomic_ref<std::uint64_t>::required_alignment == 0);
@@ -243,7 +251,13 @@ struct Layout {
   std::vector<Shape> stats_shape;     // per key
   std::vector<std::size_t> stats_bytes;
   std::vector<std::size_t> loc[2], var[2];  // per slot, per key: byte offsets
-  std::size_t table_offset = 0, table_bytes = 0, views_offset = 0, counts_offset = 0, stats_offset = 0, total = 0;
+  /// Per-element skips arrays (per-element statistics): per slot, per key,
+  /// byte offsets of numel int64.
+  bool has_skips = false;
+  std::vector<std::size_t> skips_bytes;     // per key (0 without arrays)
+  std::vector<std::size_t> skips[2];
+  std::size_t table_offset = 0, table_bytes = 0, views_offset = 0, counts_offset = 0, skipped_offset = 0,
+              dirty_offset = 0, stats_offset = 0, skips_offset = 0, total = 0;
 };
 
 Layout layout_of(const Options& o, const KeyTable& t, std::size_t table_bytes) {
@@ -253,11 +267,15 @@ Layout layout_of(const Options& o, const KeyTable& t, std::size_t table_bytes) {
   L.table_bytes = table_bytes;
   L.views_offset = round_up(L.table_offset + table_bytes);
   L.counts_offset = round_up(L.views_offset + 2 * nk);
-  L.stats_offset = round_up(L.counts_offset + 2 * nk * sizeof(std::int64_t));
+  L.skipped_offset = round_up(L.counts_offset + 2 * nk * sizeof(std::int64_t));
+  L.dirty_offset = round_up(L.skipped_offset + 2 * nk * sizeof(std::int64_t));
+  L.stats_offset = round_up(L.dirty_offset + 2 * nk);
+  L.has_skips = !o.reduce_batch_dims;  // as VecNorm: whatever nonfinite (a state with skips may be imported)
   std::size_t at = L.stats_offset;
   for (int s = 0; s < 2; ++s) {
     L.loc[s].resize(nk);
     L.var[s].resize(nk);
+    L.skips[s].assign(nk, 0);
   }
   for (std::size_t k = 0; k < nk; ++k) {
     const Shape& f = t.keys[k].feature_shape;
@@ -271,12 +289,29 @@ Layout layout_of(const Options& o, const KeyTable& t, std::size_t table_bytes) {
       at += round_up(b);
     }
   }
+  L.skips_offset = at;
+  L.skips_bytes.assign(nk, 0);
+  if (L.has_skips) {
+    for (std::size_t k = 0; k < nk; ++k) {
+      L.skips_bytes[k] = static_cast<std::size_t>(L.stats_shape[k].numel()) * sizeof(std::int64_t);
+      for (int s = 0; s < 2; ++s) {
+        L.skips[s][k] = at;
+        at += round_up(L.skips_bytes[k]);
+      }
+    }
+  }
   L.total = at;
   return L;
 }
 
 std::uint32_t estimator_code(Estimator e) { return e == Estimator::stable ? 1u : 0u; }
 std::uint32_t stats_code(DType d) { return d == DType::float64 ? 1u : 0u; }
+std::uint32_t nonfinite_code(NonFinite n) {
+  return n == NonFinite::propagate ? 0u : n == NonFinite::skip ? 1u : 2u;
+}
+std::string nonfinite_name(std::uint32_t code) {
+  return code == 0 ? "propagate" : code == 1 ? "skip" : code == 2 ? "error" : "code " + std::to_string(code);
+}
 
 /// Compares the caller's key table with the segment's, as VecNorm::import_state does.
 void compare_tables(const std::string& name, const char* who, bool pooled, const KeyTable& mine,
@@ -349,6 +384,17 @@ struct SharedVecNorm::Impl {
   }
   void* loc(int k, int slot) const { return at(layout.loc[slot][static_cast<std::size_t>(k)]); }
   void* var(int k, int slot) const { return at(layout.var[slot][static_cast<std::size_t>(k)]); }
+  std::int64_t* skipped_ptr(int k, int slot) const {
+    return reinterpret_cast<std::int64_t*>(at(layout.skipped_offset)) + 2 * k + slot;
+  }
+  std::uint8_t* dirty_ptr(int k, int slot) const {
+    return reinterpret_cast<std::uint8_t*>(at(layout.dirty_offset)) + 2 * k + slot;
+  }
+  /// Key k's per-element skips in `slot`; null without skips arrays.
+  std::int64_t* skips_ptr(int k, int slot) const {
+    if (!layout.has_skips) return nullptr;
+    return reinterpret_cast<std::int64_t*>(at(layout.skips[slot][static_cast<std::size_t>(k)]));
+  }
 
   // ---- the segment's lock (RAII; recovers from a dead owner)
 
@@ -398,31 +444,81 @@ struct SharedVecNorm::Impl {
                        " (statistics never updated; step or update first)");
   }
 
-  /// Validates `batch` for `op` into `segments` (lock held): statistics in =
-  /// the current slot of each key, out = the other slot. Writes nothing shared.
+  /// Validates `batch` for `op` into `segments`, statistics not yet bound.
+  /// Updating ops: before the segment's lock (nothing of it is read).
+  /// Op::normalize: lock held (count > 0 is checked key by key, as VecNorm does).
   void plan(std::span<const KeyData> batch, Op op, bool invert) const {
     segments.clear();
-    out_slot.clear();
     detail::KeyPlanner planner(table, options.reduce_batch_dims, Device::cpu(), call_keys);
     for (const KeyData& item : batch) {
       detail::Segment s = planner.next(item, op, invert);
-      const int k = s.key;
-      const int in = current_slot(k);
-      if (op == Op::normalize) require_count(k, in);
-      s.loc_in = loc(k, in);
-      s.var_in = var(k, in);
-      s.count_in = count_ptr(k, in);
-      if (op != Op::normalize) {
-        s.loc_out = loc(k, 1 - in);
-        s.var_out = var(k, 1 - in);
-        s.count_out = count_ptr(k, 1 - in);
-      }
+      if (op == Op::normalize) require_count(s.key, current_slot(s.key));
       segments.push_back(s);
-      out_slot.push_back(static_cast<std::uint8_t>(1 - in));
     }
   }
 
-  /// Runs the planned call (lock held); a call that writes is published.
+  /// NonFinite::error: refuses an update with a non-finite input before the
+  /// segment's lock is taken (nothing shared is read or written).
+  void require_finite(Op op) const {
+    if (op == Op::normalize || options.nonfinite != NonFinite::error || segments.empty()) return;
+    detail::require_finite(Backend::cpu, table, segments, options.cpu_threads, workspace, Stream{});
+  }
+
+  /// Points the planned segments at the statistics (lock held): in = the
+  /// current slot of each key, out = the other slot (updating ops). Writes
+  /// nothing shared.
+  void bind(Op op) const {
+    out_slot.clear();
+    for (detail::Segment& s : segments) {
+      const int k = s.key;
+      const int in = current_slot(k);
+      const int out = 1 - in;
+      s.loc_in = loc(k, in);
+      s.var_in = var(k, in);
+      s.count_in = count_ptr(k, in);
+      const int bk = op == Op::normalize ? in : out;  // where skips / skipped are read (and counted)
+      s.skips = skips_ptr(k, bk);
+      s.skipped = skipped_ptr(k, bk);
+      if (op != Op::normalize) {
+        s.loc_out = loc(k, out);
+        s.var_out = var(k, out);
+        s.count_out = count_ptr(k, out);
+      }
+      out_slot.push_back(static_cast<std::uint8_t>(out));
+    }
+  }
+
+  /// Before key k's unpublished slot `out` is written (lock held): its skipped
+  /// counter and skips become the published slot `in`'s, because the backend
+  /// counts into them in place. The skips array is copied only when the
+  /// published counter is non-zero; otherwise the published skips are all 0
+  /// and `out`'s are made so too, which costs a memset only when its dirty flag
+  /// says a writer may have left non-zero values there (a step killed before it
+  /// published, or skips that were since replaced).
+  void carry_skips(int k, int in, int out) const {
+    const std::int64_t published = *skipped_ptr(k, in);
+    *skipped_ptr(k, out) = published;
+    if (!layout.has_skips) return;
+    const std::size_t bytes = layout.skips_bytes[static_cast<std::size_t>(k)];
+    std::uint8_t* dirty = dirty_ptr(k, out);
+    if (published == 0 && *dirty != 0) std::memset(skips_ptr(k, out), 0, bytes);
+    // From here on the slot may hold non-zero skips (the copy, the backend's
+    // increments): the flag is stored before any of them (a process killed in
+    // between leaves it set).
+    *dirty = 1;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (published != 0) std::memcpy(skips_ptr(k, out), skips_ptr(k, in), bytes);
+  }
+
+  /// After a completed dispatch (lock held): a slot whose counter is still 0
+  /// had all-zero skips and none was added, so it is clean again.
+  void settle_skips(int k, int out) const {
+    if (!layout.has_skips || *skipped_ptr(k, out) != 0) return;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    *dirty_ptr(k, out) = 0;
+  }
+
+  /// Runs the planned and bound call (lock held); a call that writes is published.
   void run(Op op, bool invert) const {
     if (segments.empty()) return;  // nothing to compute, nothing to publish
     const detail::Plan p = detail::stateful_plan(options, op, invert, segments);
@@ -434,9 +530,31 @@ struct SharedVecNorm::Impl {
     const std::uint8_t* cur = view(s & 1);
     std::uint8_t* next = view((s + 1) & 1);
     std::memcpy(next, cur, table.keys.size());
-    for (std::size_t i = 0; i < segments.size(); ++i) next[segments[i].key] = out_slot[i];
+    for (std::size_t i = 0; i < segments.size(); ++i) {
+      next[segments[i].key] = out_slot[i];
+      carry_skips(segments[i].key, 1 - out_slot[i], out_slot[i]);
+    }
     detail::dispatch(Backend::cpu, p, workspace, Stream{});
+    for (std::size_t i = 0; i < segments.size(); ++i) settle_skips(segments[i].key, out_slot[i]);
     publish(s);
+  }
+
+  /// A call that updates (local mutex held): validated, scanned for
+  /// NonFinite::error, then locked, bound, run and published.
+  void update_call(std::span<const KeyData> batch, Op op) const {
+    plan(batch, op, false);
+    require_finite(op);
+    Lock lock(*this);
+    bind(op);
+    run(op, false);
+  }
+
+  /// A call that only reads the statistics (local mutex held).
+  void normalize_call(std::span<const KeyData> batch, bool invert) const {
+    Lock lock(*this);
+    plan(batch, Op::normalize, invert);
+    bind(Op::normalize);
+    run(Op::normalize, invert);
   }
 
   /// The one store that makes the written view and slots current.
@@ -458,6 +576,11 @@ struct SharedVecNorm::Impl {
       ks.loc.assign(l, l + layout.stats_bytes[k]);
       ks.var.assign(v, v + layout.stats_bytes[k]);
       ks.count = *count_ptr(ki, slot);
+      ks.skipped = *skipped_ptr(ki, slot);
+      if (layout.has_skips && ks.skipped != 0) {
+        const std::int64_t* sk = skips_ptr(ki, slot);
+        ks.skips.assign(sk, sk + layout.skips_bytes[k] / sizeof(std::int64_t));
+      }
     }
     return st;
   }
@@ -530,6 +653,7 @@ SharedVecNorm SharedVecNorm::create(std::string name_in, Options options, KeyTab
   h->estimator = estimator_code(options.estimator);
   h->reduce_batch_dims = options.reduce_batch_dims ? 1u : 0u;
   h->stats_dtype = stats_code(options.stats_dtype);
+  h->nonfinite = nonfinite_code(options.nonfinite);
   h->decay = options.decay;
   h->eps = options.eps;
   h->table_offset = L.table_offset;
@@ -537,6 +661,9 @@ SharedVecNorm SharedVecNorm::create(std::string name_in, Options options, KeyTab
   h->views_offset = L.views_offset;
   h->counts_offset = L.counts_offset;
   h->stats_offset = L.stats_offset;
+  h->skipped_offset = L.skipped_offset;
+  h->dirty_offset = L.dirty_offset;
+  h->skips_offset = L.skips_offset;
   std::memcpy(static_cast<char*>(m.base) + L.table_offset, tb.data(), tb.size());
 
   pthread_mutexattr_t attr;
@@ -644,6 +771,8 @@ SharedVecNorm SharedVecNorm::attach(std::string name_in, Options options, KeyTab
              h->stats_dtype == 1 ? "float64" : h->stats_dtype == 0 ? "float32" : "code " + std::to_string(h->stats_dtype));
   if (!(h->decay == options.decay)) mismatch("decay", num(options.decay), num(h->decay));
   if (!(h->eps == options.eps)) mismatch("eps", num(options.eps), num(h->eps));
+  if (h->nonfinite != nonfinite_code(options.nonfinite))
+    mismatch("nonfinite", to_string(options.nonfinite), nonfinite_name(h->nonfinite));
   // The key table.
   if (h->table_offset > size || h->table_bytes > size - h->table_offset)
     mismatch("key table bounds", "inside the segment's " + std::to_string(size) + " bytes",
@@ -654,12 +783,17 @@ SharedVecNorm SharedVecNorm::attach(std::string name_in, Options options, KeyTab
   // Everything that shapes the layout matches: it must be ours, offset for offset.
   const Layout L = layout_of(options, theirs, static_cast<std::size_t>(h->table_bytes));
   if (h->num_keys != theirs.keys.size() || L.table_offset != h->table_offset || L.views_offset != h->views_offset ||
-      L.counts_offset != h->counts_offset || L.stats_offset != h->stats_offset || L.total != h->total_bytes)
-    mismatch("layout", "views/counts/stats at " + std::to_string(L.views_offset) + "/" +
-                           std::to_string(L.counts_offset) + "/" + std::to_string(L.stats_offset) + ", " +
-                           std::to_string(L.total) + " bytes",
+      L.counts_offset != h->counts_offset || L.skipped_offset != h->skipped_offset ||
+      L.dirty_offset != h->dirty_offset || L.stats_offset != h->stats_offset || L.skips_offset != h->skips_offset ||
+      L.total != h->total_bytes)
+    mismatch("layout", "views/counts/skipped/dirty/stats/skips at " + std::to_string(L.views_offset) + "/" +
+                           std::to_string(L.counts_offset) + "/" + std::to_string(L.skipped_offset) + "/" +
+                           std::to_string(L.dirty_offset) + "/" + std::to_string(L.stats_offset) + "/" +
+                           std::to_string(L.skips_offset) + ", " + std::to_string(L.total) + " bytes",
              std::to_string(h->views_offset) + "/" + std::to_string(h->counts_offset) + "/" +
-                 std::to_string(h->stats_offset) + ", " + std::to_string(h->total_bytes) + " bytes");
+                 std::to_string(h->skipped_offset) + "/" + std::to_string(h->dirty_offset) + "/" +
+                 std::to_string(h->stats_offset) + "/" + std::to_string(h->skips_offset) + ", " +
+                 std::to_string(h->total_bytes) + " bytes");
 
   auto impl = std::make_unique<Impl>();
   impl->name = name;
@@ -693,32 +827,30 @@ SharedVecNorm& SharedVecNorm::operator=(SharedVecNorm&&) noexcept = default;
 
 void SharedVecNorm::step(std::span<const KeyData> batch) {
   std::lock_guard guard(impl_->local);
-  Impl::Lock lock(*impl_);
-  const Op op = impl_->frozen ? Op::normalize : Op::update_and_normalize;
-  impl_->plan(batch, op, false);
-  impl_->run(op, false);
+  if (impl_->frozen) {
+    impl_->normalize_call(batch, false);
+    return;
+  }
+  impl_->update_call(batch, Op::update_and_normalize);
 }
 
 void SharedVecNorm::update(std::span<const KeyData> batch) {
   std::lock_guard guard(impl_->local);
-  Impl::Lock lock(*impl_);
-  impl_->plan(batch, Op::update, false);
-  if (impl_->frozen) return;
-  impl_->run(Op::update, false);
+  if (impl_->frozen) {
+    impl_->plan(batch, Op::update, false);  // validated, nothing else
+    return;
+  }
+  impl_->update_call(batch, Op::update);
 }
 
 void SharedVecNorm::normalize(std::span<const KeyData> batch) const {
   std::lock_guard guard(impl_->local);
-  Impl::Lock lock(*impl_);
-  impl_->plan(batch, Op::normalize, false);
-  impl_->run(Op::normalize, false);
+  impl_->normalize_call(batch, false);
 }
 
 void SharedVecNorm::denormalize(std::span<const KeyData> batch) const {
   std::lock_guard guard(impl_->local);
-  Impl::Lock lock(*impl_);
-  impl_->plan(batch, Op::normalize, true);
-  impl_->run(Op::normalize, true);
+  impl_->normalize_call(batch, true);
 }
 
 void SharedVecNorm::freeze() {
@@ -755,6 +887,30 @@ std::int64_t SharedVecNorm::count(std::string_view key) const {
   return *impl_->count_ptr(k, impl_->current_slot(k));
 }
 
+std::vector<std::int64_t> SharedVecNorm::element_counts(std::string_view key) const {
+  const int k = detail::find_key(impl_->table, key);
+  const Impl& im = *impl_;
+  std::lock_guard guard(im.local);
+  Impl::Lock lock(im);
+  const int slot = im.current_slot(k);
+  const std::int64_t count = *im.count_ptr(k, slot);
+  if (im.options.reduce_batch_dims) return {count};
+  std::vector<std::int64_t> out(static_cast<std::size_t>(im.layout.stats_shape[static_cast<std::size_t>(k)].numel()),
+                                count);
+  if (im.layout.has_skips && *im.skipped_ptr(k, slot) != 0) {
+    const std::int64_t* sk = im.skips_ptr(k, slot);
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] -= sk[i];
+  }
+  return out;
+}
+
+std::int64_t SharedVecNorm::skipped(std::string_view key) const {
+  const int k = detail::find_key(impl_->table, key);
+  std::lock_guard guard(impl_->local);
+  Impl::Lock lock(*impl_);
+  return *impl_->skipped_ptr(k, impl_->current_slot(k));
+}
+
 AffineNormalizer SharedVecNorm::to_affine() const { return impl_->local_copy().to_affine(); }
 
 State SharedVecNorm::export_state() const {
@@ -778,6 +934,19 @@ void SharedVecNorm::import_state(const State& state) {
   if (im.options.stats_dtype != state.options.stats_dtype)
     mismatch("stats_dtype", to_string(im.options.stats_dtype), to_string(state.options.stats_dtype));
   compare_tables(im.name, "import_state", im.options.reduce_batch_dims, im.table, state.table, "the state's");
+  for (std::size_t k = 0; k < state.keys.size(); ++k) {
+    const KeyState& ks = state.keys[k];
+    if (ks.skips.empty()) continue;
+    const std::string key = detail::key_prefix(state.table.keys[k].name);
+    if (!im.layout.has_skips)
+      detail::fail(ErrorCode::state_mismatch, seg_prefix(im.name) + "import_state: " + key +
+                                                  "skips: expected none (pooled statistics), got " +
+                                                  std::to_string(ks.skips.size()) + " values (the state's)");
+    if (ks.skips.size() * sizeof(std::int64_t) != im.layout.skips_bytes[k])
+      detail::fail(ErrorCode::state_mismatch, seg_prefix(im.name) + "import_state: " + key + "skips: expected 0 or " +
+                                                  std::to_string(im.layout.skips_bytes[k] / sizeof(std::int64_t)) +
+                                                  " values, got " + std::to_string(ks.skips.size()));
+  }
 
   std::lock_guard guard(im.local);
   Impl::Lock lock(im);
@@ -791,6 +960,19 @@ void SharedVecNorm::import_state(const State& state) {
     std::memcpy(im.loc(ki, out), ks.loc.data(), ks.loc.size());
     std::memcpy(im.var(ki, out), ks.var.data(), ks.var.size());
     *im.count_ptr(ki, out) = ks.count;
+    *im.skipped_ptr(ki, out) = ks.skipped;
+    if (im.layout.has_skips) {
+      std::uint8_t* dirty = im.dirty_ptr(ki, out);
+      if (!ks.skips.empty()) {
+        *dirty = 1;  // before the values (see carry_skips)
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        std::memcpy(im.skips_ptr(ki, out), ks.skips.data(), ks.skips.size() * sizeof(std::int64_t));
+      } else if (*dirty != 0) {
+        std::memset(im.skips_ptr(ki, out), 0, im.layout.skips_bytes[k]);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        *dirty = 0;
+      }
+    }
     next[k] = static_cast<std::uint8_t>(out);
   }
   im.publish(s);

@@ -1,8 +1,8 @@
 // vecnorm/checkpoint.hpp -- crash-safe checkpoint files of a normalizer's state.
 //
 // The file format (magic "VNRMCKPT", format version, the statistics-shaping
-// options, the key table, per key count/loc/var, CRC-32C) is specified in
-// docs/state-format.md.
+// options, the key table, per key count/skipped/loc/var/skips, CRC-32C) is
+// specified in docs/state-format.md.
 //
 //   vecnorm::save_state(vn, "run/vecnorm.ckpt");   // atomic: old or new file, whole
 //   vecnorm::load_state(vn, "run/vecnorm.ckpt");   // validated; vn unchanged on error
@@ -24,7 +24,7 @@
 namespace vecnorm {
 
 /// The checkpoint format version encode_state() writes.
-inline constexpr std::uint32_t kCheckpointFormatVersion = 1;
+inline constexpr std::uint32_t kCheckpointFormatVersion = 2;
 /// The oldest format version decode_state() reads.
 inline constexpr std::uint32_t kCheckpointOldestVersion = 1;
 
@@ -32,14 +32,20 @@ inline constexpr std::uint32_t kCheckpointOldestVersion = 1;
 /// inconsistent state throws Error(state_mismatch)). Deterministic: the same
 /// state always gives the same bytes. Only the options that shape the
 /// statistics are stored (estimator, decay, eps, reduce_batch_dims,
-/// stats_dtype); backend and cpu_threads are not.
+/// stats_dtype, nonfinite); backend and cpu_threads are not. Besides
+/// State::validate(), the skips rules of the format are checked (skipped >= 0;
+/// skips empty or one value 0..count per element, per-element statistics
+/// only, summing to skipped and not all 0).
 std::vector<std::uint8_t> encode_state(const State& state);
 
-/// Parses and fully validates a checkpoint: magic, format version, sizes,
-/// checksum, every length and enum, then State::validate(). Throws
-/// Error(state_mismatch) naming what is wrong. Never allocates more than a
-/// small multiple of bytes.size(). The returned State has the stored options
-/// and default backend / cpu_threads.
+/// Parses and fully validates a checkpoint of any version from
+/// kCheckpointOldestVersion to kCheckpointFormatVersion: magic, format
+/// version, sizes, checksum, every length and enum, the skips rules, then
+/// State::validate(). Throws Error(state_mismatch) naming what is wrong. Never
+/// allocates more than a small multiple of bytes.size(). The returned State
+/// has the stored options and default backend / cpu_threads; a version 1 file
+/// gives nonfinite = propagate, empty skips and skipped = 0 (what the vecnorm
+/// that wrote it did and had).
 State decode_state(std::span<const std::uint8_t> bytes);
 
 /// Writes vn.export_state() to `path` atomically and durably: a temporary file

@@ -34,7 +34,7 @@
 namespace vecnorm {
 
 /// The layout version of the shared segment this build creates and attaches to.
-inline constexpr std::uint32_t kSharedLayoutVersion = 1;
+inline constexpr std::uint32_t kSharedLayoutVersion = 2;
 
 /// A normalizer whose statistics live in a named POSIX shared-memory segment.
 ///
@@ -43,6 +43,11 @@ inline constexpr std::uint32_t kSharedLayoutVersion = 1;
 /// call that reads or writes statistics holds the segment's process-shared
 /// robust mutex for its duration. The frozen flag belongs to the handle (a
 /// frozen handle never writes; other handles keep updating).
+///
+/// Options::nonfinite is a property of the segment (all handles agree on it,
+/// checked at attach): with skip, the skipped counters and per-element skips
+/// are shared statistics like the counts; with error, an update holding a
+/// non-finite value is refused before the segment's lock is taken.
 ///
 /// A handle may be used from several threads of its process (calls are
 /// serialized). It is move-only; the destructor unmaps the segment but never
@@ -58,7 +63,8 @@ class SharedVecNorm {
 
   /// Opens the existing segment `name` and checks that it was created by a
   /// compatible build (magic, layout version, sizes) with the same key table,
-  /// estimator, reduce_batch_dims, stats_dtype, decay and eps as given here;
+  /// estimator, reduce_batch_dims, stats_dtype, decay, eps and nonfinite as
+  /// given here;
   /// Error(state_mismatch) naming the field, the expected (the caller's) and
   /// the actual (the segment's) value otherwise. Error(invalid_argument) when
   /// it does not exist. Waits up to about 2 s for a creator that is still
@@ -100,16 +106,24 @@ class SharedVecNorm {
   std::vector<double> scale(std::string_view key) const;
   Shape stats_shape(std::string_view key) const;
   std::int64_t count(std::string_view key) const;
+  /// As VecNorm::element_counts: per-element mode, count(key) less the updates
+  /// each statistics element skipped; pooled mode, one value, count(key).
+  std::vector<std::int64_t> element_counts(std::string_view key) const;
+  /// As VecNorm::skipped: elements (per-element) or rows (pooled) of `key`
+  /// left out of the shared statistics by NonFinite::skip, by every process.
+  std::int64_t skipped(std::string_view key) const;
   /// A fixed affine normalizer from the current shared statistics.
   AffineNormalizer to_affine() const;
 
-  /// A copy of the current shared statistics (one consistent snapshot), e.g.
-  /// for save_state via VecNorm::import_state, or encode_state.
+  /// A copy of the current shared statistics (one consistent snapshot, skips
+  /// and skipped included), e.g. for save_state via VecNorm::import_state, or
+  /// encode_state.
   State export_state() const;
-  /// Replaces the shared statistics of every key with `state`'s, atomically
-  /// (one publication). The state must match as in VecNorm::import_state
-  /// (key table, estimator, reduce_batch_dims, stats_dtype; decay and eps
-  /// stay the segment's); Error(state_mismatch) and no change otherwise.
+  /// Replaces the shared statistics of every key with `state`'s (skips and
+  /// skipped included), atomically (one publication). The state must match as
+  /// in VecNorm::import_state (key table, estimator, reduce_batch_dims,
+  /// stats_dtype; decay, eps and nonfinite stay the segment's);
+  /// Error(state_mismatch) and no change otherwise.
   void import_state(const State& state);
 
   /// Number of publications so far: every update of the statistics by any

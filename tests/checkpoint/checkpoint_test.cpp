@@ -150,6 +150,9 @@ VecNorm trained(const Options& o, const KeyTable& t, int steps, std::uint64_t se
   if (a.options.reduce_batch_dims != b.options.reduce_batch_dims)
     return ::testing::AssertionFailure() << "reduce_batch_dims differs";
   if (a.options.stats_dtype != b.options.stats_dtype) return ::testing::AssertionFailure() << "stats_dtype differs";
+  if (a.options.nonfinite != b.options.nonfinite)
+    return ::testing::AssertionFailure() << "nonfinite " << vecnorm::to_string(a.options.nonfinite) << " vs "
+                                         << vecnorm::to_string(b.options.nonfinite);
   if (!(a.table == b.table)) return ::testing::AssertionFailure() << "key tables differ";
   if (a.keys.size() != b.keys.size()) return ::testing::AssertionFailure() << "number of key states differs";
   for (std::size_t k = 0; k < a.keys.size(); ++k) {
@@ -159,6 +162,11 @@ VecNorm trained(const Options& o, const KeyTable& t, int steps, std::uint64_t se
     if (x.count != y.count) return ::testing::AssertionFailure() << name << ": count " << x.count << " vs " << y.count;
     if (x.loc != y.loc) return ::testing::AssertionFailure() << name << ": loc bytes differ";
     if (x.var != y.var) return ::testing::AssertionFailure() << name << ": var bytes differ";
+    if (x.skipped != y.skipped)
+      return ::testing::AssertionFailure() << name << ": skipped " << x.skipped << " vs " << y.skipped;
+    if (x.skips != y.skips)
+      return ::testing::AssertionFailure() << name << ": skips differ (" << x.skips.size() << " vs "
+                                           << y.skips.size() << " values)";
   }
   return ::testing::AssertionSuccess();
 }
@@ -249,6 +257,7 @@ TEST(CheckpointCrc, MatchesBitwiseDefinitionOnEveryLengthAndOffset) {
 // ================================================================ the documented byte layout
 
 /// A tiny state built by hand: batch [2], one scalar key "r", float32 stats.
+/// Version 1 fields only (no skips, skipped 0, nonfinite as a version 1 file decodes).
 State tiny_state() {
   State s;
   s.options.estimator = Estimator::stable;
@@ -256,6 +265,7 @@ State tiny_state() {
   s.options.eps = 0.25;
   s.options.reduce_batch_dims = false;
   s.options.stats_dtype = DType::float32;
+  s.options.nonfinite = vecnorm::NonFinite::propagate;
   s.table = KeyTable{Shape{2}, {{"r", Shape{}, DType::bfloat16}}};
   vecnorm::KeyState ks;
   ks.stats_shape = Shape{2};
@@ -269,8 +279,19 @@ State tiny_state() {
   return s;
 }
 
-/// tiny_state() written by hand from docs/state-format.md.
-Bytes tiny_expected() {
+/// tiny_state() with the version 2 fields: nonfinite skip, element 0 skipped
+/// 1 update, element 1 skipped 2 (the example of docs/state-format.md).
+State tiny_state_v2() {
+  State s = tiny_state();
+  s.options.nonfinite = vecnorm::NonFinite::skip;
+  s.keys[0].skips = {1, 2};
+  s.keys[0].skipped = 3;
+  return s;
+}
+
+/// tiny_state() as a version 1 file, written by hand from docs/state-format.md
+/// ("Version 1").
+Bytes tiny_v1_bytes() {
   LE w;
   w.str("VNRMCKPT").u32(1).u32(0).u64(125);            // magic, version, flags, file size
   w.u32(1).u32(0).u32(0).u32(1);                       // stable, per-element, float32, 1 key
@@ -284,13 +305,173 @@ Bytes tiny_expected() {
   return w.b;
 }
 
+/// tiny_state_v2() written by hand from docs/state-format.md (the example).
+Bytes tiny_v2_bytes() {
+  LE w;
+  w.str("VNRMCKPT").u32(2).u32(0).u64(161);            // magic, version 2, flags, file size
+  w.u32(1).u32(0).u32(0).u32(1);                       // stable, per-element, float32, 1 key
+  w.f64(0.5).f64(0.25);                                // decay, eps
+  w.u32(1);                                            // nonfinite skip
+  w.u32(1).u64(2);                                     // batch shape [2]
+  w.u32(1).str("r").u32(3).u32(0);                     // key "r", bfloat16 (code 3), feature []
+  w.u64(7);                                            // count
+  w.u64(3);                                            // skipped
+  w.u64(8).f32(1.5f).f32(-2.0f);                       // loc
+  w.u64(8).f32(0.25f).f32(4.0f);                       // var
+  w.u64(2).u64(1).u64(2);                              // skips: 2 values, {1, 2}
+  w.u32(crc32c_bitwise(w.b.data(), w.b.size()));
+  return w.b;
+}
+
+/// The on-disk dtype code (docs/state-format.md's table).
+std::uint32_t doc_dtype_code(DType d) {
+  switch (d) {
+    case DType::float32: return 0;
+    case DType::float64: return 1;
+    case DType::float16: return 2;
+    case DType::bfloat16: return 3;
+    case DType::int32: return 4;
+    case DType::int64: return 5;
+    case DType::uint8: return 6;
+  }
+  return 99;
+}
+
+constexpr std::uint32_t kNonfiniteFromState = 0xFFFFFFFFu;
+
+/// Any State (valid or not) written by hand per docs/state-format.md, format
+/// `version` 1 or 2 (version 1 drops nonfinite, skipped and skips). loc/var
+/// bytes are written as stored (the tests run on little-endian hosts).
+/// `nonfinite_code` overrides the header code (to forge an invalid one).
+Bytes hand_encode(const State& s, std::uint32_t version, std::uint32_t nonfinite_code = kNonfiniteFromState) {
+  LE w;
+  w.str("VNRMCKPT").u32(version).u32(0).u64(0);
+  w.u32(s.options.estimator == Estimator::stable ? 1 : 0).u32(s.options.reduce_batch_dims ? 1 : 0);
+  w.u32(s.options.stats_dtype == DType::float64 ? 1 : 0).u32(static_cast<std::uint32_t>(s.table.keys.size()));
+  w.f64(s.options.decay).f64(s.options.eps);
+  if (version >= 2) {
+    const std::uint32_t nf = s.options.nonfinite == vecnorm::NonFinite::propagate ? 0
+                             : s.options.nonfinite == vecnorm::NonFinite::skip    ? 1
+                                                                                   : 2;
+    w.u32(nonfinite_code == kNonfiniteFromState ? nf : nonfinite_code);
+  }
+  w.u32(static_cast<std::uint32_t>(s.table.batch_shape.ndim()));
+  for (std::int64_t d : s.table.batch_shape) w.u64(static_cast<std::uint64_t>(d));
+  for (const auto& k : s.table.keys) {
+    w.u32(static_cast<std::uint32_t>(k.name.size())).str(k.name).u32(doc_dtype_code(k.dtype));
+    w.u32(static_cast<std::uint32_t>(k.feature_shape.ndim()));
+    for (std::int64_t d : k.feature_shape) w.u64(static_cast<std::uint64_t>(d));
+  }
+  for (const auto& ks : s.keys) {
+    w.u64(static_cast<std::uint64_t>(ks.count));
+    if (version >= 2) w.u64(static_cast<std::uint64_t>(ks.skipped));
+    w.u64(ks.loc.size());
+    w.b.insert(w.b.end(), ks.loc.begin(), ks.loc.end());
+    w.u64(ks.var.size());
+    w.b.insert(w.b.end(), ks.var.begin(), ks.var.end());
+    if (version >= 2) {
+      w.u64(ks.skips.size());
+      for (std::int64_t v : ks.skips) w.u64(static_cast<std::uint64_t>(v));
+    }
+  }
+  w.u32(0);
+  fix_up(w.b);
+  return w.b;
+}
+
 TEST(CheckpointFormat, EncodesTheDocumentedLayout) {
-  const Bytes expected = tiny_expected();
-  ASSERT_EQ(expected.size(), 125u);
-  const Bytes got = vecnorm::encode_state(tiny_state());
+  const Bytes expected = tiny_v2_bytes();
+  ASSERT_EQ(expected.size(), 161u);
+  EXPECT_EQ(hand_encode(tiny_state_v2(), 2), expected);  // the test's two readings of the document agree
+  const Bytes got = vecnorm::encode_state(tiny_state_v2());
   ASSERT_EQ(got.size(), expected.size());
   for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], expected[i]) << "byte " << i;
-  EXPECT_TRUE(SameState(vecnorm::decode_state(expected), tiny_state()));
+  EXPECT_TRUE(SameState(vecnorm::decode_state(expected), tiny_state_v2()));
+  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 2u);
+  EXPECT_EQ(vecnorm::kCheckpointOldestVersion, 1u);
+}
+
+TEST(CheckpointFormat, EveryNonfiniteCodeRoundTrips) {
+  const std::pair<vecnorm::NonFinite, std::uint32_t> codes[] = {
+      {vecnorm::NonFinite::propagate, 0}, {vecnorm::NonFinite::skip, 1}, {vecnorm::NonFinite::error, 2}};
+  for (const auto& [nf, code] : codes) {
+    State s = tiny_state_v2();
+    s.options.nonfinite = nf;
+    const Bytes b = vecnorm::encode_state(s);
+    ASSERT_EQ(b.size(), 161u);
+    EXPECT_EQ(b[56], code) << vecnorm::to_string(nf);  // docs: nonfinite at offset 56
+    EXPECT_EQ(b, hand_encode(s, 2));
+    EXPECT_EQ(vecnorm::decode_state(b).options.nonfinite, nf);
+  }
+}
+
+// ================================================================ version 1 files
+
+TEST(CheckpointVersion1, AHandBuiltVersion1FileDecodes) {
+  const Bytes v1 = tiny_v1_bytes();
+  ASSERT_EQ(v1.size(), 125u);
+  EXPECT_EQ(hand_encode(tiny_state(), 1), v1);
+  const State d = vecnorm::decode_state(v1);
+  // Everything version 1 stores, bit for bit ...
+  EXPECT_EQ(d.options.estimator, Estimator::stable);
+  EXPECT_EQ(d.options.decay, 0.5);
+  EXPECT_EQ(d.options.eps, 0.25);
+  EXPECT_FALSE(d.options.reduce_batch_dims);
+  EXPECT_EQ(d.options.stats_dtype, DType::float32);
+  ASSERT_EQ(d.table.keys.size(), 1u);
+  EXPECT_EQ(d.table.keys[0].name, "r");
+  EXPECT_EQ(d.table.keys[0].dtype, DType::bfloat16);
+  EXPECT_EQ(d.table.batch_shape, Shape{2});
+  ASSERT_EQ(d.keys.size(), 1u);
+  EXPECT_EQ(d.keys[0].count, 7);
+  float loc[2], var[2];
+  ASSERT_EQ(d.keys[0].loc.size(), 8u);
+  ASSERT_EQ(d.keys[0].var.size(), 8u);
+  std::memcpy(loc, d.keys[0].loc.data(), 8);
+  std::memcpy(var, d.keys[0].var.data(), 8);
+  EXPECT_EQ(loc[0], 1.5f);
+  EXPECT_EQ(loc[1], -2.0f);
+  EXPECT_EQ(var[0], 0.25f);
+  EXPECT_EQ(var[1], 4.0f);
+  // ... and the documented values of what it does not: no skips, nothing
+  // skipped, non-finite input propagated (what the vecnorm that wrote it did).
+  EXPECT_TRUE(d.keys[0].skips.empty());
+  EXPECT_EQ(d.keys[0].skipped, 0);
+  EXPECT_EQ(d.options.nonfinite, vecnorm::NonFinite::propagate);
+  EXPECT_TRUE(SameState(d, tiny_state()));
+  // Re-encoding upgrades it to version 2 (what a writer writes), nothing lost.
+  const Bytes up = vecnorm::encode_state(d);
+  EXPECT_EQ(up, hand_encode(tiny_state(), 2));
+  EXPECT_TRUE(SameState(vecnorm::decode_state(up), d));
+}
+
+TEST(CheckpointVersion1, AVersion1FileOfATrainedNormalizerLoads) {
+  // A bigger version 1 file (4 keys, nested names, float64 stats, pooled and
+  // not), written by the test's own encoder from a trained normalizer's state.
+  for (bool pooled : {false, true}) {
+    const Options o = make_options(Estimator::torchrl, pooled, DType::float64);
+    const VecNorm src = trained(o, table4(), 3, 17);
+    const State s = src.export_state();
+    const Bytes v1 = hand_encode(s, 1);
+    TempDir dir;
+    const std::string path = (dir.path() / "v1.ckpt").string();
+    write_all(path, v1);
+    State want = s;
+    want.options.nonfinite = vecnorm::NonFinite::propagate;
+    for (auto& ks : want.keys) {
+      ks.skips.clear();
+      ks.skipped = 0;
+    }
+    EXPECT_TRUE(SameState(vecnorm::read_state_file(path), want)) << "pooled " << pooled;
+    VecNorm configured(o, table4());  // keeps its own options, takes the statistics
+    vecnorm::load_state(configured, path);
+    for (const auto& k : table4().keys) {
+      EXPECT_EQ(configured.count(k.name), src.count(k.name)) << k.name;
+      EXPECT_EQ(configured.loc(k.name), src.loc(k.name)) << k.name;
+      EXPECT_EQ(configured.scale(k.name), src.scale(k.name)) << k.name;
+    }
+    EXPECT_EQ(configured.options().nonfinite, vecnorm::NonFinite::skip);
+  }
 }
 
 TEST(CheckpointFormat, EncodingIsDeterministicAndDecodeRestoresDefaultsForUnstoredOptions) {
@@ -379,15 +560,155 @@ TEST(CheckpointRoundTripMore, ZeroSizedKeyAndLongNestedName) {
   EXPECT_TRUE(SameState(s, vecnorm::decode_state(vecnorm::encode_state(s))));
 }
 
+// ================================================================ states with skips
+
+/// `s` with skip records added by hand (a valid State, whatever its loc/var):
+/// in per-element mode element i of key k skipped (i * 5 + k) % (count + 1)
+/// updates (element 0 at least 1), skipped = their sum; in pooled mode
+/// 3 + k rows were skipped. nonfinite becomes skip.
+State with_skips(State s) {
+  s.options.nonfinite = vecnorm::NonFinite::skip;
+  for (std::size_t k = 0; k < s.keys.size(); ++k) {
+    vecnorm::KeyState& ks = s.keys[k];
+    if (s.options.reduce_batch_dims) {
+      ks.skipped = 3 + static_cast<std::int64_t>(k);
+      continue;
+    }
+    const auto n = static_cast<std::size_t>(ks.stats_shape.numel());
+    if (n == 0 || ks.count == 0) continue;
+    ks.skips.resize(n);
+    ks.skipped = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      ks.skips[i] = static_cast<std::int64_t>((i * 5 + k) % static_cast<std::size_t>(ks.count + 1));
+      if (i == 0 && ks.skips[0] == 0) ks.skips[0] = 1;
+      ks.skipped += ks.skips[i];
+    }
+  }
+  return s;
+}
+
+TEST(CheckpointRoundTripMore, HandMadeSkipsRoundTripBitExact) {
+  for (bool pooled : {false, true})
+    for (DType stats : {DType::float32, DType::float64}) {
+      const Options o = make_options(Estimator::stable, pooled, stats);
+      const State s = with_skips(trained(o, table4(), 4, 3).export_state());
+      std::size_t stored = 0;
+      for (const auto& ks : s.keys) {
+        stored += ks.skips.size();
+        EXPECT_GT(ks.skipped, 0);
+      }
+      EXPECT_EQ(stored > 0, !pooled);
+      const Bytes b = vecnorm::encode_state(s);
+      EXPECT_EQ(b, hand_encode(s, 2)) << "pooled " << pooled;  // the layout of the document, key for key
+      const State d = vecnorm::decode_state(b);
+      EXPECT_TRUE(SameState(s, d)) << "pooled " << pooled;
+      EXPECT_EQ(vecnorm::encode_state(d), b);
+    }
+}
+
+// ================================================================ a VecNorm that skipped non-finite input
+
+/// One step of every key (float64 input) holding some NaN / -inf after step 0.
+/// The test tallies what a skip normalizer leaves out itself: per key, per
+/// element the non-finite values (`skips_tally`) and the rows holding one
+/// (`rows_tally`).
+void step_with_bad(VecNorm& vn, int step, std::vector<std::vector<std::int64_t>>& skips_tally,
+                   std::vector<std::int64_t>& rows_tally) {
+  const KeyTable& t = vn.key_table();
+  std::vector<std::vector<double>> xs;
+  std::vector<Bytes> ys;
+  std::vector<vecnorm::KeyData> batch;
+  xs.reserve(t.keys.size());
+  ys.reserve(t.keys.size());
+  skips_tally.resize(t.keys.size());
+  rows_tally.resize(t.keys.size());
+  for (std::size_t k = 0; k < t.keys.size(); ++k) {
+    const Shape s = t.batch_shape.concat(t.keys[k].feature_shape);
+    const auto n = static_cast<std::size_t>(s.numel());
+    const auto feat = static_cast<std::size_t>(t.keys[k].feature_shape.numel());
+    skips_tally[k].resize(n);
+    xs.emplace_back(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint64_t h = (static_cast<std::uint64_t>(step) * 2654435761u + i * 40503u + k * 977u) % 11;
+      xs.back()[i] = 0.5 * static_cast<double>((step * 7 + static_cast<int>(i)) % 13) - 3.0;
+      if (step > 0 && h == 0) xs.back()[i] = std::numeric_limits<double>::quiet_NaN();
+      if (step > 0 && h == 1) xs.back()[i] = -std::numeric_limits<double>::infinity();
+      if (!std::isfinite(xs.back()[i])) ++skips_tally[k][i];
+    }
+    for (std::size_t r = 0; r < n / feat; ++r) {
+      bool bad = false;
+      for (std::size_t f = 0; f < feat; ++f) bad = bad || !std::isfinite(xs.back()[r * feat + f]);
+      rows_tally[k] += bad;
+    }
+    ys.emplace_back(n * sizeof(double));
+    batch.push_back({t.keys[k].name, vecnorm::ConstTensorView(xs.back().data(), DType::float64, s),
+                     vecnorm::TensorView{ys.back().data(), DType::float64, s}});
+  }
+  vn.step(batch);
+}
+
+TEST(CheckpointNonFinite, AVecNormThatSkippedRoundTripsThroughAFile) {
+  const KeyTable t{Shape{3}, {{"obs", Shape{4}, DType::float64}, {"reward", Shape{}, DType::float64}}};
+  for (const bool pooled : {false, true}) {
+    Options o = make_options(Estimator::stable, pooled, DType::float64);
+    o.nonfinite = vecnorm::NonFinite::skip;
+    VecNorm vn(o, t);
+    std::vector<std::vector<std::int64_t>> tally;
+    std::vector<std::int64_t> rows;
+    const int steps = 12;
+    for (int s = 0; s < steps; ++s) step_with_bad(vn, s, tally, rows);
+    const State st = vn.export_state();
+    for (std::size_t k = 0; k < t.keys.size(); ++k) {
+      std::int64_t bad = 0;
+      for (std::int64_t v : tally[k]) bad += v;
+      ASSERT_GT(bad, 0) << t.keys[k].name;
+      if (!pooled) {  // the per-element skips are the test's own tally
+        EXPECT_EQ(st.keys[k].skips, tally[k]) << t.keys[k].name;
+        EXPECT_EQ(st.keys[k].skipped, bad) << t.keys[k].name;
+      } else {        // whole rows
+        EXPECT_TRUE(st.keys[k].skips.empty()) << t.keys[k].name;
+        EXPECT_EQ(st.keys[k].skipped, rows[k]) << t.keys[k].name;
+      }
+    }
+    const Bytes b = vecnorm::encode_state(st);
+    EXPECT_EQ(b, hand_encode(st, 2));
+    EXPECT_TRUE(SameState(vecnorm::decode_state(b), st));
+
+    TempDir dir;
+    const std::string path = (dir.path() / "skips.ckpt").string();
+    vecnorm::save_state(vn, path);
+    VecNorm fresh;  // unconfigured: adopts the state whole, nonfinite included
+    vecnorm::load_state(fresh, path);
+    EXPECT_EQ(fresh.options().nonfinite, vecnorm::NonFinite::skip);
+    Options errs = o;
+    errs.nonfinite = vecnorm::NonFinite::error;
+    VecNorm configured(errs, t);  // configured: keeps its own nonfinite, takes skips and skipped
+    vecnorm::load_state(configured, path);
+    EXPECT_EQ(configured.options().nonfinite, vecnorm::NonFinite::error);
+    for (const auto& k : t.keys) {
+      EXPECT_EQ(fresh.element_counts(k.name), vn.element_counts(k.name)) << k.name;
+      EXPECT_EQ(fresh.skipped(k.name), vn.skipped(k.name)) << k.name;
+      EXPECT_EQ(configured.element_counts(k.name), vn.element_counts(k.name)) << k.name;
+      EXPECT_EQ(configured.skipped(k.name), vn.skipped(k.name)) << k.name;
+    }
+    EXPECT_TRUE(SameState(fresh.export_state(), st));
+    // The loaded normalizer keeps skipping exactly like the original.
+    std::vector<std::vector<std::int64_t>> t1, t2;
+    std::vector<std::int64_t> r1, r2;
+    step_with_bad(vn, 100, t1, r1);
+    step_with_bad(fresh, 100, t2, r2);
+    EXPECT_TRUE(SameState(vn.export_state(), fresh.export_state())) << "pooled " << pooled;
+  }
+}
+
 // ================================================================ truncation
 
-TEST(CheckpointCorruption, EveryTruncationIsRejectedAndLeavesTheTargetUnchanged) {
-  const Options o = make_options(Estimator::torchrl, false, DType::float64);
-  const VecNorm src = trained(o, table4(), 3, 1);
-  const Bytes full = vecnorm::encode_state(src.export_state());
+/// Every proper prefix of encode_state(src) is rejected as truncated, by
+/// decode_state and by load_state (which leaves `target` unchanged); the whole
+/// file then loads into `target`.
+void truncation_sweep(const State& src, VecNorm& target, const char* label) {
+  const Bytes full = vecnorm::encode_state(src);
   ASSERT_GT(full.size(), 500u);
-
-  VecNorm target = trained(o, table4(), 2, 2);  // different statistics
   const State before = target.export_state();
   TempDir dir;
   std::size_t rejected = 0, files = 0;
@@ -396,39 +717,55 @@ TEST(CheckpointCorruption, EveryTruncationIsRejectedAndLeavesTheTargetUnchanged)
     const std::string path = (dir.path() / ("cut-" + std::to_string(len) + ".ckpt")).string();
     const Bytes cut(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(len));
     const std::string m = error_of([&] { vecnorm::decode_state(cut); }, ErrorCode::state_mismatch);
-    ASSERT_TRUE(contains(m, "vecnorm: checkpoint: truncated")) << "length " << len << ": " << m;
+    ASSERT_TRUE(contains(m, "vecnorm: checkpoint: truncated")) << label << ": length " << len << ": " << m;
     ++rejected;
     write_all(path, cut);
     const std::string lm = error_of([&] { vecnorm::load_state(target, path); }, ErrorCode::state_mismatch);
     ASSERT_TRUE(contains(lm, path)) << lm;
     ++files;
   }
-  EXPECT_TRUE(SameState(before, target.export_state()));
+  EXPECT_TRUE(SameState(before, target.export_state())) << label;
   // The whole file still loads (the loop above did not test a broken encoder).
   const std::string path = (dir.path() / "whole.ckpt").string();
   write_all(path, full);
   vecnorm::load_state(target, path);
-  EXPECT_TRUE(SameState(src.export_state(), target.export_state()));
-  std::cout << "[checkpoint] truncations: " << full.size() << " lengths (0.." << full.size() - 1
+  EXPECT_TRUE(SameState(src, target.export_state())) << label;
+  std::cout << "[checkpoint] truncations (" << label << "): " << full.size() << " lengths (0.." << full.size() - 1
             << ") of a " << full.size() << "-byte checkpoint: " << rejected << " rejected by decode_state, " << files
             << " rejected by load_state, target unchanged\n";
   EXPECT_EQ(rejected, full.size());
 }
 
+TEST(CheckpointCorruption, EveryTruncationIsRejectedAndLeavesTheTargetUnchanged) {
+  const Options o = make_options(Estimator::torchrl, false, DType::float64);
+  const VecNorm src = trained(o, table4(), 3, 1);
+  VecNorm target = trained(o, table4(), 2, 2);  // different statistics
+  truncation_sweep(src.export_state(), target, "trained");
+}
+
+TEST(CheckpointCorruption, EveryTruncationOfAFileWithSkipsIsRejected) {
+  const Options o = make_options(Estimator::torchrl, false, DType::float64);
+  const State src = with_skips(trained(o, table4(), 3, 1).export_state());
+  std::size_t stored = 0;
+  for (const auto& ks : src.keys) stored += ks.skips.size();
+  ASSERT_GT(stored, 20u);
+  VecNorm target = trained(o, table4(), 2, 2);
+  truncation_sweep(src, target, "version 2 with skips");
+}
+
 TEST(CheckpointCorruption, TruncationMessageNamesSizes) {
-  const Bytes full = tiny_expected();
-  const Bytes cut(full.begin(), full.begin() + 100);
-  const std::string m = error_of([&] { vecnorm::decode_state(cut); }, ErrorCode::state_mismatch);
-  EXPECT_TRUE(contains(m, "expected 125 bytes")) << m;
-  EXPECT_TRUE(contains(m, "got 100")) << m;
+  for (const Bytes& full : {tiny_v1_bytes(), tiny_v2_bytes()}) {
+    const Bytes cut(full.begin(), full.begin() + 100);
+    const std::string m = error_of([&] { vecnorm::decode_state(cut); }, ErrorCode::state_mismatch);
+    EXPECT_TRUE(contains(m, "expected " + std::to_string(full.size()) + " bytes")) << m;
+    EXPECT_TRUE(contains(m, "got 100")) << m;
+  }
 }
 
 // ================================================================ random corruption
 
-TEST(CheckpointCorruption, RandomFlipsAreAllRejected) {
-  const Options o = make_options(Estimator::stable, true, DType::float32);
-  const VecNorm src = trained(o, table4(), 3, 3);
-  const Bytes good = vecnorm::encode_state(src.export_state());
+/// Random corruptions of `good` (a valid checkpoint): all rejected, most by the checksum.
+void random_flips(const Bytes& good, const char* label) {
   std::mt19937_64 rng(0x5EED2024);
   std::size_t tried = 0, rejected = 0, accepted = 0, other = 0, checksum_msgs = 0;
   auto attempt = [&](const Bytes& bad) {
@@ -481,7 +818,8 @@ TEST(CheckpointCorruption, RandomFlipsAreAllRejected) {
     if (bad == good) bad[at] ^= 0x80;
     attempt(bad);
   }
-  std::cout << "[checkpoint] corruptions of a " << good.size() << "-byte checkpoint: " << tried << " tried ("
+  std::cout << "[checkpoint] corruptions of a " << good.size() << "-byte checkpoint (" << label << "): " << tried
+            << " tried ("
             << bits << " single-bit, " << singles << " single-byte, " << multis << " multi-byte, " << runs
             << " overwritten runs): " << rejected << " rejected (" << checksum_msgs
             << " by the checksum), " << accepted << " silently accepted\n";
@@ -491,48 +829,63 @@ TEST(CheckpointCorruption, RandomFlipsAreAllRejected) {
   EXPECT_GT(checksum_msgs, tried / 2);  // most are caught by the CRC, the rest by size/version/magic checks
 }
 
+TEST(CheckpointCorruption, RandomFlipsAreAllRejected) {
+  const Options o = make_options(Estimator::stable, true, DType::float32);
+  const VecNorm src = trained(o, table4(), 3, 3);
+  random_flips(vecnorm::encode_state(src.export_state()), "pooled");
+}
+
+TEST(CheckpointCorruption, RandomFlipsOfAFileWithSkipsAreAllRejected) {
+  const Options o = make_options(Estimator::stable, false, DType::float32);
+  const State s = with_skips(trained(o, table4(), 3, 3).export_state());
+  random_flips(vecnorm::encode_state(s), "per-element, version 2 with skips");
+}
+
 TEST(CheckpointCorruption, ForgedCorruptionWithAValidChecksumNeverCrashes) {
   // Corruptions the checksum cannot see (trailer recomputed): the parser itself
   // must reject them or return a State that validates.
   const Options o = make_options(Estimator::torchrl, false, DType::float32);
-  const VecNorm src = trained(o, table4(), 2, 4);
-  const Bytes good = vecnorm::encode_state(src.export_state());
-  std::mt19937_64 rng(77);
-  std::uniform_int_distribution<std::size_t> pos(24, good.size() - 5);  // after the fixed header, before the CRC
-  std::size_t rejected = 0, valid = 0, other = 0;
-  const std::size_t tries = 3000;
-  for (std::size_t i = 0; i < tries; ++i) {
-    Bytes bad = good;
-    const int n = 1 + static_cast<int>(rng() % 4);
-    for (int j = 0; j < n; ++j) bad[pos(rng)] = static_cast<std::uint8_t>(rng());
-    fix_up(bad);
-    try {
-      vecnorm::decode_state(bad).validate();
-      ++valid;
-    } catch (const vecnorm::Error& e) {
-      ++rejected;
-      if (e.code() != ErrorCode::state_mismatch) ++other;
-    } catch (...) {
-      ++other;
+  for (const bool skips : {false, true}) {
+    const State st = trained(o, table4(), 2, 4).export_state();
+    const Bytes good = vecnorm::encode_state(skips ? with_skips(st) : st);
+    std::mt19937_64 rng(77);
+    std::uniform_int_distribution<std::size_t> pos(24, good.size() - 5);  // after the fixed header, before the CRC
+    std::size_t rejected = 0, valid = 0, other = 0;
+    const std::size_t tries = 3000;
+    for (std::size_t i = 0; i < tries; ++i) {
+      Bytes bad = good;
+      const int n = 1 + static_cast<int>(rng() % 4);
+      for (int j = 0; j < n; ++j) bad[pos(rng)] = static_cast<std::uint8_t>(rng());
+      fix_up(bad);
+      try {
+        vecnorm::decode_state(bad).validate();
+        ++valid;
+      } catch (const vecnorm::Error& e) {
+        ++rejected;
+        if (e.code() != ErrorCode::state_mismatch) ++other;
+      } catch (...) {
+        ++other;
+      }
     }
+    std::cout << "[checkpoint] forged corruptions (valid checksum" << (skips ? ", with skips" : "") << "): " << tries
+              << " tried: " << rejected << " rejected by the parser/validation, " << valid
+              << " decoded to a valid state\n";
+    EXPECT_EQ(other, 0u);
+    EXPECT_GT(rejected, 0u);
   }
-  std::cout << "[checkpoint] forged corruptions (valid checksum): " << tries << " tried: " << rejected
-            << " rejected by the parser/validation, " << valid << " decoded to a valid state\n";
-  EXPECT_EQ(other, 0u);
-  EXPECT_GT(rejected, 0u);
 }
 
 struct Forged {
   const char* name;
-  std::size_t offset;  // in tiny_expected()
+  std::size_t offset;  // in the file it is applied to
   int width;           // 4 or 8
   std::uint64_t value;
   const char* message_part;
 };
 
-// Offsets of tiny_expected() per docs/state-format.md.
-const Forged kForged[] = {
-    {"flags", 12, 4, 1, "flags: expected 0"},
+// Offsets of tiny_v1_bytes() per docs/state-format.md (version 1).
+const Forged kForgedV1[] = {
+    {"flags", 12, 4, 1, "flags: expected 0 in format version 1"},
     {"estimator", 24, 4, 7, "estimator: expected 0 (torchrl) or 1 (stable), got 7"},
     {"reduce", 28, 4, 2, "reduce_batch_dims: expected 0 or 1, got 2"},
     {"stats dtype", 32, 4, 2, "stats_dtype: expected 0 (float32) or 1 (float64), got 2"},
@@ -554,31 +907,136 @@ const Forged kForged[] = {
     {"huge var length", 105, 8, ~std::uint64_t{0}, "key 'r' var length"},
 };
 
-TEST(CheckpointCorruption, ForgedFieldsAreRejectedByName) {
-  // A sanity check of the offsets first: tiny_expected() decodes.
-  ASSERT_NO_THROW(vecnorm::decode_state(tiny_expected()));
-  for (const Forged& f : kForged) {
-    Bytes b = tiny_expected();
+// Offsets of tiny_v2_bytes() per docs/state-format.md (the example).
+const Forged kForgedV2[] = {
+    {"flags", 12, 4, 4, "flags: expected 0 in format version 2, got 0x00000004"},
+    {"estimator", 24, 4, 7, "estimator: expected 0 (torchrl) or 1 (stable), got 7"},
+    {"nonfinite", 56, 4, 3, "nonfinite: expected 0 (propagate), 1 (skip) or 2 (error), got 3"},
+    {"huge nonfinite", 56, 4, 0xFFFFFFFFu, "nonfinite: expected 0 (propagate), 1 (skip) or 2 (error), got 4294967295"},
+    {"batch ndim 9", 60, 4, 9, "batch shape ndim: expected at most 8, got 9"},
+    {"negative batch dim", 64, 8, ~std::uint64_t{0}, "batch shape dim 0: expected >= 0"},
+    {"zero name length", 72, 4, 0, "key 0 name length"},
+    {"dtype code", 77, 4, 9, "key 'r' dtype"},
+    {"negative count", 85, 8, ~std::uint64_t{0}, "key 'r' count: expected >= 0, got -1"},
+    {"count below a skip", 85, 8, 1, "key 'r' skips[1]: expected 0 to 1 (the count), got 2"},
+    {"negative skipped", 93, 8, ~std::uint64_t{0}, "key 'r' skipped: expected >= 0, got -1"},
+    {"skipped not the sum", 93, 8, 4, "key 'r' skipped: expected the sum of skips, 3, got 4"},
+    {"short loc length", 101, 8, 4, "key 'r' loc length: expected 8 bytes"},
+    {"huge var length", 117, 8, ~std::uint64_t{0}, "key 'r' var length"},
+    {"one skip for two elements", 133, 8, 1, "key 'r' skips length: expected 0 or 2 values (one per element of [2]), got 1"},
+    {"three skips", 133, 8, 3, "key 'r' skips length: expected 0 or 2 values"},
+    {"huge skips length", 133, 8, std::uint64_t{1} << 62, "key 'r' skips length: expected 0 or 2 values"},
+    {"all-ones skips length", 133, 8, ~std::uint64_t{0}, "key 'r' skips length: expected 0 or 2 values"},
+    {"skips dropped", 133, 8, 0, "key 'r' skipped: expected the sum of skips, 0 (no skips stored), got 3"},
+    {"skip above the count", 141, 8, 8, "key 'r' skips[0]: expected 0 to 7 (the count), got 8"},
+    {"negative skip", 149, 8, ~std::uint64_t{0}, "key 'r' skips[1]: expected 0 to 7 (the count), got -1"},
+    {"skips overflowing", 149, 8, std::uint64_t{1} << 63, "key 'r' skips[1]: expected 0 to 7"},
+};
+
+void check_forged(const Bytes& original, std::span<const Forged> table, const char* label) {
+  // A sanity check of the offsets first: the original decodes.
+  ASSERT_NO_THROW(vecnorm::decode_state(original)) << label;
+  for (const Forged& f : table) {
+    Bytes b = original;
     if (f.width == 4) put_u32(b, f.offset, static_cast<std::uint32_t>(f.value));
     else put_u64(b, f.offset, f.value);
     fix_up(b);
     const std::string m = error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
-    EXPECT_TRUE(contains(m, "vecnorm: checkpoint: ")) << f.name << ": " << m;
-    EXPECT_TRUE(contains(m, f.message_part)) << f.name << ": " << m;
+    EXPECT_TRUE(contains(m, "vecnorm: checkpoint: ")) << label << " " << f.name << ": " << m;
+    EXPECT_TRUE(contains(m, f.message_part)) << label << " " << f.name << ": " << m;
+  }
+}
+
+TEST(CheckpointCorruption, ForgedFieldsAreRejectedByName) {
+  check_forged(tiny_v1_bytes(), kForgedV1, "version 1");
+  check_forged(tiny_v2_bytes(), kForgedV2, "version 2");
+}
+
+/// Inconsistent skip records, written by hand (hand_encode checks nothing):
+/// decode_state refuses each naming the key and the field, and encode_state
+/// refuses to write the same State.
+TEST(CheckpointCorruption, InvalidSkipRecordsAreRejectedByName) {
+  struct Case {
+    const char* name;
+    State state;
+    const char* message_part;
+  };
+  std::vector<Case> cases;
+  {
+    State s = tiny_state_v2();
+    s.keys[0].skips = {0, 0};
+    s.keys[0].skipped = 0;
+    cases.push_back({"all-zero skips", s, "key 'r' skips: expected none when no element was skipped (skipped = 0), got 2 values"});
+  }
+  {
+    State s = tiny_state_v2();
+    s.keys[0].skips.clear();
+    s.keys[0].skipped = 5;
+    cases.push_back({"skipped without skips", s, "key 'r' skipped: expected the sum of skips, 0 (no skips stored), got 5"});
+  }
+  {
+    State s = tiny_state_v2();
+    s.keys[0].skips = {7, 7};
+    s.keys[0].skipped = 13;
+    cases.push_back({"wrong sum", s, "key 'r' skipped: expected the sum of skips, 14, got 13"});
+  }
+  {
+    State s = tiny_state_v2();
+    s.keys[0].skipped = -2;
+    cases.push_back({"negative skipped", s, "key 'r' skipped: expected >= 0, got -2"});
+  }
+  {
+    State s = tiny_state_v2();
+    s.keys[0].skips = {1, 2, 3};
+    s.keys[0].skipped = 6;
+    cases.push_back({"too many skips", s, "key 'r' skips length: expected 0 or 2 values"});
+  }
+  {
+    // Pooled statistics: batch [2] is informational, key "p" has feature [2].
+    State s;
+    s.options.reduce_batch_dims = true;
+    s.options.decay = 0.5;
+    s.table = KeyTable{Shape{2}, {{"p", Shape{2}, DType::float32}}};
+    vecnorm::KeyState ks;
+    ks.stats_shape = Shape{2};
+    ks.loc.assign(8, 0);
+    ks.var.assign(8, 0);
+    ks.count = 10;
+    ks.skips = {1, 1};
+    ks.skipped = 2;
+    s.keys.push_back(ks);
+    cases.push_back({"skips in pooled mode", s, "key 'p' skips: expected none with pooled statistics"});
+    State ok = s;  // the same without skips: pooled skipped counts rows, any value >= 0
+    ok.keys[0].skips.clear();
+    ok.keys[0].skipped = 123;
+    EXPECT_TRUE(SameState(vecnorm::decode_state(hand_encode(ok, 2)), ok));
+    EXPECT_EQ(vecnorm::encode_state(ok), hand_encode(ok, 2));
+  }
+  for (const Case& c : cases) {
+    const std::string m = error_of([&] { vecnorm::decode_state(hand_encode(c.state, 2)); }, ErrorCode::state_mismatch);
+    EXPECT_TRUE(contains(m, "vecnorm: checkpoint: ")) << c.name << ": " << m;
+    EXPECT_TRUE(contains(m, c.message_part)) << c.name << ": " << m;
+    // The writer never writes what the reader refuses (State::validate may
+    // word it differently; the key and the field are named either way).
+    const std::string e = error_of([&] { vecnorm::encode_state(c.state); }, ErrorCode::state_mismatch);
+    EXPECT_TRUE(contains(e, "encode_state")) << c.name << ": " << e;
+    EXPECT_TRUE(contains(e, "key '" + c.state.table.keys[0].name + "'")) << c.name << ": " << e;
+    EXPECT_TRUE(contains(e, "skip")) << c.name << ": " << e;
   }
 }
 
 TEST(CheckpointCorruption, BytesBetweenTheRecordsAndTheChecksumAreRejected) {
-  Bytes b = tiny_expected();
-  b.insert(b.end() - 4, {0, 0, 0, 0});
-  fix_up(b);
-  const std::string m = error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
-  EXPECT_TRUE(contains(m, "4 more bytes")) << m;
+  for (Bytes b : {tiny_v1_bytes(), tiny_v2_bytes()}) {
+    b.insert(b.end() - 4, {0, 0, 0, 0});
+    fix_up(b);
+    const std::string m = error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
+    EXPECT_TRUE(contains(m, "4 more bytes")) << m;
+  }
 }
 
 TEST(CheckpointCorruption, InvalidKeyTableIsRejectedAfterParsing) {
-  Bytes b = tiny_expected();
-  b[72] = '/';  // key name "/"
+  Bytes b = tiny_v2_bytes();
+  b[76] = '/';  // key name "/"
   fix_up(b);
   const std::string m = error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
   EXPECT_TRUE(contains(m, "invalid state")) << m;
@@ -586,11 +1044,12 @@ TEST(CheckpointCorruption, InvalidKeyTableIsRejectedAfterParsing) {
 }
 
 TEST(CheckpointCorruption, ChecksumMismatchNamesBothValues) {
-  Bytes b = tiny_expected();
-  b[122] ^= 0x01;  // stored CRC (offset 121), byte 1
+  Bytes b = tiny_v2_bytes();
+  const std::size_t crc_at = b.size() - 4;  // 157
+  b[crc_at + 1] ^= 0x01;
   const std::uint32_t computed = crc32c_bitwise(b.data(), b.size() - 4);
   std::uint32_t stored = 0;
-  for (int i = 0; i < 4; ++i) stored |= static_cast<std::uint32_t>(b[121 + i]) << (8 * i);
+  for (int i = 0; i < 4; ++i) stored |= static_cast<std::uint32_t>(b[crc_at + i]) << (8 * i);
   char want[64];
   std::snprintf(want, sizeof want, "expected CRC-32C 0x%08X (stored), got 0x%08X", stored, computed);
   const std::string m = error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
@@ -601,7 +1060,7 @@ TEST(CheckpointCorruption, ChecksumMismatchNamesBothValues) {
 // ================================================================ magic and version
 
 TEST(CheckpointHeader, WrongMagicIsNamed) {
-  Bytes b = tiny_expected();
+  Bytes b = tiny_v2_bytes();
   b[0] = 'P';
   b[1] = 'K';
   b[2] = 3;
@@ -619,22 +1078,22 @@ TEST(CheckpointHeader, WrongMagicIsNamed) {
 }
 
 TEST(CheckpointHeader, FutureAndZeroVersionsAreRefusedNamingBothVersions) {
-  for (std::uint32_t v : {2u, 7u, 0xFFFFFFFFu}) {
-    Bytes b = tiny_expected();
+  for (std::uint32_t v : {3u, 7u, 0xFFFFFFFFu}) {
+    Bytes b = tiny_v2_bytes();
     put_u32(b, 8, v);
     fix_up(b);  // even a well-formed file of another version is refused
     const std::string m = error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
-    EXPECT_TRUE(contains(m, "unsupported format version")) << m;
-    EXPECT_TRUE(contains(m, "reads versions 1 to 1")) << m;
+    EXPECT_TRUE(contains(m, "vecnorm: checkpoint: unsupported format version")) << m;
+    EXPECT_TRUE(contains(m, "reads versions 1 to 2")) << m;
     EXPECT_TRUE(contains(m, "the file has version " + std::to_string(v))) << m;
     EXPECT_TRUE(contains(m, "newer vecnorm")) << m;
   }
-  Bytes b = tiny_expected();
+  Bytes b = tiny_v2_bytes();
   put_u32(b, 8, 0);
   fix_up(b);
   const std::string m = error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
   EXPECT_TRUE(contains(m, "the file has version 0")) << m;
-  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 1u);
+  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 2u);
 }
 
 // ================================================================ loading into a configured normalizer

@@ -21,8 +21,10 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <limits>
 #include <new>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -811,6 +813,11 @@ TEST(SharedErrors, AttachWithMismatchNamesTheField) {
   e = o;
   e.reduce_batch_dims = true;
   EXPECT_TRUE(Throws(attach(e, t), sm, {"reduce_batch_dims", "expected true", "got false"}));
+  e = o;  // the segment was created with the default, skip
+  e.nonfinite = vecnorm::NonFinite::propagate;
+  EXPECT_TRUE(Throws(attach(e, t), sm, {"nonfinite", "expected propagate (the caller's), got skip (the segment's)"}));
+  e.nonfinite = vecnorm::NonFinite::error;
+  EXPECT_TRUE(Throws(attach(e, t), sm, {"nonfinite", "expected error (the caller's), got skip (the segment's)"}));
 
   KeyTable k = t;
   k.keys[1].name = "rew";
@@ -971,6 +978,590 @@ TEST(SharedErrors, FailedCallsChangeNothingAndReleaseTheLock) {
   // An empty call publishes nothing.
   vn.step(std::span<const KeyData>{});
   EXPECT_EQ(vn.generation(), g + 1);
+}
+
+// ================================================================ 5. non-finite input (Options::nonfinite)
+
+const double kNaN = std::numeric_limits<double>::quiet_NaN();
+const double kInf = std::numeric_limits<double>::infinity();
+
+/// 0: finite; 1, 2, 3: NaN, +inf, -inf. One in `one_in` is non-finite.
+int bad_kind(std::uint64_t salt, std::uint64_t t, std::uint64_t i, std::uint64_t one_in) {
+  const std::uint64_t h = mix(mix(mix(salt) ^ t) ^ i);
+  if (h % one_in != 0) return 0;
+  return 1 + static_cast<int>((h / one_in) % 3);
+}
+double bad_value(int kind) { return kind == 1 ? kNaN : kind == 2 ? kInf : -kInf; }
+
+/// Step t of a key with `rows` x `feat` elements: half-integers, some of them
+/// non-finite. Per-element: each element independently (1 in 5). Pooled: some
+/// rows (1 in 4; never row 0, so a step keeps at least one row) get one or two
+/// non-finite elements. Step 0 is all finite. `scalar`: shape [rows] (feat 1).
+Buf data_with_bad(DType dt, std::uint64_t salt, int t, std::int64_t rows, std::int64_t feat, bool pooled,
+                  bool scalar = false) {
+  Buf x(dt, scalar ? Shape{rows} : Shape{rows, feat});
+  const auto ut = static_cast<std::uint64_t>(t);
+  for (std::int64_t i = 0; i < rows * feat; ++i) x.set(i, hval(salt, ut, static_cast<std::uint64_t>(i), i % feat));
+  if (t == 0) return x;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (!pooled) {
+      for (std::int64_t f = 0; f < feat; ++f) {
+        const int k = bad_kind(salt, ut, static_cast<std::uint64_t>(r * feat + f), 5);
+        if (k) x.set(r * feat + f, bad_value(k));
+      }
+    } else if (r > 0) {
+      const int k = bad_kind(salt + 1, ut, static_cast<std::uint64_t>(r), 4);
+      if (!k) continue;
+      const std::uint64_t h = mix(salt ^ ut ^ static_cast<std::uint64_t>(r) * 977);
+      x.set(r * feat + static_cast<std::int64_t>(h % static_cast<std::uint64_t>(feat)), bad_value(k));
+      if (h % 7 == 0) x.set(r * feat + static_cast<std::int64_t>((h / 7) % static_cast<std::uint64_t>(feat)), kNaN);
+    }
+  }
+  return x;
+}
+
+/// Statistics a skip normalizer keeps, counted independently: per statistics
+/// element the sums and the number of values that entered, and the units left
+/// out (elements per-element, rows pooled).
+struct Tally {
+  std::vector<long double> s1, s2;
+  std::vector<std::int64_t> n;
+  std::int64_t count = 0;    // the key's count: updates (per-element) or rows that entered (pooled)
+  std::int64_t skipped = 0;
+  explicit Tally(std::size_t numel = 0) : s1(numel, 0), s2(numel, 0), n(numel, 0) {}
+  void add(const Buf& x, bool pooled) {
+    const std::int64_t stats = static_cast<std::int64_t>(s1.size());
+    const std::int64_t rows = pooled ? x.numel() / stats : 1;
+    if (!pooled) ++count;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      bool row_ok = true;
+      for (std::int64_t f = 0; f < stats; ++f) row_ok = row_ok && std::isfinite(x.get(r * stats + f));
+      if (pooled && !row_ok) {
+        ++skipped;
+        continue;
+      }
+      if (pooled) ++count;
+      for (std::int64_t f = 0; f < stats; ++f) {
+        const double v = x.get(r * stats + f);
+        if (!std::isfinite(v)) {
+          ++skipped;
+          continue;
+        }
+        const auto k = static_cast<std::size_t>(f);
+        s1[k] += v;
+        s2[k] += static_cast<long double>(v) * v;
+        ++n[k];
+      }
+    }
+  }
+  void add(const Tally& o, std::int64_t times) {
+    for (std::size_t k = 0; k < s1.size(); ++k) {
+      s1[k] += times * o.s1[k];
+      s2[k] += times * o.s2[k];
+      n[k] += times * o.n[k];
+    }
+    count += times * o.count;
+    skipped += times * o.skipped;
+  }
+  /// What element_counts() must say.
+  std::vector<std::int64_t> element_counts(bool pooled) const {
+    return pooled ? std::vector<std::int64_t>{count} : n;
+  }
+};
+
+/// loc/scale of `vn` against the exact mean and population variance of the
+/// finite data in `t` (decay 1), element by element with their own counts.
+template <class N>
+::testing::AssertionResult MatchesTally(const N& vn, const std::string& key, const Tally& t, double rtol, double mag) {
+  const std::vector<double> loc = vn.loc(key), scale = vn.scale(key);
+  if (loc.size() != t.s1.size())
+    return ::testing::AssertionFailure() << key << ": " << loc.size() << " statistics, expected " << t.s1.size();
+  for (std::size_t k = 0; k < loc.size(); ++k) {
+    const long double mean = t.s1[k] / t.n[k];
+    const long double var = t.s2[k] / t.n[k] - mean * mean;
+    if (!(std::fabs(loc[k] - static_cast<double>(mean)) <= rtol * mag))
+      return ::testing::AssertionFailure() << key << " loc[" << k << "]: expected " << static_cast<double>(mean)
+                                           << " (exact, " << t.n[k] << " values), got " << loc[k];
+    const double v = scale[k] * scale[k];
+    if (!(std::fabs(v - static_cast<double>(var)) <= rtol * mag * mag || scale[k] == vn.options().eps))
+      return ::testing::AssertionFailure() << key << " scale[" << k << "]^2: expected " << static_cast<double>(var)
+                                           << " (exact, " << t.n[k] << " values), got " << v;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+using NonFiniteParam = std::tuple<Estimator, bool, DType>;
+class SharedNonFinite : public ::testing::TestWithParam<NonFiniteParam> {};
+
+// Two handles of a skip segment and a plain skip VecNorm, fed the same data
+// with NaN and infinities in some elements (per-element) or rows (pooled):
+// the same outputs, statistics, element counts and skipped counters, bit for
+// bit, and the counts the test tallies itself. Pooled: also what a plain
+// VecNorm computes from the data with the bad rows removed.
+TEST_P(SharedNonFinite, SkipEqualsPlainVecNorm) {
+  const Estimator est = std::get<0>(GetParam());
+  const bool pooled = std::get<1>(GetParam());
+  const DType stats = std::get<2>(GetParam());
+  const std::int64_t B = 8, F = 3;
+  const Options o = shared_options(est, pooled, stats, 0.9);
+  ASSERT_EQ(o.nonfinite, vecnorm::NonFinite::skip);  // the default
+  const KeyTable table{Shape{B}, {{"obs", Shape{F}, DType::float32}, {"agents/reward", Shape{}, DType::float64}}};
+  const std::string name = unique_name("skip");
+  Unlinker cleanup{name};
+  SharedVecNorm a = SharedVecNorm::create(name, o, table);
+  SharedVecNorm b = SharedVecNorm::attach(name, o, table);
+  VecNorm plain(o, table), compact(o, table);
+  Tally t_obs(static_cast<std::size_t>(pooled ? F : B * F)), t_rew(static_cast<std::size_t>(pooled ? 1 : B));
+
+  const int kSteps = 40;
+  for (int t = 0; t < kSteps; ++t) {
+    const Buf x = data_with_bad(DType::float32, 11, t, B, F, pooled);
+    const Buf r = data_with_bad(DType::float64, 12, t, B, 1, pooled, true);
+    Buf ys(DType::float32, Shape{B, F}), yp(DType::float32, Shape{B, F});
+    Buf rys(DType::float64, Shape{B}), ryp(DType::float64, Shape{B});
+    SharedVecNorm& h = t % 2 ? a : b;
+    h.step({{"obs", x.cview(), ys.view()}, {"agents/reward", r.cview(), rys.view()}});
+    plain.step({{"obs", x.cview(), yp.view()}, {"agents/reward", r.cview(), ryp.view()}});
+    ASSERT_TRUE(ys.same_bytes(yp)) << "obs output differs at step " << t;
+    ASSERT_TRUE(rys.same_bytes(ryp)) << "reward output differs at step " << t;
+    t_obs.add(x, pooled);
+    t_rew.add(r, pooled);
+    if (pooled) {  // the same rows without the bad ones, one key per call (their row counts differ)
+      for (const auto& [key, in, feat] : {std::tuple<const char*, const Buf*, std::int64_t>{"obs", &x, F},
+                                          std::tuple<const char*, const Buf*, std::int64_t>{"agents/reward", &r, 1}}) {
+        std::vector<std::int64_t> good;
+        for (std::int64_t row = 0; row < B; ++row) {
+          bool ok = true;
+          for (std::int64_t f = 0; f < feat; ++f) ok = ok && std::isfinite(in->get(row * feat + f));
+          if (ok) good.push_back(row);
+        }
+        const auto m = static_cast<std::int64_t>(good.size());
+        Buf c(in->dtype, feat == 1 && in->shape.ndim() == 1 ? Shape{m} : Shape{m, feat});
+        for (std::int64_t j = 0; j < m; ++j)
+          for (std::int64_t f = 0; f < feat; ++f) c.set(j * feat + f, in->get(good[static_cast<std::size_t>(j)] * feat + f));
+        Buf cy(vecnorm::output_dtype(in->dtype), c.shape);
+        compact.step({{key, c.cview(), cy.view()}});
+      }
+    }
+  }
+  EXPECT_EQ(a.generation(), static_cast<std::uint64_t>(kSteps));
+  for (const auto& [key, tally] : {std::pair<const char*, const Tally*>{"obs", &t_obs},
+                                   std::pair<const char*, const Tally*>{"agents/reward", &t_rew}}) {
+    EXPECT_GT(tally->skipped, 0) << key;
+    EXPECT_EQ(a.count(key), tally->count) << key;
+    EXPECT_EQ(b.count(key), plain.count(key)) << key;
+    EXPECT_EQ(a.skipped(key), tally->skipped) << key;
+    EXPECT_EQ(b.skipped(key), plain.skipped(key)) << key;
+    EXPECT_EQ(a.element_counts(key), tally->element_counts(pooled)) << key;
+    EXPECT_EQ(b.element_counts(key), plain.element_counts(key)) << key;
+    EXPECT_EQ(a.loc(key), plain.loc(key)) << key;
+    EXPECT_EQ(b.scale(key), plain.scale(key)) << key;
+    if (pooled) {
+      EXPECT_EQ(compact.count(key), tally->count) << key;
+      EXPECT_EQ(compact.skipped(key), 0) << key;
+      const auto la = a.loc(key), lc = compact.loc(key), sa = a.scale(key), sc = compact.scale(key);
+      const double tol = rtol_for(stats, kSteps) * 4 * 20 * 20;
+      for (std::size_t i = 0; i < la.size(); ++i) {
+        EXPECT_NEAR(la[i], lc[i], tol) << key << " loc[" << i << "] vs the data without the bad rows";
+        EXPECT_NEAR(sa[i], sc[i], tol) << key << " scale[" << i << "] vs the data without the bad rows";
+      }
+    }
+  }
+  // export_state carries skips and skipped: the plain VecNorm's state, bit for bit.
+  const State sa = a.export_state(), sp = plain.export_state();
+  for (std::size_t k = 0; k < sa.keys.size(); ++k) {
+    EXPECT_EQ(sa.keys[k].skipped, sp.keys[k].skipped);
+    EXPECT_EQ(sa.keys[k].skips, sp.keys[k].skips);
+    EXPECT_EQ(sa.keys[k].skips.empty(), pooled);
+  }
+  EXPECT_EQ(vecnorm::encode_state(sa), vecnorm::encode_state(sp));
+  // ... and import_state carries them into another segment and into a VecNorm.
+  const std::string name2 = unique_name("skip-import");
+  Unlinker cleanup2{name2};
+  SharedVecNorm c = SharedVecNorm::create(name2, o, table);
+  c.import_state(sa);
+  VecNorm fresh;
+  fresh.import_state(sa);
+  for (const char* key : {"obs", "agents/reward"}) {
+    EXPECT_EQ(c.element_counts(key), plain.element_counts(key)) << key;
+    EXPECT_EQ(c.skipped(key), plain.skipped(key)) << key;
+    EXPECT_EQ(fresh.element_counts(key), plain.element_counts(key)) << key;
+    EXPECT_EQ(c.loc(key), plain.loc(key)) << key;
+  }
+  // The imported segment keeps evolving like the plain VecNorm.
+  const Buf x = data_with_bad(DType::float32, 11, 1000, B, F, pooled);
+  Buf ys(DType::float32, Shape{B, F}), yp(DType::float32, Shape{B, F});
+  c.step({{"obs", x.cview(), ys.view()}});
+  plain.step({{"obs", x.cview(), yp.view()}});
+  EXPECT_TRUE(ys.same_bytes(yp));
+  EXPECT_EQ(c.element_counts("obs"), plain.element_counts("obs"));
+  EXPECT_EQ(c.skipped("obs"), plain.skipped("obs"));
+}
+
+INSTANTIATE_TEST_SUITE_P(All, SharedNonFinite,
+                         ::testing::Combine(::testing::Values(Estimator::torchrl, Estimator::stable),
+                                            ::testing::Bool(), ::testing::Values(DType::float32, DType::float64)),
+                         [](const auto& info) {
+                           return param_name(std::get<0>(info.param), std::get<1>(info.param),
+                                             std::get<2>(info.param));
+                         });
+
+// Decay 1: the statistics are the exact mean and population variance of the
+// finite values (per-element: of each element's own values; pooled: of the
+// rows without a non-finite value), tallied by the test.
+TEST(SharedNonFiniteExact, SkippedValuesNeverEnterTheStatistics) {
+  for (const Estimator est : {Estimator::torchrl, Estimator::stable})
+    for (const bool pooled : {false, true}) {
+      const std::int64_t B = 16, F = 4;
+      const Options o = shared_options(est, pooled, DType::float64, 1.0);
+      const KeyTable table{Shape{B}, {{"obs", Shape{F}, DType::float64}}};
+      const std::string name = unique_name("exact-skip");
+      Unlinker cleanup{name};
+      SharedVecNorm vn = SharedVecNorm::create(name, o, table);
+      Tally tally(static_cast<std::size_t>(pooled ? F : B * F));
+      const int kSteps = 50;
+      for (int t = 0; t < kSteps; ++t) {
+        const Buf x = data_with_bad(DType::float64, 21, t, B, F, pooled);
+        vn.update({{"obs", x.cview(), {}}});
+        tally.add(x, pooled);
+      }
+      const std::string what = param_name(est, pooled, DType::float64);
+      EXPECT_EQ(vn.count("obs"), tally.count) << what;
+      EXPECT_EQ(vn.skipped("obs"), tally.skipped) << what;
+      EXPECT_EQ(vn.element_counts("obs"), tally.element_counts(pooled)) << what;
+      EXPECT_TRUE(MatchesTally(vn, "obs", tally, rtol_for(DType::float64, kSteps), 20.0)) << what;
+    }
+}
+
+// NonFinite::error: an update holding a non-finite value is refused, naming the
+// key, before anything is written or published; normalize-only calls are not scanned.
+TEST(SharedNonFiniteError, UpdatesWithNonFiniteInputAreRefused) {
+  Options o = basic_options();
+  o.nonfinite = vecnorm::NonFinite::error;
+  const KeyTable t = basic_table();
+  const std::string name = unique_name("nferror");
+  Unlinker cleanup{name};
+  SharedVecNorm vn = SharedVecNorm::create(name, o, t);
+  SharedVecNorm other = SharedVecNorm::attach(name, o, t);
+  std::vector<float> x(8, 1.0f), y(8), r(4, 2.0f), ry(4);
+  for (int i = 0; i < 8; ++i) x[static_cast<std::size_t>(i)] = 0.5f * static_cast<float>(i);
+  auto xv = vecnorm::view<const float>(x.data(), {4, 2});
+  auto yv = vecnorm::view(y.data(), {4, 2});
+  auto rv = vecnorm::view<const float>(r.data(), {4});
+  auto ryv = vecnorm::view(ry.data(), {4});
+  vn.step({{"obs", xv, yv}, {"reward", rv, ryv}});
+  const State before = vn.export_state();
+  const std::uint64_t g = vn.generation();
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity()}) {
+    std::vector<float> xb = x;
+    xb[5] = bad;  // batch element 2, feature 1
+    auto xbv = vecnorm::view<const float>(xb.data(), {4, 2});
+    EXPECT_TRUE(Throws([&] { vn.step({{"reward", rv, ryv}, {"obs", xbv, yv}}); }, ErrorCode::nonfinite_input,
+                       {"obs"}));
+    EXPECT_TRUE(Throws([&] { other.update({{"obs", xbv, {}}}); }, ErrorCode::nonfinite_input, {"obs"}));
+    // Not an update: normalized like any value.
+    vn.normalize({{"obs", xbv, yv}});
+  }
+  EXPECT_EQ(vn.generation(), g);
+  const State after = other.export_state();
+  for (std::size_t k = 0; k < before.keys.size(); ++k) {
+    EXPECT_EQ(before.keys[k].loc, after.keys[k].loc);
+    EXPECT_EQ(before.keys[k].var, after.keys[k].var);
+    EXPECT_EQ(before.keys[k].count, after.keys[k].count);
+    EXPECT_EQ(after.keys[k].skipped, 0);
+    EXPECT_TRUE(after.keys[k].skips.empty());
+  }
+  // A frozen handle only normalizes: nothing to refuse.
+  other.freeze();
+  std::vector<float> xb = x;
+  xb[0] = std::numeric_limits<float>::quiet_NaN();
+  other.step({{"obs", vecnorm::view<const float>(xb.data(), {4, 2}), yv}});
+  // The lock was never left held: both handles step on.
+  vn.step({{"obs", xv, yv}});
+  EXPECT_EQ(other.count("obs"), 2);
+  EXPECT_EQ(vn.generation(), g + 1);
+}
+
+// NonFinite::propagate: the reference behaviour, as a plain propagate VecNorm,
+// also after importing a state with skips (from a skip run).
+TEST(SharedNonFinitePropagate, EqualsPlainVecNormAlsoWithImportedSkips) {
+  Options o = basic_options();
+  o.nonfinite = vecnorm::NonFinite::propagate;
+  const KeyTable t = basic_table();
+  const std::string name = unique_name("propagate");
+  Unlinker cleanup{name};
+  SharedVecNorm vn = SharedVecNorm::create(name, o, t);
+  VecNorm plain(o, t);
+  for (int s = 0; s < 3; ++s) {
+    const Buf x = data_with_bad(DType::float32, 31, s, 4, 2, false);
+    Buf ys(DType::float32, Shape{4, 2}), yp(DType::float32, Shape{4, 2});
+    vn.step({{"obs", x.cview(), ys.view()}});
+    plain.step({{"obs", x.cview(), yp.view()}});
+    EXPECT_TRUE(ys.same_bytes(yp)) << "step " << s;
+  }
+  EXPECT_EQ(vecnorm::encode_state(vn.export_state()), vecnorm::encode_state(plain.export_state()));
+  EXPECT_EQ(vn.skipped("obs"), 0);
+  EXPECT_EQ(vn.element_counts("obs"), std::vector<std::int64_t>(8, 3));
+  // The non-finite values entered the statistics: wherever the input had one,
+  // loc or scale is not finite.
+  std::size_t bad_inputs = 0;
+  const std::vector<double> loc = vn.loc("obs"), scale = vn.scale("obs");
+  for (std::int64_t i = 0; i < 8; ++i) {
+    bool bad = false;
+    for (int s = 0; s < 3; ++s) bad = bad || !std::isfinite(data_with_bad(DType::float32, 31, s, 4, 2, false).get(i));
+    bad_inputs += bad;
+    const auto ui = static_cast<std::size_t>(i);
+    EXPECT_EQ(bad, !std::isfinite(loc[ui]) || !std::isfinite(scale[ui])) << "element " << i;
+  }
+  EXPECT_GT(bad_inputs, 0u);
+
+  Options so = o;
+  so.nonfinite = vecnorm::NonFinite::skip;
+  VecNorm skipper(so, t);
+  for (int s = 0; s < 3; ++s) {
+    const Buf x = data_with_bad(DType::float32, 31, s, 4, 2, false);
+    skipper.update({{"obs", x.cview(), {}}});
+  }
+  const State with_skips = skipper.export_state();
+  ASSERT_FALSE(with_skips.keys[0].skips.empty());
+  vn.import_state(with_skips);
+  plain.import_state(with_skips);
+  EXPECT_EQ(vn.element_counts("obs"), skipper.element_counts("obs"));
+  EXPECT_EQ(vn.skipped("obs"), skipper.skipped("obs"));
+  for (int s = 3; s < 6; ++s) {  // finite and non-finite values now enter, counted per element as before
+    const Buf x = data_with_bad(DType::float32, 31, s, 4, 2, false);
+    Buf ys(DType::float32, Shape{4, 2}), yp(DType::float32, Shape{4, 2});
+    vn.step({{"obs", x.cview(), ys.view()}});
+    plain.step({{"obs", x.cview(), yp.view()}});
+    EXPECT_TRUE(ys.same_bytes(yp)) << "step " << s;
+  }
+  EXPECT_EQ(vn.element_counts("obs"), plain.element_counts("obs"));
+  EXPECT_EQ(vn.skipped("obs"), skipper.skipped("obs"));
+  EXPECT_EQ(vecnorm::encode_state(vn.export_state()), vecnorm::encode_state(plain.export_state()));
+}
+
+/// The segment's memory, mapped by the test and read with the offsets of
+/// docs/shared.md ("Segment layout"), to play a writer that was killed.
+struct SegmentPeek {
+  void* base = nullptr;
+  std::size_t size = 0;
+  explicit SegmentPeek(const std::string& name) {
+    const int fd = ::shm_open(name.c_str(), O_RDWR, 0);
+    if (fd < 0) throw std::runtime_error("shm_open " + name);
+    struct stat st {};
+    ::fstat(fd, &st);
+    size = static_cast<std::size_t>(st.st_size);
+    base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (base == MAP_FAILED) throw std::runtime_error("mmap " + name);
+  }
+  ~SegmentPeek() { ::munmap(base, size); }
+  char* at(std::uint64_t off) const { return static_cast<char*>(base) + off; }
+  std::uint64_t u64(std::uint64_t off) const {
+    std::uint64_t v;
+    std::memcpy(&v, at(off), 8);
+    return v;
+  }
+  std::uint32_t num_keys() const {
+    std::uint32_t v;
+    std::memcpy(&v, at(28), 4);
+    return v;
+  }
+  /// The published slot of key k (view seq & 1).
+  int current(int k) const { return static_cast<unsigned char>(*at(u64(80) + (u64(104) & 1) * num_keys() + k)) & 1; }
+  std::int64_t* skipped(int k, int slot) const { return reinterpret_cast<std::int64_t*>(at(u64(120))) + 2 * k + slot; }
+  unsigned char* dirty(int k, int slot) const {
+    return reinterpret_cast<unsigned char*>(at(u64(128))) + 2 * k + slot;
+  }
+  /// Key 0's skips in `slot` (numel values; each array padded to 64 bytes).
+  std::int64_t* skips0(int slot, std::size_t numel) const {
+    const std::size_t padded = (numel * 8 + 63) / 64 * 64;
+    return reinterpret_cast<std::int64_t*>(at(u64(136) + slot * padded));
+  }
+};
+
+// What a writer killed in the middle of a step leaves in the unpublished slot
+// (its dirty flag set, then skips copied or counted, the counter changed) must
+// never reach the statistics: not when the published counter is 0 (the slot is
+// zeroed), not when it is not (the slot is overwritten by the copy), not after
+// an import_state that drops the skips.
+TEST(SharedNonFiniteStale, AKilledWritersUnpublishedSkipsNeverLeak) {
+  const std::int64_t B = 4, F = 3;
+  const std::size_t numel = static_cast<std::size_t>(B * F);
+  const Options o = shared_options(Estimator::stable, false, DType::float64, 1.0);
+  const KeyTable table{Shape{B}, {{"obs", Shape{F}, DType::float64}}};
+  const std::string name = unique_name("stale");
+  Unlinker cleanup{name};
+  SharedVecNorm vn = SharedVecNorm::create(name, o, table);
+  SegmentPeek peek(name);
+  auto finite = [&](int t) {
+    Buf x(DType::float64, Shape{B, F});
+    for (std::int64_t i = 0; i < x.numel(); ++i) x.set(i, hval(41, static_cast<std::uint64_t>(t), static_cast<std::uint64_t>(i), i % F));
+    return x;
+  };
+  auto stale = [&](std::int64_t base) {  // garbage in the unpublished slot, as a killed writer leaves it
+    const int out = 1 - peek.current(0);
+    *peek.dirty(0, out) = 1;
+    for (std::size_t i = 0; i < numel; ++i) peek.skips0(out, numel)[i] = base + static_cast<std::int64_t>(i);
+    *peek.skipped(0, out) = base * 7;
+  };
+  Tally tally(numel);
+  auto step = [&](const Buf& x) {
+    Buf y(DType::float64, Shape{B, F});
+    vn.step({{"obs", x.cview(), y.view()}});
+    tally.add(x, false);
+  };
+
+  step(finite(0));
+  stale(1000);
+  step(finite(1));  // published counter 0: the slot is zeroed before the step
+  EXPECT_EQ(vn.skipped("obs"), 0);
+  EXPECT_EQ(vn.element_counts("obs"), std::vector<std::int64_t>(numel, 2));
+  const int cur = peek.current(0);
+  for (std::size_t i = 0; i < numel; ++i) ASSERT_EQ(peek.skips0(cur, numel)[i], 0) << "published skips[" << i << "]";
+  EXPECT_EQ(*peek.dirty(0, cur), 0) << "a slot that skipped nothing is clean again";
+  // A skip now counts from 0, not from the garbage.
+  Buf x = finite(2);
+  x.set(5, kNaN);
+  step(x);
+  std::vector<std::int64_t> want(numel, 3);
+  want[5] = 2;
+  EXPECT_EQ(vn.element_counts("obs"), want);
+  EXPECT_EQ(vn.skipped("obs"), 1);
+
+  stale(5000);
+  step(finite(3));  // published counter 1: the published skips are copied over the garbage
+  for (auto& w : want) ++w;
+  EXPECT_EQ(vn.element_counts("obs"), want);
+  EXPECT_EQ(vn.skipped("obs"), 1);
+  x = finite(4);
+  x.set(7, kInf);
+  stale(9000);
+  step(x);
+  for (auto& w : want) ++w;
+  --want[7];
+  EXPECT_EQ(vn.element_counts("obs"), want);
+  EXPECT_EQ(vn.skipped("obs"), 2);
+  EXPECT_EQ(tally.element_counts(false), want);
+  EXPECT_TRUE(MatchesTally(vn, "obs", tally, rtol_for(DType::float64, 8), 20.0));
+
+  // import_state of a state without skips: both slots held non-zero skips
+  // (the published ones, and the garbage); neither may come back.
+  VecNorm clean(o, table);
+  Tally ctally(numel);
+  for (int t = 0; t < 3; ++t) {
+    const Buf c = finite(10 + t);
+    clean.update({{"obs", c.cview(), {}}});
+    ctally.add(c, false);
+  }
+  stale(123);
+  vn.import_state(clean.export_state());
+  EXPECT_EQ(vn.skipped("obs"), 0);
+  EXPECT_EQ(vn.element_counts("obs"), std::vector<std::int64_t>(numel, 3));
+  for (int t = 0; t < 2; ++t) {  // both slots get written again
+    const Buf c = finite(20 + t);
+    Buf y(DType::float64, Shape{B, F});
+    vn.step({{"obs", c.cview(), y.view()}});
+    ctally.add(c, false);
+  }
+  EXPECT_EQ(vn.element_counts("obs"), std::vector<std::int64_t>(numel, 5));
+  x = finite(30);
+  x.set(2, -kInf);
+  Buf y(DType::float64, Shape{B, F});
+  vn.step({{"obs", x.cview(), y.view()}});
+  ctally.add(x, false);
+  EXPECT_EQ(vn.element_counts("obs"), ctally.element_counts(false));
+  EXPECT_EQ(vn.skipped("obs"), 1);
+  EXPECT_TRUE(MatchesTally(vn, "obs", ctally, rtol_for(DType::float64, 8), 20.0));
+}
+
+// Workers stepping data with non-finite values are killed at random moments:
+// after every kill, the counts, element counts, skipped counter and statistics
+// are exactly those of `generation` whole steps.
+TEST(SharedNonFiniteKill, KilledWorkersNeverTearTheSkips) {
+  for (const bool pooled : {false, true}) {
+    const int kRounds = 30;
+    constexpr int P = 3;
+    const std::int64_t rows = pooled ? 512 : 64, feat = 4;
+    const Options o = shared_options(Estimator::stable, pooled, DType::float64, 1.0);
+    const KeyTable table{Shape{rows}, {{"obs", Shape{feat}, DType::float64}}};
+    const std::string name = unique_name("killskip");
+    Unlinker cleanup{name};
+    SharedVecNorm vn = SharedVecNorm::create(name, o, table);
+    const std::size_t stats_numel = static_cast<std::size_t>(pooled ? feat : rows * feat);
+    std::vector<Buf> batch;
+    std::vector<Tally> batch_tally;
+    for (int j = 0; j < P; ++j) {
+      batch.push_back(data_with_bad(DType::float64, 51, j + 1, rows, feat, pooled));  // j + 1: never the clean step 0
+      Tally t(stats_numel);
+      t.add(batch.back(), pooled);
+      batch_tally.push_back(t);
+    }
+    auto tally_of = [&](std::uint64_t g) {
+      Tally t(stats_numel);
+      for (int j = 0; j < P; ++j)
+        t.add(batch_tally[static_cast<std::size_t>(j)],
+              static_cast<std::int64_t>(g / P + (static_cast<std::uint64_t>(j) < g % P ? 1 : 0)));
+      return t;
+    };
+    // Step 0 is clean (per-element: every element then has a count).
+    const Buf clean = data_with_bad(DType::float64, 51, 0, rows, feat, pooled);
+    Tally base(stats_numel);
+    base.add(clean, pooled);
+    {
+      Buf y(DType::float64, Shape{rows, feat});
+      vn.step({{"obs", clean.cview(), y.view()}});
+    }
+    std::mt19937_64 rng(777 + (pooled ? 1 : 0));
+    std::uniform_int_distribution<int> delay_us(0, 3000);
+    KillTally tally;
+    for (int round = 0; round < kRounds; ++round) {
+      int ready[2];
+      ASSERT_EQ(::pipe(ready), 0);
+      const pid_t pid = spawn([&]() -> int {
+        ::close(ready[0]);
+        SharedVecNorm mine = SharedVecNorm::attach(name, o, table);
+        Buf y(DType::float64, Shape{rows, feat});
+        if (::write(ready[1], "r", 1) != 1) return 4;
+        for (;;) {
+          const std::uint64_t g = mine.generation() - 1;  // the only writer; step 0 was the clean one
+          mine.step({{"obs", batch[g % P].cview(), y.view()}});
+        }
+      });
+      ASSERT_GT(pid, 0);
+      ::close(ready[1]);
+      char c = 0;
+      const ssize_t got = ::read(ready[0], &c, 1);
+      ::close(ready[0]);
+      if (got != 1) {
+        const int st = wait_for(pid, 10);
+        FAIL() << "round " << round << ": the worker died before stepping: " << describe(st);
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(round % 10 == 0 ? 0 : delay_us(rng)));
+      ASSERT_EQ(::kill(pid, SIGKILL), 0);
+      int st = 0;
+      ASSERT_EQ(::waitpid(pid, &st, 0), pid);
+      ++tally.kills;
+      const std::uint64_t deaths = vn.recovered_owner_deaths();
+      const std::int64_t skipped = vn.skipped("obs");  // takes the lock: recovers it if the worker held it
+      tally.in_lock += vn.recovered_owner_deaths() - deaths;
+      const std::uint64_t g = vn.generation() - 1;
+      Tally want = tally_of(g);
+      want.add(base, 1);
+      ASSERT_EQ(skipped, want.skipped) << "round " << round << ", generation " << g;
+      ASSERT_EQ(vn.count("obs"), want.count) << "round " << round;
+      ASSERT_EQ(vn.element_counts("obs"), want.element_counts(pooled)) << "round " << round;
+      ASSERT_TRUE(MatchesTally(vn, "obs", want, rtol_for(DType::float64, static_cast<int>(g) + 1), 20.0))
+          << "round " << round << ", generation " << g;
+    }
+    std::cout << "[ shared   ] skips, " << (pooled ? "pooled" : "per-element") << ": survived " << tally.kills
+              << " SIGKILLs, " << tally.in_lock << " of them while the worker held the lock; " << vn.generation() - 1
+              << " steps published, skipped " << vn.skipped("obs") << std::endl;
+    EXPECT_GT(tally.in_lock, 0u);
+    g_total.kills += tally.kills;
+    g_total.in_lock += tally.in_lock;
+  }
 }
 
 }  // namespace
