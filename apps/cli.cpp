@@ -98,6 +98,13 @@ vecnorm::Estimator parse_estimator(const std::string& text, const std::string& o
   throw UsageError("option " + option + " expects torchrl or stable, got '" + text + "'");
 }
 
+vecnorm::NonFinite parse_nonfinite(const std::string& text, const std::string& option) {
+  if (text == "propagate") return vecnorm::NonFinite::propagate;
+  if (text == "skip") return vecnorm::NonFinite::skip;
+  if (text == "error") return vecnorm::NonFinite::error;
+  throw UsageError("option " + option + " expects propagate, skip or error, got '" + text + "'");
+}
+
 vecnorm::Backend parse_backend(const std::string& text, const std::string& option) {
   if (text == "cpu") return vecnorm::Backend::cpu;
   if (text == "cuda") return vecnorm::Backend::cuda;

@@ -69,6 +69,7 @@ std::vector<std::string> parse_options(int argc, char** argv, int first, const s
 std::int64_t parse_int(const std::string& text, const std::string& option, std::int64_t min_value);
 double parse_double(const std::string& text, const std::string& option);
 vecnorm::Estimator parse_estimator(const std::string& text, const std::string& option);
+vecnorm::NonFinite parse_nonfinite(const std::string& text, const std::string& option);
 vecnorm::Backend parse_backend(const std::string& text, const std::string& option);
 vecnorm::DType parse_stats_dtype(const std::string& text, const std::string& option);
 

@@ -44,9 +44,14 @@ std::string index_str(std::int64_t i, const vecnorm::Shape& shape) {
 void print_table(const vecnorm::VecNorm& vn, const vecnorm::KeySpec& spec, bool all) {
   const vecnorm::Shape stats = vn.stats_shape(spec.name);
   const std::int64_t count = vn.count(spec.name);
-  std::printf("\nkey '%s': %s, feature %s, statistics %s, count %lld\n", spec.name.c_str(),
+  const std::int64_t skipped = vn.skipped(spec.name);
+  std::printf("\nkey '%s': %s, feature %s, statistics %s, count %lld", spec.name.c_str(),
               vecnorm::to_string(spec.dtype), spec.feature_shape.str().c_str(), stats.str().c_str(),
               static_cast<long long>(count));
+  if (skipped > 0)
+    std::printf(", %lld %s with non-finite values skipped", static_cast<long long>(skipped),
+                vn.options().reduce_batch_dims ? "rows" : "elements");
+  std::printf("\n");
   if (count == 0) {
     std::printf("  never updated: no loc/scale yet\n");
     return;
@@ -103,6 +108,8 @@ std::string state_json(const std::string& path, const vecnorm::VecNorm& vn) {
   out += o.reduce_batch_dims ? "true" : "false";
   out += ", \"stats_dtype\": ";
   json_string(out, vecnorm::to_string(o.stats_dtype));
+  out += ", \"nonfinite\": ";
+  json_string(out, vecnorm::to_string(o.nonfinite));
   out += ", \"batch_shape\": ";
   json_shape(out, table.batch_shape);
   out += ",\n \"keys\": {";
@@ -119,6 +126,8 @@ std::string state_json(const std::string& path, const vecnorm::VecNorm& vn) {
     json_shape(out, vn.stats_shape(spec.name));
     out += ", \"count\": ";
     json_int(out, count);
+    out += ", \"skipped\": ";
+    json_int(out, vn.skipped(spec.name));
     out += ", \"loc\": ";
     if (count > 0) json_numbers(out, vn.loc(spec.name));
     else out += "null";
@@ -170,6 +179,7 @@ int run_inspect(int argc, char** argv, int first) {
     if (o.reduce_batch_dims) std::printf("  statistics    pooled over the batch dims (one per feature)\n");
     else std::printf("  statistics    per element of batch %s\n", table.batch_shape.str().c_str());
     std::printf("  stats dtype   %s\n", vecnorm::to_string(o.stats_dtype));
+    std::printf("  nonfinite     %s\n", vecnorm::to_string(o.nonfinite));
     std::printf("  keys          %zu\n", table.keys.size());
     for (const auto& spec : table.keys) print_table(vn, spec, all);
   }

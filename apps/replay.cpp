@@ -40,6 +40,8 @@ constexpr const char* kHelp =
     "  --decay D             EMA decay, 0 < D <= 1 (default 0.9999)\n"
     "  --eps E               lower bound of the scale (default 1e-4)\n"
     "  --estimator NAME      torchrl (VecNormV2's formulas, default) or stable\n"
+    "  --nonfinite MODE      NaN/inf input: skip (default: left out of the statistics,\n"
+    "                        counted), propagate (the reference) or error (stop)\n"
     "  --reduce-batch-dims   pool the batch dims: one statistic per feature\n"
     "  --stateless           stateless mode: per-element statistics and counts\n"
     "  --stats-dtype T       float32 (default) or float64 statistics\n"
@@ -65,7 +67,7 @@ struct Args {
   std::int64_t batch_dims = 1;
   vecnorm::Options options;
   vecnorm::Backend backend = vecnorm::Backend::automatic;
-  bool decay_set = false, eps_set = false, estimator_set = false, stats_set = false;
+  bool decay_set = false, eps_set = false, estimator_set = false, stats_set = false, nonfinite_set = false;
   bool stateless = false;
   std::optional<std::int64_t> freeze_after;
   std::string load_state, save_state, out_dir;
@@ -120,6 +122,11 @@ Args parse_args(int argc, char** argv, int first) {
        [&](const std::string& v) {
          a.options.estimator = parse_estimator(v, "--estimator");
          a.estimator_set = true;
+       }},
+      {"--nonfinite", true,
+       [&](const std::string& v) {
+         a.options.nonfinite = parse_nonfinite(v, "--nonfinite");
+         a.nonfinite_set = true;
        }},
       {"--reduce-batch-dims", false, [&](const std::string&) { a.options.reduce_batch_dims = true; }},
       {"--stateless", false, [&](const std::string&) { a.stateless = true; }},
@@ -360,6 +367,7 @@ int run_replay(int argc, char** argv, int first) {
     if (!a.decay_set) opt.decay = so.decay;
     if (!a.eps_set) opt.eps = so.eps;
     if (!a.stats_set) opt.stats_dtype = so.stats_dtype;
+    if (!a.nonfinite_set) opt.nonfinite = so.nonfinite;
     if (!a.options.reduce_batch_dims && !a.stateless) opt.reduce_batch_dims = so.reduce_batch_dims;
     if (a.stateless && so.reduce_batch_dims)
       throw InputError("--load-state " + a.load_state +

@@ -625,17 +625,58 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
   double* sums_f = base + W * (1 + 2 * (nt + 1)) + 2 * F;
 
   std::int64_t count_after = n;
-  if (update) {
-    const core::Coeffs<double> shift_c = core::shift_coeffs<Stable>(p.decay, n);
-    for (std::int64_t f = 0; f < F; ++f) {
-      const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
-      shift[f] = static_cast<C>(core::pooled_shift<Stable>(shift_c, loc, n, core::load<double>(x + f)));
+  if (!update) {
+    if (p.op != Op::normalize) {
+      // An empty batch adds nothing: statistics and count stay (copied if out != in).
+      keep_stats<S>(s, F);
+      *s.count_out = n;
     }
-    for (std::int64_t j = F; j < W; j += F) std::copy(shift, shift + F, shift + j);
-    std::fill(sums, sums + 2 * W * (nt + 1), 0.0);
-    parallel_for(R, nt, 1, 1, [&](std::int64_t b, std::int64_t e, int t) {
-      reduce_rows<X, C>(x, W, W, shift, b, e, sums + 2 * W * t, sums + 2 * W * t + W);
-    });
+    if (!normalize || m == 0) return;
+    // Normalize only: the map of each feature from the statistics as stored.
+    host_params<S, C, Stable>(p.decay, p.eps, true, loc_in, var_in, n, F, false, mu, r);
+    AffineSegment as;
+    as.key = s.key;
+    as.x = s.x;
+    as.x_dtype = s.x_dtype;
+    as.y = s.y;
+    as.rows = m;
+    as.feat = F;
+    as.broadcast = true;
+    as.param_dtype = std::is_same_v<C, double> ? DType::float64 : DType::float32;
+    as.mu = mu;
+    as.p = r;
+    affine_segment<X, C>(as, AffineDirection::apply, threads);
+    return;
+  }
+
+  // An update (and normalize): one team of nt threads does it all. Each thread
+  // reduces a contiguous range of super rows into its own sums; after a
+  // barrier one thread merges them (fixed order), updates the statistics and
+  // computes the per-feature map; after another, each thread normalizes the
+  // same rows it reduced (still in its caches).
+  const core::Coeffs<double> shift_c = core::shift_coeffs<Stable>(p.decay, n);
+  for (std::int64_t f = 0; f < F; ++f) {
+    const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
+    shift[f] = static_cast<C>(core::pooled_shift<Stable>(shift_c, loc, n, core::load<double>(x + f)));
+  }
+  for (std::int64_t j = F; j < W; j += F) std::copy(shift, shift + F, shift + j);
+  std::fill(sums, sums + 2 * W * (nt + 1), 0.0);
+  C mu_w[kMaxSuper], r_w[kMaxSuper];  // the map repeated over a super row (F < W)
+  const C* mu_row = mu;
+  const C* r_row = r;
+  using Y = out_t<X>;
+  Y* y = static_cast<Y*>(s.y);
+  const bool stream = normalize && static_cast<std::size_t>(n_elem) * sizeof(Y) >= kStreamBytes;
+
+  auto rows_of = [&](int t, int k) {
+    auto edge = [&](int j) { return j >= k ? R : R * j / k; };
+    return std::pair<std::int64_t, std::int64_t>{edge(t), edge(t + 1)};
+  };
+  auto reduce_part = [&](int t, int k) {
+    const auto [b, e] = rows_of(t, k);
+    if (b < e) reduce_rows<X, C>(x, W, W, shift, b, e, sums + 2 * W * t, sums + 2 * W * t + W);
+  };
+  auto finish = [&]() {
     if (tail > 0) reduce_rows<X, C>(x + R * W, W, tail, shift, 0, 1, sums + 2 * W * nt, sums + 2 * W * nt + W);
     S* loc_out = static_cast<S*>(s.loc_out);
     S* var_out = static_cast<S*>(s.var_out);
@@ -679,29 +720,45 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
     if (m_ok < m && s.skipped != nullptr) *s.skipped += m - m_ok;
     count_after = n + m_ok;
     *s.count_out = count_after;
-  } else if (p.op != Op::normalize) {
-    // An empty batch adds nothing: statistics and count stay (copied if out != in).
-    keep_stats<S>(s, F);
-    *s.count_out = n;
-  }
-  if (!normalize || m == 0) return;
+    if (!normalize) return;
+    // The normalization of each feature, from the statistics as stored.
+    host_params<S, C, Stable>(p.decay, p.eps, true, static_cast<const S*>(s.loc_out),
+                              static_cast<const S*>(s.var_out), count_after, F, false, mu, r);
+    if (W != F) {
+      for (std::int64_t j = 0; j < W; j += F) {
+        std::copy(mu, mu + F, mu_w + j);
+        std::copy(r, r + F, r_w + j);
+      }
+      mu_row = mu_w;
+      r_row = r_w;
+    }
+  };
+  auto normalize_part = [&](int t, int k) {
+    const auto [b, e] = rows_of(t, k);
+    const std::int64_t eb = b * W, ee = t == k - 1 ? n_elem : e * W;  // the last thread takes the tail
+    if (eb >= ee) return;
+    write_out(y, eb, ee, stream, [&](std::int64_t b2, std::int64_t e2, Y* out) {
+      affine_run<X, C, AffineDirection::apply>(x, out, b2, e2, W, mu_row, r_row);
+    });
+  };
 
-  // The normalization of each feature, from the statistics as stored.
-  const S* loc_now = update ? static_cast<const S*>(s.loc_out) : loc_in;
-  const S* var_now = update ? static_cast<const S*>(s.var_out) : var_in;
-  host_params<S, C, Stable>(p.decay, p.eps, true, loc_now, var_now, count_after, F, false, mu, r);
-  AffineSegment as;
-  as.key = s.key;
-  as.x = s.x;
-  as.x_dtype = s.x_dtype;
-  as.y = s.y;
-  as.rows = m;
-  as.feat = F;
-  as.broadcast = true;
-  as.param_dtype = std::is_same_v<C, double> ? DType::float64 : DType::float32;
-  as.mu = mu;
-  as.p = r;
-  affine_segment<X, C>(as, AffineDirection::apply, threads);
+#if defined(_OPENMP)
+  if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+    {
+      const int t = omp_get_thread_num(), k = omp_get_num_threads();
+      reduce_part(t, k);
+#pragma omp barrier
+#pragma omp single
+      finish();  // the single's implied barrier publishes the map
+      if (normalize) normalize_part(t, k);
+    }
+    return;
+  }
+#endif
+  reduce_part(0, 1);
+  finish();
+  if (normalize) normalize_part(0, 1);
 }
 
 /// Denormalize one key: the map (mu, scale) of its statistics, then y = x * scale + mu.
