@@ -14,11 +14,14 @@ namespace vecnorm::detail {
 /// For `numel` statistics (loc, var) with `count` samples, writes mu and
 /// p = 1/scale (want_scale false) or p = scale (want_scale true) in type C.
 /// `skips` (per-element mode, may be null): element i has count - skips[i] samples.
+/// `pooled_coeffs` (pooled, may be null): normalize_coeffs<double>(count), if known.
 template <class S, class C, bool Stable>
 void host_params(const core::Decay& decay, double eps, bool pooled, const S* loc, const S* var, std::int64_t count,
-                 std::int64_t numel, bool want_scale, C* mu, C* p, const std::int64_t* skips = nullptr) {
+                 std::int64_t numel, bool want_scale, C* mu, C* p, const std::int64_t* skips = nullptr,
+                 const core::Coeffs<double>* pooled_coeffs = nullptr) {
   if (pooled) {
-    const auto c = core::normalize_coeffs<double, Stable>(decay, count);
+    // pooled_coeffs: normalize_coeffs(count) when the caller has them already.
+    const auto c = pooled_coeffs != nullptr ? *pooled_coeffs : core::normalize_coeffs<double, Stable>(decay, count);
     for (std::int64_t i = 0; i < numel; ++i) {
       double m, q;
       if (want_scale) {

@@ -216,28 +216,58 @@ void write_out(Y* y, std::int64_t begin, std::int64_t end, bool stream, Body&& b
 
 /// Elements [b, e) with one count per key, y[i] written to out[i - b]. A
 /// function of its own (all operands local) so that the loop vectorizes.
-/// kSkip (NonFinite::skip): non-finite x leave their element's statistics as
-/// they are (a select, the loop stays a vector loop); returns how many did.
-template <class X, class S, class C, bool Stable, bool kUpdate, bool kNormalize, bool kSkip, bool kZeros>
-std::int64_t elementwise_chunk(const X* x, const S* loc_in, const S* var_in, S* loc_out, S* var_out, out_t<X>* out,
-                               std::int64_t b, std::int64_t e, const core::Coeffs<C> c, const C eps) {
-  std::int64_t kept = 0;
+/// kKeep (NonFinite::skip, a chunk that holds a non-finite x): those elements'
+/// statistics are written back as they are (update_stored_unless).
+template <class X, class S, class C, bool Stable, bool kUpdate, bool kNormalize, bool kKeep, bool kZeros>
+void elementwise_loop(const X* x, const S* loc_in, const S* var_in, S* loc_out, S* var_out, out_t<X>* out,
+                      std::int64_t b, std::int64_t e, const core::Coeffs<C> c, const C eps) {
   VECNORM_IVDEP
   for (std::int64_t i = b; i < e; ++i) {
     const C xi = core::load<C>(x + i);
     // kZeros: missing statistics are zeros (the same loop with zero loads).
     C loc = kZeros ? C(0) : static_cast<C>(loc_in[i]);
     C var = kZeros ? C(0) : static_cast<C>(var_in[i]);
-    if constexpr (kUpdate && kSkip) {
-      const bool keep = !core::is_finite(xi);
-      kept += keep ? 1 : 0;
-      core::update_stored_unless<S, C, Stable>(keep, loc, var, xi, c, loc_out[i], var_out[i]);
+    if constexpr (kUpdate && kKeep) {
+      core::update_stored_unless<S, C, Stable>(!core::is_finite(xi), loc, var, xi, c, loc_out[i], var_out[i]);
     } else if constexpr (kUpdate) {
       core::update_stored<S, C, Stable>(loc, var, xi, c, loc_out[i], var_out[i]);
     }
     if constexpr (kNormalize) core::store(out + (i - b), core::apply(core::element_affine<C, Stable>(loc, var, c, eps), xi));
   }
-  return kept;
+}
+
+/// Elements [b, e) of a key with one count per key. kSkip (NonFinite::skip):
+/// each run of kCheck elements is first checked for a non-finite x (an OR
+/// reduction over values then in L1, a vector loop); clean runs take the
+/// plain loop, the rare dirty one the loop that keeps those elements.
+/// Returns the elements kept out of the statistics.
+constexpr std::int64_t kCheck = 1024;
+template <class X, class S, class C, bool Stable, bool kUpdate, bool kNormalize, bool kSkip, bool kZeros>
+std::int64_t elementwise_chunk(const X* x, const S* loc_in, const S* var_in, S* loc_out, S* var_out, out_t<X>* out,
+                               std::int64_t b, std::int64_t e, const core::Coeffs<C> c, const C eps) {
+  if constexpr (!kSkip || !kUpdate) {
+    elementwise_loop<X, S, C, Stable, kUpdate, kNormalize, false, kZeros>(x, loc_in, var_in, loc_out, var_out, out, b, e,
+                                                                        c, eps);
+    return 0;
+  } else {
+    std::int64_t kept = 0;
+    for (std::int64_t b2 = b; b2 < e; b2 += kCheck) {
+      const std::int64_t e2 = std::min(e, b2 + kCheck);
+      unsigned bad = 0;
+      VECNORM_IVDEP
+      for (std::int64_t i = b2; i < e2; ++i) bad |= core::is_finite(core::load<C>(x + i)) ? 0u : 1u;
+      out_t<X>* o2 = out == nullptr ? nullptr : out + (b2 - b);
+      if (bad == 0) {
+        elementwise_loop<X, S, C, Stable, kUpdate, kNormalize, false, kZeros>(x, loc_in, var_in, loc_out, var_out, o2,
+                                                                            b2, e2, c, eps);
+        continue;
+      }
+      elementwise_loop<X, S, C, Stable, kUpdate, kNormalize, true, kZeros>(x, loc_in, var_in, loc_out, var_out, o2, b2,
+                                                                         e2, c, eps);
+      for (std::int64_t i = b2; i < e2; ++i) kept += core::is_finite(core::load<C>(x + i)) ? 0 : 1;
+    }
+    return kept;
+  }
 }
 
 /// Elements [begin, end) of a per-element segment; returns the updates left out
@@ -703,8 +733,12 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
     std::int64_t m_ok = m;
     if (!finite && p.nonfinite == NonFinite::skip && !std::is_integral_v<X>)
       m_ok = masked_sums<X, S, C, Stable>(p, x, m, F, loc_in, n, shift, s1, s2);
+    // The normalization's coefficients at the new count: torchrl's update
+    // computed the same bias correction already (stable needs none).
+    core::Coeffs<double> nc{0.0, 1.0};
     if (m_ok > 0) {
       const core::Coeffs<double> uc = core::update_coeffs<double, Stable>(p.decay, n, m_ok);
+      if constexpr (!Stable) nc.inv_bc = uc.inv_bc;
       for (std::int64_t f = 0; f < F; ++f) {
         const core::Moments b =
             core::moments_from_shifted(static_cast<double>(m_ok), static_cast<double>(shift[f]), s1[f], s2[f]);
@@ -716,6 +750,7 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
       }
     } else {
       keep_stats<S>(s, F);
+      nc = core::normalize_coeffs<double, Stable>(p.decay, n);
     }
     if (m_ok < m && s.skipped != nullptr) *s.skipped += m - m_ok;
     count_after = n + m_ok;
@@ -723,7 +758,7 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
     if (!normalize) return;
     // The normalization of each feature, from the statistics as stored.
     host_params<S, C, Stable>(p.decay, p.eps, true, static_cast<const S*>(s.loc_out),
-                              static_cast<const S*>(s.var_out), count_after, F, false, mu, r);
+                              static_cast<const S*>(s.var_out), count_after, F, false, mu, r, nullptr, &nc);
     if (W != F) {
       for (std::int64_t j = 0; j < W; j += F) {
         std::copy(mu, mu + F, mu_w + j);

@@ -55,9 +55,15 @@ VECNORM_HD double stable_weight(const Decay& p, std::int64_t n, std::int64_t m) 
 }
 
 /// torch.lerp's formula: start + w (end - start), written from the nearer end.
+/// Both ends are computed and one selected (the same bits as a branch), so that
+/// a loop around it has no control flow and stays a vector loop even when the
+/// compiler cannot hoist the test on w out of it.
 template <class T>
 VECNORM_HD T lerp(T start, T end, T w) {
-  return w < T(0.5) ? start + w * (end - start) : end - (end - start) * (T(1) - w);
+  const T d = end - start;
+  const T from_start = start + w * d;
+  const T from_end = end - d * (T(1) - w);
+  return w < T(0.5) ? from_start : from_end;
 }
 
 /// max(sqrt(max(v, 0)), eps). NaN propagates (as in the reference): the
