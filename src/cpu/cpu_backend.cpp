@@ -525,11 +525,45 @@ inline void load_vec(const X* p, Vec<C>& v) {
   }
 }
 
+/// Widths in (kRowWiseMin, kRowWise] are reduced row by row (below). Narrower
+/// rows keep their sums in registers (the row-wise accumulators would make
+/// each row wait on the previous row's stores); wider ones do not fit L1.
+constexpr std::int64_t kRowWiseMin = 96;
+constexpr std::int64_t kRowWise = 1024;
+
 /// Adds the shifted sums of rows [row_b, row_e) of a [*, ld] matrix, columns
 /// [0, width), to s1/s2.
+///
+/// Each column's sums run in C over a tile of at most kTileRows rows, in row
+/// order, then are added to the double sums: two loop orders give exactly
+/// these bits. For widths in (kRowWiseMin, kRowWise], rows are read one after
+/// the other (a sequential stream) into accumulator rows that stay in L1;
+/// other widths are summed kBlock columns at a time in registers over the tile.
 template <class X, class C>
 void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, const C* __restrict shift,
                  std::int64_t row_b, std::int64_t row_e, double* __restrict s1, double* __restrict s2) {
+  if (width > kRowWiseMin && width <= kRowWise) {
+    alignas(64) C a1[kRowWise], a2[kRowWise];
+    for (std::int64_t t0 = row_b; t0 < row_e; t0 += kTileRows) {
+      const std::int64_t t1 = std::min(row_e, t0 + kTileRows);
+      std::fill(a1, a1 + width, C(0));
+      std::fill(a2, a2 + width, C(0));
+      for (std::int64_t r = t0; r < t1; ++r) {
+        const X* row = x + r * ld;
+        VECNORM_IVDEP
+        for (std::int64_t j = 0; j < width; ++j) {
+          const C d = core::load<C>(row + j) - shift[j];
+          a1[j] += d;
+          a2[j] += d * d;
+        }
+      }
+      for (std::int64_t j = 0; j < width; ++j) {
+        s1[j] += static_cast<double>(a1[j]);
+        s2[j] += static_cast<double>(a2[j]);
+      }
+    }
+    return;
+  }
   constexpr int L = kLanes<C>;
   constexpr int kBlock = 2 * L;  // columns summed in registers at a time
   for (std::int64_t t0 = row_b; t0 < row_e; t0 += kTileRows) {
@@ -772,9 +806,15 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
     const auto [b, e] = rows_of(t, k);
     const std::int64_t eb = b * W, ee = t == k - 1 ? n_elem : e * W;  // the last thread takes the tail
     if (eb >= ee) return;
-    write_out(y, eb, ee, stream, [&](std::int64_t b2, std::int64_t e2, Y* out) {
-      affine_run<X, C, AffineDirection::apply>(x, out, b2, e2, W, mu_row, r_row);
-    });
+    // Last rows first: those the reduction read last are the ones still cached.
+    constexpr std::int64_t kBack = 1 << 16;
+    for (std::int64_t hi = ee; hi > eb;) {
+      const std::int64_t lo = std::max(eb, hi - kBack);
+      write_out(y, lo, hi, stream, [&](std::int64_t b2, std::int64_t e2, Y* out) {
+        affine_run<X, C, AffineDirection::apply>(x, out, b2, e2, W, mu_row, r_row);
+      });
+      hi = lo;
+    }
   };
 
 #if defined(_OPENMP)
