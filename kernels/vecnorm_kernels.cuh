@@ -282,18 +282,34 @@ __device__ __forceinline__ void element_params(const LaunchPlan& p, const DevSeg
 /// for every feature f (n = the number of such rows, 0 when none). Sums in
 /// double, shifted as pooled_shift with the first finite row standing in for
 /// the first sample. Returns the number of rows. Slow (one block), and rare.
-template <class X, class S, bool Stable>
-__device__ std::int64_t masked_moments(const LaunchPlan& p, const DevSegment& s, double* part) {
+/// One input value as a double, for the dtype of a segment (a runtime switch:
+/// the rare masked path is not worth an instantiation per dtype).
+__device__ __forceinline__ double load_as_double(const void* x, std::uint8_t t, std::int64_t i) {
+  switch (t) {
+    case x_f32: return core::load<double>(static_cast<const float*>(x) + i);
+    case x_f64: return core::load<double>(static_cast<const double*>(x) + i);
+    case x_f16: return core::load<double>(static_cast<const half_t*>(x) + i);
+    case x_bf16: return core::load<double>(static_cast<const bf16_t*>(x) + i);
+    case x_i32: return core::load<double>(static_cast<const std::int32_t*>(x) + i);
+    case x_i64: return core::load<double>(static_cast<const std::int64_t*>(x) + i);
+    default: return core::load<double>(static_cast<const std::uint8_t*>(x) + i);
+  }
+}
+
+template <class S, bool Stable>
+__device__ __forceinline__ std::int64_t masked_moments(const LaunchPlan& p, int k, double* part) {
   __shared__ int ok[kThreads];
   __shared__ std::int64_t first;
   __shared__ std::int64_t rows_ok;
-  const X* x = static_cast<const X*>(s.x);
+  const DevSegment& s = p.seg[k];
+  const void* x = s.x;
+  const std::uint8_t xt = s.x_dtype;
   const S* loc_in = static_cast<const S*>(s.loc_in);
   const std::int64_t F = s.feat, m = s.rows;
   const std::int64_t n = s.count_in ? *s.count_in : 0;
   auto row_ok = [&](std::int64_t r) {
     for (std::int64_t f = 0; f < F; ++f)
-      if (!core::is_finite(core::load<double>(x + r * F + f))) return 0;
+      if (!core::is_finite(load_as_double(x, xt, r * F + f))) return 0;
     return 1;
   };
   if (threadIdx.x == 0) {
@@ -318,7 +334,7 @@ __device__ std::int64_t masked_moments(const LaunchPlan& p, const DevSegment& s,
     const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
     part[3 * f + 0] = 0.0;
     part[3 * f + 1] = 0.0;
-    part[3 * f + 2] = first < m ? core::pooled_shift<Stable>(shift_c, loc, n, core::load<double>(x + first * F + f)) : 0.0;
+    part[3 * f + 2] = first < m ? core::pooled_shift<Stable>(shift_c, loc, n, load_as_double(x, xt, first * F + f)) : 0.0;
   }
   __syncthreads();
   for (std::int64_t r0 = first; r0 < m; r0 += kThreads) {
@@ -331,7 +347,7 @@ __device__ std::int64_t masked_moments(const LaunchPlan& p, const DevSegment& s,
       const double shift = part[3 * f + 2];
       for (std::int64_t t = 0; t < len; ++t) {
         if (ok[t] == 0) continue;
-        const double d = core::load<double>(x + (r0 + t) * F + f) - shift;
+        const double d = load_as_double(x, xt, (r0 + t) * F + f) - shift;
         a += d;
         q += d * d;
       }
@@ -359,7 +375,7 @@ __device__ std::int64_t masked_moments(const LaunchPlan& p, const DevSegment& s,
 /// loc/var in double, moves the counts by the batch size and, for a step that
 /// normalizes, writes the per-feature map for affine_kernel.
 template <class S, bool Stable>
-__global__ void __launch_bounds__(kThreads) pooled_stats_kernel(const __grid_constant__ LaunchPlan p) {
+__global__ void __launch_bounds__(kThreads, 1) pooled_stats_kernel(const __grid_constant__ LaunchPlan p) {
   __shared__ double sh1[kThreads];
   __shared__ double sh2[kThreads];
   const std::int64_t block = blockIdx.x;
@@ -404,7 +420,7 @@ __global__ void __launch_bounds__(kThreads) pooled_stats_kernel(const __grid_con
     // NonFinite::skip with a non-finite value in the batch (rare): the moments
     // again over the rows whose values are all finite, by this block alone.
     if (bad != 0 && p.skip != 0) {
-      visit_x(sk.x_dtype, [&](auto xt) { m = masked_moments<decltype(xt), S, Stable>(p, sk, part); });
+      m = masked_moments<S, Stable>(p, k, part);
       if (threadIdx.x == 0 && sk.skipped != nullptr && m < sk.rows) add_counter(sk.skipped, sk.rows - m);
     }
     if (threadIdx.x == 0) added[k] = m;
