@@ -313,7 +313,7 @@ std::int64_t elementwise_range(const Plan& p, const Segment& s, std::int64_t beg
   }
   // The count of each element: per element (stateless), or the key's less the
   // element's skips. The coefficients are recomputed only when it changes.
-  const std::int64_t n_key = s.count_in ? *s.count_in : 0;
+  const std::int64_t n_key = Counts == CountLayout::per_key && s.count_in ? *s.count_in : 0;  // stateless: unused (and maybe empty)
   std::int64_t cached = -1;
   core::Coeffs<C> c{};
   write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
