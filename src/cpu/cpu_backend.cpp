@@ -50,8 +50,9 @@
 // linker's choice of one copy), while this file's own functions, all of
 // internal linkage, become AVX2 code that inlines them. The arithmetic is the
 // same IEEE operations in the same order in both builds (no FMA contraction:
-// the target does not enable FMA), so both give the same bits;
-// src/cpu/cpu_dispatch.cpp picks one at run time.
+// the target does not enable FMA, and CMake compiles this file with
+// -ffp-contract=off), so both give the same bits; src/cpu/cpu_dispatch.cpp
+// picks one at run time.
 #ifndef VECNORM_CPU_ISA
 #define VECNORM_CPU_ISA baseline
 #endif
@@ -388,6 +389,32 @@ void elementwise_segment(const Plan& p, const Segment& s) {
 }
 
 // ---------------------------------------------------------------------------
+// Vector registers
+// ---------------------------------------------------------------------------
+
+/// A vector register of C (GCC/Clang vector extension: 16 bytes of SSE, 32 of
+/// AVX2), for the loops that keep values in registers across rows.
+#if defined(VECNORM_CPU_AVX2_BUILD)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
+template <class C>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  typedef float type __attribute__((vector_size(kVecBytes)));
+};
+template <>
+struct VecOf<double> {
+  typedef double type __attribute__((vector_size(kVecBytes)));
+};
+template <class C>
+using Vec = typename VecOf<C>::type;
+template <class C>
+constexpr int kLanes = static_cast<int>(kVecBytes / sizeof(C));
+
+// ---------------------------------------------------------------------------
 // Super rows
 // ---------------------------------------------------------------------------
 //
@@ -409,29 +436,89 @@ std::int64_t super_width(std::int64_t feat) {
 // Affine maps (pooled normalize, to_affine, denormalize)
 // ---------------------------------------------------------------------------
 
+/// Runs of the map over [i0, i0 + len), parameters from ms/qs (one per element).
+template <class X, class C, AffineDirection Dir>
+inline void affine_span(const X* __restrict xs, out_t<X>* __restrict ys, std::int64_t len, const C* __restrict ms,
+                        const C* __restrict qs) {
+  VECNORM_IVDEP
+  for (std::int64_t j = 0; j < len; ++j) {
+    const C xi = core::load<C>(xs + j);
+    C v;
+    if constexpr (Dir == AffineDirection::apply) {
+      v = core::apply(core::Affine<C>{ms[j], qs[j]}, xi);
+    } else {
+      v = core::unapply(ms[j], qs[j], xi);
+    }
+    core::store(ys + j, v);
+  }
+}
+
+/// core::apply over rows [0, rows) of a [rows, ld] matrix (x and out), columns
+/// [j0, j0 + NV vectors), the parameters of those columns held in registers:
+/// one load and one store per vector (the loop over periods would load mu and
+/// r besides: three loads a vector, more than the load ports give a copy).
+template <int NV, class C>
+inline void apply_columns(const C* __restrict x, C* __restrict out, std::int64_t rows, std::int64_t ld,
+                          std::int64_t j0, const C* __restrict mu, const C* __restrict q) {
+  constexpr int L = kLanes<C>;
+  Vec<C> m[NV], r[NV];
+  for (int v = 0; v < NV; ++v) {
+    std::memcpy(&m[v], mu + j0 + v * L, sizeof m[v]);
+    std::memcpy(&r[v], q + j0 + v * L, sizeof r[v]);
+  }
+  for (std::int64_t i = 0; i < rows; ++i) {
+    for (int v = 0; v < NV; ++v) {
+      Vec<C> xv;
+      std::memcpy(&xv, x + i * ld + j0 + v * L, sizeof xv);
+      Vec<C> yv;
+      for (int j = 0; j < L; ++j) yv[j] = core::apply(core::Affine<C>{m[v][j], r[v][j]}, xv[j]);
+      std::memcpy(out + i * ld + j0 + v * L, &yv, sizeof yv);
+    }
+  }
+}
+
+/// Rows of elements that stay in L1 while each block of columns passes over them.
+constexpr std::int64_t kApplyTileBytes = 8192;
+/// The longest period taken as a matrix (a short feature dimension or a super
+/// row; longer rows are not aligned to the vectors and gain nothing).
+constexpr std::int64_t kApplyMaxWidth = kMaxSuper;
+
 /// y[i] = map(x[i]) for i in [b, e), written to out[i - b]. Parameters repeat
 /// with period W (W = n: one value per element).
 template <class X, class C, AffineDirection Dir>
 void affine_run(const X* __restrict x, out_t<X>* __restrict out, std::int64_t b, std::int64_t e, std::int64_t W,
                 const C* __restrict mu, const C* __restrict q) {
-  for (std::int64_t i0 = b; i0 < e;) {
-    const std::int64_t j0 = i0 % W;
-    const std::int64_t len = std::min(e - i0, W - j0);
-    const X* xs = x + i0;
-    out_t<X>* ys = out + (i0 - b);
-    const C* ms = mu + j0;
-    const C* qs = q + j0;
-    VECNORM_IVDEP
-    for (std::int64_t j = 0; j < len; ++j) {
-      const C xi = core::load<C>(xs + j);
-      C v;
-      if constexpr (Dir == AffineDirection::apply) {
-        v = core::apply(core::Affine<C>{ms[j], qs[j]}, xi);
-      } else {
-        v = core::unapply(ms[j], qs[j], xi);
+  std::int64_t i0 = b;
+  if constexpr (Dir == AffineDirection::apply && std::is_same_v<X, C> && std::is_same_v<out_t<X>, X>) {
+    // Whole periods of a short period (pooled parameters): as a matrix, the
+    // parameters of each block of columns in registers.
+    constexpr std::int64_t L = kLanes<C>;
+    if (W >= L && W <= kApplyMaxWidth && e - b >= 2 * W) {
+      const std::int64_t first = (b + W - 1) / W * W;  // the first period start in [b, e)
+      const std::int64_t periods = (e - first) / W;
+      affine_span<X, C, Dir>(x + b, out, first - b, mu + b % W, q + b % W);
+      const X* xm = x + first;
+      C* om = out + (first - b);
+      const std::int64_t tile = std::max<std::int64_t>(4, kApplyTileBytes / static_cast<std::int64_t>(W * sizeof(C)));
+      for (std::int64_t r0 = 0; r0 < periods; r0 += tile) {
+        const std::int64_t rows = std::min(tile, periods - r0);
+        const C* xt = xm + r0 * W;
+        C* ot = om + r0 * W;
+        std::int64_t j0 = 0;
+        for (; j0 + 4 * L <= W; j0 += 4 * L) apply_columns<4>(xt, ot, rows, W, j0, mu, q);
+        for (; j0 + L <= W; j0 += L) apply_columns<1>(xt, ot, rows, W, j0, mu, q);
+        if (j0 < W)
+          for (std::int64_t i = 0; i < rows; ++i)
+            affine_span<X, C, Dir>(xt + i * W + j0, ot + i * W + j0, W - j0, mu + j0, q + j0);
       }
-      core::store(ys + j, v);
+      i0 = first + periods * W;
     }
+  }
+  // One division for the whole range: after the first (partial) period every
+  // run starts at j0 = 0.
+  for (std::int64_t j0 = i0 % W; i0 < e; j0 = 0) {
+    const std::int64_t len = std::min(e - i0, W - j0);
+    affine_span<X, C, Dir>(x + i0, out + (i0 - b), len, mu + j0, q + j0);
     i0 += len;
   }
 }
@@ -486,33 +573,12 @@ void run_affine_segment(const AffineSegment& s, AffineDirection dir, int threads
 // Shifted sums s1 = sum(x - K), s2 = sum((x - K)^2) per column, with one shift
 // K per feature for the whole call (the current mean), so that partial sums of
 // any rows combine by addition. Each tile of at most kTileRows rows is summed
-// in the compute type C, kBlock columns at a time in registers, then added to
-// double sums: the rounding error of the float sums stays bounded by the tile.
+// in the compute type C, up to four vectors of columns at a time in registers,
+// then added to double sums: the rounding error of the float sums stays
+// bounded by the tile.
 
 constexpr std::int64_t kTileRows = 128;
 
-/// A vector register of C (GCC/Clang vector extension: 16 bytes of SSE, 32 of
-/// AVX2). Two of them per accumulator keep a block's sums, shifts and loads in
-/// 8 registers.
-#if defined(VECNORM_CPU_AVX2_BUILD)
-constexpr int kVecBytes = 32;
-#else
-constexpr int kVecBytes = 16;
-#endif
-template <class C>
-struct VecOf;
-template <>
-struct VecOf<float> {
-  typedef float type __attribute__((vector_size(kVecBytes)));
-};
-template <>
-struct VecOf<double> {
-  typedef double type __attribute__((vector_size(kVecBytes)));
-};
-template <class C>
-using Vec = typename VecOf<C>::type;
-template <class C>
-constexpr int kLanes = static_cast<int>(kVecBytes / sizeof(C));
 
 template <class X, class C>
 inline void load_vec(const X* p, Vec<C>& v) {
@@ -525,76 +591,58 @@ inline void load_vec(const X* p, Vec<C>& v) {
   }
 }
 
-/// Widths in (kRowWiseMin, kRowWise] are reduced row by row (below). Narrower
-/// rows keep their sums in registers (the row-wise accumulators would make
-/// each row wait on the previous row's stores); wider ones do not fit L1.
-constexpr std::int64_t kRowWiseMin = 96;
-constexpr std::int64_t kRowWise = 1024;
+/// Shifted sums of rows [t0, t1), columns [j0, j0 + NV lanes), in registers
+/// (each column in row order), added to the double sums s1/s2.
+template <int NV, class X, class C>
+inline void block_sums(const X* __restrict x, std::int64_t ld, const C* __restrict shift, std::int64_t j0,
+                       std::int64_t t0, std::int64_t t1, double* __restrict s1, double* __restrict s2) {
+  constexpr int L = kLanes<C>;
+  Vec<C> a1[NV], a2[NV], sh[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    a1[v] = Vec<C>{};
+    a2[v] = Vec<C>{};
+    std::memcpy(&sh[v], shift + j0 + v * L, sizeof sh[v]);
+  }
+  for (std::int64_t r = t0; r < t1; ++r) {
+    const X* row = x + r * ld + j0;
+    for (int v = 0; v < NV; ++v) {
+      Vec<C> d;
+      load_vec<X, C>(row + v * L, d);
+      d -= sh[v];
+      a1[v] += d;
+      a2[v] += d * d;
+    }
+  }
+  for (int v = 0; v < NV; ++v)
+    for (int j = 0; j < L; ++j) {
+      s1[j0 + v * L + j] += static_cast<double>(a1[v][j]);
+      s2[j0 + v * L + j] += static_cast<double>(a2[v][j]);
+    }
+}
 
 /// Adds the shifted sums of rows [row_b, row_e) of a [*, ld] matrix, columns
 /// [0, width), to s1/s2.
 ///
 /// Each column's sums run in C over a tile of at most kTileRows rows, in row
-/// order, then are added to the double sums: two loop orders give exactly
-/// these bits. For widths in (kRowWiseMin, kRowWise], rows are read one after
-/// the other (a sequential stream) into accumulator rows that stay in L1;
-/// other widths are summed kBlock columns at a time in registers over the tile.
+/// order, in registers (eight accumulators of four vectors of columns at a
+/// time: enough independent adds to hide their latency; rows in L1 between
+/// two blocks), then are added to the double sums.
 template <class X, class C>
 void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, const C* __restrict shift,
                  std::int64_t row_b, std::int64_t row_e, double* __restrict s1, double* __restrict s2) {
-  if (width > kRowWiseMin && width <= kRowWise) {
-    alignas(64) C a1[kRowWise], a2[kRowWise];
-    for (std::int64_t t0 = row_b; t0 < row_e; t0 += kTileRows) {
-      const std::int64_t t1 = std::min(row_e, t0 + kTileRows);
-      std::fill(a1, a1 + width, C(0));
-      std::fill(a2, a2 + width, C(0));
-      for (std::int64_t r = t0; r < t1; ++r) {
-        const X* row = x + r * ld;
-        VECNORM_IVDEP
-        for (std::int64_t j = 0; j < width; ++j) {
-          const C d = core::load<C>(row + j) - shift[j];
-          a1[j] += d;
-          a2[j] += d * d;
-        }
-      }
-      for (std::int64_t j = 0; j < width; ++j) {
-        s1[j] += static_cast<double>(a1[j]);
-        s2[j] += static_cast<double>(a2[j]);
-      }
-    }
-    return;
-  }
   constexpr int L = kLanes<C>;
-  constexpr int kBlock = 2 * L;  // columns summed in registers at a time
   for (std::int64_t t0 = row_b; t0 < row_e; t0 += kTileRows) {
     const std::int64_t t1 = std::min(row_e, t0 + kTileRows);
     std::int64_t j0 = 0;
-    for (; j0 + kBlock <= width; j0 += kBlock) {
-      Vec<C> a1 = {}, b1 = {}, a2 = {}, b2 = {}, sa, sb;
-      std::memcpy(&sa, shift + j0, sizeof sa);
-      std::memcpy(&sb, shift + j0 + L, sizeof sb);
-      for (std::int64_t r = t0; r < t1; ++r) {
-        const X* row = x + r * ld + j0;
-        Vec<C> da, db;
-        load_vec<X, C>(row, da);
-        load_vec<X, C>(row + L, db);
-        da -= sa;
-        db -= sb;
-        a1 += da;
-        b1 += db;
-        a2 += da * da;
-        b2 += db * db;
-      }
-      for (int j = 0; j < L; ++j) {
-        s1[j0 + j] += static_cast<double>(a1[j]);
-        s1[j0 + L + j] += static_cast<double>(b1[j]);
-        s2[j0 + j] += static_cast<double>(a2[j]);
-        s2[j0 + L + j] += static_cast<double>(b2[j]);
-      }
-    }
+    // Four vectors of columns at a time (eight independent sums: the adds'
+    // latency is hidden), then two, then one.
+    for (; j0 + 4 * L <= width; j0 += 4 * L) block_sums<4>(x, ld, shift, j0, t0, t1, s1, s2);
+    for (; j0 + 2 * L <= width; j0 += 2 * L) block_sums<2>(x, ld, shift, j0, t0, t1, s1, s2);
+    for (; j0 + L <= width; j0 += L) block_sums<1>(x, ld, shift, j0, t0, t1, s1, s2);
     if (j0 < width) {
       const std::int64_t w = width - j0;
-      C a1[kBlock] = {}, a2[kBlock] = {};
+      C a1[kLanes<C>] = {}, a2[kLanes<C>] = {};
       for (std::int64_t r = t0; r < t1; ++r) {
         const X* row = x + r * ld + j0;
         for (std::int64_t j = 0; j < w; ++j) {
