@@ -635,8 +635,6 @@ void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, con
   for (std::int64_t t0 = row_b; t0 < row_e; t0 += kTileRows) {
     const std::int64_t t1 = std::min(row_e, t0 + kTileRows);
     std::int64_t j0 = 0;
-    // Four vectors of columns at a time (eight independent sums: the adds'
-    // latency is hidden), then two, then one.
     for (; j0 + 4 * L <= width; j0 += 4 * L) block_sums<4>(x, ld, shift, j0, t0, t1, s1, s2);
     for (; j0 + 2 * L <= width; j0 += 2 * L) block_sums<2>(x, ld, shift, j0, t0, t1, s1, s2);
     for (; j0 + L <= width; j0 += L) block_sums<1>(x, ld, shift, j0, t0, t1, s1, s2);
