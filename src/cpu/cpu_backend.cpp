@@ -454,24 +454,26 @@ inline void affine_span(const X* __restrict xs, out_t<X>* __restrict ys, std::in
 }
 
 /// core::apply over rows [0, rows) of a [rows, ld] matrix (x and out), columns
-/// [j0, j0 + NV vectors), the parameters of those columns held in registers:
-/// one load and one store per vector (the loop over periods would load mu and
-/// r besides: three loads a vector, more than the load ports give a copy).
+/// [j0, j0 + NV vectors), mu of those columns held in registers and r loaded
+/// (from L1): two loads and one store per vector, which the load ports give in
+/// the time of the store (the loop over periods loads mu and r besides: three
+/// loads a vector, more than a copy's). Up to eight vectors: a whole row of 64
+/// floats, passed over in address order.
 template <int NV, class C>
 inline void apply_columns(const C* __restrict x, C* __restrict out, std::int64_t rows, std::int64_t ld,
                           std::int64_t j0, const C* __restrict mu, const C* __restrict q) {
   constexpr int L = kLanes<C>;
-  Vec<C> m[NV], r[NV];
-  for (int v = 0; v < NV; ++v) {
-    std::memcpy(&m[v], mu + j0 + v * L, sizeof m[v]);
-    std::memcpy(&r[v], q + j0 + v * L, sizeof r[v]);
-  }
+  Vec<C> m[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) std::memcpy(&m[v], mu + j0 + v * L, sizeof m[v]);
   for (std::int64_t i = 0; i < rows; ++i) {
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
-      Vec<C> xv;
+      Vec<C> xv, rv;
       std::memcpy(&xv, x + i * ld + j0 + v * L, sizeof xv);
+      std::memcpy(&rv, q + j0 + v * L, sizeof rv);
       Vec<C> yv;
-      for (int j = 0; j < L; ++j) yv[j] = core::apply(core::Affine<C>{m[v][j], r[v][j]}, xv[j]);
+      for (int j = 0; j < L; ++j) yv[j] = core::apply(core::Affine<C>{m[v][j], rv[j]}, xv[j]);
       std::memcpy(out + i * ld + j0 + v * L, &yv, sizeof yv);
     }
   }
@@ -505,6 +507,7 @@ void affine_run(const X* __restrict x, out_t<X>* __restrict out, std::int64_t b,
         const C* xt = xm + r0 * W;
         C* ot = om + r0 * W;
         std::int64_t j0 = 0;
+        for (; j0 + 8 * L <= W; j0 += 8 * L) apply_columns<8>(xt, ot, rows, W, j0, mu, q);
         for (; j0 + 4 * L <= W; j0 += 4 * L) apply_columns<4>(xt, ot, rows, W, j0, mu, q);
         for (; j0 + L <= W; j0 += L) apply_columns<1>(xt, ot, rows, W, j0, mu, q);
         if (j0 < W)
