@@ -112,6 +112,18 @@ struct AffinePlan {
 /// not allocate). Owned by the caller: a VecNorm owns one.
 struct Workspace {
   std::vector<double> f64;  ///< CPU backend scratch
+  /// Count-dependent coefficients the CPU backend computed lately (see
+  /// cpu_backend.cpp, memo_coeffs): the keys of a step share their counts,
+  /// and a step's shift needs the bias correction the step before computed.
+  struct Memo {
+    int kind = -1;  ///< which coefficients; -1: empty
+    double log_decay = 0.0;
+    bool cumulative = true;
+    std::int64_t n = 0, m = 0;
+    core::Coeffs<double> c{};
+  };
+  Memo memo[4];
+  int memo_next = 0;
   // CUDA backend scratch in device memory, grown on first use (src/cuda).
   void* device = nullptr;
   std::size_t device_bytes = 0;

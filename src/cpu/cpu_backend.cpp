@@ -660,6 +660,41 @@ void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, con
   }
 }
 
+/// The coefficients of a pooled call, through the workspace's memo: the same
+/// core function of the same arguments (the same bits), an expm1 fewer each
+/// hit. In a step of k keys of one count, 1 update in k misses; the shift of
+/// the next step is always a hit (remember_shift).
+enum MemoKind : int { kMemoShift = 0, kMemoUpdate = 1 };
+
+template <bool Stable>
+core::Coeffs<double> memo_coeffs(Workspace& ws, MemoKind kind, const core::Decay& d, std::int64_t n, std::int64_t m) {
+  const int tag = 2 * kind + (Stable ? 1 : 0);
+  for (const Workspace::Memo& e : ws.memo)
+    if (e.kind == tag && e.n == n && e.m == m && e.cumulative == d.cumulative && e.log_decay == d.log_decay)
+      return e.c;
+  const core::Coeffs<double> c =
+      kind == kMemoShift ? core::shift_coeffs<Stable>(d, n) : core::update_coeffs<double, Stable>(d, n, m);
+  Workspace::Memo& e = ws.memo[ws.memo_next];
+  ws.memo_next = (ws.memo_next + 1) % static_cast<int>(std::size(ws.memo));
+  e = Workspace::Memo{tag, d.log_decay, d.cumulative, n, m, c};
+  return c;
+}
+
+/// torchrl: the update from n to `count` computed 1 / bias_correction(count),
+/// which is shift_coeffs(count) (the same expression): remembered for the
+/// next call's shift.
+template <bool Stable>
+void remember_shift(Workspace& ws, const core::Decay& d, std::int64_t count, const core::Coeffs<double>& update) {
+  if constexpr (!Stable) {
+    for (const Workspace::Memo& e : ws.memo)
+      if (e.kind == 2 * kMemoShift && e.n == count && e.cumulative == d.cumulative && e.log_decay == d.log_decay)
+        return;
+    Workspace::Memo& e = ws.memo[ws.memo_next];
+    ws.memo_next = (ws.memo_next + 1) % static_cast<int>(std::size(ws.memo));
+    e = Workspace::Memo{2 * kMemoShift, d.log_decay, d.cumulative, count, 0, core::Coeffs<double>{0.0, update.inv_bc}};
+  }
+}
+
 /// Statistics stay as they are: copied when out is not in (an update that adds nothing).
 template <class S>
 void keep_stats(const Segment& s, std::int64_t F) {
@@ -767,7 +802,7 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
   // barrier one thread merges them (fixed order), updates the statistics and
   // computes the per-feature map; after another, each thread normalizes the
   // same rows it reduced (still in its caches).
-  const core::Coeffs<double> shift_c = core::shift_coeffs<Stable>(p.decay, n);
+  const core::Coeffs<double> shift_c = memo_coeffs<Stable>(ws, kMemoShift, p.decay, n, 0);
   for (std::int64_t f = 0; f < F; ++f) {
     const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
     shift[f] = static_cast<C>(core::pooled_shift<Stable>(shift_c, loc, n, core::load<double>(x + f)));
@@ -820,7 +855,8 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
     // computed the same bias correction already (stable needs none).
     core::Coeffs<double> nc{0.0, 1.0};
     if (m_ok > 0) {
-      const core::Coeffs<double> uc = core::update_coeffs<double, Stable>(p.decay, n, m_ok);
+      const core::Coeffs<double> uc = memo_coeffs<Stable>(ws, kMemoUpdate, p.decay, n, m_ok);
+      remember_shift<Stable>(ws, p.decay, n + m_ok, uc);
       if constexpr (!Stable) nc.inv_bc = uc.inv_bc;
       for (std::int64_t f = 0; f < F; ++f) {
         const core::Moments b =
