@@ -690,17 +690,26 @@ void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, con
 /// the next step is always a hit (remember_shift).
 enum MemoKind : int { kMemoShift = 0, kMemoUpdate = 1 };
 
+const core::Coeffs<double>* memo_find(const Workspace& ws, int tag, const core::Decay& d, std::int64_t n,
+                                      std::int64_t m) {
+  for (const Workspace::Memo& e : ws.memo)
+    if (e.kind == tag && e.n == n && e.m == m && e.cumulative == d.cumulative && e.log_decay == d.log_decay)
+      return &e.c;
+  return nullptr;
+}
+
+void memo_put(Workspace& ws, int tag, const core::Decay& d, std::int64_t n, std::int64_t m, const core::Coeffs<double>& c) {
+  ws.memo[ws.memo_next] = Workspace::Memo{tag, d.log_decay, d.cumulative, n, m, c};
+  ws.memo_next = (ws.memo_next + 1) % static_cast<int>(std::size(ws.memo));
+}
+
 template <bool Stable>
 core::Coeffs<double> memo_coeffs(Workspace& ws, MemoKind kind, const core::Decay& d, std::int64_t n, std::int64_t m) {
   const int tag = 2 * kind + (Stable ? 1 : 0);
-  for (const Workspace::Memo& e : ws.memo)
-    if (e.kind == tag && e.n == n && e.m == m && e.cumulative == d.cumulative && e.log_decay == d.log_decay)
-      return e.c;
+  if (const core::Coeffs<double>* hit = memo_find(ws, tag, d, n, m)) return *hit;
   const core::Coeffs<double> c =
       kind == kMemoShift ? core::shift_coeffs<Stable>(d, n) : core::update_coeffs<double, Stable>(d, n, m);
-  Workspace::Memo& e = ws.memo[ws.memo_next];
-  ws.memo_next = (ws.memo_next + 1) % static_cast<int>(std::size(ws.memo));
-  e = Workspace::Memo{tag, d.log_decay, d.cumulative, n, m, c};
+  memo_put(ws, tag, d, n, m, c);
   return c;
 }
 
@@ -710,12 +719,8 @@ core::Coeffs<double> memo_coeffs(Workspace& ws, MemoKind kind, const core::Decay
 template <bool Stable>
 void remember_shift(Workspace& ws, const core::Decay& d, std::int64_t count, const core::Coeffs<double>& update) {
   if constexpr (!Stable) {
-    for (const Workspace::Memo& e : ws.memo)
-      if (e.kind == 2 * kMemoShift && e.n == count && e.cumulative == d.cumulative && e.log_decay == d.log_decay)
-        return;
-    Workspace::Memo& e = ws.memo[ws.memo_next];
-    ws.memo_next = (ws.memo_next + 1) % static_cast<int>(std::size(ws.memo));
-    e = Workspace::Memo{2 * kMemoShift, d.log_decay, d.cumulative, count, 0, core::Coeffs<double>{0.0, update.inv_bc}};
+    constexpr int tag = 2 * kMemoShift;
+    if (memo_find(ws, tag, d, count, 0) == nullptr) memo_put(ws, tag, d, count, 0, core::Coeffs<double>{0.0, update.inv_bc});
   }
 }
 
