@@ -456,6 +456,17 @@ std::int64_t super_width(std::int64_t feat) {
   return feat * ((kMinWidth + feat - 1) / feat);
 }
 
+/// out[j] = p[j mod F] for j in [0, W): a period repeated over a super row,
+/// element by element (F is 1 for a reward: a std::copy per period would be a
+/// memmove call per element). out may be p (the first period stays as it is).
+template <class C>
+void repeat_period(const C* p, std::int64_t F, C* out, std::int64_t W) {
+  for (std::int64_t j = 0, f = 0; j < W; ++j) {
+    out[j] = p[f];
+    if (++f == F) f = 0;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Affine maps (pooled normalize, to_affine, denormalize)
 // ---------------------------------------------------------------------------
@@ -562,10 +573,8 @@ void affine_segment(const AffineSegment& s, AffineDirection dir, int threads) {
   if (s.broadcast) {
     W = std::min(super_width(s.feat), n);
     if (W != s.feat) {
-      for (std::int64_t j = 0; j < W; j += s.feat) {
-        std::copy(mu, mu + s.feat, mu_w + j);
-        std::copy(q, q + s.feat, q_w + j);
-      }
+      repeat_period(mu, s.feat, mu_w, W);
+      repeat_period(q, s.feat, q_w, W);
       mu = mu_w;
       q = q_w;
     }
@@ -836,7 +845,7 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
     const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
     shift[f] = static_cast<C>(core::pooled_shift<Stable>(shift_c, loc, n, core::load<double>(x + f)));
   }
-  for (std::int64_t j = F; j < W; j += F) std::copy(shift, shift + F, shift + j);
+  repeat_period(shift, F, shift, W);
   std::fill(sums, sums + 2 * W * (nt + 1), 0.0);
   C mu_w[kMaxSuper], r_w[kMaxSuper];  // the map repeated over a super row (F < W)
   const C* mu_row = mu;
@@ -908,10 +917,8 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
     host_params<S, C, Stable>(p.decay, p.eps, true, static_cast<const S*>(s.loc_out),
                               static_cast<const S*>(s.var_out), count_after, F, false, mu, r, nullptr, &nc);
     if (W != F) {
-      for (std::int64_t j = 0; j < W; j += F) {
-        std::copy(mu, mu + F, mu_w + j);
-        std::copy(r, r + F, r_w + j);
-      }
+      repeat_period(mu, F, mu_w, W);
+      repeat_period(r, F, r_w, W);
       mu_row = mu_w;
       r_row = r_w;
     }
