@@ -650,11 +650,14 @@ inline void block_sums(const X* __restrict x, std::int64_t ld, const C* __restri
       a2[v] += d * d;
     }
   }
-  for (int v = 0; v < NV; ++v)
-    for (int j = 0; j < L; ++j) {
-      s1[j0 + v * L + j] += static_cast<double>(a1[v][j]);
-      s2[j0 + v * L + j] += static_cast<double>(a2[v][j]);
-    }
+  // Through arrays: a loop over the vectors' lanes (a1[v][j]) stays scalar.
+  C b1[NV * L], b2[NV * L];
+  std::memcpy(b1, a1, sizeof b1);
+  std::memcpy(b2, a2, sizeof b2);
+  for (int k = 0; k < NV * L; ++k) {
+    s1[j0 + k] += static_cast<double>(b1[k]);
+    s2[j0 + k] += static_cast<double>(b2[k]);
+  }
 }
 
 /// Adds the shifted sums of rows [row_b, row_e) of a [*, ld] matrix, columns
