@@ -9,7 +9,9 @@
 //
 // Case names: <kind>/<mode>/<estimator>/<dtype>/<B>x<F> (bench/cases.hpp).
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -356,6 +358,28 @@ void steady_allocator() {
 #endif
 }
 
+/// The clock the cores ran at when the run started, in GHz: a chain of
+/// dependent integer adds (one a cycle on every x86 core), the fastest of five
+/// timings. Shared or turbo-capable machines run above or below the nominal
+/// figure the kernel reports; the analysis in docs/benchmarks.md counts cycles
+/// at this rate. 0 where it cannot be measured.
+double measured_ghz() {
+#if defined(__x86_64__) || defined(__i386__)
+  constexpr long kIters = 20'000'000;
+  double best = 0;
+  for (int k = 0; k < 5; ++k) {
+    long v = 0;
+    const auto a = std::chrono::steady_clock::now();
+    for (long i = 0; i < kIters; ++i) asm volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(v));
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
+    best = std::max(best, 4.0 * kIters / s / 1e9);
+  }
+  return best;
+#else
+  return 0;
+#endif
+}
+
 int main(int argc, char** argv) {
   steady_allocator();
   register_all();
@@ -364,6 +388,11 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("vecnorm_version", vecnorm::version());
   benchmark::AddCustomContext("backend", "cpu");
   benchmark::AddCustomContext("cpu_isa", vecnorm::cpu_isa());
+  if (const double ghz = measured_ghz(); ghz > 0) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f", ghz);
+    benchmark::AddCustomContext("measured_ghz", buf);
+  }
 #if defined(_OPENMP)
   benchmark::AddCustomContext("threads", std::to_string(omp_get_max_threads()));
 #endif

@@ -135,6 +135,9 @@ def machine(ctx):
                        for c in ctx.get("caches", []))
     lines.append(f"- CPU: {model}, {ctx.get('num_cpus')} logical cores at {ctx.get('mhz_per_cpu')} MHz; ISA: {flags}; "
                  f"vecnorm's CPU loops ran their {ctx.get('cpu_isa', 'baseline')} build")
+    if ctx.get("measured_ghz"):
+        lines.append(f"- clock measured when the run started: {ctx['measured_ghz']} GHz (a chain of dependent integer adds, "
+                     "one a cycle; the figure above is what the kernel reports)")
     lines.append(f"- caches: {caches}")
     lines.append(f"- threads used by vecnorm and by the copy: {ctx.get('threads', '?')}; library {ctx.get('library_build_type', '?')} build of Google Benchmark")
     lines.append(f"- load average when the run started: {ctx.get('load_avg', [])}")
