@@ -848,7 +848,7 @@ void pooled_segment(const Plan& p, const Segment& s, Workspace& ws) {
     const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
     shift[f] = static_cast<C>(core::pooled_shift<Stable>(shift_c, loc, n, core::load<double>(x + f)));
   }
-  repeat_period(shift, F, shift, W);
+  if (W != F) repeat_period(shift, F, shift, W);
   std::fill(sums, sums + 2 * W * (nt + 1), 0.0);
   C mu_w[kMaxSuper], r_w[kMaxSuper];  // the map repeated over a super row (F < W)
   const C* mu_row = mu;
