@@ -7,8 +7,9 @@
 #   FUZZ_BUILD_DIR=/tmp/f fuzz/run.sh
 #
 # Needs clang++ and libFuzzer (Debian: clang-14 + libclang-rt-14-dev, which
-# holds libclang_rt.fuzzer-x86_64.a). Compiles include/ + src/*.cpp +
-# src/cpu/cpu_backend.cpp + cpu_dispatch.cpp (baseline ISA) + src/cuda/cuda_stub.cpp directly (no CMake); the
+# holds libclang_rt.fuzzer-x86_64.a). Compiles include/ + every .cpp of src/
+# and its folders (the CPU loops in their baseline build, src/cuda/cuda_stub.cpp)
+# directly (no CMake); the
 # objects are reused while their sources are unchanged. Exits non-zero when the
 # fuzzer finds a crash (the reproducer is left in the build dir as crash-*).
 set -euo pipefail
@@ -28,20 +29,23 @@ CXXFLAGS="-std=c++20 -O1 -g $SAN -I$ROOT/include -w"
 mkdir -p "$BUILD/obj" "$BUILD/corpus" "$BUILD/seeds"
 
 # The library, instrumented for coverage (fuzzer-no-link) and sanitizers.
-SOURCES=("$ROOT"/src/*.cpp "$ROOT/src/cpu/cpu_backend.cpp" "$ROOT/src/cpu/cpu_dispatch.cpp" "$ROOT/src/cuda/cuda_stub.cpp")
+SOURCES=("$ROOT"/src/*.cpp "$ROOT"/src/*/*.cpp)
+# One object per source, named by its path under src/ (folders may repeat a file name).
+obj_of() { local rel="${1#"$ROOT"/src/}"; rel="${rel//\//_}"; echo "$BUILD/obj/${rel%.cpp}.o"; }
 todo=()
+OBJS=()
 for src in "${SOURCES[@]}"; do
-  obj="$BUILD/obj/$(basename "${src%.cpp}").o"
+  obj="$(obj_of "$src")"
+  OBJS+=("$obj")
   if [[ ! -f "$obj" || "$src" -nt "$obj" || -n "$(find "$ROOT/include" "$ROOT/src" -name '*.hpp' -newer "$obj" -print -quit)" ]]; then
-    todo+=("$src")
+    todo+=("$src|$obj")
   fi
 done
 if ((${#todo[@]})); then
   echo "fuzz/run.sh: compiling ${#todo[@]} sources with $CXX"
   printf '%s\n' "${todo[@]}" | xargs -P "$JOBS" -I{} sh -c \
-    '"$0" $1 -fsanitize=fuzzer-no-link -c "{}" -o "$2/obj/$(basename "{}" .cpp).o"' "$CXX" "$CXXFLAGS" "$BUILD"
+    'pair="{}"; "$0" $1 -fsanitize=fuzzer-no-link -c "${pair%%|*}" -o "${pair#*|}"' "$CXX" "$CXXFLAGS"
 fi
-OBJS=("$BUILD"/obj/*.o)
 "$CXX" $CXXFLAGS -fsanitize=fuzzer "$ROOT/fuzz/fuzz_decode_state.cpp" "${OBJS[@]}" -lpthread -o "$BUILD/fuzz_decode_state"
 "$CXX" $CXXFLAGS -fsanitize=fuzzer-no-link "$ROOT/fuzz/make_seeds.cpp" "${OBJS[@]}" -lpthread -o "$BUILD/make_seeds"
 

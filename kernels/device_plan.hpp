@@ -8,17 +8,9 @@
 
 #include <cstdint>
 
-namespace vecnorm::kernels {
+#include "policy.hpp"
 
-/// Most keys one launch handles; a call with more keys is split into launches.
-constexpr int kMaxSegments = 16;
-/// Threads per block of every kernel.
-constexpr int kThreads = 256;
-/// Elements per thread of the streaming (per-element and affine) kernels.
-constexpr int kItems = 4;
-/// Pooled statistics: rows one thread accumulates in the compute type before its
-/// partial sums are merged in double (bounds the float rounding, as the CPU tiles do).
-constexpr int kRowsPerThread = 32;
+namespace vecnorm::kernels {
 
 /// Input/output element types, numbered as vecnorm::DType.
 enum XType : std::uint8_t { x_f32 = 0, x_f64 = 1, x_f16 = 2, x_bf16 = 3, x_i32 = 4, x_i64 = 5, x_u8 = 6 };

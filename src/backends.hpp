@@ -1,19 +1,24 @@
 // src/backends.hpp -- the backends' entry points and the one switch over them.
 #pragma once
 
+#include <cstdint>
+
 #include "plan.hpp"
+#include "workspace.hpp"
 
 namespace vecnorm::detail {
 
 namespace cpu {
-void run(const Plan& plan, Workspace& ws);
-void run(const AffinePlan& plan);
+/// Runs a plan (src/cpu/isa.cpp picks the build of the loops for this CPU).
+void run(const Plan& plan, Scratch& ws);
+/// The host scratch run() takes from the workspace for `plan`.
+std::size_t scratch_bytes(const Plan& plan);
 /// Index of the first non-finite element of x (n elements of dtype d), or -1.
-std::int64_t first_nonfinite(const void* x, DType d, std::int64_t n, int threads);
+std::int64_t first_nonfinite(const void* x, DType d, std::int64_t n);
 }  // namespace cpu
 
 /// The CUDA backend (src/cuda/cuda_backend.cu). In a build without it, every
-/// function but available() throws Error(backend_unavailable).
+/// function but available() and release() throws Error(backend_unavailable).
 namespace cuda {
 bool available() noexcept;       ///< built, and a device is usable (any runtime error: no)
 int current_device();
@@ -24,24 +29,25 @@ void release(void* p) noexcept;
 void copy(void* dst, const void* src, std::size_t bytes, Stream stream, bool wait);
 void zero(void* dst, std::size_t bytes, Stream stream);
 void synchronize(Stream stream);
-void run(const Plan& plan, Workspace& ws, Stream stream);
-void run(const AffinePlan& plan, Stream stream);
+/// Launches a plan on `stream` (no host synchronization, no allocation once
+/// the workspace holds scratch_bytes(plan)).
+void run(const Plan& plan, Scratch& ws, Stream stream);
+/// The device scratch run() takes from the workspace for `plan`.
+std::size_t scratch_bytes(const Plan& plan);
 /// Index of the first non-finite element of device array x, or -1 (waits for `stream`).
-std::int64_t first_nonfinite(const void* x, DType d, std::int64_t n, Stream stream, Workspace& ws);
+std::int64_t first_nonfinite(const void* x, DType d, std::int64_t n, Stream stream, Scratch& ws);
 }  // namespace cuda
 
 /// Resolve Backend::automatic (cuda when built and usable, else cpu).
 Backend resolve(Backend requested);
+/// The device a (resolved) backend reads and writes.
+Device backend_device(Backend resolved);
 
 /// Run a validated plan on `backend` (already resolved).
-void dispatch(Backend backend, const Plan& plan, Workspace& ws, Stream stream);
-void dispatch(Backend backend, const AffinePlan& plan, Stream stream);
-
-/// NonFinite::error: before an update touches anything, scan the input of every
-/// segment; the first non-finite value throws Error(nonfinite_input) naming the
-/// key and the element's index (batch and feature). Float inputs only. On the
-/// CUDA backend the scan waits for `stream`.
-void require_finite(Backend backend, const KeyTable& table, std::span<const Segment> segments, int threads,
-                    Workspace& ws, Stream stream);
+void dispatch(Backend backend, const Plan& plan, Scratch& ws, Stream stream);
+/// The scratch dispatch() takes for `plan` on `backend`.
+WorkspaceSize scratch_size(Backend backend, const Plan& plan);
+/// Index of the first non-finite element of x on `backend`'s device, or -1.
+std::int64_t first_nonfinite(Backend backend, const void* x, DType d, std::int64_t n, Stream stream, Scratch& ws);
 
 }  // namespace vecnorm::detail

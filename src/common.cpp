@@ -78,7 +78,12 @@ const char* to_string(Backend b) noexcept {
   return "unknown";
 }
 
-const char* version() noexcept { return "0.1.0"; }
+#define VECNORM_STRINGIFY2(x) #x
+#define VECNORM_STRINGIFY(x) VECNORM_STRINGIFY2(x)
+const char* version() noexcept {
+  return VECNORM_STRINGIFY(VECNORM_VERSION_MAJOR) "." VECNORM_STRINGIFY(VECNORM_VERSION_MINOR) "." VECNORM_STRINGIFY(
+      VECNORM_VERSION_PATCH);
+}
 
 // ---------------------------------------------------------------- Shape
 

@@ -44,8 +44,11 @@
 
 #include "backends.hpp"
 #include "errors.hpp"
-#include "validate.hpp"
+#include "frontend/checks.hpp"
+#include "frontend/pipeline.hpp"
+#include "frontend/readout.hpp"
 #include "vecnorm/core/numerics.hpp"
+#include "vecnorm/workspace.hpp"
 
 namespace vecnorm {
 
@@ -366,10 +369,10 @@ struct SharedVecNorm::Impl {
 
   mutable std::mutex local;  // the scratch below and `frozen`; taken before the segment's mutex
   bool frozen = false;
-  mutable std::vector<detail::Segment> segments;
-  mutable std::vector<int> call_keys;
+  detail::CallConfig config;  // of every call (work set per call)
+  mutable detail::PlanBuffers buffers;
   mutable std::vector<std::uint8_t> out_slot;  // per segment: the slot the call writes
-  mutable detail::Workspace workspace;
+  mutable Workspace workspace;
 
   ~Impl() {
     if (base != nullptr) ::munmap(base, bytes);
@@ -430,62 +433,62 @@ struct SharedVecNorm::Impl {
     const Impl& im_;
   };
 
+  /// The call configuration and buffers (after options and table are set).
+  void init_call_state() {
+    config = detail::make_config(options, Backend::cpu, CountLayout::per_key);
+    buffers.segments.reserve(table.keys.size());
+    buffers.keys.reserve(table.keys.size());
+    out_slot.reserve(table.keys.size());
+    workspace.reserve(workspace_size(options, table, table.batch_shape.numel()));
+  }
+
   /// The published sequence number (call with the lock held, or for a glance).
   std::uint64_t seq() const { return word(hdr->seq).load(std::memory_order_acquire); }
   /// The current slot of key k under the current view (lock held).
   int current_slot(int k) const { return view(seq() & 1)[k] & 1; }
 
-  void require_count(int k, int slot) const {
-    const std::int64_t c = *count_ptr(k, slot);
-    if (c <= 0)
-      detail::fail(ErrorCode::zero_count,
-                   seg_prefix(name) + detail::key_prefix(table.keys[static_cast<std::size_t>(k)].name) +
-                       "cannot normalize: expected count > 0, got " + std::to_string(c) +
-                       " (statistics never updated; step or update first)");
-  }
-
-  /// Validates `batch` for `op` into `segments`, statistics not yet bound.
-  /// Updating ops: before the segment's lock (nothing of it is read).
-  /// Op::normalize: lock held (count > 0 is checked key by key, as VecNorm does).
-  void plan(std::span<const KeyData> batch, Op op, bool invert) const {
-    segments.clear();
-    detail::KeyPlanner planner(table, options.reduce_batch_dims, Device::cpu(), call_keys);
-    for (const KeyData& item : batch) {
-      detail::Segment s = planner.next(item, op, invert);
-      if (op == Op::normalize) require_count(s.key, current_slot(s.key));
-      segments.push_back(s);
-    }
-  }
-
-  /// NonFinite::error: refuses an update with a non-finite input before the
-  /// segment's lock is taken (nothing shared is read or written).
-  void require_finite(Op op) const {
-    if (op == Op::normalize || options.nonfinite != NonFinite::error || segments.empty()) return;
-    detail::require_finite(Backend::cpu, table, segments, options.cpu_threads, workspace, Stream{});
-  }
-
-  /// Points the planned segments at the statistics (lock held): in = the
-  /// current slot of each key, out = the other slot (updating ops). Writes
-  /// nothing shared.
-  void bind(Op op) const {
-    out_slot.clear();
-    for (detail::Segment& s : segments) {
+  /// The store of a call (lock held): in = the current slot of each key,
+  /// out = the other slot (updating calls). Writes nothing shared.
+  class SlotStore final : public detail::Store {
+   public:
+    explicit SlotStore(const Impl& im) : im_(im) {}
+    void bind(const detail::CallConfig& cfg, const KeyTable&, std::size_t, detail::Segment& s) override {
       const int k = s.key;
-      const int in = current_slot(k);
+      const int in = im_.current_slot(k);
       const int out = 1 - in;
-      s.loc_in = loc(k, in);
-      s.var_in = var(k, in);
-      s.count_in = count_ptr(k, in);
-      const int bk = op == Op::normalize ? in : out;  // where skips / skipped are read (and counted)
-      s.skips = skips_ptr(k, bk);
-      s.skipped = skipped_ptr(k, bk);
-      if (op != Op::normalize) {
-        s.loc_out = loc(k, out);
-        s.var_out = var(k, out);
-        s.count_out = count_ptr(k, out);
+      const bool update = detail::updates(cfg.work);
+      if (!update && *im_.count_ptr(k, in) <= 0)
+        detail::fail_zero_count(im_.table.keys[static_cast<std::size_t>(k)].name, *im_.count_ptr(k, in), -1,
+                                seg_prefix(im_.name));
+      s.loc_in = im_.loc(k, in);
+      s.var_in = im_.var(k, in);
+      s.count_in = im_.count_ptr(k, in);
+      const int bk = update ? out : in;  // where skips / skipped are read (and counted)
+      s.skips = im_.skips_ptr(k, bk);
+      s.skipped = im_.skipped_ptr(k, bk);
+      if (update) {
+        s.loc_out = im_.loc(k, out);
+        s.var_out = im_.var(k, out);
+        s.count_out = im_.count_ptr(k, out);
       }
-      out_slot.push_back(static_cast<std::uint8_t>(out));
+      im_.out_slot.push_back(static_cast<std::uint8_t>(out));
     }
+
+   private:
+    const Impl& im_;
+  };
+
+  detail::CallConfig config_for(detail::Work work) const {
+    detail::CallConfig cfg = config;
+    cfg.work = work;
+    return cfg;
+  }
+
+  /// Binds the planned segments (lock held).
+  void bind(const detail::CallConfig& cfg) const {
+    out_slot.clear();
+    SlotStore store(*this);
+    detail::bind_keys(cfg, table, store, buffers);
   }
 
   /// Before key k's unpublished slot `out` is written (lock held): its skipped
@@ -519,11 +522,12 @@ struct SharedVecNorm::Impl {
   }
 
   /// Runs the planned and bound call (lock held); a call that writes is published.
-  void run(Op op, bool invert) const {
+  void run(const detail::CallConfig& cfg) const {
+    const std::vector<detail::Segment>& segments = buffers.segments;
     if (segments.empty()) return;  // nothing to compute, nothing to publish
-    const detail::Plan p = detail::stateful_plan(options, op, invert, segments);
-    if (op == Op::normalize) {
-      detail::dispatch(Backend::cpu, p, workspace, Stream{});
+    const detail::Plan p = detail::make_plan(cfg, segments);
+    if (!detail::updates(cfg.work)) {
+      detail::dispatch(Backend::cpu, p, workspace.scratch(), Stream{});
       return;
     }
     const std::uint64_t s = seq();
@@ -534,27 +538,30 @@ struct SharedVecNorm::Impl {
       next[segments[i].key] = out_slot[i];
       carry_skips(segments[i].key, 1 - out_slot[i], out_slot[i]);
     }
-    detail::dispatch(Backend::cpu, p, workspace, Stream{});
+    detail::dispatch(Backend::cpu, p, workspace.scratch(), Stream{});
     for (std::size_t i = 0; i < segments.size(); ++i) settle_skips(segments[i].key, out_slot[i]);
     publish(s);
   }
 
-  /// A call that updates (local mutex held): validated, scanned for
-  /// NonFinite::error, then locked, bound, run and published.
-  void update_call(std::span<const KeyData> batch, Op op) const {
-    plan(batch, op, false);
-    require_finite(op);
+  /// A call that updates (local mutex held): validated and, for
+  /// NonFinite::error, scanned before the segment's lock (nothing shared is
+  /// read or written); then locked, bound, run and published.
+  void update_call(std::span<const KeyData> batch, detail::Work work) const {
+    const detail::CallConfig cfg = config_for(work);
+    detail::plan_keys(cfg, table, batch, buffers);
+    detail::check_finite(cfg, table, buffers.segments, workspace.scratch(), Stream{});
     Lock lock(*this);
-    bind(op);
-    run(op, false);
+    bind(cfg);
+    run(cfg);
   }
 
   /// A call that only reads the statistics (local mutex held).
-  void normalize_call(std::span<const KeyData> batch, bool invert) const {
+  void normalize_call(std::span<const KeyData> batch, detail::Work work) const {
+    const detail::CallConfig cfg = config_for(work);
     Lock lock(*this);
-    plan(batch, Op::normalize, invert);
-    bind(Op::normalize);
-    run(Op::normalize, invert);
+    detail::plan_keys(cfg, table, batch, buffers);
+    bind(cfg);
+    run(cfg);
   }
 
   /// The one store that makes the written view and slots current.
@@ -585,20 +592,22 @@ struct SharedVecNorm::Impl {
     return st;
   }
 
-  /// A private VecNorm holding a snapshot: the read-outs and to_affine of
-  /// VecNorm (one implementation of the host parameter arithmetic).
-  VecNorm local_copy() const {
-    State st;
-    {
-      std::lock_guard guard(local);
-      Lock lock(*this);
-      st = snapshot();
-    }
-    Options o = options;
-    o.backend = Backend::cpu;
-    VecNorm vn(o, table);
-    vn.import_state(st);
-    return vn;
+  /// The published statistics of key k as HostStats (lock held: the
+  /// pointers are into the segment).
+  detail::HostStats host_stats(int k) const {
+    const int slot = current_slot(k);
+    const bool skips = layout.has_skips && *skipped_ptr(k, slot) != 0;
+    return {loc(k, slot), var(k, slot), *count_ptr(k, slot), skips ? skips_ptr(k, slot) : nullptr,
+            layout.stats_shape[static_cast<std::size_t>(k)].numel()};
+  }
+
+  /// loc (of_scale false) or scale of key `key`, from the published statistics.
+  std::vector<double> readout(std::string_view key, bool of_scale) const {
+    const int k = detail::find_key(table, key);
+    std::lock_guard guard(local);
+    Lock lock(*this);
+    return detail::key_maps(options, table.keys[static_cast<std::size_t>(k)], host_stats(k), core::MapKind::denormalize)
+        .widened(of_scale);
   }
 };
 
@@ -684,9 +693,7 @@ SharedVecNorm SharedVecNorm::create(std::string name_in, Options options, KeyTab
   impl->bytes = m.bytes;
   impl->base = m.release();
   impl->hdr = h;
-  impl->segments.reserve(impl->table.keys.size());
-  impl->call_keys.reserve(impl->table.keys.size());
-  impl->out_slot.reserve(impl->table.keys.size());
+  impl->init_call_state();
   undo.armed = false;
   return SharedVecNorm(std::move(impl));
 }
@@ -803,9 +810,7 @@ SharedVecNorm SharedVecNorm::attach(std::string name_in, Options options, KeyTab
   impl->bytes = m.bytes;
   impl->hdr = static_cast<Header*>(m.base);
   impl->base = m.release();
-  impl->segments.reserve(impl->table.keys.size());
-  impl->call_keys.reserve(impl->table.keys.size());
-  impl->out_slot.reserve(impl->table.keys.size());
+  impl->init_call_state();
   return SharedVecNorm(std::move(impl));
 }
 
@@ -828,29 +833,29 @@ SharedVecNorm& SharedVecNorm::operator=(SharedVecNorm&&) noexcept = default;
 void SharedVecNorm::step(std::span<const KeyData> batch) {
   std::lock_guard guard(impl_->local);
   if (impl_->frozen) {
-    impl_->normalize_call(batch, false);
+    impl_->normalize_call(batch, detail::Work::normalize);
     return;
   }
-  impl_->update_call(batch, Op::update_and_normalize);
+  impl_->update_call(batch, detail::Work::update_and_normalize);
 }
 
 void SharedVecNorm::update(std::span<const KeyData> batch) {
   std::lock_guard guard(impl_->local);
   if (impl_->frozen) {
-    impl_->plan(batch, Op::update, false);  // validated, nothing else
+    detail::plan_keys(impl_->config_for(detail::Work::update), impl_->table, batch, impl_->buffers);  // validated only
     return;
   }
-  impl_->update_call(batch, Op::update);
+  impl_->update_call(batch, detail::Work::update);
 }
 
 void SharedVecNorm::normalize(std::span<const KeyData> batch) const {
   std::lock_guard guard(impl_->local);
-  impl_->normalize_call(batch, false);
+  impl_->normalize_call(batch, detail::Work::normalize);
 }
 
 void SharedVecNorm::denormalize(std::span<const KeyData> batch) const {
   std::lock_guard guard(impl_->local);
-  impl_->normalize_call(batch, true);
+  impl_->normalize_call(batch, detail::Work::denormalize);
 }
 
 void SharedVecNorm::freeze() {
@@ -866,15 +871,9 @@ bool SharedVecNorm::is_frozen() const {
   return impl_->frozen;
 }
 
-std::vector<double> SharedVecNorm::loc(std::string_view key) const {
-  detail::find_key(impl_->table, key);  // unknown keys fail before any copy
-  return impl_->local_copy().loc(key);
-}
+std::vector<double> SharedVecNorm::loc(std::string_view key) const { return impl_->readout(key, false); }
 
-std::vector<double> SharedVecNorm::scale(std::string_view key) const {
-  detail::find_key(impl_->table, key);
-  return impl_->local_copy().scale(key);
-}
+std::vector<double> SharedVecNorm::scale(std::string_view key) const { return impl_->readout(key, true); }
 
 Shape SharedVecNorm::stats_shape(std::string_view key) const {
   return impl_->layout.stats_shape[static_cast<std::size_t>(detail::find_key(impl_->table, key))];
@@ -911,7 +910,14 @@ std::int64_t SharedVecNorm::skipped(std::string_view key) const {
   return *impl_->skipped_ptr(k, impl_->current_slot(k));
 }
 
-AffineNormalizer SharedVecNorm::to_affine() const { return impl_->local_copy().to_affine(); }
+AffineNormalizer SharedVecNorm::to_affine() const {
+  const Impl& im = *impl_;
+  std::lock_guard guard(im.local);
+  Impl::Lock lock(im);
+  std::vector<detail::HostStats> stats(im.table.keys.size());
+  for (std::size_t k = 0; k < stats.size(); ++k) stats[k] = im.host_stats(static_cast<int>(k));
+  return detail::make_affine(im.options, Backend::cpu, im.table, im.layout.stats_shape, stats);
+}
 
 State SharedVecNorm::export_state() const {
   std::lock_guard guard(impl_->local);

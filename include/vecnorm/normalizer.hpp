@@ -48,6 +48,9 @@ struct State {
 };
 
 class AffineNormalizer;
+namespace detail {
+struct AffineFactory;
+}
 
 /// The stateful normalizer (VecNormV2, stateful mode). It owns loc/var/count
 /// per key and is built on the same step function as vecnorm::stateless::step.
@@ -85,6 +88,13 @@ class VecNorm {
   void denormalize(std::initializer_list<KeyData> batch, Stream stream = {}) const {
     denormalize(as_span(batch), stream);
   }
+
+  /// Reserves the scratch of calls with up to `max_batch_rows` batch elements
+  /// (pooled statistics; per-element statistics reserve theirs at
+  /// configuration), so that no later call allocates (on a device: no
+  /// cudaMalloc inside a step, which a CUDA graph could not capture).
+  /// Options::allocator provides the memory.
+  void reserve(std::int64_t max_batch_rows);
 
   void freeze();
   void unfreeze();
@@ -141,6 +151,9 @@ class VecNorm {
 
 /// A fixed affine normalizer (VecNormV2's to_observation_norm): y = (x - loc) / scale
 /// with loc and scale frozen copies taken from a VecNorm.
+///
+/// Immutable: every member may be called from several threads at once (e.g.
+/// evaluation workers sharing one), each on its own buffers.
 class AffineNormalizer {
  public:
   ~AffineNormalizer();
@@ -163,7 +176,7 @@ class AffineNormalizer {
   const KeyTable& key_table() const noexcept;
 
  private:
-  friend class VecNorm;
+  friend struct detail::AffineFactory;
   struct Impl;
   explicit AffineNormalizer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

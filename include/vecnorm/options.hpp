@@ -6,15 +6,11 @@
 #include <string_view>
 #include <vector>
 
+#include "vecnorm/allocator.hpp"
+#include "vecnorm/core/estimator.hpp"  // enum class Estimator (with its policy types)
 #include "vecnorm/tensor.hpp"
 
 namespace vecnorm {
-
-/// How the statistics are estimated (docs/numerics.md).
-enum class Estimator : std::uint8_t {
-  torchrl,  ///< VecNormV2's formulas: loc = EMA of x, var = EMA of x^2 (drop-in compatible)
-  stable,   ///< numerically stable, exactly bias-corrected weighted mean / variance
-};
 
 /// Where the work runs.
 enum class Backend : std::uint8_t {
@@ -36,6 +32,12 @@ const char* to_string(Estimator e) noexcept;
 const char* to_string(NonFinite n) noexcept;
 const char* to_string(Backend b) noexcept;
 
+/// Where the counts of a key's statistics live.
+enum class CountLayout : std::uint8_t {
+  per_key,      ///< one int64 per key (VecNormV2's stateful semantics; pooled statistics)
+  per_element,  ///< one int64 per statistics element (VecNormV2's stateless semantics)
+};
+
 /// What one call does.
 enum class Op : std::uint8_t {
   update_and_normalize,  ///< a training step: update the statistics, then normalize with them
@@ -53,6 +55,9 @@ struct Options {
   Backend backend = Backend::cpu;
   int cpu_threads = 0;              ///< threads of the CPU backend; 0 = OpenMP's default
   NonFinite nonfinite = NonFinite::skip;  ///< non-finite input in updates
+  /// Where the normalizer's scratch memory comes from (default: operator new /
+  /// cudaMalloc). Not part of a State.
+  Allocator allocator;
 
   /// Throws Error(invalid_option) naming the field, the allowed and the actual value.
   void validate() const;

@@ -3,13 +3,14 @@
 // every CUDA call.
 //
 // A step makes no host synchronization: the segment table travels as the kernel
-// parameter, counts and every scalar live on the device, the scratch is
-// allocated once (the first call of a given size) and reused. Launches per call:
+// parameter, counts and every scalar live on the device, the scratch comes
+// from the caller's workspace (src/workspace.hpp: reserved up front, or grown
+// through its allocator on first use) and is reused. Launches per call:
 //   per-element step / update / normalize   1  (elementwise_kernel)
 //   pooled step                             2  (pooled_stats_kernel + affine_kernel)
 //   pooled update                           1
 //   pooled normalize, denormalize           2  (params_kernel + affine_kernel)
-//   affine apply / invert                   1
+//   fixed maps (AffineNormalizer)           1  (affine_kernel)
 // per group of kMaxSegments keys.
 //
 // The same file is compiled by the host compiler for the tests, with
@@ -30,6 +31,7 @@
 #include "../../kernels/vecnorm_kernels.cuh"
 #include "../backends.hpp"
 #include "../errors.hpp"
+#include "../workspace.hpp"
 #include "vecnorm/version.hpp"
 
 /// The one checking macro of CUDA runtime calls: the message names the call.
@@ -72,38 +74,46 @@ std::int64_t div_up(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 constexpr std::int64_t kElemsPerBlock = static_cast<std::int64_t>(k::kThreads) * k::kItems;
 
 std::uint8_t xtype(DType d) { return static_cast<std::uint8_t>(d); }
+bool wide(DType d) { return d == DType::float64; }
 
-/// Device scratch layout: [ticket (8 bytes), scan result (8 bytes), unused to 256 bytes] [partials: 3 doubles per (block, feature)]
-/// [params: 2 doubles per feature of every pooled segment].
-struct Scratch {
+/// Device scratch layout: [head: ticket (4 bytes), scan result (at 8), padding
+/// to kScratchHead] [partials: 3 doubles per (block, feature) of every pooled
+/// segment] [maps: 2 values per map element of every segment, in doubles].
+struct DeviceScratch {
   std::uint32_t* ticket;
+  unsigned long long* found;
   double* partials;
-  double* params;
+  double* maps;
 };
 
-Scratch scratch(Workspace& ws, std::size_t partial_doubles, std::size_t param_doubles, cudaStream_t stream) {
-  constexpr std::size_t kHead = 256;
-  const std::size_t need = kHead + (partial_doubles + param_doubles) * sizeof(double);
-  if (ws.device_bytes < need) {
-    const std::size_t bytes = std::max(need, ws.device_bytes * 2);
-    if (ws.device != nullptr) release(ws.device);
-    ws.device = nullptr;
-    ws.device_bytes = 0;
-    ws.device = alloc(bytes);
-    ws.device_bytes = bytes;
-    ws.release = &release;
-    VECNORM_CUDA_CHECK(cudaMemsetAsync(ws.device, 0, kHead, stream));  // the ticket starts at 0
+/// What a group of segments needs in the scratch, in doubles after the head.
+struct Need {
+  std::size_t partials = 0, maps = 0;
+  std::size_t bytes() const { return k::kScratchHead + (partials + maps) * sizeof(double); }
+};
+
+/// The device scratch for `need` (allocated through the workspace when it
+/// holds less; a fresh block gets its head zeroed: the ticket starts at 0).
+DeviceScratch scratch(detail::Scratch& ws, const Need& need, Stream stream) {
+  char* base = static_cast<char*>(ws.device(need.bytes(), Device::cuda(current_device()), stream));
+  if (ws.take_fresh()) VECNORM_CUDA_CHECK(cudaMemsetAsync(base, 0, k::kScratchHead, stream_of(stream)));
+  double* data = reinterpret_cast<double*>(base + k::kScratchHead);
+  return {reinterpret_cast<std::uint32_t*>(base), reinterpret_cast<unsigned long long*>(base + 8), data,
+          data + need.partials};
+}
+
+k::OpCode op_code(Work w) {
+  switch (w) {
+    case Work::update_and_normalize: return k::op_update_and_normalize;
+    case Work::update: return k::op_update;
+    default: return k::op_normalize;
   }
-  char* base = static_cast<char*>(ws.device);
-  return {reinterpret_cast<std::uint32_t*>(base), reinterpret_cast<double*>(base + kHead),
-          reinterpret_cast<double*>(base + kHead) + partial_doubles};
 }
 
 k::LaunchPlan base_plan(const Plan& p) {
   k::LaunchPlan lp{};
-  lp.op = static_cast<std::uint8_t>(p.op == Op::update_and_normalize ? k::op_update_and_normalize
-                                    : p.op == Op::update             ? k::op_update
-                                                                     : k::op_normalize);
+  lp.op = static_cast<std::uint8_t>(op_code(p.work));
+  lp.invert = inverts(p.work) ? 1 : 0;
   lp.log_decay = p.decay.log_decay;
   lp.cumulative = p.decay.cumulative ? 1 : 0;
   lp.eps = p.eps;
@@ -111,7 +121,7 @@ k::LaunchPlan base_plan(const Plan& p) {
   return lp;
 }
 
-k::DevSegment dev_segment(const Segment& s, DType stats) {
+k::DevSegment dev_segment(const Plan& p, const Segment& s) {
   k::DevSegment d{};
   d.x = s.x;
   d.y = s.y;
@@ -126,85 +136,112 @@ k::DevSegment dev_segment(const Segment& s, DType stats) {
   d.rows = s.rows;
   d.feat = s.feat;
   d.x_dtype = xtype(s.x_dtype);
-  d.wide = compute_dtype(s.x_dtype, stats) == DType::float64 ? 1 : 0;
+  d.wide = wide(uses_maps(p.work) ? s.map_dtype : compute_dtype(s.x_dtype, p.stats_dtype)) ? 1 : 0;
+  d.broadcast = p.pooled ? 1 : 0;
+  if (uses_maps(p.work)) {
+    d.mu = const_cast<void*>(s.mu);
+    d.p = const_cast<void*>(s.p);
+  }
   return d;
 }
 
-/// Launches for one group of at most kMaxSegments keys.
-template <class S, bool Stable>
-void run_group(const Plan& p, std::span<const Segment> segs, Workspace& ws, cudaStream_t stream) {
-  k::LaunchPlan lp = base_plan(p);
+/// The kernels that run a group of segments (one launch plan).
+enum class Route : std::uint8_t { elementwise, stats, params, maps };
 
-  if (!p.pooled && !p.invert) {
-    // Per-element statistics: one launch, every key's elements tiled by blocks.
+Route route_of(const Plan& p) {
+  if (uses_maps(p.work)) return Route::maps;
+  if (p.work == Work::denormalize) return Route::params;
+  if (!p.pooled) return Route::elementwise;
+  return updates(p.work) ? Route::stats : Route::params;
+}
+
+/// The segments of a group that take part (a pooled empty batch changes
+/// nothing and writes nothing), and what they need in the scratch.
+Need need_of(const Plan& p, std::span<const Segment> segs) {
+  Need need;
+  const Route route = route_of(p);
+  if (route == Route::elementwise || route == Route::maps) return need;
+  for (const Segment& s : segs) {
+    if (p.pooled && s.rows == 0) continue;
+    if (route == Route::stats)
+      need.partials += static_cast<std::size_t>(div_up(s.rows, k::pooled_rows_per_block(s.feat)) * s.feat) * 3;
+    need.maps += 2 * static_cast<std::size_t>(p.pooled ? s.feat : s.rows * s.feat);
+  }
+  return need;
+}
+
+/// Launches for one group of at most kMaxSegments keys.
+template <class Est, class S>
+void run_group(const Plan& p, std::span<const Segment> segs, detail::Scratch& ws, cudaStream_t stream) {
+  k::LaunchPlan lp = base_plan(p);
+  const Route route = route_of(p);
+
+  if (route == Route::elementwise || route == Route::maps) {
+    // One launch, every key's elements tiled by blocks.
     std::int64_t blocks = 0;
     for (std::size_t i = 0; i < segs.size(); ++i) {
-      k::DevSegment d = dev_segment(segs[i], p.stats_dtype);
+      k::DevSegment d = dev_segment(p, segs[i]);
       d.block_begin = blocks;
       d.blocks = div_up(d.rows * d.feat, kElemsPerBlock);
       blocks += d.blocks;
       lp.seg[i] = d;
     }
     lp.nseg = static_cast<int>(segs.size());
+    if (route == Route::maps) {
+      if (blocks > 0) launch(&k::affine_kernel, blocks, stream, lp);
+      return;
+    }
     const bool per_key = p.counts == CountLayout::per_key;
-    if (per_key && p.op != Op::normalize) {
-      lp.ticket = scratch(ws, 0, 0, stream).ticket;
+    if (per_key && updates(p.work)) {
+      lp.ticket = scratch(ws, Need{}, Stream{stream}).ticket;
       blocks = std::max<std::int64_t>(blocks, 1);  // an empty step still moves the counts
     }
     if (blocks == 0) return;
     auto pick = [&](auto op_tag) {
       constexpr int kOp = decltype(op_tag)::value;
       if (per_key)
-        launch(&k::elementwise_kernel<S, Stable, true, kOp>, blocks, stream, lp);
+        launch(&k::elementwise_kernel<Est, S, true, kOp>, blocks, stream, lp);
       else
-        launch(&k::elementwise_kernel<S, Stable, false, kOp>, blocks, stream, lp);
+        launch(&k::elementwise_kernel<Est, S, false, kOp>, blocks, stream, lp);
     };
-    switch (p.op) {
-      case Op::update_and_normalize: pick(std::integral_constant<int, k::op_update_and_normalize>{}); break;
-      case Op::update: pick(std::integral_constant<int, k::op_update>{}); break;
-      case Op::normalize: pick(std::integral_constant<int, k::op_normalize>{}); break;
+    switch (p.work) {
+      case Work::update_and_normalize: pick(std::integral_constant<int, k::op_update_and_normalize>{}); break;
+      case Work::update: pick(std::integral_constant<int, k::op_update>{}); break;
+      default: pick(std::integral_constant<int, k::op_normalize>{}); break;
     }
     return;
   }
 
-  // Pooled statistics, or denormalize: statistics kernel (pooled update) or
-  // parameters kernel (normalize / denormalize), then the affine map.
-  const bool stats_pass = p.pooled && p.op != Op::normalize;
-  std::size_t partials = 0, params = 0;
+  // Pooled statistics, or maps of the statistics: statistics kernel (pooled
+  // update) or params kernel (normalize / denormalize), then the affine map.
+  const Need need = need_of(p, segs);
+  const DeviceScratch sc = scratch(ws, need, Stream{stream});
+  lp.ticket = sc.ticket;
+  lp.partials = sc.partials;
+  std::size_t partials = 0, maps = 0;
   std::int64_t blocks = 0;
   int used = 0;
   for (const Segment& s : segs) {
-    if (p.pooled && s.rows == 0) continue;  // an empty batch changes nothing and writes nothing
-    k::DevSegment d = dev_segment(s, p.stats_dtype);
-    d.broadcast = p.pooled ? 1 : 0;
+    if (p.pooled && s.rows == 0) continue;
+    k::DevSegment d = dev_segment(p, s);
     d.block_begin = blocks;
-    d.blocks = stats_pass ? div_up(s.rows, k::pooled_rows_per_block(s.feat)) : 0;
+    d.blocks = route == Route::stats ? div_up(s.rows, k::pooled_rows_per_block(s.feat)) : 0;
     d.partials = static_cast<std::int64_t>(partials) / 3;
     partials += static_cast<std::size_t>(d.blocks * s.feat) * 3;
     blocks += d.blocks;
-    const std::size_t n_params = static_cast<std::size_t>(p.pooled ? s.feat : s.rows * s.feat);
-    d.mu = reinterpret_cast<void*>(params);  // an offset until the scratch exists
-    d.p = reinterpret_cast<void*>(params + n_params);
-    params += 2 * n_params;
+    const std::size_t n_maps = static_cast<std::size_t>(p.pooled ? s.feat : s.rows * s.feat);
+    d.mu = sc.maps + maps;
+    d.p = sc.maps + maps + n_maps;
+    maps += 2 * n_maps;
     lp.seg[used++] = d;
   }
   lp.nseg = used;
   if (used == 0) return;
-  const Scratch sc = scratch(ws, partials, params, stream);
-  lp.ticket = sc.ticket;
-  lp.partials = sc.partials;
-  for (int i = 0; i < used; ++i) {
-    k::DevSegment& d = lp.seg[i];
-    d.mu = sc.params + reinterpret_cast<std::size_t>(d.mu);
-    d.p = sc.params + reinterpret_cast<std::size_t>(d.p);
-  }
-  if (stats_pass) {
-    launch(&k::pooled_stats_kernel<S, Stable>, blocks, stream, lp);
-  } else {
-    lp.invert = p.invert ? 1 : 0;
-    launch(&k::params_kernel<S, Stable>, used, stream, lp);
-  }
-  if (p.op == Op::update) return;
+  if (route == Route::stats)
+    launch(&k::pooled_stats_kernel<Est, S>, blocks, stream, lp);
+  else
+    launch(&k::params_kernel<Est, S>, used, stream, lp);
+  if (!writes_output(p.work)) return;
   std::int64_t ablocks = 0;
   for (int i = 0; i < used; ++i) {
     k::DevSegment& d = lp.seg[i];
@@ -215,12 +252,12 @@ void run_group(const Plan& p, std::span<const Segment> segs, Workspace& ws, cuda
   if (ablocks > 0) launch(&k::affine_kernel, ablocks, stream, lp);
 }
 
-template <class S, bool Stable>
-void run_typed(const Plan& p, Workspace& ws, cudaStream_t stream) {
+/// The groups of at most kMaxSegments keys of a plan.
+template <class F>
+void for_each_group(const Plan& p, F&& f) {
   const std::size_t nseg = p.segments.size();
-  if (nseg == 0) return;
   for (std::size_t first = 0; first < nseg; first += k::kMaxSegments)
-    run_group<S, Stable>(p, p.segments.subspan(first, std::min<std::size_t>(k::kMaxSegments, nseg - first)), ws, stream);
+    f(p.segments.subspan(first, std::min<std::size_t>(k::kMaxSegments, nseg - first)));
 }
 
 }  // namespace
@@ -267,24 +304,31 @@ void zero(void* dst, std::size_t bytes, Stream stream) {
 
 void synchronize(Stream stream) { VECNORM_CUDA_CHECK(cudaStreamSynchronize(stream_of(stream))); }
 
-void run(const Plan& plan, Workspace& ws, Stream stream) {
-  const cudaStream_t s = stream_of(stream);
-  const bool stable = plan.estimator == Estimator::stable;
-  if (plan.stats_dtype == DType::float64) {
-    if (stable) run_typed<double, true>(plan, ws, s);
-    else run_typed<double, false>(plan, ws, s);
-  } else {
-    if (stable) run_typed<float, true>(plan, ws, s);
-    else run_typed<float, false>(plan, ws, s);
-  }
+void run(const Plan& plan, detail::Scratch& ws, Stream stream) {
+  const cudaStream_t st = stream_of(stream);
+  core::visit(plan.estimator, [&](auto est) {
+    using Est = decltype(est);
+    for_each_group(plan, [&](std::span<const Segment> group) {
+      if (plan.stats_dtype == DType::float64)
+        run_group<Est, double>(plan, group, ws, st);
+      else
+        run_group<Est, float>(plan, group, ws, st);
+    });
+  });
 }
 
-std::int64_t first_nonfinite(const void* x, DType d, std::int64_t n, Stream stream, Workspace& ws) {
+std::size_t scratch_bytes(const Plan& plan) {
+  // All segments as one group: a bound on every group of this plan and of any
+  // plan over a subset of its segments (what a reservation needs).
+  return need_of(plan, plan.segments).bytes();
+}
+
+std::int64_t first_nonfinite(const void* x, DType d, std::int64_t n, Stream stream, detail::Scratch& ws) {
   if (n <= 0 || !is_floating(d)) return -1;
   const cudaStream_t st = stream_of(stream);
-  const Scratch sc = scratch(ws, 0, 0, st);
+  const DeviceScratch sc = scratch(ws, Need{}, stream);
   k::LaunchPlan lp{};
-  lp.found = reinterpret_cast<unsigned long long*>(reinterpret_cast<char*>(sc.ticket) + 8);
+  lp.found = sc.found;
   VECNORM_CUDA_CHECK(cudaMemsetAsync(lp.found, 0xFF, sizeof(unsigned long long), st));
   lp.nseg = 1;
   lp.seg[0].x = x;
@@ -295,36 +339,6 @@ std::int64_t first_nonfinite(const void* x, DType d, std::int64_t n, Stream stre
   unsigned long long found = 0;
   copy(&found, lp.found, sizeof found, stream, true);
   return found == ~0ull ? -1 : static_cast<std::int64_t>(found);
-}
-
-void run(const AffinePlan& plan, Stream stream) {
-  const std::size_t nseg = plan.segments.size();
-  for (std::size_t first = 0; first < nseg; first += k::kMaxSegments) {
-    const std::size_t last = std::min(nseg, first + k::kMaxSegments);
-    k::LaunchPlan lp{};
-    lp.invert = plan.direction == AffineDirection::invert ? 1 : 0;
-    std::int64_t blocks = 0;
-    int used = 0;
-    for (std::size_t i = first; i < last; ++i) {
-      const AffineSegment& a = plan.segments[i];
-      k::DevSegment d{};
-      d.x = a.x;
-      d.y = a.y;
-      d.rows = a.rows;
-      d.feat = a.feat;
-      d.x_dtype = xtype(a.x_dtype);
-      d.wide = a.param_dtype == DType::float64 ? 1 : 0;
-      d.broadcast = a.broadcast ? 1 : 0;
-      d.mu = const_cast<void*>(a.mu);
-      d.p = const_cast<void*>(a.p);
-      d.block_begin = blocks;
-      d.blocks = div_up(a.rows * a.feat, kElemsPerBlock);
-      blocks += d.blocks;
-      lp.seg[used++] = d;
-    }
-    lp.nseg = used;
-    if (blocks > 0) launch(&k::affine_kernel, blocks, stream_of(stream), lp);
-  }
 }
 
 }  // namespace detail::cuda

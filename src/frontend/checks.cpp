@@ -1,16 +1,11 @@
-// src/validate.cpp -- see validate.hpp.
-#include "validate.hpp"
+// src/frontend/checks.cpp -- see checks.hpp.
+#include "checks.hpp"
 
 #include <string>
 
-#include "backends.hpp"
-#include "errors.hpp"
+#include "../errors.hpp"
 
 namespace vecnorm::detail {
-
-Device backend_device(Backend resolved) {
-  return resolved == Backend::cuda ? Device::cuda(cuda::current_device()) : Device::cpu();
-}
 
 int find_key(const KeyTable& table, std::string_view key) {
   const int k = table.find(key);
@@ -119,31 +114,23 @@ void check_stats_view(std::string_view key, const char* what, const ConstTensorV
   check_data(key, what, v.data, v.numel());
 }
 
-Segment KeyPlanner::next(const KeyData& item, Op op, bool invert) {
-  const int k = find_key(table_, item.key);
-  check_unique(item.key, k, call_keys_.data(), static_cast<int>(call_keys_.size()));
-  const KeySpec& spec = table_.keys[static_cast<std::size_t>(k)];
-  const DType xd = invert ? output_dtype(spec.dtype) : spec.dtype;
-  const IoShape io = check_io(table_, k, xd, item.x, op == Op::update ? nullptr : &item.y,
-                              pooled_ ? BatchRule::any : BatchRule::exact, device_);
-  if (pooled_) {
-    if (call_keys_.empty())
-      pooled_batch_ = io.batch;
-    else if (io.batch != pooled_batch_)
-      fail(ErrorCode::shape_mismatch, key_prefix(spec.name) + "batch shape: expected " + pooled_batch_.str() +
-                                          " (the batch shape of key '" +
-                                          table_.keys[static_cast<std::size_t>(call_keys_.front())].name +
-                                          "' in this call), got " + io.batch.str());
-  }
-  call_keys_.push_back(k);
-  Segment s;
-  s.key = k;
-  s.x = item.x.data;
-  s.x_dtype = xd;
-  s.y = op == Op::update ? nullptr : item.y.data;
-  s.rows = io.rows;
-  s.feat = io.feat;
-  return s;
+void check_scalar_view(std::string_view key, const char* what, const ConstTensorView& v, Device device) {
+  if (v.dtype != DType::int64)
+    fail(ErrorCode::dtype_mismatch,
+         key_prefix(key) + what + " dtype: expected int64, got " + to_string(v.dtype));
+  if (v.shape.numel() != 1 || v.shape.ndim() > 1)
+    fail(ErrorCode::shape_mismatch, key_prefix(key) + what + " shape: expected [] or [1] (one value per key), got " +
+                                        v.shape.str());
+  check_device(key, what, v.device, device);
+  check_data(key, what, v.data, 1);
+}
+
+void fail_zero_count(std::string_view key, std::int64_t count, std::int64_t element, std::string_view context) {
+  if (element < 0)
+    fail(ErrorCode::zero_count, std::string(context) + key_prefix(key) + "cannot normalize: expected count > 0, got " + std::to_string(count) +
+                                    " (statistics never updated; step or update first)");
+  fail(ErrorCode::zero_count, key_prefix(key) + "cannot normalize: expected count > 0, got " + std::to_string(count) +
+                                  " at element " + std::to_string(element) + " (statistics never updated)");
 }
 
 }  // namespace vecnorm::detail

@@ -1,13 +1,12 @@
-// src/validate.hpp -- argument checks shared by every entry point. Everything a
-// call is given is checked here before anything is written.
+// src/frontend/checks.hpp -- the argument checks of a call, each written once:
+// keys, inputs and outputs, statistics views, overlaps. The pipeline
+// (pipeline.hpp) and the stores call them; every failure throws Error naming
+// the key, the expected and the actual value.
 #pragma once
 
 #include <cstdint>
 #include <string_view>
-#include <vector>
 
-#include "plan.hpp"
-#include "vecnorm/normalizer.hpp"
 #include "vecnorm/options.hpp"
 #include "vecnorm/tensor.hpp"
 
@@ -26,9 +25,6 @@ struct IoShape {
   std::int64_t feat = 0;  ///< feature numel
 };
 
-/// The device a backend reads and writes.
-Device backend_device(Backend resolved);
-
 /// Finds `key` in the table (Error unknown_key listing the known keys).
 int find_key(const KeyTable& table, std::string_view key);
 
@@ -44,6 +40,10 @@ IoShape check_io(const KeyTable& table, int k, DType x_dtype, const ConstTensorV
 void check_stats_view(std::string_view key, const char* what, const ConstTensorView& v, DType dtype,
                       const Shape& shape, Device device);
 
+/// Checks a view of one int64 (a per-key count or counter): shape [] or [1],
+/// device, non-null.
+void check_scalar_view(std::string_view key, const char* what, const ConstTensorView& v, Device device);
+
 /// Throws Error(invalid_argument) when [a, a+na) and [b, b+nb) overlap but are not identical.
 void check_no_partial_overlap(std::string_view key, const char* what_a, const void* a, std::size_t na,
                               const char* what_b, const void* b, std::size_t nb);
@@ -52,26 +52,10 @@ void check_no_partial_overlap(std::string_view key, const char* what_a, const vo
 void check_disjoint(std::string_view key, const char* what_a, const void* a, std::size_t na, const char* what_b,
                     const void* b, std::size_t nb);
 
-/// The keys of one stateful call (VecNorm, SharedVecNorm), validated one by one
-/// into Segments: key known and not repeated in the call, x/y dtypes, shapes,
-/// device and overlap, and (pooled) one batch shape for all keys of the call.
-/// The caller fills in the statistics pointers.
-class KeyPlanner {
- public:
-  /// `call_keys` receives the key index of each planned item (cleared here).
-  KeyPlanner(const KeyTable& table, bool pooled, Device device, std::vector<int>& call_keys)
-      : table_(table), pooled_(pooled), device_(device), call_keys_(call_keys) {
-    call_keys_.clear();
-  }
-  /// `invert`: x holds normalized values (denormalize), so its dtype is output_dtype(key dtype).
-  Segment next(const KeyData& item, Op op, bool invert);
-
- private:
-  const KeyTable& table_;
-  bool pooled_;
-  Device device_;
-  std::vector<int>& call_keys_;
-  Shape pooled_batch_;
-};
+/// Throws Error(zero_count) naming the key: normalizing statistics that have
+/// `count` samples (<= 0) at element `element` (-1: the key's one count).
+/// `context` starts the message (e.g. the shared segment's name).
+[[noreturn]] void fail_zero_count(std::string_view key, std::int64_t count, std::int64_t element = -1,
+                                  std::string_view context = {});
 
 }  // namespace vecnorm::detail

@@ -1,0 +1,94 @@
+// kernels/elementwise.cuh -- per-element statistics, all keys of a call in one
+// launch: every element is core::element_step (vecnorm/core/element.hpp), the
+// same step, count and skip rule the CPU loops run.
+#pragma once
+
+#include "common.cuh"
+
+namespace vecnorm::kernels {
+
+template <class Est, class X, class S, bool PerKeyCount, int Op>
+__device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const DevSegment& s, std::int64_t local_block) {
+  using C = core::compute_t<X, S>;
+  using Y = core::output_t<X>;
+  constexpr bool kUpdate = Op != op_normalize;
+  constexpr bool kNormalize = Op != op_update;
+  const core::Decay decay = decay_of(p);
+  const C eps = static_cast<C>(p.eps);
+  const X* x = static_cast<const X*>(s.x);
+  Y* y = static_cast<Y*>(s.y);
+  const core::ElementStats<S> st{static_cast<const S*>(s.loc_in), static_cast<const S*>(s.var_in),
+                                 static_cast<S*>(s.loc_out), static_cast<S*>(s.var_out)};
+  const std::int64_t n_elem = s.rows * s.feat;
+  const std::int64_t base = local_block * (kThreads * kItems) + threadIdx.x;
+
+  core::ElementCounts ec;
+  ec.per_element = !PerKeyCount;
+  ec.count_in = s.count_in;
+  ec.count_out = s.count_out;
+  ec.skips = s.skips;
+  ec.key_count = PerKeyCount && s.count_in ? *s.count_in : 0;
+  // One count per key: the block's thread 0 computes the coefficients once (in
+  // double) and shares them; varying counts: each thread, when its count
+  // changes. Once an element of the key has skipped (health counter != 0), an
+  // element's count is the key's less its skips.
+  std::int64_t cached = -1;
+  core::Coeffs<C> c{};
+  if constexpr (PerKeyCount) {
+    __shared__ C shared_coeffs[2];
+    __shared__ int shared_skips;
+    if (threadIdx.x == 0) {
+      const core::Coeffs<C> c0 = core::element_coeffs<Est, C, kUpdate>(decay, ec.key_count);
+      shared_coeffs[0] = c0.weight;
+      shared_coeffs[1] = c0.inv_bc;
+      shared_skips = (s.skips != nullptr && s.skipped != nullptr && read_counter(s.skipped) != 0) ? 1 : 0;
+    }
+    __syncthreads();
+    c.weight = shared_coeffs[0];
+    c.inv_bc = shared_coeffs[1];
+    ec.use_skips = shared_skips != 0;
+  }
+  const bool skip = kUpdate && p.skip != 0;
+#pragma unroll
+  for (int it = 0; it < kItems; ++it) {
+    const std::int64_t i = base + static_cast<std::int64_t>(it) * kThreads;
+    if (i >= n_elem) break;
+    std::int64_t n = 0;
+    if (core::varying_counts(ec)) {
+      n = core::element_count(ec, i);
+      if (n != cached) {
+        c = core::element_coeffs<Est, C, kUpdate>(decay, n);
+        cached = n;
+      }
+    }
+    const bool kept_out = core::element_step<Est, S, C, kUpdate, kNormalize, kUpdate>(x, st, y, i, i, c, eps, skip);
+    if constexpr (kUpdate) {
+      core::record_update(ec, i, n, kept_out);
+      if (kept_out && s.skipped != nullptr) add_counter(s.skipped, 1);
+    }
+  }
+}
+
+/// Per-element statistics for all segments of the launch. With one count per
+/// key, the last block moves every segment's count by one (after all blocks
+/// have read it).
+template <class Est, class S, bool PerKeyCount, int Op>
+__global__ void __launch_bounds__(kThreads) elementwise_kernel(const __grid_constant__ LaunchPlan p) {
+  const std::int64_t block = blockIdx.x;
+  const int si = find_segment(p, block);
+  const DevSegment& s = p.seg[si];
+  const std::int64_t local = block - s.block_begin;
+  if (local < s.blocks) {
+    visit_x(s.x_dtype, [&](auto xt) { elementwise_block<Est, decltype(xt), S, PerKeyCount, Op>(p, s, local); });
+  }
+  if constexpr (PerKeyCount && Op != op_normalize) {
+    if (last_block_done(p.ticket) && threadIdx.x == 0) {
+      for (int k = 0; k < p.nseg; ++k) {
+        const DevSegment& sk = p.seg[k];
+        *sk.count_out = (sk.count_in ? *sk.count_in : 0) + 1;
+      }
+    }
+  }
+}
+
+}  // namespace vecnorm::kernels

@@ -1,0 +1,225 @@
+// kernels/pooled.cuh -- pooled statistics of all keys of a call: per-block
+// partial moments; the last block to finish merges them in a fixed order and
+// updates loc/var/count. The operations are core::PooledOps
+// (vecnorm/core/pooled.hpp), as on the CPU.
+#pragma once
+
+#include "common.cuh"
+
+namespace vecnorm::kernels {
+
+/// Rows of a block of the pooled statistics kernel, for feat features: the
+/// block's threads form `groups` row groups of `cols` feature lanes.
+__host__ __device__ __forceinline__ int pooled_cols(std::int64_t feat) {
+  return static_cast<int>(feat < kThreads ? (feat > 0 ? feat : 1) : kThreads);
+}
+__host__ __device__ __forceinline__ std::int64_t pooled_rows_per_block(std::int64_t feat) {
+  return static_cast<std::int64_t>(kThreads / pooled_cols(feat)) * kRowsPerThread;
+}
+
+/// One block's partial moments of rows [r0, r1) of every feature: shifted sums
+/// in the compute type per thread, added in double across the row groups (they
+/// share the shift), written as (n, mean, M2) per feature; blocks are merged
+/// with Chan's formula by the last block.
+template <class Est, class X, class S>
+__device__ __forceinline__ void pooled_partial_block(const LaunchPlan& p, const DevSegment& s, std::int64_t local,
+                                                     double* sh1, double* sh2) {
+  using C = core::compute_t<X, S>;
+  using Ops = core::PooledOps<Est>;
+  const core::Decay decay = decay_of(p);
+  const X* x = static_cast<const X*>(s.x);
+  const S* loc_in = static_cast<const S*>(s.loc_in);
+  const std::int64_t F = s.feat;
+  const int cols = pooled_cols(F);
+  const int groups = kThreads / cols;
+  const std::int64_t r0 = local * pooled_rows_per_block(F);
+  const std::int64_t r1 = r0 + pooled_rows_per_block(F) < s.rows ? r0 + pooled_rows_per_block(F) : s.rows;
+  const std::int64_t n = s.count_in ? *s.count_in : 0;
+  const int tid = threadIdx.x;
+  const int col = tid % cols;
+  const int g = tid / cols;
+  double* part = p.partials + 3 * (s.partials + local * F);
+  const core::Coeffs<double> shift_c = Ops::shift_coeffs(decay, n);
+  for (std::int64_t fc = 0; fc < F; fc += cols) {
+    const std::int64_t f = fc + col;
+    const bool active = g < groups && f < F;
+    C shift = C(0), a1 = C(0), a2 = C(0);
+    if (active) {
+      const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
+      shift = static_cast<C>(Ops::shift(shift_c, loc, n, core::load<double>(x + f)));
+      for (std::int64_t r = r0 + g; r < r1; r += groups) Ops::reduce(a1, a2, core::load<C>(x + r * F + f) - shift);
+    }
+    sh1[tid] = static_cast<double>(a1);
+    sh2[tid] = static_cast<double>(a2);
+    __syncthreads();
+    if (g == 0 && f < F) {
+      // The row groups share the shift: their sums add (in double, in group order).
+      double t1 = 0.0, t2 = 0.0;
+      for (int gg = 0; gg < groups; ++gg) Ops::combine(t1, t2, sh1[gg * cols + col], sh2[gg * cols + col]);
+      const core::Moments m = Ops::project(static_cast<double>(r1 - r0), static_cast<double>(shift), t1, t2);
+      part[3 * f + 0] = m.n;
+      part[3 * f + 1] = m.mean;
+      part[3 * f + 2] = m.m2;
+    }
+    __syncthreads();
+  }
+}
+
+/// NonFinite::skip, pooled, in the last block: the moments (n, mean, M2) of
+/// the rows of segment k whose values are all finite, written to part[3 f ..]
+/// for every feature f (n = the number of such rows, 0 when none). Sums in
+/// double, shifted as PooledOps::shift with the first finite row standing in
+/// for the first sample. Returns the number of rows. Slow (one block), and rare.
+template <class Est, class S>
+__device__ __forceinline__ std::int64_t masked_moments(const LaunchPlan& p, int k, double* part) {
+  using Ops = core::PooledOps<Est>;
+  __shared__ int ok[kThreads];
+  __shared__ std::int64_t first;
+  __shared__ std::int64_t rows_ok;
+  const DevSegment& s = p.seg[k];
+  const void* x = s.x;
+  const std::uint8_t xt = s.x_dtype;
+  const S* loc_in = static_cast<const S*>(s.loc_in);
+  const std::int64_t F = s.feat, m = s.rows;
+  const std::int64_t n = s.count_in ? *s.count_in : 0;
+  auto row_ok = [&](std::int64_t r) {
+    for (std::int64_t f = 0; f < F; ++f)
+      if (!core::is_finite(load_as_double(x, xt, r * F + f))) return 0;
+    return 1;
+  };
+  if (threadIdx.x == 0) {
+    first = m;
+    rows_ok = 0;
+  }
+  __syncthreads();
+  // The first finite row, kThreads rows at a time.
+  for (std::int64_t r0 = 0; r0 < m; r0 += kThreads) {
+    const std::int64_t r = r0 + threadIdx.x;
+    ok[threadIdx.x] = r < m ? row_ok(r) : 0;
+    __syncthreads();
+    if (threadIdx.x == 0)
+      for (int t = 0; t < kThreads && first == m; ++t)
+        if (ok[t] != 0) first = r0 + t;
+    __syncthreads();
+    if (first < m) break;
+  }
+  // Shift in part[3 f + 2], sums in part[3 f], part[3 f + 1].
+  const core::Coeffs<double> shift_c = Ops::shift_coeffs(decay_of(p), n);
+  for (std::int64_t f = threadIdx.x; f < F; f += kThreads) {
+    const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
+    part[3 * f + 0] = 0.0;
+    part[3 * f + 1] = 0.0;
+    part[3 * f + 2] = first < m ? Ops::shift(shift_c, loc, n, load_as_double(x, xt, first * F + f)) : 0.0;
+  }
+  __syncthreads();
+  for (std::int64_t r0 = first; r0 < m; r0 += kThreads) {
+    const std::int64_t r = r0 + threadIdx.x;
+    ok[threadIdx.x] = r < m ? row_ok(r) : 0;
+    __syncthreads();
+    const std::int64_t len = m - r0 < kThreads ? m - r0 : kThreads;
+    for (std::int64_t f = threadIdx.x; f < F; f += kThreads) {
+      double a = part[3 * f + 0], q = part[3 * f + 1];
+      const double shift = part[3 * f + 2];
+      for (std::int64_t t = 0; t < len; ++t) {
+        if (ok[t] == 0) continue;
+        Ops::reduce(a, q, load_as_double(x, xt, (r0 + t) * F + f) - shift);
+      }
+      part[3 * f + 0] = a;
+      part[3 * f + 1] = q;
+    }
+    if (threadIdx.x == 0)
+      for (std::int64_t t = 0; t < len; ++t) rows_ok += ok[t];
+    __syncthreads();
+  }
+  const std::int64_t total = rows_ok;
+  for (std::int64_t f = threadIdx.x; f < F; f += kThreads) {
+    const core::Moments mo = Ops::project(static_cast<double>(total), part[3 * f + 2], part[3 * f + 0], part[3 * f + 1]);
+    part[3 * f + 0] = mo.n;
+    part[3 * f + 1] = mo.mean;
+    part[3 * f + 2] = mo.m2;
+  }
+  __syncthreads();
+  return total;
+}
+
+/// Pooled statistics of all segments: partial moments per block; the last block
+/// merges each feature's partials in block order (deterministic), updates
+/// loc/var in double, moves the counts by the batch size and, for a step that
+/// normalizes, writes the per-feature map for affine_kernel.
+template <class Est, class S>
+__global__ void __launch_bounds__(kThreads, 1) pooled_stats_kernel(const __grid_constant__ LaunchPlan p) {
+  using Ops = core::PooledOps<Est>;
+  __shared__ double sh1[kThreads];
+  __shared__ double sh2[kThreads];
+  const std::int64_t block = blockIdx.x;
+  const int si = find_segment(p, block);
+  const DevSegment& s = p.seg[si];
+  const std::int64_t local = block - s.block_begin;
+  if (local < s.blocks) {
+    visit_x(s.x_dtype, [&](auto xt) { pooled_partial_block<Est, decltype(xt), S>(p, s, local, sh1, sh2); });
+  }
+  if (!last_block_done(p.ticket)) return;
+  const core::Decay decay = decay_of(p);
+  __shared__ std::int64_t added[kMaxSegments];  // rows each segment adds
+  __shared__ int bad;
+  for (int k = 0; k < p.nseg; ++k) {
+    const DevSegment& sk = p.seg[k];
+    const std::int64_t n = sk.count_in ? *sk.count_in : 0;
+    std::int64_t m = sk.rows;
+    const S* loc_in = static_cast<const S*>(sk.loc_in);
+    const S* var_in = static_cast<const S*>(sk.var_in);
+    S* loc_out = static_cast<S*>(sk.loc_out);
+    S* var_out = static_cast<S*>(sk.var_out);
+    double* part = p.partials + 3 * sk.partials;
+    // Every feature's partials merged in block order, kept in block 0's slots.
+    if (threadIdx.x == 0) bad = 0;
+    __syncthreads();
+    for (std::int64_t f = threadIdx.x; f < sk.feat; f += kThreads) {
+      core::Moments b;
+      for (std::int64_t blk = 0; blk < sk.blocks; ++blk) {
+        const double* q = part + 3 * (blk * sk.feat + f);
+        core::Moments mb;
+        mb.n = q[0];
+        mb.mean = q[1];
+        mb.m2 = q[2];
+        b = Ops::combine(b, mb);
+      }
+      part[3 * f + 0] = b.n;
+      part[3 * f + 1] = b.mean;
+      part[3 * f + 2] = b.m2;
+      if (!core::is_finite(b.mean) || !core::is_finite(b.m2)) atomicOr(&bad, 1);
+    }
+    __syncthreads();
+    // NonFinite::skip with a non-finite value in the batch (rare): the moments
+    // again over the rows whose values are all finite, by this block alone.
+    if (bad != 0 && p.skip != 0) {
+      m = masked_moments<Est, S>(p, k, part);
+      if (threadIdx.x == 0 && sk.skipped != nullptr && m < sk.rows) add_counter(sk.skipped, sk.rows - m);
+    }
+    if (threadIdx.x == 0) added[k] = m;
+    // m = 0 (every row left out): nothing changes; the map is at the count before.
+    const core::Coeffs<double> uc = core::update_coeffs<Est, double>(decay, n, m > 0 ? m : 1);
+    const core::Coeffs<double> nc = m > 0 ? Est::normalize_after(uc) : core::normalize_coeffs<Est, double>(decay, n);
+    for (std::int64_t f = threadIdx.x; f < sk.feat; f += kThreads) {
+      core::Moments b;
+      b.n = m > 0 ? part[3 * f + 0] : 0.0;
+      b.mean = part[3 * f + 1];
+      b.m2 = part[3 * f + 2];
+      const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
+      const double var = var_in ? static_cast<double>(var_in[f]) : 0.0;
+      const core::Stored<S> st = Ops::template finalize<S>(uc, loc, var, b);
+      loc_out[f] = st.loc;
+      var_out[f] = st.var;
+      if (p.op == op_update_and_normalize)
+        store_map(sk, f,
+                  core::stats_map<Est, double>(core::MapKind::normalize, static_cast<double>(st.loc),
+                                               static_cast<double>(st.var), nc, p.eps));
+    }
+    __syncthreads();
+  }
+  __syncthreads();  // every thread has read the counts
+  if (threadIdx.x == 0)
+    for (int k = 0; k < p.nseg; ++k) *p.seg[k].count_out = (p.seg[k].count_in ? *p.seg[k].count_in : 0) + added[k];
+}
+
+}  // namespace vecnorm::kernels

@@ -1,0 +1,197 @@
+// src/cpu/elementwise.cpp -- per-element statistics on the CPU: every element
+// of a key is core::element_step (the update, the normalization and the count
+// and skip rule of vecnorm/core/element.hpp), in vector loops split over
+// OpenMP threads. Compiled once per instruction set (src/cpu/isa_begin.hpp).
+#include "includes.hpp"
+// clang-format off
+#include "isa_begin.hpp"
+#include "loops.hpp"
+// clang-format on
+
+namespace vecnorm::detail::cpu::VECNORM_CPU_ISA {
+namespace {
+
+using core::StatsIn;
+
+/// Elements [b, e) with one count per key, y[i] written to out[i - b]. A
+/// function of its own (all operands local) so that the loop vectorizes.
+/// kKeep (NonFinite::skip, a chunk that holds a non-finite x): those elements'
+/// statistics are written back as they are.
+template <class Est, class X, class S, class C, bool kUpdate, bool kNormalize, bool kKeep, StatsIn kIn, class Y>
+void elementwise_loop_to(const X* x, const core::ElementStats<S> st, Y* out, std::int64_t b, std::int64_t e,
+                         const core::Coeffs<C> c, const C eps) {
+  VECNORM_IVDEP
+  for (std::int64_t i = b; i < e; ++i)
+    core::element_step<Est, S, C, kUpdate, kNormalize, kKeep, kIn>(x, st, out, i, i - b, c, eps);
+}
+
+/// The loop above; outputs of a narrower type than C (float16/bfloat16) are
+/// computed into an L1 block of C and converted by a loop of their own: the
+/// rounding in the same loop as torchrl's selects left GCC with more control
+/// flow than it would vectorize (a scalar loop, 3x slower than stable's).
+template <class Est, class X, class S, class C, bool kUpdate, bool kNormalize, bool kKeep, StatsIn kIn>
+void elementwise_loop(const X* x, const core::ElementStats<S>& st, out_t<X>* out, std::int64_t b, std::int64_t e,
+                      const core::Coeffs<C> c, const C eps) {
+  using Y = out_t<X>;
+  if constexpr (kNormalize && !std::is_same_v<Y, C>) {
+    constexpr std::int64_t kBlock = 512;
+    C block[kBlock];
+    for (std::int64_t b2 = b; b2 < e; b2 += kBlock) {
+      const std::int64_t e2 = std::min(e, b2 + kBlock);
+      elementwise_loop_to<Est, X, S, C, kUpdate, kNormalize, kKeep, kIn, C>(x, st, block, b2, e2, c, eps);
+      Y* o2 = out + (b2 - b);
+      for (std::int64_t j = 0; j < e2 - b2; ++j) core::store(o2 + j, block[j]);
+    }
+  } else {
+    elementwise_loop_to<Est, X, S, C, kUpdate, kNormalize, kKeep, kIn, Y>(x, st, out, b, e, c, eps);
+  }
+}
+
+/// Elements [b, e) of a key with one count per key. kSkip (NonFinite::skip):
+/// each run of kCheck elements is first checked for a non-finite x (an OR
+/// reduction over values then in L1, a vector loop); clean runs take the
+/// plain loop, the rare dirty one the loop that keeps those elements.
+/// Returns the elements kept out of the statistics.
+constexpr std::int64_t kCheck = 1024;
+template <class Est, class X, class S, class C, bool kUpdate, bool kNormalize, bool kSkip, StatsIn kIn>
+std::int64_t elementwise_chunk(const X* x, const core::ElementStats<S>& st, out_t<X>* out, std::int64_t b,
+                               std::int64_t e, const core::Coeffs<C> c, const C eps) {
+  if constexpr (!kSkip || !kUpdate) {
+    elementwise_loop<Est, X, S, C, kUpdate, kNormalize, false, kIn>(x, st, out, b, e, c, eps);
+    return 0;
+  } else {
+    std::int64_t kept = 0;
+    for (std::int64_t b2 = b; b2 < e; b2 += kCheck) {
+      const std::int64_t e2 = std::min(e, b2 + kCheck);
+      unsigned bad = 0;
+      VECNORM_IVDEP
+      for (std::int64_t i = b2; i < e2; ++i) bad |= core::is_finite(core::load<C>(x + i)) ? 0u : 1u;
+      out_t<X>* o2 = out == nullptr ? nullptr : out + (b2 - b);
+      if (bad == 0) {
+        elementwise_loop<Est, X, S, C, kUpdate, kNormalize, false, kIn>(x, st, o2, b2, e2, c, eps);
+        continue;
+      }
+      elementwise_loop<Est, X, S, C, kUpdate, kNormalize, true, kIn>(x, st, o2, b2, e2, c, eps);
+      for (std::int64_t i = b2; i < e2; ++i) kept += core::is_finite(core::load<C>(x + i)) ? 0 : 1;
+    }
+    return kept;
+  }
+}
+
+/// Elements [begin, end) of a per-element segment; returns the updates left out
+/// (NonFinite::skip). Two shapes of loop:
+///  * all elements share the key's count (no element has ever skipped): the
+///    vector loops above, one set of coefficients;
+///  * counts vary per element (stateless, or per key less the element's
+///    skips): a scalar loop that recomputes the coefficients when the count
+///    changes.
+template <class Est, class X, class S, Work kWork, bool kSkip>
+std::int64_t elementwise_range(const Plan& p, const Segment& s, const core::ElementCounts& ec, std::int64_t begin,
+                               std::int64_t end, bool stream) {
+  using C = compute_t<X, S>;
+  using Y = out_t<X>;
+  constexpr bool kUpdate = updates(kWork);
+  constexpr bool kNormalize = writes_output(kWork);
+  const X* x = static_cast<const X*>(s.x);
+  const core::ElementStats<S> st{static_cast<const S*>(s.loc_in), static_cast<const S*>(s.var_in),
+                                 static_cast<S*>(s.loc_out), static_cast<S*>(s.var_out)};
+  const C eps = static_cast<C>(p.eps);
+  std::int64_t kept = 0;
+
+  if (!core::varying_counts(ec)) {
+    const core::Coeffs<C> c = core::element_coeffs<Est, C, kUpdate>(p.decay, ec.key_count);
+    write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
+      const std::int64_t k =
+          st.loc_in == nullptr
+              ? elementwise_chunk<Est, X, S, C, kUpdate, kNormalize, kSkip, StatsIn::zeros>(x, st, out, b, e, c, eps)
+              : elementwise_chunk<Est, X, S, C, kUpdate, kNormalize, kSkip, StatsIn::load>(x, st, out, b, e, c, eps);
+      if (k > 0)  // rare: record which elements were left out
+        for (std::int64_t i = b; i < e; ++i)
+          if (!core::is_finite(core::load<C>(x + i))) core::record_update(ec, i, ec.key_count, true);
+      kept += k;
+    });
+    return kept;
+  }
+  std::int64_t cached = -1;
+  core::Coeffs<C> c{};
+  write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
+    for (std::int64_t i = b; i < e; ++i) {
+      const std::int64_t n = core::element_count(ec, i);
+      if (n != cached) {
+        c = core::element_coeffs<Est, C, kUpdate>(p.decay, n);
+        cached = n;
+      }
+      const bool kept_out = core::element_step<Est, S, C, kUpdate, kNormalize, kSkip>(x, st, out, i, i - b, c, eps);
+      if constexpr (kUpdate) {
+        core::record_update(ec, i, n, kept_out);
+        kept += kept_out ? 1 : 0;
+      }
+    }
+  });
+  return kept;
+}
+
+template <class Est, class X, class S>
+void elementwise_segment(const Plan& p, const Segment& s) {
+  const std::int64_t n = s.rows * s.feat;
+  // Integers are always finite: no check.
+  const bool skip = p.nonfinite == NonFinite::skip && !std::is_integral_v<X>;
+  core::ElementCounts ec;
+  ec.per_element = p.counts == CountLayout::per_element;
+  ec.count_in = s.count_in;
+  ec.count_out = s.count_out;
+  ec.skips = s.skips;
+  ec.key_count = !ec.per_element && s.count_in != nullptr ? *s.count_in : 0;
+  // Counts per element also when the key's elements have skipped before.
+  ec.use_skips = !ec.per_element && s.skips != nullptr && s.skipped != nullptr && *s.skipped != 0;
+  std::int64_t kept = 0;
+  auto run = [&](auto work_tag, auto skip_tag) {
+    constexpr Work kWork = decltype(work_tag)::value;
+    constexpr bool kSkip = decltype(skip_tag)::value;
+    const bool stream = writes_output(kWork) && static_cast<std::size_t>(n) * sizeof(out_t<X>) >= kStreamBytes;
+    parallel_for(n, max_threads(p.threads), kGrain, 64, [&](std::int64_t b, std::int64_t e, int) {
+      const std::int64_t k = elementwise_range<Est, X, S, kWork, kSkip>(p, s, ec, b, e, stream);
+      if (k > 0) std::atomic_ref<std::int64_t>(kept).fetch_add(k, std::memory_order_relaxed);
+    });
+  };
+  using Yes = std::true_type;
+  using No = std::false_type;
+  using StepTag = std::integral_constant<Work, Work::update_and_normalize>;
+  using UpdateTag = std::integral_constant<Work, Work::update>;
+  switch (p.work) {
+    case Work::update_and_normalize:
+      if (skip)
+        run(StepTag{}, Yes{});
+      else
+        run(StepTag{}, No{});
+      break;
+    case Work::update:
+      if (skip)
+        run(UpdateTag{}, Yes{});
+      else
+        run(UpdateTag{}, No{});
+      break;
+    default: run(std::integral_constant<Work, Work::normalize>{}, No{}); break;
+  }
+  if (!updates(p.work)) return;
+  // One count per key moves once per step (after the elements are done), and
+  // the health counter by the elements left out.
+  if (!ec.per_element) *s.count_out = ec.key_count + 1;
+  if (kept > 0 && s.skipped != nullptr) *s.skipped += kept;
+}
+
+}  // namespace
+
+void run_elementwise(const Plan& plan, const Segment& s) {
+  core::visit(plan.estimator, [&](auto est) {
+    using Est = decltype(est);
+    visit_input(s.x_dtype, [&](auto xt) {
+      using X = typename decltype(xt)::type;
+      visit_float(plan.stats_dtype, [&](auto st) { elementwise_segment<Est, X, typename decltype(st)::type>(plan, s); });
+    });
+  });
+}
+
+}  // namespace vecnorm::detail::cpu::VECNORM_CPU_ISA
+
+#include "isa_end.hpp"

@@ -1,0 +1,4 @@
+// src/cpu/isa_end.hpp -- closes what isa_begin.hpp opened.
+#if defined(VECNORM_CPU_AVX2_BUILD)
+#pragma GCC pop_options
+#endif

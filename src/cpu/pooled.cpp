@@ -1,0 +1,342 @@
+// src/cpu/pooled.cpp -- pooled statistics on the CPU: core::PooledOps
+// (vecnorm/core/pooled.hpp) run by one OpenMP team per key. Compiled once per
+// instruction set (src/cpu/isa_begin.hpp).
+//
+// Shifted sums s1 = sum(x - K), s2 = sum((x - K)^2) per column, with one shift
+// K per feature for the whole call (the current mean), so that partial sums of
+// any rows combine by addition. Each tile of at most kTileRows rows is summed
+// in the compute type C, up to four vectors of columns at a time in registers,
+// then added to double sums: the rounding error of the float sums stays
+// bounded by the tile.
+#include "includes.hpp"
+// clang-format off
+#include "isa_begin.hpp"
+#include "loops.hpp"
+#include "map_loops.hpp"
+// clang-format on
+
+namespace vecnorm::detail::cpu::VECNORM_CPU_ISA {
+namespace {
+
+constexpr std::int64_t kTileRows = 128;
+
+template <class X, class C>
+inline void load_vec(const X* p, Vec<C>& v) {
+  if constexpr (std::is_same_v<X, C>) {
+    std::memcpy(&v, p, sizeof v);
+  } else {
+    C t[kLanes<C>];
+    for (int j = 0; j < kLanes<C>; ++j) t[j] = core::load<C>(p + j);
+    std::memcpy(&v, t, sizeof v);
+  }
+}
+
+/// Shifted sums of rows [t0, t1), columns [j0, j0 + NV lanes), in registers
+/// (each column in row order), added to the double sums s1/s2.
+template <class Ops, int NV, class X, class C>
+inline void block_sums(const X* __restrict x, std::int64_t ld, const C* __restrict shift, std::int64_t j0,
+                       std::int64_t t0, std::int64_t t1, double* __restrict s1, double* __restrict s2) {
+  constexpr int L = kLanes<C>;
+  Vec<C> a1[NV], a2[NV], sh[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    a1[v] = Vec<C>{};
+    a2[v] = Vec<C>{};
+    std::memcpy(&sh[v], shift + j0 + v * L, sizeof sh[v]);
+  }
+  for (std::int64_t r = t0; r < t1; ++r) {
+    const X* row = x + r * ld + j0;
+    for (int v = 0; v < NV; ++v) {
+      Vec<C> d;
+      load_vec<X, C>(row + v * L, d);
+      Ops::reduce(a1[v], a2[v], d - sh[v]);
+    }
+  }
+  // Through arrays: a loop over the vectors' lanes (a1[v][j]) stays scalar.
+  C b1[NV * L], b2[NV * L];
+  std::memcpy(b1, a1, sizeof b1);
+  std::memcpy(b2, a2, sizeof b2);
+  for (int k = 0; k < NV * L; ++k)
+    Ops::combine(s1[j0 + k], s2[j0 + k], static_cast<double>(b1[k]), static_cast<double>(b2[k]));
+}
+
+/// Adds the shifted sums of rows [row_b, row_e) of a [*, ld] matrix, columns
+/// [0, width), to s1/s2.
+///
+/// Each column's sums run in C over a tile of at most kTileRows rows, in row
+/// order, in registers (eight accumulators of four vectors of columns at a
+/// time: enough independent adds to hide their latency; rows in L1 between
+/// two blocks), then are added to the double sums.
+template <class Ops, class X, class C>
+void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, const C* __restrict shift,
+                 std::int64_t row_b, std::int64_t row_e, double* __restrict s1, double* __restrict s2) {
+  constexpr int L = kLanes<C>;
+  for (std::int64_t t0 = row_b; t0 < row_e; t0 += kTileRows) {
+    const std::int64_t t1 = std::min(row_e, t0 + kTileRows);
+    std::int64_t j0 = 0;
+    for (; j0 + 4 * L <= width; j0 += 4 * L) block_sums<Ops, 4>(x, ld, shift, j0, t0, t1, s1, s2);
+    for (; j0 + 2 * L <= width; j0 += 2 * L) block_sums<Ops, 2>(x, ld, shift, j0, t0, t1, s1, s2);
+    for (; j0 + L <= width; j0 += L) block_sums<Ops, 1>(x, ld, shift, j0, t0, t1, s1, s2);
+    if (j0 < width) {
+      const std::int64_t w = width - j0;
+      C a1[kLanes<C>] = {}, a2[kLanes<C>] = {};
+      for (std::int64_t r = t0; r < t1; ++r) {
+        const X* row = x + r * ld + j0;
+        for (std::int64_t j = 0; j < w; ++j) Ops::reduce(a1[j], a2[j], core::load<C>(row + j) - shift[j0 + j]);
+      }
+      for (std::int64_t j = 0; j < w; ++j)
+        Ops::combine(s1[j0 + j], s2[j0 + j], static_cast<double>(a1[j]), static_cast<double>(a2[j]));
+    }
+  }
+}
+
+/// The coefficients of a pooled call, through the workspace's memo: the same
+/// core function of the same arguments (the same bits), an expm1 fewer each
+/// hit. In a step of k keys of one count, 1 update in k misses; the shift of
+/// the next step is always a hit (remember_shift).
+enum MemoKind : int { kMemoShift = 0, kMemoUpdate = 1 };
+
+template <class Est>
+core::Coeffs<double> memo_coeffs(CoeffMemo& memo, MemoKind kind, const core::Decay& d, std::int64_t n,
+                                 std::int64_t m) {
+  const int tag = 2 * kind + static_cast<int>(Est::kind);
+  if (const core::Coeffs<double>* hit = memo.find(tag, d, n, m)) return *hit;
+  const core::Coeffs<double> c = kind == kMemoShift ? core::PooledOps<Est>::shift_coeffs(d, n)
+                                                    : core::update_coeffs<Est, double>(d, n, m);
+  memo.put(tag, d, n, m, c);
+  return c;
+}
+
+/// torchrl: the update to `count` computed the normalization's coefficients
+/// at `count` (`after`), which are shift_coeffs(count): remembered for the
+/// next call's shift (stable's are constants, not worth a memo entry).
+template <class Est>
+void remember_shift(CoeffMemo& memo, const core::Decay& d, std::int64_t count, const core::Coeffs<double>& after) {
+  if constexpr (Est::kind == Estimator::torchrl) {
+    constexpr int tag = 2 * kMemoShift + static_cast<int>(Est::kind);
+    if (memo.find(tag, d, count, 0) == nullptr) memo.put(tag, d, count, 0, after);
+  }
+}
+
+/// NonFinite::skip, pooled, when the batch holds a non-finite value (rare):
+/// the shifted sums of the rows whose values are all finite, in double, one
+/// thread. Shifts as PooledOps::shift, the first finite row standing in for the
+/// first sample. Returns the number of such rows.
+template <class Est, class X, class S, class C>
+std::int64_t masked_sums(const Plan& p, const X* x, std::int64_t m, std::int64_t F, const S* loc_in, std::int64_t n,
+                         C* shift, double* s1, double* s2) {
+  using Ops = core::PooledOps<Est>;
+  auto row_ok = [&](std::int64_t r) {
+    for (std::int64_t f = 0; f < F; ++f)
+      if (!core::is_finite(core::load<double>(x + r * F + f))) return false;
+    return true;
+  };
+  std::int64_t first = 0;
+  while (first < m && !row_ok(first)) ++first;
+  std::fill(s1, s1 + F, 0.0);
+  std::fill(s2, s2 + F, 0.0);
+  if (first == m) return 0;
+  const core::Coeffs<double> shift_c = Ops::shift_coeffs(p.decay, n);
+  for (std::int64_t f = 0; f < F; ++f) {
+    const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
+    shift[f] = static_cast<C>(Ops::shift(shift_c, loc, n, core::load<double>(x + first * F + f)));
+  }
+  std::int64_t ok = 0;
+  for (std::int64_t r = first; r < m; ++r) {
+    if (!row_ok(r)) continue;
+    ++ok;
+    for (std::int64_t f = 0; f < F; ++f)
+      Ops::reduce(s1[f], s2[f], core::load<double>(x + r * F + f) - static_cast<double>(shift[f]));
+  }
+  return ok;
+}
+
+/// The host scratch of a pooled segment: shift[W] (type C), sums 2W per thread
+/// + 2W for the tail, mu[F] and r[F] (type C), each feature's sums s1[F], s2[F]
+/// (in doubles; W <= max(F, kMaxSuper)).
+std::size_t pooled_doubles(std::int64_t feat, int threads) {
+  const std::size_t W = static_cast<std::size_t>(std::max<std::int64_t>(super_width(feat), 0));
+  return W * (1 + 2 * (static_cast<std::size_t>(threads) + 1)) + 4 * static_cast<std::size_t>(feat);
+}
+
+template <class Est, class X, class S>
+void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
+  using C = compute_t<X, S>;
+  using Ops = core::PooledOps<Est>;
+  const std::int64_t F = s.feat, m = s.rows, n_elem = m * F;
+  const X* x = static_cast<const X*>(s.x);
+  const S* loc_in = static_cast<const S*>(s.loc_in);
+  const S* var_in = static_cast<const S*>(s.var_in);
+  const std::int64_t n = s.count_in ? *s.count_in : 0;
+  const bool update = updates(p.work) && m > 0;
+  const bool normalize = writes_output(p.work);
+  const int threads = max_threads(p.threads);
+  const int nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, n_elem / kGrain)));
+
+  // The data as super rows of width W: R full ones and a last partial one of
+  // `tail` elements (a whole number of rows).
+  const std::int64_t W = std::min(super_width(F), n_elem);
+  const std::int64_t R = W > 0 ? n_elem / W : 0;
+  const std::int64_t tail = n_elem - R * W;
+
+  double* base = static_cast<double*>(ws.host(pooled_doubles(F, nt) * sizeof(double)));
+  C* shift = reinterpret_cast<C*>(base);
+  double* sums = base + W;
+  C* mu = reinterpret_cast<C*>(base + W * (1 + 2 * (nt + 1)));
+  C* r = reinterpret_cast<C*>(base + W * (1 + 2 * (nt + 1)) + F);
+  double* sums_f = base + W * (1 + 2 * (nt + 1)) + 2 * F;
+
+  if (!update) {
+    if (updates(p.work)) {
+      // An empty batch adds nothing: statistics and count stay (copied if out != in).
+      if (s.loc_out != s.loc_in)
+        for (std::int64_t f = 0; f < F; ++f) {
+          static_cast<S*>(s.loc_out)[f] = loc_in ? loc_in[f] : S(0);
+          static_cast<S*>(s.var_out)[f] = var_in ? var_in[f] : S(0);
+        }
+      *s.count_out = n;
+    }
+    if (!normalize || m == 0) return;
+    // Normalize only: the map of each feature from the statistics as stored.
+    core::stats_maps<Est, S, C>(p.decay, p.eps, core::StoredStats<S>{loc_in, var_in, n, nullptr, F, true},
+                                core::MapKind::normalize, mu, r);
+    MapRun<C> run{s.x, s.y, m, F, true, mu, r};
+    map_segment<X, C>(run, core::MapKind::normalize, threads);
+    return;
+  }
+
+  // An update (and normalize): one team of nt threads does it all. Each thread
+  // reduces a contiguous range of super rows into its own sums; after a
+  // barrier one thread merges them (fixed order), updates the statistics and
+  // computes the per-feature map; after another, each thread normalizes the
+  // same rows it reduced (still in its caches).
+  const core::Coeffs<double> shift_c = memo_coeffs<Est>(ws.memo, kMemoShift, p.decay, n, 0);
+  for (std::int64_t f = 0; f < F; ++f) {
+    const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
+    shift[f] = static_cast<C>(Ops::shift(shift_c, loc, n, core::load<double>(x + f)));
+  }
+  if (W != F) repeat_period(shift, F, shift, W);
+  std::fill(sums, sums + 2 * W * (nt + 1), 0.0);
+  C mu_w[kMaxSuper], r_w[kMaxSuper];  // the map repeated over a super row (F < W)
+  const C* mu_row = mu;
+  const C* r_row = r;
+  using Y = out_t<X>;
+  Y* y = static_cast<Y*>(s.y);
+  const bool stream = normalize && static_cast<std::size_t>(n_elem) * sizeof(Y) >= kStreamBytes;
+
+  auto rows_of = [&](int t, int k) {
+    auto edge = [&](int j) { return j >= k ? R : R * j / k; };
+    return std::pair<std::int64_t, std::int64_t>{edge(t), edge(t + 1)};
+  };
+  auto reduce_part = [&](int t, int k) {
+    const auto [b, e] = rows_of(t, k);
+    if (b < e) reduce_rows<Ops, X, C>(x, W, W, shift, b, e, sums + 2 * W * t, sums + 2 * W * t + W);
+  };
+  auto finish = [&]() {
+    if (tail > 0) reduce_rows<Ops, X, C>(x + R * W, W, tail, shift, 0, 1, sums + 2 * W * nt, sums + 2 * W * nt + W);
+    S* loc_out = static_cast<S*>(s.loc_out);
+    S* var_out = static_cast<S*>(s.var_out);
+    // Each feature's sums: thread slots, then the tail, columns f, f + F, ...,
+    // in that fixed order.
+    double* s1 = sums_f;
+    double* s2 = sums_f + F;
+    bool finite = true;
+    for (std::int64_t f = 0; f < F; ++f) {
+      double a = 0.0, q = 0.0;
+      for (int t = 0; t <= nt; ++t)
+        for (std::int64_t j = f; j < W; j += F) Ops::combine(a, q, sums[2 * W * t + j], sums[2 * W * t + W + j]);
+      s1[f] = a;
+      s2[f] = q;
+      finite = finite && core::is_finite(a) && core::is_finite(q);
+    }
+    // Sums of finite values (shifted by a finite value, squared in C over a
+    // 128-row tile, added in double) are finite unless |x - K| passes ~1e19 in
+    // float: a non-finite sum means a non-finite input (or such a value), and
+    // NonFinite::skip sums again, leaving out the rows that have one.
+    std::int64_t m_ok = m;
+    if (!finite && p.nonfinite == NonFinite::skip && !std::is_integral_v<X>)
+      m_ok = masked_sums<Est, X, S, C>(p, x, m, F, loc_in, n, shift, s1, s2);
+    // The update's coefficients, and the normalization's at the new count:
+    // torchrl's update computed the same bias correction already.
+    core::Coeffs<double> uc{0.0, 1.0}, nc{0.0, 1.0};
+    if (m_ok > 0) {
+      uc = memo_coeffs<Est>(ws.memo, kMemoUpdate, p.decay, n, m_ok);
+      nc = Est::normalize_after(uc);
+      remember_shift<Est>(ws.memo, p.decay, n + m_ok, nc);
+    } else {
+      nc = core::normalize_coeffs<Est, double>(p.decay, n);
+    }
+    for (std::int64_t f = 0; f < F; ++f) {
+      const core::Moments b = Ops::project(static_cast<double>(m_ok), static_cast<double>(shift[f]), s1[f], s2[f]);
+      const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
+      const double var = var_in ? static_cast<double>(var_in[f]) : 0.0;
+      const core::Stored<S> st = Ops::template finalize<S>(uc, loc, var, b);
+      loc_out[f] = st.loc;
+      var_out[f] = st.var;
+    }
+    if (m_ok < m && s.skipped != nullptr) *s.skipped += m - m_ok;
+    *s.count_out = n + m_ok;
+    if (!normalize) return;
+    // The normalization of each feature, from the statistics as stored.
+    core::stats_maps<Est, S, C>(p.decay, p.eps, core::StoredStats<S>{loc_out, var_out, n + m_ok, nullptr, F, true},
+                                core::MapKind::normalize, mu, r, 0, 1, &nc);
+    if (W != F) {
+      repeat_period(mu, F, mu_w, W);
+      repeat_period(r, F, r_w, W);
+      mu_row = mu_w;
+      r_row = r_w;
+    }
+  };
+  auto normalize_part = [&](int t, int k) {
+    const auto [b, e] = rows_of(t, k);
+    const std::int64_t eb = b * W, ee = t == k - 1 ? n_elem : e * W;  // the last thread takes the tail
+    if (eb >= ee) return;
+    // Last rows first: those the reduction read last are the ones still cached.
+    constexpr std::int64_t kBack = 1 << 16;
+    for (std::int64_t hi = ee; hi > eb;) {
+      const std::int64_t lo = std::max(eb, hi - kBack);
+      write_out(y, lo, hi, stream, [&](std::int64_t b2, std::int64_t e2, Y* out) {
+        map_run<X, C, core::MapKind::normalize>(x, out, b2, e2, W, mu_row, r_row);
+      });
+      hi = lo;
+    }
+  };
+
+#if defined(_OPENMP)
+  if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+    {
+      const int t = omp_get_thread_num(), k = omp_get_num_threads();
+      reduce_part(t, k);
+#pragma omp barrier
+#pragma omp single
+      finish();  // the single's implied barrier publishes the map
+      if (normalize) normalize_part(t, k);
+    }
+    return;
+  }
+#endif
+  reduce_part(0, 1);
+  finish();
+  if (normalize) normalize_part(0, 1);
+}
+
+}  // namespace
+
+std::size_t pooled_scratch(const Plan& plan, const Segment& s) {
+  return pooled_doubles(s.feat, max_threads(plan.threads)) * sizeof(double);
+}
+
+void run_pooled(const Plan& plan, const Segment& s, Scratch& ws) {
+  core::visit(plan.estimator, [&](auto est) {
+    using Est = decltype(est);
+    visit_input(s.x_dtype, [&](auto xt) {
+      using X = typename decltype(xt)::type;
+      visit_float(plan.stats_dtype, [&](auto st) { pooled_segment<Est, X, typename decltype(st)::type>(plan, s, ws); });
+    });
+  });
+}
+
+}  // namespace vecnorm::detail::cpu::VECNORM_CPU_ISA
+
+#include "isa_end.hpp"

@@ -1,0 +1,170 @@
+// src/frontend/pipeline.cpp -- see pipeline.hpp.
+#include "pipeline.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "../errors.hpp"
+#include "checks.hpp"
+#include "vecnorm/core/convert.hpp"
+
+namespace vecnorm::detail {
+
+CallConfig make_config(const Options& o, Backend backend, CountLayout counts) {
+  CallConfig c;
+  c.estimator = o.estimator;
+  c.pooled = o.reduce_batch_dims;
+  c.counts = counts;
+  c.stats_dtype = o.stats_dtype;
+  c.decay = core::make_decay(o.decay);
+  c.eps = o.eps;
+  c.threads = o.cpu_threads;
+  c.nonfinite = o.nonfinite;
+  c.backend = backend;
+  c.device = backend_device(backend);
+  return c;
+}
+
+Shape stats_shape(bool pooled, const KeyTable& table, const KeySpec& spec) {
+  return pooled ? spec.feature_shape : table.batch_shape.concat(spec.feature_shape);
+}
+
+PlanBuffers& thread_buffers() {
+  thread_local PlanBuffers buffers;
+  return buffers;
+}
+
+Scratch& scratch_of(Workspace* ws) {
+  if (ws != nullptr) return ws->scratch();
+  thread_local Workspace own;
+  return own.scratch();
+}
+
+void plan_key(const CallConfig& cfg, const KeyTable& table, const CallItem& item, PlanBuffers& buf) {
+  const int k = find_key(table, item.key);
+  check_unique(item.key, k, buf.keys.data(), static_cast<int>(buf.keys.size()));
+  const KeySpec& spec = table.keys[static_cast<std::size_t>(k)];
+  const DType xd = inverts(cfg.work) ? output_dtype(spec.dtype) : spec.dtype;
+  const bool out = writes_output(cfg.work);
+  const IoShape io =
+      check_io(table, k, xd, *item.x, out ? item.y : nullptr, cfg.pooled ? BatchRule::any : BatchRule::exact, cfg.device);
+  if (cfg.pooled) {
+    if (buf.keys.empty())
+      buf.batch = io.batch;
+    else if (io.batch != buf.batch)
+      fail(ErrorCode::shape_mismatch,
+           key_prefix(spec.name) + "batch shape: expected " + buf.batch.str() + " (the batch shape of key '" +
+               table.keys[static_cast<std::size_t>(buf.keys.front())].name + "' in this call), got " + io.batch.str());
+  }
+  buf.keys.push_back(k);
+  Segment s;
+  s.key = k;
+  s.x = item.x->data;
+  s.x_dtype = xd;
+  s.y = out ? item.y->data : nullptr;
+  s.rows = io.rows;
+  s.feat = io.feat;
+  buf.segments.push_back(s);
+}
+
+void bind_keys(const CallConfig& cfg, const KeyTable& table, Store& store, PlanBuffers& buf) {
+  for (std::size_t i = 0; i < buf.segments.size(); ++i) store.bind(cfg, table, i, buf.segments[i]);
+}
+
+Plan make_plan(const CallConfig& cfg, std::span<const Segment> segments) {
+  Plan p;
+  p.work = cfg.work;
+  p.estimator = cfg.estimator;
+  p.pooled = cfg.pooled;
+  p.counts = cfg.counts;
+  p.stats_dtype = cfg.stats_dtype;
+  p.decay = cfg.decay;
+  p.eps = cfg.eps;
+  p.threads = cfg.threads;
+  p.nonfinite = cfg.nonfinite == NonFinite::propagate ? NonFinite::propagate : NonFinite::skip;
+  p.segments = segments;
+  return p;
+}
+
+namespace {
+/// The value of element i of x (dtype d) on `backend`'s device, for a message.
+double value_at(Backend backend, const void* x, DType d, std::int64_t i, Stream stream) {
+  const std::size_t es = dtype_size(d);
+  unsigned char raw[8] = {};
+  const void* at = static_cast<const char*>(x) + static_cast<std::size_t>(i) * es;
+  if (backend == Backend::cuda)
+    cuda::copy(raw, at, es, stream, true);
+  else
+    std::memcpy(raw, at, es);
+  switch (d) {
+    case DType::float32: return core::load<double>(reinterpret_cast<const float*>(raw));
+    case DType::float64: return core::load<double>(reinterpret_cast<const double*>(raw));
+    case DType::float16: return core::load<double>(reinterpret_cast<const core::half_t*>(raw));
+    default: return core::load<double>(reinterpret_cast<const core::bf16_t*>(raw));
+  }
+}
+
+/// "[i, j]": flat feature index f in `shape` (C order).
+std::string index_in(const Shape& shape, std::int64_t f) {
+  std::int64_t idx[Shape::kMaxDims] = {};
+  for (int d = shape.ndim() - 1; d >= 0; --d) {
+    idx[d] = shape[d] > 0 ? f % shape[d] : 0;
+    f = shape[d] > 0 ? f / shape[d] : 0;
+  }
+  std::string out = "[";
+  for (int d = 0; d < shape.ndim(); ++d) out += (d ? ", " : "") + std::to_string(idx[d]);
+  return out + "]";
+}
+}  // namespace
+
+void check_finite(const CallConfig& cfg, const KeyTable& table, std::span<const Segment> segments, Scratch& ws,
+                  Stream stream) {
+  if (!updates(cfg.work) || cfg.nonfinite != NonFinite::error) return;
+  for (const Segment& s : segments) {
+    if (!is_floating(s.x_dtype)) continue;
+    const std::int64_t i = first_nonfinite(cfg.backend, s.x, s.x_dtype, s.rows * s.feat, stream, ws);
+    if (i < 0) continue;
+    const double v = value_at(cfg.backend, s.x, s.x_dtype, i, stream);
+    const KeySpec& spec = table.keys[static_cast<std::size_t>(s.key)];
+    const std::int64_t row = s.feat > 0 ? i / s.feat : 0;
+    const std::int64_t f = s.feat > 0 ? i % s.feat : 0;
+    const std::string value = std::isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf");
+    fail(ErrorCode::nonfinite_input,
+         key_prefix(spec.name) + "non-finite input (nonfinite = error): expected finite values, got " + value +
+             " at batch row " + std::to_string(row) + ", feature index " + index_in(spec.feature_shape, f) +
+             " (flat element " + std::to_string(i) + "); nothing was updated");
+  }
+}
+
+}  // namespace vecnorm::detail
+
+namespace vecnorm {
+
+WorkspaceSize workspace_size(const Options& options, const KeyTable& table, std::int64_t max_batch_rows) {
+  options.validate();
+  table.validate();
+  const Backend backend = detail::resolve(options.backend);
+  detail::CallConfig cfg = detail::make_config(options, backend, CountLayout::per_key);
+  // Every key at its largest in one call: a bound on any call of any subset.
+  const std::int64_t rows = options.reduce_batch_dims ? std::max<std::int64_t>(max_batch_rows, 0) : table.batch_shape.numel();
+  std::vector<detail::Segment> segments(table.keys.size());
+  WorkspaceSize size;
+  for (const detail::Work work : {detail::Work::update_and_normalize, detail::Work::normalize, detail::Work::denormalize}) {
+    cfg.work = work;
+    for (std::size_t k = 0; k < segments.size(); ++k) {
+      detail::Segment& s = segments[k];
+      s.key = static_cast<int>(k);
+      s.x_dtype = detail::inverts(work) ? output_dtype(table.keys[k].dtype) : table.keys[k].dtype;
+      s.rows = rows;
+      s.feat = table.keys[k].feature_shape.numel();
+    }
+    const WorkspaceSize w = detail::scratch_size(backend, detail::make_plan(cfg, segments));
+    size.host_bytes = std::max(size.host_bytes, w.host_bytes);
+    size.device_bytes = std::max(size.device_bytes, w.device_bytes);
+  }
+  return size;
+}
+
+}  // namespace vecnorm

@@ -1,0 +1,124 @@
+// src/frontend/pipeline.hpp -- the one call pipeline of vecnorm.
+//
+// Every entry point (VecNorm, SharedVecNorm, AffineNormalizer, the stateless
+// and external steps) is a thin adapter that says what the call does (a
+// CallConfig) and where the statistics of its keys live (a Store), then:
+//
+//   plan_keys()   validates the keys once: known, not repeated, x and y dtypes,
+//                 shapes, devices and overlaps, one batch shape when pooled;
+//                 fills one Segment per key (no statistics yet);
+//   bind_keys()   the store points each Segment at its statistics (or fixed
+//                 maps), checking whatever it was given (views, counts);
+//   check_finite() NonFinite::error: scans the inputs of an update;
+//   dispatch()    the one switch over backends (src/dispatch.cpp).
+//
+// run_call() does the four in order; SharedVecNorm runs them apart (it binds
+// under the segment's lock, after the scan). Nothing is written before the
+// last check has passed, so a call that fails changes nothing.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "../backends.hpp"
+#include "../plan.hpp"
+#include "../workspace.hpp"
+#include "vecnorm/external.hpp"
+#include "vecnorm/normalizer.hpp"
+#include "vecnorm/options.hpp"
+#include "vecnorm/stateless.hpp"
+
+namespace vecnorm::detail {
+
+/// What a call does, with which options, on which backend: everything but its keys.
+struct CallConfig {
+  Work work = Work::update_and_normalize;
+  Estimator estimator = Estimator::torchrl;
+  bool pooled = false;
+  CountLayout counts = CountLayout::per_key;
+  DType stats_dtype = DType::float32;
+  core::Decay decay;
+  double eps = 1e-4;
+  int threads = 0;
+  NonFinite nonfinite = NonFinite::skip;
+  Backend backend = Backend::cpu;  ///< resolved
+  Device device;                   ///< where the views of the call must live
+};
+
+/// The configuration of calls with `options` (validated by the caller) on the
+/// resolved `backend`, statistics counted as `counts`; work: update_and_normalize.
+CallConfig make_config(const Options& options, Backend backend, CountLayout counts);
+
+/// The shape of a key's statistics: its feature shape when pooled, the
+/// table's batch shape followed by it otherwise.
+Shape stats_shape(bool pooled, const KeyTable& table, const KeySpec& spec);
+
+/// Where the statistics of a call's keys live.
+class Store {
+ public:
+  /// Points `s` (item `item` of the call; s.key is its key) at its statistics
+  /// or maps, after checking what the store holds or was given for it.
+  virtual void bind(const CallConfig& cfg, const KeyTable& table, std::size_t item, Segment& s) = 0;
+
+ protected:
+  ~Store() = default;
+};
+
+/// The segments of a call under construction (kept between calls: no
+/// allocation in steady state). One per normalizer, or per thread.
+struct PlanBuffers {
+  std::vector<Segment> segments;
+  std::vector<int> keys;
+  Shape batch;  ///< pooled: the batch shape of the call's first key
+};
+/// This thread's buffers, for entry points that hold none of their own.
+PlanBuffers& thread_buffers();
+/// `ws`'s scratch, or this thread's when null (entry points given none).
+Scratch& scratch_of(Workspace* ws);
+
+/// One key of a call as an entry point received it.
+struct CallItem {
+  std::string_view key;
+  const ConstTensorView* x;
+  const TensorView* y;
+};
+inline CallItem call_item(const KeyData& d) { return {d.key, &d.x, &d.y}; }
+inline CallItem call_item(const StatelessItem& d) { return {d.key, &d.x, &d.y}; }
+inline CallItem call_item(const ExternalItem& d) { return {d.key, &d.x, &d.y}; }
+
+/// Validates one key of a call into a new segment of `buf`.
+void plan_key(const CallConfig& cfg, const KeyTable& table, const CallItem& item, PlanBuffers& buf);
+
+/// Validates the keys of a call into `buf` (cleared first).
+template <class Item>
+void plan_keys(const CallConfig& cfg, const KeyTable& table, std::span<const Item> items, PlanBuffers& buf) {
+  buf.segments.clear();
+  buf.keys.clear();
+  for (const Item& item : items) plan_key(cfg, table, call_item(item), buf);
+}
+
+/// The store binds every planned segment.
+void bind_keys(const CallConfig& cfg, const KeyTable& table, Store& store, PlanBuffers& buf);
+
+/// The plan the backends run.
+Plan make_plan(const CallConfig& cfg, std::span<const Segment> segments);
+
+/// NonFinite::error, for a call that updates: the first non-finite input
+/// value throws Error(nonfinite_input) naming the key and the element (batch
+/// row and feature index). On the CUDA backend the scan waits for `stream`.
+void check_finite(const CallConfig& cfg, const KeyTable& table, std::span<const Segment> segments, Scratch& ws,
+                  Stream stream);
+
+/// The whole pipeline: plan, bind, check, dispatch.
+template <class Item>
+void run_call(const CallConfig& cfg, const KeyTable& table, std::span<const Item> items, Store& store,
+              PlanBuffers& buf, Scratch& ws, Stream stream) {
+  plan_keys(cfg, table, items, buf);
+  bind_keys(cfg, table, store, buf);
+  check_finite(cfg, table, buf.segments, ws, stream);
+  dispatch(cfg.backend, make_plan(cfg, buf.segments), ws, stream);
+}
+
+}  // namespace vecnorm::detail
