@@ -17,17 +17,12 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
   const C eps = static_cast<C>(p.eps);
   const X* x = static_cast<const X*>(s.x);
   Y* y = static_cast<Y*>(s.y);
-  const core::ElementStats<S> st{static_cast<const S*>(s.loc_in), static_cast<const S*>(s.var_in),
-                                 static_cast<S*>(s.loc_out), static_cast<S*>(s.var_out)};
   const std::int64_t n_elem = s.rows * s.feat;
   const std::int64_t base = local_block * (kThreads * kItems) + threadIdx.x;
 
-  core::ElementCounts ec;
-  ec.per_element = !PerKeyCount;
-  ec.count_in = s.count_in;
-  ec.count_out = s.count_out;
-  ec.skips = s.skips;
-  ec.key_count = PerKeyCount && s.count_in ? *s.count_in : 0;
+  core::CountRule rule;
+  rule.per_element = !PerKeyCount;
+  rule.key_count = PerKeyCount && s.count_in ? *s.count_in : 0;
   // One count per key: the block's thread 0 computes the coefficients once (in
   // double) and shares them; varying counts: each thread, when its count
   // changes. Once an element of the key has skipped (health counter != 0), an
@@ -38,7 +33,7 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
     __shared__ C shared_coeffs[2];
     __shared__ int shared_skips;
     if (threadIdx.x == 0) {
-      const core::Coeffs<C> c0 = core::element_coeffs<Est, C, kUpdate>(decay, ec.key_count);
+      const core::Coeffs<C> c0 = core::element_coeffs<Est, C, kUpdate>(decay, rule.key_count);
       shared_coeffs[0] = c0.weight;
       shared_coeffs[1] = c0.inv_bc;
       shared_skips = (s.skips != nullptr && s.skipped != nullptr && read_counter(s.skipped) != 0) ? 1 : 0;
@@ -46,7 +41,7 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
     __syncthreads();
     c.weight = shared_coeffs[0];
     c.inv_bc = shared_coeffs[1];
-    ec.use_skips = shared_skips != 0;
+    rule.use_skips = shared_skips != 0;
   }
   const bool skip = kUpdate && p.skip != 0;
 #pragma unroll
@@ -54,16 +49,16 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
     const std::int64_t i = base + static_cast<std::int64_t>(it) * kThreads;
     if (i >= n_elem) break;
     std::int64_t n = 0;
-    if (core::varying_counts(ec)) {
-      n = core::element_count(ec, i);
+    if (core::varying_counts(rule)) {
+      n = core::element_count(s, rule, i);
       if (n != cached) {
         c = core::element_coeffs<Est, C, kUpdate>(decay, n);
         cached = n;
       }
     }
-    const bool kept_out = core::element_step<Est, S, C, kUpdate, kNormalize, kUpdate>(x, st, y, i, i, c, eps, skip);
+    const bool kept_out = core::element_step<Est, S, C, kUpdate, kNormalize, kUpdate>(x, s, y, i, i, c, eps, skip);
     if constexpr (kUpdate) {
-      core::record_update(ec, i, n, kept_out);
+      core::record_update(s, rule, i, n, kept_out);
       if (kept_out && s.skipped != nullptr) add_counter(s.skipped, 1);
     }
   }
@@ -71,9 +66,11 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
 
 /// Per-element statistics for all segments of the launch. With one count per
 /// key, the last block moves every segment's count by one (after all blocks
-/// have read it).
+/// have read it). Launch bounds with a minimum of one block: without it ptxas
+/// squeezed the stable float64 normalize into 32 registers and spilled around
+/// the float64 division's slow-path call (scripts/check-ptxas.sh).
 template <class Est, class S, bool PerKeyCount, int Op>
-__global__ void __launch_bounds__(kThreads) elementwise_kernel(const __grid_constant__ LaunchPlan p) {
+__global__ void __launch_bounds__(kThreads, 1) elementwise_kernel(const __grid_constant__ LaunchPlan p) {
   const std::int64_t block = blockIdx.x;
   const int si = find_segment(p, block);
   const DevSegment& s = p.seg[si];

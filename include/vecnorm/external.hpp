@@ -71,6 +71,10 @@ inline void step(const Options& options, const KeyTable& table, CountLayout coun
 /// normalized values). One count per key only.
 void denormalize(const Options& options, const KeyTable& table, std::span<const ExternalItem> items,
                  Stream stream = {}, Workspace* workspace = nullptr);
+inline void denormalize(const Options& options, const KeyTable& table, std::initializer_list<ExternalItem> items,
+                        Stream stream = {}, Workspace* workspace = nullptr) {
+  denormalize(options, table, std::span<const ExternalItem>(items.begin(), items.size()), stream, workspace);
+}
 
 }  // namespace external
 }  // namespace vecnorm

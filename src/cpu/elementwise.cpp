@@ -86,7 +86,7 @@ std::int64_t elementwise_chunk(const X* x, const core::ElementStats<S>& st, out_
 ///    skips): a scalar loop that recomputes the coefficients when the count
 ///    changes.
 template <class Est, class X, class S, Work kWork, bool kSkip>
-std::int64_t elementwise_range(const Plan& p, const Segment& s, const core::ElementCounts& ec, std::int64_t begin,
+std::int64_t elementwise_range(const Plan& p, const Segment& s, const core::CountRule& rule, std::int64_t begin,
                                std::int64_t end, bool stream) {
   using C = compute_t<X, S>;
   using Y = out_t<X>;
@@ -98,8 +98,8 @@ std::int64_t elementwise_range(const Plan& p, const Segment& s, const core::Elem
   const C eps = static_cast<C>(p.eps);
   std::int64_t kept = 0;
 
-  if (!core::varying_counts(ec)) {
-    const core::Coeffs<C> c = core::element_coeffs<Est, C, kUpdate>(p.decay, ec.key_count);
+  if (!core::varying_counts(rule)) {
+    const core::Coeffs<C> c = core::element_coeffs<Est, C, kUpdate>(p.decay, rule.key_count);
     write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
       const std::int64_t k =
           st.loc_in == nullptr
@@ -107,7 +107,7 @@ std::int64_t elementwise_range(const Plan& p, const Segment& s, const core::Elem
               : elementwise_chunk<Est, X, S, C, kUpdate, kNormalize, kSkip, StatsIn::load>(x, st, out, b, e, c, eps);
       if (k > 0)  // rare: record which elements were left out
         for (std::int64_t i = b; i < e; ++i)
-          if (!core::is_finite(core::load<C>(x + i))) core::record_update(ec, i, ec.key_count, true);
+          if (!core::is_finite(core::load<C>(x + i))) core::record_update(s, rule, i, rule.key_count, true);
       kept += k;
     });
     return kept;
@@ -116,14 +116,14 @@ std::int64_t elementwise_range(const Plan& p, const Segment& s, const core::Elem
   core::Coeffs<C> c{};
   write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
     for (std::int64_t i = b; i < e; ++i) {
-      const std::int64_t n = core::element_count(ec, i);
+      const std::int64_t n = core::element_count(s, rule, i);
       if (n != cached) {
         c = core::element_coeffs<Est, C, kUpdate>(p.decay, n);
         cached = n;
       }
       const bool kept_out = core::element_step<Est, S, C, kUpdate, kNormalize, kSkip>(x, st, out, i, i - b, c, eps);
       if constexpr (kUpdate) {
-        core::record_update(ec, i, n, kept_out);
+        core::record_update(s, rule, i, n, kept_out);
         kept += kept_out ? 1 : 0;
       }
     }
@@ -136,21 +136,18 @@ void elementwise_segment(const Plan& p, const Segment& s) {
   const std::int64_t n = s.rows * s.feat;
   // Integers are always finite: no check.
   const bool skip = p.nonfinite == NonFinite::skip && !std::is_integral_v<X>;
-  core::ElementCounts ec;
-  ec.per_element = p.counts == CountLayout::per_element;
-  ec.count_in = s.count_in;
-  ec.count_out = s.count_out;
-  ec.skips = s.skips;
-  ec.key_count = !ec.per_element && s.count_in != nullptr ? *s.count_in : 0;
+  core::CountRule rule;
+  rule.per_element = p.counts == CountLayout::per_element;
+  rule.key_count = !rule.per_element && s.count_in != nullptr ? *s.count_in : 0;
   // Counts per element also when the key's elements have skipped before.
-  ec.use_skips = !ec.per_element && s.skips != nullptr && s.skipped != nullptr && *s.skipped != 0;
+  rule.use_skips = !rule.per_element && s.skips != nullptr && s.skipped != nullptr && *s.skipped != 0;
   std::int64_t kept = 0;
   auto run = [&](auto work_tag, auto skip_tag) {
     constexpr Work kWork = decltype(work_tag)::value;
     constexpr bool kSkip = decltype(skip_tag)::value;
     const bool stream = writes_output(kWork) && static_cast<std::size_t>(n) * sizeof(out_t<X>) >= kStreamBytes;
     parallel_for(n, max_threads(p.threads), kGrain, 64, [&](std::int64_t b, std::int64_t e, int) {
-      const std::int64_t k = elementwise_range<Est, X, S, kWork, kSkip>(p, s, ec, b, e, stream);
+      const std::int64_t k = elementwise_range<Est, X, S, kWork, kSkip>(p, s, rule, b, e, stream);
       if (k > 0) std::atomic_ref<std::int64_t>(kept).fetch_add(k, std::memory_order_relaxed);
     });
   };
@@ -176,7 +173,7 @@ void elementwise_segment(const Plan& p, const Segment& s) {
   if (!updates(p.work)) return;
   // One count per key moves once per step (after the elements are done), and
   // the health counter by the elements left out.
-  if (!ec.per_element) *s.count_out = ec.key_count + 1;
+  if (!rule.per_element) *s.count_out = rule.key_count + 1;
   if (kept > 0 && s.skipped != nullptr) *s.skipped += kept;
 }
 

@@ -110,6 +110,98 @@ TEST_P(Launches, StatelessStepIsOneLaunch) {
   expect_step_counts(counted([&] { vecnorm::stateless::step(o, s.table, items); }), 1, "stateless step");
 }
 
+// Scratch is reserved up front: per-element statistics at configuration (their
+// shapes are fixed), pooled ones with VecNorm::reserve for the largest batch.
+// The first calls then allocate nothing either (a CUDA graph could capture
+// them); calls past the reservation take memory through Options::allocator.
+TEST_P(Launches, FirstCallsAllocateNothingOnceReserved) {
+  for (bool pooled : {false, true}) {
+    Keys s(3, 300, 5);
+    vecnorm::Options o;
+    o.backend = Backend::cuda;
+    o.estimator = GetParam();
+    o.reduce_batch_dims = pooled;
+    vecnorm::VecNorm vn(o, s.table);
+    if (pooled) vn.reserve(300);
+    const std::string what = pooled ? "pooled" : "per-element";
+    const Snapshot a = now();
+    vn.step(s.batch);
+    vn.update(s.batch);
+    vn.normalize(s.batch);
+    vn.denormalize(s.batch);
+    const Snapshot b = now();
+    EXPECT_EQ(b.mallocs - a.mallocs, 0) << what << ": allocations in the first calls";
+    EXPECT_EQ(b.frees - a.frees, 0) << what << ": frees in the first calls";
+  }
+}
+
+/// A bump allocator over one block allocated before the calls: what a
+/// framework's caching allocator looks like to vecnorm.
+struct Pool {
+  Buffer block{Backend::cuda, 1 << 20};
+  std::size_t used = 0;
+  int allocations = 0, deallocations = 0;
+  static void* allocate(void* ctx, std::size_t bytes, vecnorm::Device device, vecnorm::Stream) {
+    auto* p = static_cast<Pool*>(ctx);
+    if (device.kind != vecnorm::Device::Kind::cuda || p->used + bytes > p->block.size()) return nullptr;
+    void* out = static_cast<char*>(p->block.data()) + p->used;
+    p->used += (bytes + 255) / 256 * 256;
+    ++p->allocations;
+    return out;
+  }
+  static void deallocate(void* ctx, void*, std::size_t, vecnorm::Device, vecnorm::Stream) noexcept {
+    ++static_cast<Pool*>(ctx)->deallocations;
+  }
+};
+
+TEST_P(Launches, ScratchPastTheReservationComesFromTheAllocator) {
+  Pool pool;
+  Keys s(3, 4000, 5);
+  vecnorm::Options o;
+  o.backend = Backend::cuda;
+  o.estimator = GetParam();
+  o.reduce_batch_dims = true;
+  o.allocator = {&Pool::allocate, &Pool::deallocate, &pool};
+  vecnorm::KeyTable small = s.table;
+  small.batch_shape = {8};  // reserved for batches of 8 rows: a step of 4000 needs more
+  vecnorm::VecNorm vn(o, small);
+  const int reserved = pool.allocations;
+  const Snapshot a = now();
+  vn.step(s.batch);
+  vn.step(s.batch);
+  const Snapshot b = now();
+  EXPECT_EQ(b.mallocs - a.mallocs, 0) << "cudaMalloc in a step (the allocator should serve it)";
+  EXPECT_EQ(pool.allocations - reserved, 1) << "one growth through the allocator, then none";
+  EXPECT_EQ(pool.deallocations, 1) << "the reserved block given back on growth";
+}
+
+TEST_P(Launches, ExternalStepIsOneLaunch) {
+  const std::int64_t B = 64, F = 3;
+  Keys s(2, B, F);
+  vecnorm::Options o;
+  o.backend = Backend::cuda;
+  o.estimator = GetParam();
+  o.nonfinite = vecnorm::NonFinite::propagate;  // no skips needed
+  std::vector<Buffer> stats;
+  std::vector<vecnorm::ExternalItem> items;
+  for (std::size_t k = 0; k < 2; ++k) {
+    stats.emplace_back(Backend::cuda, B * F * 4);
+    stats.emplace_back(Backend::cuda, B * F * 4);
+    stats.emplace_back(Backend::cuda, 8);
+  }
+  for (std::size_t k = 0; k < 2; ++k)
+    items.push_back({s.batch[k].key, s.batch[k].x, s.batch[k].y,
+                     {stats[3 * k].view(DType::float32, {B, F}), stats[3 * k + 1].view(DType::float32, {B, F}),
+                      stats[3 * k + 2].view(DType::int64, {}), {}, {}}});
+  vecnorm::Workspace ws;
+  ws.reserve(vecnorm::workspace_size(o, s.table), vecnorm::Device::cuda(0));
+  expect_step_counts(counted([&] {
+                       vecnorm::external::step(o, s.table, vecnorm::CountLayout::per_key, items,
+                                               vecnorm::Op::update_and_normalize, {}, &ws);
+                     }),
+                     1, "external step");
+}
+
 INSTANTIATE_TEST_SUITE_P(Emulated, Launches,
                          ::testing::Values(vecnorm::Estimator::torchrl, vecnorm::Estimator::stable),
                          [](const auto& info) { return std::string(vecnorm::to_string(info.param)); });

@@ -57,31 +57,37 @@ VECNORM_HD void update_stored_unless(bool keep, T& loc, T& var, T x, const Coeff
 //  * one count per key with per-element skips: element i has the key's count
 //    less skips[i]; an element left out adds one to its skips.
 
-/// Where the counts of one per-element segment are, and which rule applies.
-struct ElementCounts {
-  const std::int64_t* count_in = nullptr;  ///< per element, or the key's one count; null: zeros
-  std::int64_t* count_out = nullptr;       ///< per element only (the key's count moves elsewhere)
-  std::int64_t* skips = nullptr;           ///< per key: updates each element left out; null: none kept
-  std::int64_t key_count = 0;              ///< per key: *count_in (read once)
-  bool per_element = false;                ///< the layout: one count per element
-  bool use_skips = false;                  ///< per key: elements have skipped before (count less skips)
+/// Which rule gives the counts of one per-element segment.
+struct CountRule {
+  bool per_element = false;     ///< the layout: one count per element
+  bool use_skips = false;       ///< per key: elements have skipped before (count less skips)
+  std::int64_t key_count = 0;   ///< per key: the key's count (read once)
 };
 
 /// True when the elements of a segment do not all share one count.
-VECNORM_HD bool varying_counts(const ElementCounts& ec) { return ec.per_element || ec.use_skips; }
+VECNORM_HD bool varying_counts(const CountRule& r) { return r.per_element || r.use_skips; }
+
+// `seg` below is any segment with the pointers count_in (per element, or the
+// key's one count; null: zeros), count_out (per element only: the key's count
+// moves elsewhere) and skips (per key: the updates each element left out; null:
+// none kept): the CPU plan's Segment and the kernels' DevSegment. Taken by
+// reference so that a kernel reads them from its parameter space instead of
+// holding copies in registers.
 
 /// The count of element i (before this call's update).
-VECNORM_HD std::int64_t element_count(const ElementCounts& ec, std::int64_t i) {
-  if (ec.per_element) return ec.count_in != nullptr ? ec.count_in[i] : 0;
-  return ec.use_skips ? ec.key_count - ec.skips[i] : ec.key_count;
+template <class Seg>
+VECNORM_HD std::int64_t element_count(const Seg& seg, const CountRule& r, std::int64_t i) {
+  if (r.per_element) return seg.count_in != nullptr ? seg.count_in[i] : 0;
+  return r.use_skips ? r.key_count - seg.skips[i] : r.key_count;
 }
 
 /// Records the update of element i, which had count n and was left out when `kept_out`.
-VECNORM_HD void record_update(const ElementCounts& ec, std::int64_t i, std::int64_t n, bool kept_out) {
-  if (ec.per_element)
-    ec.count_out[i] = kept_out ? n : n + 1;
-  else if (kept_out && ec.skips != nullptr)
-    ++ec.skips[i];
+template <class Seg>
+VECNORM_HD void record_update(const Seg& seg, const CountRule& r, std::int64_t i, std::int64_t n, bool kept_out) {
+  if (r.per_element)
+    seg.count_out[i] = kept_out ? n : n + 1;
+  else if (kept_out && seg.skips != nullptr)
+    ++seg.skips[i];
 }
 
 /// The coefficients of element counts n: an update from n (kUpdate), or the
@@ -98,7 +104,8 @@ VECNORM_HD Coeffs<T> element_coeffs(const Decay& d, std::int64_t n) {
 // The step of one element
 // ---------------------------------------------------------------------------
 
-/// Statistics of one per-element segment, in the statistics type S.
+/// Statistics of one per-element segment, in the statistics type S (what the
+/// CPU loops hold in registers; the kernels pass their DevSegment instead).
 template <class S>
 struct ElementStats {
   const S* loc_in;  ///< null: zeros
@@ -115,29 +122,35 @@ enum class StatsIn : std::uint8_t {
 };
 
 /// Element i of a per-element call with coefficients c: an update (kUpdate)
-/// and/or the normalization of x[i] into out[j]. kSkip and `skip`: a
-/// non-finite x is left out of the statistics (NonFinite::skip; the runtime
-/// flag for callers that decide per call). Returns whether the element was
-/// left out.
+/// and/or the normalization of x[i] into out[j]. `st` is any segment with the
+/// statistics pointers loc_in, var_in (null: zeros), loc_out, var_out (S* or
+/// void*): an ElementStats<S>, or a kernel's DevSegment (by reference, so that
+/// a kernel reads them from its parameter space instead of holding copies in
+/// registers). kSkip and `skip`: a non-finite x is left out of the statistics
+/// (NonFinite::skip; the runtime flag for callers that decide per call).
+/// Returns whether the element was left out.
 template <class Est, class S, class C, bool kUpdate, bool kNormalize, bool kSkip, StatsIn kIn = StatsIn::maybe_null,
-          class X, class Y>
-VECNORM_HD bool element_step(const X* x, const ElementStats<S>& st, Y* out, std::int64_t i, std::int64_t j,
-                             const Coeffs<C>& c, C eps, bool skip = true) {
+          class X, class Y, class Stats>
+VECNORM_HD bool element_step(const X* x, const Stats& st, Y* out, std::int64_t i, std::int64_t j, const Coeffs<C>& c,
+                             C eps, bool skip = true) {
+  const S* loc_in = static_cast<const S*>(st.loc_in);
+  const S* var_in = static_cast<const S*>(st.var_in);
   const C xi = load<C>(x + i);
   C loc = C(0), var = C(0);
   if constexpr (kIn == StatsIn::load) {
-    loc = static_cast<C>(st.loc_in[i]);
-    var = static_cast<C>(st.var_in[i]);
+    loc = static_cast<C>(loc_in[i]);
+    var = static_cast<C>(var_in[i]);
   } else if constexpr (kIn == StatsIn::maybe_null) {
-    if (st.loc_in != nullptr) loc = static_cast<C>(st.loc_in[i]);
-    if (st.var_in != nullptr) var = static_cast<C>(st.var_in[i]);
+    loc = loc_in != nullptr ? static_cast<C>(loc_in[i]) : C(0);
+    var = var_in != nullptr ? static_cast<C>(var_in[i]) : C(0);
   }
   bool kept_out = false;
   if constexpr (kUpdate && kSkip) {
     kept_out = skip && !is_finite(xi);
-    update_stored_unless<Est, S, C>(kept_out, loc, var, xi, c, st.loc_out[i], st.var_out[i]);
+    update_stored_unless<Est, S, C>(kept_out, loc, var, xi, c, static_cast<S*>(st.loc_out)[i],
+                                    static_cast<S*>(st.var_out)[i]);
   } else if constexpr (kUpdate) {
-    update_stored<Est, S, C>(loc, var, xi, c, st.loc_out[i], st.var_out[i]);
+    update_stored<Est, S, C>(loc, var, xi, c, static_cast<S*>(st.loc_out)[i], static_cast<S*>(st.var_out)[i]);
   }
   if constexpr (kNormalize) store(out + j, apply(element_affine<Est, C>(loc, var, c, eps), xi));
   return kept_out;
