@@ -20,6 +20,7 @@
 #include "backends.hpp"
 #include "errors.hpp"
 #include "params.hpp"
+#include "state/schema.hpp"
 #include "validate.hpp"
 #include "vecnorm/buffer.hpp"
 #include "vecnorm/core/numerics.hpp"
@@ -127,8 +128,7 @@ struct VecNorm::Impl {
     std::vector<std::size_t> lo(nk), vo(nk), so(nk);
     std::size_t bytes = 0, skip_bytes = 0;
     for (std::size_t k = 0; k < nk; ++k) {
-      const Shape& f = t.keys[k].feature_shape;
-      shapes[k] = options.reduce_batch_dims ? f : t.batch_shape.concat(f);
+      shapes[k] = detail::stats_shape(options.reduce_batch_dims, t, t.keys[k]);
       const std::size_t b = static_cast<std::size_t>(shapes[k].numel()) * dtype_size(options.stats_dtype);
       lo[k] = bytes;
       bytes += round_up(b);
@@ -405,61 +405,6 @@ Backend VecNorm::backend() const noexcept { return impl_->backend; }
 
 // ---------------------------------------------------------------- state
 
-void State::validate() const {
-  options.validate();
-  table.validate();
-  if (keys.size() != table.keys.size())
-    detail::fail(ErrorCode::state_mismatch, "state: expected statistics for " + std::to_string(table.keys.size()) +
-                                                " keys, got " + std::to_string(keys.size()));
-  for (std::size_t k = 0; k < keys.size(); ++k) {
-    const KeySpec& spec = table.keys[k];
-    const Shape expected =
-        options.reduce_batch_dims ? spec.feature_shape : table.batch_shape.concat(spec.feature_shape);
-    const KeyState& ks = keys[k];
-    if (ks.stats_shape != expected)
-      detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) + "statistics shape: expected " +
-                                                  expected.str() + ", got " + ks.stats_shape.str());
-    const std::size_t bytes = static_cast<std::size_t>(expected.numel()) * dtype_size(options.stats_dtype);
-    if (ks.loc.size() != bytes || ks.var.size() != bytes)
-      detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) + "loc/var bytes: expected " +
-                                                  std::to_string(bytes) + ", got " + std::to_string(ks.loc.size()) +
-                                                  "/" + std::to_string(ks.var.size()));
-    if (ks.count < 0)
-      detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) +
-                                                  "count: expected >= 0, got " + std::to_string(ks.count));
-    if (ks.skipped < 0)
-      detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) +
-                                                  "skipped: expected >= 0, got " + std::to_string(ks.skipped));
-    if (ks.skips.empty()) {
-      if (!options.reduce_batch_dims && ks.skipped != 0)
-        detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) +
-                                                    "skips: expected " + std::to_string(expected.numel()) +
-                                                    " values (skipped = " + std::to_string(ks.skipped) + "), got none");
-      continue;
-    }
-    if (options.reduce_batch_dims)
-      detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) +
-                                                  "skips: expected none (pooled statistics), got " +
-                                                  std::to_string(ks.skips.size()) + " values");
-    if (static_cast<std::int64_t>(ks.skips.size()) != expected.numel())
-      detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) + "skips: expected " +
-                                                  std::to_string(expected.numel()) + " values, got " +
-                                                  std::to_string(ks.skips.size()));
-    std::int64_t sum = 0;
-    for (std::size_t i = 0; i < ks.skips.size(); ++i) {
-      if (ks.skips[i] < 0 || ks.skips[i] > ks.count)
-        detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) + "skips[" +
-                                                    std::to_string(i) + "]: expected 0.." + std::to_string(ks.count) +
-                                                    " (the count), got " + std::to_string(ks.skips[i]));
-      sum += ks.skips[i];
-    }
-    if (sum != ks.skipped)
-      detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) +
-                                                  "skipped: expected the sum of skips, " + std::to_string(sum) +
-                                                  ", got " + std::to_string(ks.skipped));
-  }
-}
-
 State VecNorm::export_state() const {
   std::lock_guard lock(impl_->mutex);
   const Impl& im = *impl_;
@@ -484,28 +429,7 @@ void VecNorm::import_state(const State& state) {
   std::lock_guard lock(impl_->mutex);
   Impl& im = *impl_;
   if (im.configured) {
-    auto mismatch = [](const std::string& what, const std::string& expected, const std::string& got) {
-      detail::fail(ErrorCode::state_mismatch,
-                   "import_state: " + what + ": expected " + expected + " (this VecNorm's), got " + got + " (the state's)");
-    };
-    if (im.options.estimator != state.options.estimator)
-      mismatch("estimator", to_string(im.options.estimator), to_string(state.options.estimator));
-    if (im.options.reduce_batch_dims != state.options.reduce_batch_dims)
-      mismatch("reduce_batch_dims", im.options.reduce_batch_dims ? "true" : "false",
-               state.options.reduce_batch_dims ? "true" : "false");
-    if (im.options.stats_dtype != state.options.stats_dtype)
-      mismatch("stats_dtype", to_string(im.options.stats_dtype), to_string(state.options.stats_dtype));
-    if (im.table.keys.size() != state.table.keys.size())
-      mismatch("number of keys", std::to_string(im.table.keys.size()), std::to_string(state.table.keys.size()));
-    if (!im.options.reduce_batch_dims && im.table.batch_shape != state.table.batch_shape)
-      mismatch("batch shape", im.table.batch_shape.str(), state.table.batch_shape.str());
-    for (std::size_t k = 0; k < im.table.keys.size(); ++k) {
-      const KeySpec &a = im.table.keys[k], &b = state.table.keys[k];
-      if (a.name != b.name) mismatch("key " + std::to_string(k) + " name", "'" + a.name + "'", "'" + b.name + "'");
-      if (a.feature_shape != b.feature_shape)
-        mismatch(detail::key_prefix(a.name) + "feature shape", a.feature_shape.str(), b.feature_shape.str());
-      if (a.dtype != b.dtype) mismatch(detail::key_prefix(a.name) + "dtype", to_string(a.dtype), to_string(b.dtype));
-    }
+    detail::check_compatible({"import_state: ", "this VecNorm's", "the state's"}, im.options, im.table, state);
   } else {
     // Adopt the state whole: its statistics-shaping options and key table.
     Options o = im.options;
