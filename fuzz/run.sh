@@ -7,7 +7,7 @@
 #   FUZZ_BUILD_DIR=/tmp/f fuzz/run.sh
 #
 # Needs clang++ and libFuzzer (Debian: clang-14 + libclang-rt-14-dev, which
-# holds libclang_rt.fuzzer-x86_64.a). Compiles include/ + src/{,state/}*.cpp +
+# holds libclang_rt.fuzzer-x86_64.a). Compiles include/ + src/{,state/,shared/}*.cpp +
 # src/cpu/cpu_backend.cpp + cpu_dispatch.cpp (baseline ISA) + src/cuda/cuda_stub.cpp directly (no CMake); the
 # objects are reused while their sources are unchanged. Exits non-zero when the
 # fuzzer finds a crash (the reproducer is left in the build dir as crash-*).
@@ -28,7 +28,7 @@ CXXFLAGS="-std=c++20 -O1 -g $SAN -I$ROOT/include -w"
 mkdir -p "$BUILD/obj" "$BUILD/corpus" "$BUILD/seeds"
 
 # The library, instrumented for coverage (fuzzer-no-link) and sanitizers.
-SOURCES=("$ROOT"/src/*.cpp "$ROOT"/src/state/*.cpp "$ROOT/src/cpu/cpu_backend.cpp" "$ROOT/src/cpu/cpu_dispatch.cpp" "$ROOT/src/cuda/cuda_stub.cpp")
+SOURCES=("$ROOT"/src/*.cpp "$ROOT"/src/state/*.cpp "$ROOT"/src/shared/*.cpp "$ROOT/src/cpu/cpu_backend.cpp" "$ROOT/src/cpu/cpu_dispatch.cpp" "$ROOT/src/cuda/cuda_stub.cpp")
 # Objects whose source is gone (moved or removed) would be linked as well.
 for obj in "$BUILD"/obj/*.o; do
   [[ -e "$obj" ]] || continue
