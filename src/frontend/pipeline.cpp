@@ -27,10 +27,6 @@ CallConfig make_config(const Options& o, Backend backend, CountLayout counts) {
   return c;
 }
 
-Shape stats_shape(bool pooled, const KeyTable& table, const KeySpec& spec) {
-  return pooled ? spec.feature_shape : table.batch_shape.concat(spec.feature_shape);
-}
-
 PlanBuffers& thread_buffers() {
   thread_local PlanBuffers buffers;
   return buffers;

@@ -51,10 +51,6 @@ struct CallConfig {
 /// resolved `backend`, statistics counted as `counts`; work: update_and_normalize.
 CallConfig make_config(const Options& options, Backend backend, CountLayout counts);
 
-/// The shape of a key's statistics: its feature shape when pooled, the
-/// table's batch shape followed by it otherwise.
-Shape stats_shape(bool pooled, const KeyTable& table, const KeySpec& spec);
-
 /// Where the statistics of a call's keys live.
 class Store {
  public:

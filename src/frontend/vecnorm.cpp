@@ -14,6 +14,7 @@
 
 #include "../backends.hpp"
 #include "../errors.hpp"
+#include "../state/schema.hpp"
 #include "checks.hpp"
 #include "pipeline.hpp"
 #include "readout.hpp"
@@ -27,13 +28,6 @@ namespace {
 constexpr std::size_t kAlign = 64;
 std::size_t round_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
-detail::Work work_of(Op op) {
-  switch (op) {
-    case Op::update: return detail::Work::update;
-    case Op::normalize: return detail::Work::normalize;
-    default: return detail::Work::update_and_normalize;
-  }
-}
 }  // namespace
 
 struct VecNorm::Impl final : detail::Store {
@@ -379,28 +373,7 @@ void VecNorm::import_state(const State& state) {
   std::lock_guard lock(impl_->mutex);
   Impl& im = *impl_;
   if (im.configured) {
-    auto mismatch = [](const std::string& what, const std::string& expected, const std::string& got) {
-      detail::fail(ErrorCode::state_mismatch,
-                   "import_state: " + what + ": expected " + expected + " (this VecNorm's), got " + got + " (the state's)");
-    };
-    if (im.options.estimator != state.options.estimator)
-      mismatch("estimator", to_string(im.options.estimator), to_string(state.options.estimator));
-    if (im.options.reduce_batch_dims != state.options.reduce_batch_dims)
-      mismatch("reduce_batch_dims", im.options.reduce_batch_dims ? "true" : "false",
-               state.options.reduce_batch_dims ? "true" : "false");
-    if (im.options.stats_dtype != state.options.stats_dtype)
-      mismatch("stats_dtype", to_string(im.options.stats_dtype), to_string(state.options.stats_dtype));
-    if (im.table.keys.size() != state.table.keys.size())
-      mismatch("number of keys", std::to_string(im.table.keys.size()), std::to_string(state.table.keys.size()));
-    if (!im.options.reduce_batch_dims && im.table.batch_shape != state.table.batch_shape)
-      mismatch("batch shape", im.table.batch_shape.str(), state.table.batch_shape.str());
-    for (std::size_t k = 0; k < im.table.keys.size(); ++k) {
-      const KeySpec &a = im.table.keys[k], &b = state.table.keys[k];
-      if (a.name != b.name) mismatch("key " + std::to_string(k) + " name", "'" + a.name + "'", "'" + b.name + "'");
-      if (a.feature_shape != b.feature_shape)
-        mismatch(detail::key_prefix(a.name) + "feature shape", a.feature_shape.str(), b.feature_shape.str());
-      if (a.dtype != b.dtype) mismatch(detail::key_prefix(a.name) + "dtype", to_string(a.dtype), to_string(b.dtype));
-    }  // TODO(merge): detail::check_compatible of src/state/schema
+    detail::check_compatible({"import_state: ", "this VecNorm's", "the state's"}, im.options, im.table, state);
   } else {
     // Adopt the state whole: its statistics-shaping options and key table.
     Options o = im.options;

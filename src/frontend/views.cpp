@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../errors.hpp"
+#include "../state/schema.hpp"
 #include "checks.hpp"
 #include "pipeline.hpp"
 #include "vecnorm/external.hpp"

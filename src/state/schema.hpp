@@ -1,0 +1,84 @@
+// src/state/schema.hpp -- the schema of a State, written once for VecNorm,
+// SharedVecNorm and the checkpoint format: the statistics-shape rule, the
+// stable codes of the options and dtypes (what checkpoint files and shared
+// segments store, never the C++ enums' values) and the check that two states'
+// options and key tables fit each other.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "vecnorm/normalizer.hpp"
+#include "vecnorm/options.hpp"
+
+namespace vecnorm::detail {
+
+/// The shape of key `key`'s loc/var: its feature shape when the batch dims
+/// are pooled, the table's batch shape + its feature shape otherwise.
+Shape stats_shape(bool pooled, const KeyTable& table, const KeySpec& key);
+
+// ---------------------------------------------------------------- stable codes
+//
+// Estimator 0 torchrl, 1 stable; stats dtype 0 float32, 1 float64; nonfinite
+// 0 propagate, 1 skip, 2 error; dtype: the index in the DType code table
+// (float32, float64, float16, bfloat16, int32, int64, uint8). reduce_batch_dims
+// is stored as 0 or 1. Files and segments written today must keep reading, so
+// these never change.
+
+inline constexpr std::uint32_t kDTypeCodes = 7;
+
+std::uint32_t dtype_code(DType d);  ///< Error(state_mismatch) for a value outside the enum
+DType dtype_of_code(std::uint32_t code);  ///< code < kDTypeCodes
+std::uint32_t estimator_code(Estimator e);
+Estimator estimator_of_code(std::uint32_t code);  ///< code <= 1
+std::uint32_t stats_dtype_code(DType stats_dtype);
+DType stats_dtype_of_code(std::uint32_t code);  ///< code <= 1
+std::uint32_t nonfinite_code(NonFinite n);  ///< Error(state_mismatch) for a value outside the enum
+NonFinite nonfinite_of_code(std::uint32_t code);  ///< code <= 2
+
+/// The names of codes in messages (as to_string of the enums); a code nothing
+/// has ("code 7") may come from a foreign or damaged segment.
+std::string estimator_name(std::uint32_t code);
+std::string flag_name(std::uint32_t code);  ///< reduce_batch_dims: "false", "true" or the number
+std::string stats_dtype_name(std::uint32_t code);
+std::string nonfinite_name(std::uint32_t code);
+
+/// The options that shape the statistics, as stored: codes, decay and eps.
+struct OptionCodes {
+  std::uint32_t estimator = 0, reduce_batch_dims = 0, stats_dtype = 0, nonfinite = 0;
+  double decay = 0.0, eps = 0.0;
+};
+OptionCodes option_codes(const Options& o);
+
+/// The shortest decimal that reads back as exactly `v` (decay and eps in messages).
+std::string shortest(double v);
+
+// ---------------------------------------------------------------- compatibility
+
+/// Who compares what, for the messages of the checks below:
+/// "<prefix><field>: expected <mine's value> (<mine>), got <theirs' value> (<theirs>)".
+struct Roles {
+  std::string prefix;       ///< "import_state: ", "shared segment '/x': attach: "
+  std::string_view mine;    ///< the receiver's: "this VecNorm's", "the caller's", "the segment's"
+  std::string_view theirs;  ///< the other side's: "the state's", "the segment's"
+  /// Also decay, eps and nonfinite (attach: a segment is stepped with its own
+  /// options; import_state takes the statistics only).
+  bool all_options = false;
+};
+
+/// Throws Error(state_mismatch) in the Roles' words.
+[[noreturn]] void fail_mismatch(const Roles& roles, const std::string& what, const std::string& expected,
+                                const std::string& got);
+
+/// estimator, reduce_batch_dims, stats_dtype (and with all_options decay, eps, nonfinite), in that order.
+void check_same_options(const Roles& roles, const OptionCodes& mine, const OptionCodes& theirs);
+
+/// Number of keys, batch shape (per-element statistics only: `pooled` is
+/// mine), then per key name, feature shape and dtype.
+void check_same_table(const Roles& roles, bool pooled, const KeyTable& mine, const KeyTable& theirs);
+
+/// Both: can `theirs` be imported into a normalizer with these options and table?
+void check_compatible(const Roles& roles, const Options& mine, const KeyTable& mine_table, const State& theirs);
+
+}  // namespace vecnorm::detail
