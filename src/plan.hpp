@@ -32,14 +32,17 @@ constexpr bool uses_maps(Work w) noexcept { return w == Work::apply_map || w == 
 /// x holds normalized values (the inverse maps): its dtype is output_dtype(key dtype).
 constexpr bool inverts(Work w) noexcept { return w == Work::denormalize || w == Work::invert_map; }
 
-/// One key of a call.
+/// One key of a call. Small fields first: 120 bytes, which GCC zero-fills
+/// with vector stores (past 128 it used `rep stos`, whose start-up and the
+/// failed store forwarding after it cost ~10% of a 1x17 step).
 struct Segment {
-  int key = -1;              ///< index in the key table (for messages)
-  const void* x = nullptr;   ///< input, rows x feat elements
-  DType x_dtype = DType::float32;
-  void* y = nullptr;         ///< output (null for Work::update), output_dtype(x_dtype)
-  std::int64_t rows = 0;     ///< batch elements m in this call
-  std::int64_t feat = 0;     ///< feature elements per batch element
+  int key = -1;                    ///< index in the key table (for messages)
+  DType x_dtype = DType::float32;  ///< the input's dtype
+  DType map_dtype = DType::float32;  ///< of the fixed maps (below)
+  const void* x = nullptr;         ///< input, rows x feat elements
+  void* y = nullptr;               ///< output (null for Work::update), output_dtype(x_dtype)
+  std::int64_t rows = 0;           ///< batch elements m in this call
+  std::int64_t feat = 0;           ///< feature elements per batch element
   // Statistics, stats dtype. Per-element: rows*feat values; pooled: feat values.
   const void* loc_in = nullptr;  ///< null: zeros
   const void* var_in = nullptr;  ///< null: zeros
@@ -57,8 +60,8 @@ struct Segment {
   // per feature when the plan is pooled.
   const void* mu = nullptr;
   const void* p = nullptr;
-  DType map_dtype = DType::float32;
 };
+static_assert(sizeof(Segment) <= 120, "see above: keep a Segment small");
 
 /// One call over several keys.
 struct Plan {

@@ -86,8 +86,9 @@ std::int64_t elementwise_chunk(const X* x, const core::ElementStats<S>& st, out_
 ///    skips): a scalar loop that recomputes the coefficients when the count
 ///    changes.
 template <class Est, class X, class S, Work kWork, bool kSkip>
-std::int64_t elementwise_range(const Plan& p, const Segment& s, const core::CountRule& rule, std::int64_t begin,
-                               std::int64_t end, bool stream) {
+std::int64_t elementwise_range(const Plan& p, const Segment& s, bool per_element, bool use_skips,
+                               std::int64_t key_count, std::int64_t begin, std::int64_t end, bool stream) {
+  const core::CountRule rule{per_element, use_skips, key_count};
   using C = compute_t<X, S>;
   using Y = out_t<X>;
   constexpr bool kUpdate = updates(kWork);
@@ -131,6 +132,24 @@ std::int64_t elementwise_range(const Plan& p, const Segment& s, const core::Coun
   return kept;
 }
 
+/// All elements of a segment split over the threads; returns the updates left
+/// out. The count rule travels as scalars and is built where it is used: as a
+/// struct copied through the closures, GCC stored it field by field and loaded
+/// it back as one vector, a failed store-to-load forward on every call (~10%
+/// of a 1x17 step on this machine).
+template <class Est, class X, class S, Work kWork, bool kSkip>
+std::int64_t elementwise_all(const Plan& p, const Segment& s, const core::CountRule& rule, bool stream) {
+  std::int64_t kept = 0;
+  const bool per_element = rule.per_element, use_skips = rule.use_skips;
+  const std::int64_t key_count = rule.key_count;
+  parallel_for(s.rows * s.feat, max_threads(p.threads), kGrain, 64, [&](std::int64_t b, std::int64_t e, int) {
+    const std::int64_t k =
+        elementwise_range<Est, X, S, kWork, kSkip>(p, s, per_element, use_skips, key_count, b, e, stream);
+    if (k > 0) std::atomic_ref<std::int64_t>(kept).fetch_add(k, std::memory_order_relaxed);
+  });
+  return kept;
+}
+
 template <class Est, class X, class S>
 void elementwise_segment(const Plan& p, const Segment& s) {
   const std::int64_t n = s.rows * s.feat;
@@ -141,34 +160,18 @@ void elementwise_segment(const Plan& p, const Segment& s) {
   rule.key_count = !rule.per_element && s.count_in != nullptr ? *s.count_in : 0;
   // Counts per element also when the key's elements have skipped before.
   rule.use_skips = !rule.per_element && s.skips != nullptr && s.skipped != nullptr && *s.skipped != 0;
+  const bool stream = writes_output(p.work) && static_cast<std::size_t>(n) * sizeof(out_t<X>) >= kStreamBytes;
   std::int64_t kept = 0;
-  auto run = [&](auto work_tag, auto skip_tag) {
-    constexpr Work kWork = decltype(work_tag)::value;
-    constexpr bool kSkip = decltype(skip_tag)::value;
-    const bool stream = writes_output(kWork) && static_cast<std::size_t>(n) * sizeof(out_t<X>) >= kStreamBytes;
-    parallel_for(n, max_threads(p.threads), kGrain, 64, [&](std::int64_t b, std::int64_t e, int) {
-      const std::int64_t k = elementwise_range<Est, X, S, kWork, kSkip>(p, s, rule, b, e, stream);
-      if (k > 0) std::atomic_ref<std::int64_t>(kept).fetch_add(k, std::memory_order_relaxed);
-    });
-  };
-  using Yes = std::true_type;
-  using No = std::false_type;
-  using StepTag = std::integral_constant<Work, Work::update_and_normalize>;
-  using UpdateTag = std::integral_constant<Work, Work::update>;
   switch (p.work) {
     case Work::update_and_normalize:
-      if (skip)
-        run(StepTag{}, Yes{});
-      else
-        run(StepTag{}, No{});
+      kept = skip ? elementwise_all<Est, X, S, Work::update_and_normalize, true>(p, s, rule, stream)
+                  : elementwise_all<Est, X, S, Work::update_and_normalize, false>(p, s, rule, stream);
       break;
     case Work::update:
-      if (skip)
-        run(UpdateTag{}, Yes{});
-      else
-        run(UpdateTag{}, No{});
+      kept = skip ? elementwise_all<Est, X, S, Work::update, true>(p, s, rule, stream)
+                  : elementwise_all<Est, X, S, Work::update, false>(p, s, rule, stream);
       break;
-    default: run(std::integral_constant<Work, Work::normalize>{}, No{}); break;
+    default: elementwise_all<Est, X, S, Work::normalize, false>(p, s, rule, stream); break;
   }
   if (!updates(p.work)) return;
   // One count per key moves once per step (after the elements are done), and

@@ -55,14 +55,13 @@ void plan_key(const CallConfig& cfg, const KeyTable& table, const CallItem& item
                table.keys[static_cast<std::size_t>(buf.keys.front())].name + "' in this call), got " + io.batch.str());
   }
   buf.keys.push_back(k);
-  Segment s;
+  Segment& s = buf.segments.emplace_back();  // in place: no temporary to copy
   s.key = k;
   s.x = item.x->data;
   s.x_dtype = xd;
   s.y = out ? item.y->data : nullptr;
   s.rows = io.rows;
   s.feat = io.feat;
-  buf.segments.push_back(s);
 }
 
 void bind_keys(const CallConfig& cfg, const KeyTable& table, Store& store, PlanBuffers& buf) {

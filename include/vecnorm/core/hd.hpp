@@ -7,6 +7,11 @@
 
 #if defined(__CUDACC__)
 #define VECNORM_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+// Inlined on the host as on the device: the core's functions are small, and
+// the CPU loops need them inside (GCC otherwise left e.g. an estimator's
+// update_coeffs as a call in the per-call path: ~7% of a 1x17 step).
+#define VECNORM_HD inline __attribute__((always_inline))
 #else
 #define VECNORM_HD inline
 #endif
