@@ -6,6 +6,8 @@
 // slices of rows, so memory stays at a few slices per key whatever T is.
 // Outputs go to temporary files that are renamed only after the whole replay
 // (and --save-state) succeeded; on any error or interrupt they are removed.
+//
+// The command line is replay_args.cpp's.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,145 +25,12 @@
 #include "cli.hpp"
 #include "commands.hpp"
 #include "npy.hpp"
+#include "replay_args.hpp"
 
 namespace vncli {
 namespace {
 
-constexpr const char* kHelp =
-    "usage: vecnorm replay [options] KEY=FILE.npy[@FIRST_STEP] ...\n"
-    "\n"
-    "Replays recorded data through vecnorm. Each FILE.npy holds one key's data over\n"
-    "time, shaped [T, *batch, *feature] (.npy v1-v3, little-endian, C order; float16/32/64,\n"
-    "int32/64 or uint8). @FIRST_STEP: the key starts at that step (a reward absent on the\n"
-    "reset step 0: reward=r.npy@1 with T-1 rows). Every key must end at the same step T.\n"
-    "\n"
-    "options:\n"
-    "  --batch-dims N        dims after the time dim that are batch dims (default 1)\n"
-    "  --decay D             EMA decay, 0 < D <= 1 (default 0.9999)\n"
-    "  --eps E               lower bound of the scale (default 1e-4)\n"
-    "  --estimator NAME      torchrl (VecNormV2's formulas, default) or stable\n"
-    "  --nonfinite MODE      NaN/inf input: skip (default: left out of the statistics,\n"
-    "                        counted), propagate (the reference) or error (stop)\n"
-    "  --reduce-batch-dims   pool the batch dims: one statistic per feature\n"
-    "  --stateless           stateless mode: per-element statistics and counts\n"
-    "  --stats-dtype T       float32 (default) or float64 statistics\n"
-    "  --freeze-after K      steps after the K-th only normalize (no update)\n"
-    "  --backend B           cpu, cuda or auto (default auto: cuda when usable)\n"
-    "  --threads N           CPU backend threads (default 0: OpenMP's default)\n"
-    "  --load-state FILE     start from a saved state (its options are the defaults)\n"
-    "  --save-state FILE     save the final state (atomic)\n"
-    "  --out DIR             write the normalized data to DIR/KEY.npy ('/' in KEY -> '.');\n"
-    "                        float inputs keep their dtype, integers give float32\n"
-    "  --json                print the final statistics as one JSON object on stdout\n"
-    "  -h, --help            this help\n"
-    "\n"
-    "example: vecnorm replay --out normed --json obs=obs.npy reward=reward.npy@1\n";
-
-struct Spec {
-  std::string key, path;
-  std::int64_t first = 0;
-  std::string arg;  ///< as given
-};
-
-struct Args {
-  std::int64_t batch_dims = 1;
-  vecnorm::Options options;
-  vecnorm::Backend backend = vecnorm::Backend::automatic;
-  bool decay_set = false, eps_set = false, estimator_set = false, stats_set = false, nonfinite_set = false;
-  bool stateless = false;
-  std::optional<std::int64_t> freeze_after;
-  std::string load_state, save_state, out_dir;
-  bool json = false;
-  bool help = false;
-  std::vector<Spec> inputs;
-};
-
-Spec parse_spec(const std::string& arg) {
-  const std::string form = "expected KEY=FILE.npy[@FIRST_STEP], got '" + arg + "'";
-  const auto eq = arg.find('=');
-  if (eq == std::string::npos || eq == 0 || eq + 1 == arg.size()) throw UsageError("input: " + form);
-  Spec s;
-  s.arg = arg;
-  s.key = arg.substr(0, eq);
-  s.path = arg.substr(eq + 1);
-  if (const auto at = s.path.rfind('@'); at != std::string::npos) {
-    const std::string tail = s.path.substr(at + 1);
-    const bool digits = !tail.empty() && std::all_of(tail.begin(), tail.end(), [](char c) { return c >= '0' && c <= '9'; });
-    if (digits) {
-      s.first = parse_int(tail, "@FIRST_STEP of '" + arg + "'", 0);
-      s.path.resize(at);
-      if (s.path.empty()) throw UsageError("input: " + form);
-    } else if (tail.empty()) {
-      throw UsageError("input: '@' must be followed by the first step (an integer >= 0); " + form);
-    }
-  }
-  return s;
-}
-
-const std::string& non_empty(const std::string& v, const char* option) {
-  if (v.empty()) throw UsageError(std::string("option ") + option + " expects a path, got ''");
-  return v;
-}
-
-Args parse_args(int argc, char** argv, int first) {
-  Args a;
-  const std::vector<OptionSpec> specs = {
-      {"--help", false, [&](const std::string&) { a.help = true; }},
-      {"--batch-dims", true, [&](const std::string& v) { a.batch_dims = parse_int(v, "--batch-dims", 0); }},
-      {"--decay", true,
-       [&](const std::string& v) {
-         a.options.decay = parse_double(v, "--decay");
-         a.decay_set = true;
-       }},
-      {"--eps", true,
-       [&](const std::string& v) {
-         a.options.eps = parse_double(v, "--eps");
-         a.eps_set = true;
-       }},
-      {"--estimator", true,
-       [&](const std::string& v) {
-         a.options.estimator = parse_estimator(v, "--estimator");
-         a.estimator_set = true;
-       }},
-      {"--nonfinite", true,
-       [&](const std::string& v) {
-         a.options.nonfinite = parse_nonfinite(v, "--nonfinite");
-         a.nonfinite_set = true;
-       }},
-      {"--reduce-batch-dims", false, [&](const std::string&) { a.options.reduce_batch_dims = true; }},
-      {"--stateless", false, [&](const std::string&) { a.stateless = true; }},
-      {"--stats-dtype", true,
-       [&](const std::string& v) {
-         a.options.stats_dtype = parse_stats_dtype(v, "--stats-dtype");
-         a.stats_set = true;
-       }},
-      {"--freeze-after", true, [&](const std::string& v) { a.freeze_after = parse_int(v, "--freeze-after", 0); }},
-      {"--backend", true, [&](const std::string& v) { a.backend = parse_backend(v, "--backend"); }},
-      {"--threads", true,
-       [&](const std::string& v) {
-         const std::int64_t n = parse_int(v, "--threads", 0);
-         if (n > 4096) throw UsageError("option --threads expects at most 4096, got " + v);
-         a.options.cpu_threads = static_cast<int>(n);
-       }},
-      {"--load-state", true, [&](const std::string& v) { a.load_state = non_empty(v, "--load-state"); }},
-      {"--save-state", true, [&](const std::string& v) { a.save_state = non_empty(v, "--save-state"); }},
-      {"--out", true, [&](const std::string& v) { a.out_dir = non_empty(v, "--out"); }},
-      {"--json", false, [&](const std::string&) { a.json = true; }},
-  };
-  const auto positional = parse_options(argc, argv, first, "replay", specs);
-  if (a.help) return a;
-  for (const auto& p : positional) a.inputs.push_back(parse_spec(p));
-  if (a.inputs.empty()) throw UsageError("replay: no input; expected KEY=FILE.npy[@FIRST_STEP] ... (see 'vecnorm replay --help')");
-  for (std::size_t i = 0; i < a.inputs.size(); ++i)
-    for (std::size_t j = 0; j < i; ++j)
-      if (a.inputs[i].key == a.inputs[j].key)
-        throw UsageError("replay: key '" + a.inputs[i].key + "' is given twice ('" + a.inputs[j].arg + "' and '" +
-                         a.inputs[i].arg + "')");
-  if (a.stateless && a.options.reduce_batch_dims)
-    throw UsageError("--stateless and --reduce-batch-dims cannot be combined: stateless statistics are per element "
-                     "(pooling is stateful only)");
-  return a;
-}
+using namespace replay;
 
 /// One key being replayed.
 struct Input {
