@@ -66,6 +66,16 @@ const std::string& non_empty(const std::string& v, const char* option) {
   return v;
 }
 
+/// An option whose value replaces a loaded state's default: `given` records
+/// that it was on the command line.
+template <class T>
+OptionSpec given_option(const char* name, T& field, bool& given, T (*parse)(const std::string&, const std::string&)) {
+  return {name, true, [name, &field, &given, parse](const std::string& v) {
+            field = parse(v, name);
+            given = true;
+          }};
+}
+
 }  // namespace
 
 Args parse_args(int argc, char** argv, int first) {
@@ -73,33 +83,13 @@ Args parse_args(int argc, char** argv, int first) {
   const std::vector<OptionSpec> specs = {
       {"--help", false, [&](const std::string&) { a.help = true; }},
       {"--batch-dims", true, [&](const std::string& v) { a.batch_dims = parse_int(v, "--batch-dims", 0); }},
-      {"--decay", true,
-       [&](const std::string& v) {
-         a.options.decay = parse_double(v, "--decay");
-         a.decay_set = true;
-       }},
-      {"--eps", true,
-       [&](const std::string& v) {
-         a.options.eps = parse_double(v, "--eps");
-         a.eps_set = true;
-       }},
-      {"--estimator", true,
-       [&](const std::string& v) {
-         a.options.estimator = parse_estimator(v, "--estimator");
-         a.estimator_set = true;
-       }},
-      {"--nonfinite", true,
-       [&](const std::string& v) {
-         a.options.nonfinite = parse_nonfinite(v, "--nonfinite");
-         a.nonfinite_set = true;
-       }},
+      given_option("--decay", a.options.decay, a.decay_set, parse_double),
+      given_option("--eps", a.options.eps, a.eps_set, parse_double),
+      given_option("--estimator", a.options.estimator, a.estimator_set, parse_estimator),
+      given_option("--nonfinite", a.options.nonfinite, a.nonfinite_set, parse_nonfinite),
       {"--reduce-batch-dims", false, [&](const std::string&) { a.options.reduce_batch_dims = true; }},
       {"--stateless", false, [&](const std::string&) { a.stateless = true; }},
-      {"--stats-dtype", true,
-       [&](const std::string& v) {
-         a.options.stats_dtype = parse_stats_dtype(v, "--stats-dtype");
-         a.stats_set = true;
-       }},
+      given_option("--stats-dtype", a.options.stats_dtype, a.stats_set, parse_stats_dtype),
       {"--freeze-after", true, [&](const std::string& v) { a.freeze_after = parse_int(v, "--freeze-after", 0); }},
       {"--backend", true, [&](const std::string& v) { a.backend = parse_backend(v, "--backend"); }},
       {"--threads", true,
