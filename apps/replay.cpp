@@ -6,14 +6,12 @@
 // slices of rows, so memory stays at a few slices per key whatever T is.
 // Outputs go to temporary files that are renamed only after the whole replay
 // (and --save-state) succeeded; on any error or interrupt they are removed.
-#include <sys/stat.h>
-#include <unistd.h>
-
+//
+// Here: the normalizer, the steps and the end of a run. The command line is
+// replay_args.cpp's, the files replay_io.cpp's, the final statistics printed
+// replay_report.cpp's.
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,345 +20,49 @@
 
 #include "cli.hpp"
 #include "commands.hpp"
-#include "npy.hpp"
+#include "replay_args.hpp"
+#include "replay_io.hpp"
+#include "replay_report.hpp"
 
 namespace vncli {
+namespace replay {
 namespace {
 
-constexpr const char* kHelp =
-    "usage: vecnorm replay [options] KEY=FILE.npy[@FIRST_STEP] ...\n"
-    "\n"
-    "Replays recorded data through vecnorm. Each FILE.npy holds one key's data over\n"
-    "time, shaped [T, *batch, *feature] (.npy v1-v3, little-endian, C order; float16/32/64,\n"
-    "int32/64 or uint8). @FIRST_STEP: the key starts at that step (a reward absent on the\n"
-    "reset step 0: reward=r.npy@1 with T-1 rows). Every key must end at the same step T.\n"
-    "\n"
-    "options:\n"
-    "  --batch-dims N        dims after the time dim that are batch dims (default 1)\n"
-    "  --decay D             EMA decay, 0 < D <= 1 (default 0.9999)\n"
-    "  --eps E               lower bound of the scale (default 1e-4)\n"
-    "  --estimator NAME      torchrl (VecNormV2's formulas, default) or stable\n"
-    "  --nonfinite MODE      NaN/inf input: skip (default: left out of the statistics,\n"
-    "                        counted), propagate (the reference) or error (stop)\n"
-    "  --reduce-batch-dims   pool the batch dims: one statistic per feature\n"
-    "  --stateless           stateless mode: per-element statistics and counts\n"
-    "  --stats-dtype T       float32 (default) or float64 statistics\n"
-    "  --freeze-after K      steps after the K-th only normalize (no update)\n"
-    "  --backend B           cpu, cuda or auto (default auto: cuda when usable)\n"
-    "  --threads N           CPU backend threads (default 0: OpenMP's default)\n"
-    "  --load-state FILE     start from a saved state (its options are the defaults)\n"
-    "  --save-state FILE     save the final state (atomic)\n"
-    "  --out DIR             write the normalized data to DIR/KEY.npy ('/' in KEY -> '.');\n"
-    "                        float inputs keep their dtype, integers give float32\n"
-    "  --json                print the final statistics as one JSON object on stdout\n"
-    "  -h, --help            this help\n"
-    "\n"
-    "example: vecnorm replay --out normed --json obs=obs.npy reward=reward.npy@1\n";
+// ---------------------------------------------------------------- the normalizer
 
-struct Spec {
-  std::string key, path;
-  std::int64_t first = 0;
-  std::string arg;  ///< as given
-};
-
-struct Args {
-  std::int64_t batch_dims = 1;
-  vecnorm::Options options;
-  vecnorm::Backend backend = vecnorm::Backend::automatic;
-  bool decay_set = false, eps_set = false, estimator_set = false, stats_set = false, nonfinite_set = false;
-  bool stateless = false;
-  std::optional<std::int64_t> freeze_after;
-  std::string load_state, save_state, out_dir;
-  bool json = false;
-  bool help = false;
-  std::vector<Spec> inputs;
-};
-
-Spec parse_spec(const std::string& arg) {
-  const std::string form = "expected KEY=FILE.npy[@FIRST_STEP], got '" + arg + "'";
-  const auto eq = arg.find('=');
-  if (eq == std::string::npos || eq == 0 || eq + 1 == arg.size()) throw UsageError("input: " + form);
-  Spec s;
-  s.arg = arg;
-  s.key = arg.substr(0, eq);
-  s.path = arg.substr(eq + 1);
-  if (const auto at = s.path.rfind('@'); at != std::string::npos) {
-    const std::string tail = s.path.substr(at + 1);
-    const bool digits = !tail.empty() && std::all_of(tail.begin(), tail.end(), [](char c) { return c >= '0' && c <= '9'; });
-    if (digits) {
-      s.first = parse_int(tail, "@FIRST_STEP of '" + arg + "'", 0);
-      s.path.resize(at);
-      if (s.path.empty()) throw UsageError("input: " + form);
-    } else if (tail.empty()) {
-      throw UsageError("input: '@' must be followed by the first step (an integer >= 0); " + form);
-    }
-  }
-  return s;
-}
-
-const std::string& non_empty(const std::string& v, const char* option) {
-  if (v.empty()) throw UsageError(std::string("option ") + option + " expects a path, got ''");
-  return v;
-}
-
-Args parse_args(int argc, char** argv, int first) {
-  Args a;
-  const std::vector<OptionSpec> specs = {
-      {"--help", false, [&](const std::string&) { a.help = true; }},
-      {"--batch-dims", true, [&](const std::string& v) { a.batch_dims = parse_int(v, "--batch-dims", 0); }},
-      {"--decay", true,
-       [&](const std::string& v) {
-         a.options.decay = parse_double(v, "--decay");
-         a.decay_set = true;
-       }},
-      {"--eps", true,
-       [&](const std::string& v) {
-         a.options.eps = parse_double(v, "--eps");
-         a.eps_set = true;
-       }},
-      {"--estimator", true,
-       [&](const std::string& v) {
-         a.options.estimator = parse_estimator(v, "--estimator");
-         a.estimator_set = true;
-       }},
-      {"--nonfinite", true,
-       [&](const std::string& v) {
-         a.options.nonfinite = parse_nonfinite(v, "--nonfinite");
-         a.nonfinite_set = true;
-       }},
-      {"--reduce-batch-dims", false, [&](const std::string&) { a.options.reduce_batch_dims = true; }},
-      {"--stateless", false, [&](const std::string&) { a.stateless = true; }},
-      {"--stats-dtype", true,
-       [&](const std::string& v) {
-         a.options.stats_dtype = parse_stats_dtype(v, "--stats-dtype");
-         a.stats_set = true;
-       }},
-      {"--freeze-after", true, [&](const std::string& v) { a.freeze_after = parse_int(v, "--freeze-after", 0); }},
-      {"--backend", true, [&](const std::string& v) { a.backend = parse_backend(v, "--backend"); }},
-      {"--threads", true,
-       [&](const std::string& v) {
-         const std::int64_t n = parse_int(v, "--threads", 0);
-         if (n > 4096) throw UsageError("option --threads expects at most 4096, got " + v);
-         a.options.cpu_threads = static_cast<int>(n);
-       }},
-      {"--load-state", true, [&](const std::string& v) { a.load_state = non_empty(v, "--load-state"); }},
-      {"--save-state", true, [&](const std::string& v) { a.save_state = non_empty(v, "--save-state"); }},
-      {"--out", true, [&](const std::string& v) { a.out_dir = non_empty(v, "--out"); }},
-      {"--json", false, [&](const std::string&) { a.json = true; }},
-  };
-  const auto positional = parse_options(argc, argv, first, "replay", specs);
-  if (a.help) return a;
-  for (const auto& p : positional) a.inputs.push_back(parse_spec(p));
-  if (a.inputs.empty()) throw UsageError("replay: no input; expected KEY=FILE.npy[@FIRST_STEP] ... (see 'vecnorm replay --help')");
-  for (std::size_t i = 0; i < a.inputs.size(); ++i)
-    for (std::size_t j = 0; j < i; ++j)
-      if (a.inputs[i].key == a.inputs[j].key)
-        throw UsageError("replay: key '" + a.inputs[i].key + "' is given twice ('" + a.inputs[j].arg + "' and '" +
-                         a.inputs[i].arg + "')");
-  if (a.stateless && a.options.reduce_batch_dims)
-    throw UsageError("--stateless and --reduce-batch-dims cannot be combined: stateless statistics are per element "
-                     "(pooling is stateful only)");
-  return a;
-}
-
-/// One key being replayed.
-struct Input {
-  Spec spec;
-  std::string label;  ///< "key 'obs' (obs.npy)" for messages
-  std::optional<NpyReader> reader;
-  vecnorm::DType in_dtype = vecnorm::DType::float32, out_dtype = vecnorm::DType::float32;
-  std::vector<std::int64_t> file_shape;
-  vecnorm::Shape batch, feature, step_shape;
-  std::int64_t rows = 0;
-  std::size_t in_row = 0, out_row = 0;
-
-  // Slices of rows on the host.
-  std::int64_t chunk_rows = 1;
-  HostBytes in_chunk, out_chunk;
-  std::int64_t in_begin = 0, in_count = 0;
-  std::int64_t out_pending = 0;
-  std::unique_ptr<NpyWriter> writer;
-
-  // Device staging (Backend::cuda) and stateless statistics (on the backend).
+/// A key's memory on the backend: its staging for device steps (Backend::cuda)
+/// and, stateless, its statistics arrays.
+struct KeyBuffers {
   vecnorm::Buffer dx, dy;
   vecnorm::Buffer loc, var, count;
-
-  bool present(std::int64_t t) const { return t >= spec.first && t < spec.first + rows; }
 };
 
-std::string out_name(const std::string& key) {
-  std::string n = key;
-  std::replace(n.begin(), n.end(), '/', '.');
-  return n + ".npy";
-}
-
-/// Creates --out DIR when missing and removes it again on failure when it is
-/// still empty (so that a failed run leaves nothing behind).
-class OutDir {
- public:
-  explicit OutDir(std::string dir) : dir_(std::move(dir)) {
-    struct stat st {};
-    if (::stat(dir_.c_str(), &st) == 0) {
-      if (!S_ISDIR(st.st_mode)) throw InputError("--out " + dir_ + ": exists and is not a directory");
-      return;
-    }
-    if (errno != ENOENT) throw InputError("--out " + dir_ + ": " + std::strerror(errno));
-    if (::mkdir(dir_.c_str(), 0777) != 0) throw InputError("--out " + dir_ + ": cannot create: " + std::strerror(errno));
-    created_ = true;
-  }
-  ~OutDir() {
-    if (created_ && !keep_) ::rmdir(dir_.c_str());
-  }
-  OutDir(const OutDir&) = delete;
-  OutDir& operator=(const OutDir&) = delete;
-  void keep() { keep_ = true; }
-  const std::string& path() const { return dir_; }
-
- private:
-  std::string dir_;
-  bool created_ = false, keep_ = false;
+/// What steps the keys. Stateful: `vn` itself. Stateless: stateless::step on
+/// each key's statistics arrays; `vn` checks the table and the state, and at
+/// the end turns the statistics arrays into read-outs and a file.
+struct Normalizer {
+  vecnorm::Options opt;
+  vecnorm::KeyTable table;
+  vecnorm::VecNorm vn;
+  bool stateless = false;
+  std::vector<KeyBuffers> buffers;  ///< per key, in input order
 };
 
-std::string join(const std::string& dir, const std::string& name) {
-  if (!dir.empty() && dir.back() == '/') return dir + name;
-  return dir + "/" + name;
+/// --load-state's file, when given.
+std::optional<vecnorm::State> read_loaded_state(const std::string& path) {
+  if (path.empty()) return std::nullopt;
+  try {
+    return vecnorm::read_state_file(path);
+  } catch (const vecnorm::Error& e) {
+    throw InputError("--load-state: " + library_message(e));
+  }
 }
 
-/// Opens every input and checks shapes against each other; returns T.
-std::int64_t open_inputs(const Args& a, std::vector<std::unique_ptr<Input>>& inputs) {
-  const std::size_t nb = static_cast<std::size_t>(a.batch_dims);
-  for (const Spec& s : a.inputs) {
-    auto in = std::make_unique<Input>();
-    in->spec = s;
-    in->label = "key '" + s.key + "' (" + s.path;
-    if (s.first) {
-      in->label += '@';
-      in->label += std::to_string(s.first);
-    }
-    in->label += ")";
-    in->reader.emplace(s.path);
-    const NpyHeader& h = in->reader->header();
-    in->file_shape = h.shape;
-    if (h.shape.size() < 1 + nb)
-      throw InputError(in->label + ": shape " + dims_str(h.shape) + ": expected at least " + std::to_string(1 + nb) +
-                       " dims (time + --batch-dims " + std::to_string(nb) + "), got " + std::to_string(h.shape.size()));
-    if (h.shape.size() - 1 > static_cast<std::size_t>(vecnorm::Shape::kMaxDims))
-      throw InputError(in->label + ": shape " + dims_str(h.shape) + ": expected at most " +
-                       std::to_string(vecnorm::Shape::kMaxDims) + " dims after the time dim, got " +
-                       std::to_string(h.shape.size() - 1));
-    in->rows = h.shape[0];
-    in->batch = shape_of(h.shape, 1, 1 + nb);
-    in->feature = shape_of(h.shape, 1 + nb, h.shape.size());
-    in->step_shape = in->batch.concat(in->feature);
-    in->in_dtype = h.dtype;
-    in->out_dtype = vecnorm::output_dtype(h.dtype);
-    in->in_row = static_cast<std::size_t>(in->step_shape.numel()) * vecnorm::dtype_size(in->in_dtype);
-    in->out_row = static_cast<std::size_t>(in->step_shape.numel()) * vecnorm::dtype_size(in->out_dtype);
-    if (!inputs.empty() && in->batch != inputs.front()->batch)
-      throw InputError("mismatched batch shapes: " + in->label + " has batch " + in->batch.str() + " (shape " +
-                       dims_str(h.shape) + "), expected " + inputs.front()->batch.str() + " like " +
-                       inputs.front()->label + " (shape " + dims_str(inputs.front()->file_shape) + ", --batch-dims " +
-                       std::to_string(nb) + ")");
-    inputs.push_back(std::move(in));
-  }
-  std::int64_t T = 0;
-  const Input* longest = nullptr;
-  for (const auto& in : inputs)
-    if (in->spec.first + in->rows > T || longest == nullptr) {
-      T = in->spec.first + in->rows;
-      longest = in.get();
-    }
-  for (const auto& in : inputs) {
-    const std::int64_t end = in->spec.first + in->rows;
-    if (end != T)
-      throw InputError("mismatched number of steps: " + in->label + " has " + std::to_string(in->rows) +
-                       " rows from step " + std::to_string(in->spec.first) + ", so it ends at step " +
-                       std::to_string(end) + "; expected it to end at step " + std::to_string(T) + " like " +
-                       longest->label + ", i.e. " + std::to_string(T - in->spec.first) + " rows");
-  }
-  return T;
-}
-
-struct Result {
-  std::string key;
-  vecnorm::Shape shape;
-  std::optional<std::int64_t> count;           ///< stateful
-  std::vector<std::int64_t> counts;            ///< stateless, per element
-  std::vector<double> loc, scale;              ///< empty when never updated
-  bool updated = false;
-};
-
-std::string results_json(const std::vector<Result>& results, bool stateless) {
-  std::string out = "{";
-  for (std::size_t k = 0; k < results.size(); ++k) {
-    const Result& r = results[k];
-    out += k ? ",\n " : "\n ";
-    json_string(out, r.key);
-    out += ": {\"shape\": ";
-    json_shape(out, r.shape);
-    out += ", \"count\": ";
-    if (stateless) {
-      json_ints(out, r.counts);
-    } else {
-      json_int(out, *r.count);
-    }
-    out += ", \"loc\": ";
-    if (r.updated) json_numbers(out, r.loc);
-    else out += "null";
-    out += ", \"scale\": ";
-    if (r.updated) json_numbers(out, r.scale);
-    else out += "null";
-    out += "}";
-  }
-  out += "\n}\n";
-  return out;
-}
-
-Result result_of(const vecnorm::VecNorm& vn, const std::string& key) {
-  Result r;
-  r.key = key;
-  r.shape = vn.stats_shape(key);
-  r.count = vn.count(key);
-  r.updated = *r.count > 0;
-  if (r.updated) {
-    r.loc = vn.loc(key);
-    r.scale = vn.scale(key);
-  }
-  return r;
-}
-
-}  // namespace
-
-int run_replay(int argc, char** argv, int first) {
-  Args a = parse_args(argc, argv, first);
-  if (a.help) {
-    std::fputs(kHelp, stdout);
-    return kExitOk;
-  }
-  const double t_start = now_seconds();
-  // Declared first so that it is destroyed last: after the writers have
-  // removed their temporary files, a directory this run created is empty.
-  std::optional<OutDir> out_dir;
-
-  // ---- inputs
-  std::vector<std::unique_ptr<Input>> inputs;
-  const std::int64_t T = open_inputs(a, inputs);
-  if (!a.out_dir.empty())
-    for (std::size_t i = 0; i < inputs.size(); ++i)
-      for (std::size_t j = 0; j < i; ++j)
-        if (out_name(inputs[i]->spec.key) == out_name(inputs[j]->spec.key))
-          throw UsageError("keys '" + inputs[j]->spec.key + "' and '" + inputs[i]->spec.key +
-                           "' would both be written to " + join(a.out_dir, out_name(inputs[i]->spec.key)));
-
-  // ---- options, key table, statistics
+/// The command line's options (a loaded state's are the defaults), validated,
+/// on the resolved backend.
+vecnorm::Options statistics_options(const Args& a, const std::optional<vecnorm::State>& loaded) {
   vecnorm::Options opt = a.options;
-  std::optional<vecnorm::State> loaded;
-  if (!a.load_state.empty()) {
-    try {
-      loaded = vecnorm::read_state_file(a.load_state);
-    } catch (const vecnorm::Error& e) {
-      throw InputError("--load-state: " + library_message(e));
-    }
+  if (loaded) {
     // The state's statistics options are the defaults; explicit ones must agree (import checks).
     const vecnorm::Options& so = loaded->options;
     if (!a.estimator_set) opt.estimator = so.estimator;
@@ -378,15 +80,21 @@ int run_replay(int argc, char** argv, int first) {
   } catch (const vecnorm::Error& e) {
     throw UsageError(library_message(e));
   }
-  const vecnorm::Backend backend = resolve_backend(a.backend);
-  opt.backend = backend;
+  opt.backend = resolve_backend(a.backend);
+  return opt;
+}
 
+vecnorm::KeyTable key_table(const Inputs& inputs) {
   vecnorm::KeyTable table;
   table.batch_shape = inputs.front()->batch;
   for (const auto& in : inputs) table.keys.push_back({in->spec.key, in->feature, in->in_dtype});
+  return table;
+}
 
-  // Stateful: the normalizer itself. Stateless: `vn` checks the table and the
-  // state, and at the end turns the statistics arrays into read-outs and a file.
+/// The normalizer of the inputs' keys, with the loaded state's statistics.
+Normalizer make_normalizer(const Args& a, const Inputs& inputs, const std::optional<vecnorm::State>& loaded) {
+  vecnorm::Options opt = statistics_options(a, loaded);
+  vecnorm::KeyTable table = key_table(inputs);
   vecnorm::VecNorm vn = [&] {
     try {
       return vecnorm::VecNorm(opt, table);
@@ -403,186 +111,211 @@ int run_replay(int argc, char** argv, int first) {
       throw InputError("--load-state " + a.load_state + " does not match the inputs: " + library_message(e));
     }
   }
-  const vecnorm::DType stats_dtype = opt.stats_dtype;
-  const std::size_t stats_size = vecnorm::dtype_size(stats_dtype);
+  return Normalizer{std::move(opt), std::move(table), std::move(vn), a.stateless, {}};
+}
+
+/// Each key's buffers on the backend (stateless statistics from the loaded
+/// state) and its host slices.
+void allocate(Normalizer& norm, Inputs& inputs, const std::optional<vecnorm::State>& loaded, bool writes_outputs) {
+  const vecnorm::Backend backend = norm.opt.backend;
+  const std::size_t stats_size = vecnorm::dtype_size(norm.opt.stats_dtype);
+  norm.buffers.resize(inputs.size());
   for (std::size_t k = 0; k < inputs.size(); ++k) {
     Input& in = *inputs[k];
-    const std::int64_t numel = in.step_shape.numel();
+    KeyBuffers& b = norm.buffers[k];
+    const std::size_t numel = static_cast<std::size_t>(in.step_shape.numel());
     if (backend == vecnorm::Backend::cuda) {
-      in.dx = vecnorm::Buffer(backend, in.in_row);
-      in.dy = vecnorm::Buffer(backend, in.out_row);
+      b.dx = vecnorm::Buffer(backend, in.in_row);
+      b.dy = vecnorm::Buffer(backend, in.out_row);
     }
-    if (a.stateless) {
-      in.loc = vecnorm::Buffer(backend, static_cast<std::size_t>(numel) * stats_size);
-      in.var = vecnorm::Buffer(backend, static_cast<std::size_t>(numel) * stats_size);
-      in.count = vecnorm::Buffer(backend, static_cast<std::size_t>(numel) * sizeof(std::int64_t));
+    if (norm.stateless) {
+      b.loc = vecnorm::Buffer(backend, numel * stats_size);
+      b.var = vecnorm::Buffer(backend, numel * stats_size);
+      b.count = vecnorm::Buffer(backend, numel * sizeof(std::int64_t));
       if (loaded) {
         const vecnorm::KeyState& ks = loaded->keys[k];
-        in.loc.copy_from_host(ks.loc.data(), ks.loc.size());
-        in.var.copy_from_host(ks.var.data(), ks.var.size());
-        const std::vector<std::int64_t> c(static_cast<std::size_t>(numel), ks.count);
-        in.count.copy_from_host(c.data(), c.size() * sizeof(std::int64_t));
+        b.loc.copy_from_host(ks.loc.data(), ks.loc.size());
+        b.var.copy_from_host(ks.var.data(), ks.var.size());
+        const std::vector<std::int64_t> c(numel, ks.count);
+        b.count.copy_from_host(c.data(), c.size() * sizeof(std::int64_t));
       }
     }
-    constexpr std::size_t kSliceBytes = std::size_t{8} << 20;
-    const std::size_t row = std::max<std::size_t>({in.in_row, in.out_row, 1});
-    in.chunk_rows = std::clamp<std::int64_t>(static_cast<std::int64_t>(kSliceBytes / row), 1,
-                                             std::max<std::int64_t>(in.rows, 1));
-    in.in_chunk = HostBytes(in.in_row * static_cast<std::size_t>(in.chunk_rows));
-    in.out_chunk = HostBytes(in.out_row * static_cast<std::size_t>(a.out_dir.empty() ? 1 : in.chunk_rows));
+    in.allocate_slices(writes_outputs);
+  }
+}
+
+// ---------------------------------------------------------------- the steps
+
+/// Steps 0..T-1: the keys present at a step go into one call, and their
+/// outputs come back to the host slices (and, with --out, to the files).
+class StepLoop {
+ public:
+  StepLoop(Normalizer& norm, Inputs& inputs, std::optional<std::int64_t> freeze_after)
+      : norm_(norm),
+        inputs_(inputs),
+        freeze_after_(freeze_after),
+        on_device_(norm.opt.backend == vecnorm::Backend::cuda) {
+    batch_.reserve(inputs.size());
+    items_.reserve(inputs.size());
   }
 
-  // ---- outputs (temporary files until the end)
-  InterruptGuard interrupts;
-  if (!a.out_dir.empty()) {
-    out_dir.emplace(a.out_dir);
-    for (auto& in : inputs)
-      in->writer = std::make_unique<NpyWriter>(join(a.out_dir, out_name(in->spec.key)), in->out_dtype, in->file_shape);
-  }
-
-  // ---- the replay
-  Progress progress("vecnorm replay", T, is_terminal(2));
-  std::vector<vecnorm::KeyData> batch;
-  std::vector<vecnorm::StatelessItem> items;
-  std::vector<Input*> present;
-  batch.reserve(inputs.size());
-  items.reserve(inputs.size());
-  const bool on_device = backend == vecnorm::Backend::cuda;
-  for (std::int64_t t = 0; t < T; ++t) {
-    check_interrupt();
-    const bool frozen = a.freeze_after && t >= *a.freeze_after;
-    if (frozen && !a.stateless && !vn.is_frozen()) vn.freeze();
-    batch.clear();
-    items.clear();
-    present.clear();
-    for (auto& inp : inputs) {
-      Input& in = *inp;
-      if (!in.present(t)) continue;
-      const std::int64_t r = t - in.spec.first;
-      if (r >= in.in_begin + in.in_count) {
-        in.in_begin = r;
-        in.in_count = std::min(in.chunk_rows, in.rows - r);
-        in.reader->read(static_cast<std::uint64_t>(r) * in.in_row, in.in_chunk.data(),
-                        in.in_row * static_cast<std::size_t>(in.in_count));
+  void run(std::int64_t T) {
+    Progress progress("vecnorm replay", T, is_terminal(2));
+    for (std::int64_t t = 0; t < T; ++t) {
+      check_interrupt();
+      const bool frozen = freeze_after_ && t >= *freeze_after_;
+      if (frozen && !norm_.stateless && !norm_.vn.is_frozen()) norm_.vn.freeze();
+      gather(t);
+      if (!present_.empty()) {
+        step(t, frozen);
+        store(t + 1 == T);
       }
-      const std::byte* x_host = in.in_chunk.data() + static_cast<std::size_t>(r - in.in_begin) * in.in_row;
-      std::byte* y_host = in.out_chunk.data() + static_cast<std::size_t>(in.out_pending) * in.out_row;
+      progress.update(t + 1);
+    }
+    progress.clear();
+  }
+
+ private:
+  /// The call's arguments: each present key's row t, staged on the device when steps run there.
+  void gather(std::int64_t t) {
+    batch_.clear();
+    items_.clear();
+    present_.clear();
+    for (std::size_t k = 0; k < inputs_.size(); ++k) {
+      Input& in = *inputs_[k];
+      if (!in.present(t)) continue;
+      KeyBuffers& b = norm_.buffers[k];
+      const std::byte* x_host = in.input_row(t - in.spec.first);
       vecnorm::ConstTensorView x;
       vecnorm::TensorView y;
-      if (on_device) {
-        in.dx.copy_from_host(x_host, in.in_row);
-        x = in.dx.view(in.in_dtype, in.step_shape);
-        y = in.dy.view(in.out_dtype, in.step_shape);
+      if (on_device_) {
+        b.dx.copy_from_host(x_host, in.in_row);
+        x = b.dx.view(in.in_dtype, in.step_shape);
+        y = b.dy.view(in.out_dtype, in.step_shape);
       } else {
         x = vecnorm::ConstTensorView{x_host, in.in_dtype, in.step_shape};
-        y = vecnorm::TensorView{y_host, in.out_dtype, in.step_shape};
+        y = vecnorm::TensorView{in.output_row(), in.out_dtype, in.step_shape};
       }
-      if (a.stateless) {
-        const vecnorm::TensorView loc = in.loc.view(stats_dtype, in.step_shape),
-                                  var = in.var.view(stats_dtype, in.step_shape),
-                                  count = in.count.view(vecnorm::DType::int64, in.step_shape);
-        items.push_back({in.spec.key, x, y, {loc, var, count}, {loc, var, count}});
+      if (norm_.stateless) {
+        const vecnorm::DType stats_dtype = norm_.opt.stats_dtype;
+        const vecnorm::TensorView loc = b.loc.view(stats_dtype, in.step_shape),
+                                  var = b.var.view(stats_dtype, in.step_shape),
+                                  count = b.count.view(vecnorm::DType::int64, in.step_shape);
+        items_.push_back({in.spec.key, x, y, {loc, var, count}, {loc, var, count}});
       } else {
-        batch.push_back({in.spec.key, x, y});
+        batch_.push_back({in.spec.key, x, y});
       }
-      present.push_back(&in);
+      present_.push_back(k);
     }
-    if (!present.empty()) {
-      try {
-        if (a.stateless) {
-          vecnorm::stateless::step(opt, table, items,
-                                   frozen ? vecnorm::Op::normalize : vecnorm::Op::update_and_normalize);
-        } else {
-          vn.step(batch);
-        }
-      } catch (const vecnorm::Error& e) {
-        throw InputError("step " + std::to_string(t) + (frozen ? " (frozen by --freeze-after)" : "") + ": " +
-                         library_message(e));
-      }
-      if (on_device) vecnorm::synchronize(backend);
-      for (Input* in : present) {
-        std::byte* y_host = in->out_chunk.data() + static_cast<std::size_t>(in->out_pending) * in->out_row;
-        if (on_device) in->dy.copy_to_host(y_host, in->out_row);
-        if (!in->writer) continue;
-        if (++in->out_pending == in->chunk_rows || t + 1 == T) {
-          in->writer->write(in->out_chunk.data(), in->out_row * static_cast<std::size_t>(in->out_pending));
-          in->out_pending = 0;
-        }
-      }
-    }
-    progress.update(t + 1);
   }
-  progress.clear();
 
-  // ---- final statistics
-  if (a.stateless) {
-    // The per-element arrays as a per-element State: every element of a key
-    // was updated together, so its counts are all equal.
-    vecnorm::State st = vn.export_state();
-    for (std::size_t k = 0; k < inputs.size(); ++k) {
-      Input& in = *inputs[k];
-      vecnorm::KeyState& ks = st.keys[k];
-      in.loc.copy_to_host(ks.loc.data(), ks.loc.size());
-      in.var.copy_to_host(ks.var.data(), ks.var.size());
-      std::vector<std::int64_t> c(static_cast<std::size_t>(in.step_shape.numel()));
-      in.count.copy_to_host(c.data(), c.size() * sizeof(std::int64_t));
-      ks.count = c.empty() ? (loaded ? loaded->keys[k].count : 0) + in.rows : c.front();
-      if (std::any_of(c.begin(), c.end(), [&](std::int64_t v) { return v != ks.count; }))
-        throw InputError("internal: key '" + in.spec.key + "': stateless counts differ between elements");
-    }
-    vn.import_state(st);
-  }
-  std::vector<Result> results;
-  for (const auto& in : inputs) {
-    Result r = result_of(vn, in->spec.key);
-    if (a.stateless) {
-      r.counts.assign(static_cast<std::size_t>(in->step_shape.numel()), *r.count);
-      r.count.reset();
-    }
-    results.push_back(std::move(r));
-  }
-  const std::string json = a.json ? results_json(results, a.stateless) : std::string();
-
-  // ---- commit: flush the outputs, save the state, then rename everything into place
-  check_interrupt();
-  for (auto& in : inputs)
-    if (in->writer) in->writer->finish();
-  if (!a.save_state.empty()) {
+  void step(std::int64_t t, bool frozen) {
     try {
-      vecnorm::save_state(vn, a.save_state);
+      if (norm_.stateless) {
+        vecnorm::stateless::step(norm_.opt, norm_.table, items_,
+                                 frozen ? vecnorm::Op::normalize : vecnorm::Op::update_and_normalize);
+      } else {
+        norm_.vn.step(batch_);
+      }
+    } catch (const vecnorm::Error& e) {
+      throw InputError("step " + std::to_string(t) + (frozen ? " (frozen by --freeze-after)" : "") + ": " +
+                       library_message(e));
+    }
+  }
+
+  void store(bool last_step) {
+    if (on_device_) vecnorm::synchronize(norm_.opt.backend);
+    for (const std::size_t k : present_) {
+      Input& in = *inputs_[k];
+      if (on_device_) norm_.buffers[k].dy.copy_to_host(in.output_row(), in.out_row);
+      in.output_done(last_step);
+    }
+  }
+
+  Normalizer& norm_;
+  Inputs& inputs_;
+  const std::optional<std::int64_t> freeze_after_;
+  const bool on_device_;
+  std::vector<vecnorm::KeyData> batch_;        ///< stateful call
+  std::vector<vecnorm::StatelessItem> items_;  ///< stateless call
+  std::vector<std::size_t> present_;           ///< keys in this call
+};
+
+// ---------------------------------------------------------------- the end
+
+/// Stateless: the statistics arrays as a per-element State, imported into `vn`
+/// for the read-outs and --save-state. Every element of a key was updated
+/// together, so its counts are all equal.
+void import_stateless_statistics(Normalizer& norm, const Inputs& inputs, const std::optional<vecnorm::State>& loaded) {
+  vecnorm::State st = norm.vn.export_state();
+  for (std::size_t k = 0; k < inputs.size(); ++k) {
+    const Input& in = *inputs[k];
+    const KeyBuffers& b = norm.buffers[k];
+    vecnorm::KeyState& ks = st.keys[k];
+    b.loc.copy_to_host(ks.loc.data(), ks.loc.size());
+    b.var.copy_to_host(ks.var.data(), ks.var.size());
+    std::vector<std::int64_t> c(static_cast<std::size_t>(in.step_shape.numel()));
+    b.count.copy_to_host(c.data(), c.size() * sizeof(std::int64_t));
+    ks.count = c.empty() ? (loaded ? loaded->keys[k].count : 0) + in.rows : c.front();
+    if (std::any_of(c.begin(), c.end(), [&](std::int64_t v) { return v != ks.count; }))
+      throw InputError("internal: key '" + in.spec.key + "': stateless counts differ between elements");
+  }
+  norm.vn.import_state(st);
+}
+
+/// Finishes the outputs, saves the state, then renames the outputs into place:
+/// nothing is final before everything succeeded.
+void commit(Inputs& inputs, const vecnorm::VecNorm& vn, const std::string& save_path, std::optional<OutDir>& out_dir) {
+  check_interrupt();
+  finish_outputs(inputs);
+  if (!save_path.empty()) {
+    try {
+      vecnorm::save_state(vn, save_path);
     } catch (const vecnorm::Error& e) {
       throw InputError("--save-state: " + library_message(e));
     }
   }
   check_interrupt();
-  for (auto& in : inputs)
-    if (in->writer) in->writer->commit();
-  if (out_dir) {
-    out_dir->keep();
-    sync_directory(out_dir->path());
-  }
+  commit_outputs(inputs, out_dir);
+}
 
-  if (a.json) {
-    std::fwrite(json.data(), 1, json.size(), stdout);
-  } else {
-    std::printf("vecnorm replay: %lld steps of %zu key%s in %.2f s (backend %s, %s estimator, decay %s, eps %s, %s)\n",
-                static_cast<long long>(T), inputs.size(), inputs.size() == 1 ? "" : "s", now_seconds() - t_start,
-                vecnorm::to_string(backend), vecnorm::to_string(opt.estimator), shortest(opt.decay).c_str(),
-                shortest(opt.eps).c_str(),
-                a.stateless                  ? "stateless"
-                : opt.reduce_batch_dims ? "pooled statistics"
-                                             : "per-element statistics");
-    for (std::size_t k = 0; k < inputs.size(); ++k) {
-      const Input& in = *inputs[k];
-      std::printf("  %s: %s %s, steps %lld..%lld, count %lld%s%s\n", in.spec.key.c_str(),
-                  dims_str(in.file_shape).c_str(), vecnorm::to_string(in.in_dtype),
-                  static_cast<long long>(in.spec.first), static_cast<long long>(T - 1),
-                  static_cast<long long>(a.stateless ? results[k].counts.empty() ? 0 : results[k].counts.front()
-                                                     : *results[k].count),
-                  in.writer ? " -> " : "", in.writer ? in.writer->path().c_str() : "");
-    }
-    if (!a.save_state.empty()) std::printf("  state saved to %s\n", a.save_state.c_str());
+}  // namespace
+}  // namespace replay
+
+int run_replay(int argc, char** argv, int first) {
+  using namespace replay;
+  const Args a = parse_args(argc, argv, first);
+  if (a.help) {
+    std::fputs(kHelp, stdout);
+    return kExitOk;
   }
+  const double t_start = now_seconds();
+  // Declared first so that it is destroyed last: after the writers have
+  // removed their temporary files, a directory this run created is empty.
+  std::optional<OutDir> out_dir;
+
+  Inputs inputs = open_inputs(a.inputs, a.batch_dims);
+  const std::int64_t T = common_end(inputs);
+  if (!a.out_dir.empty()) check_output_names(inputs, a.out_dir);
+
+  const std::optional<vecnorm::State> loaded = read_loaded_state(a.load_state);
+  Normalizer norm = make_normalizer(a, inputs, loaded);
+  allocate(norm, inputs, loaded, !a.out_dir.empty());
+
+  InterruptGuard interrupts;
+  if (!a.out_dir.empty()) {
+    out_dir.emplace(a.out_dir);
+    open_outputs(inputs, a.out_dir);
+  }
+  StepLoop(norm, inputs, a.freeze_after).run(T);
+
+  if (a.stateless) import_stateless_statistics(norm, inputs, loaded);
+  const std::vector<Result> results = results_of(norm.vn, inputs, a.stateless);
+  const std::string json = a.json ? results_json(results, a.stateless) : std::string();
+  commit(inputs, norm.vn, a.save_state, out_dir);
+
+  if (a.json) std::fwrite(json.data(), 1, json.size(), stdout);
+  else print_summary(a, norm.opt, inputs, results, T, now_seconds() - t_start);
   if (std::fflush(stdout) != 0 || std::ferror(stdout)) throw InputError("cannot write to stdout");
   return kExitOk;
 }

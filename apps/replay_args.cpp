@@ -1,0 +1,121 @@
+// apps/replay_args.cpp -- see replay_args.hpp.
+#include "replay_args.hpp"
+
+#include <algorithm>
+
+#include "cli.hpp"
+
+namespace vncli::replay {
+
+const char* const kHelp =
+    "usage: vecnorm replay [options] KEY=FILE.npy[@FIRST_STEP] ...\n"
+    "\n"
+    "Replays recorded data through vecnorm. Each FILE.npy holds one key's data over\n"
+    "time, shaped [T, *batch, *feature] (.npy v1-v3, little-endian, C order; float16/32/64,\n"
+    "int32/64 or uint8). @FIRST_STEP: the key starts at that step (a reward absent on the\n"
+    "reset step 0: reward=r.npy@1 with T-1 rows). Every key must end at the same step T.\n"
+    "\n"
+    "options:\n"
+    "  --batch-dims N        dims after the time dim that are batch dims (default 1)\n"
+    "  --decay D             EMA decay, 0 < D <= 1 (default 0.9999)\n"
+    "  --eps E               lower bound of the scale (default 1e-4)\n"
+    "  --estimator NAME      torchrl (VecNormV2's formulas, default) or stable\n"
+    "  --nonfinite MODE      NaN/inf input: skip (default: left out of the statistics,\n"
+    "                        counted), propagate (the reference) or error (stop)\n"
+    "  --reduce-batch-dims   pool the batch dims: one statistic per feature\n"
+    "  --stateless           stateless mode: per-element statistics and counts\n"
+    "  --stats-dtype T       float32 (default) or float64 statistics\n"
+    "  --freeze-after K      steps after the K-th only normalize (no update)\n"
+    "  --backend B           cpu, cuda or auto (default auto: cuda when usable)\n"
+    "  --threads N           CPU backend threads (default 0: OpenMP's default)\n"
+    "  --load-state FILE     start from a saved state (its options are the defaults)\n"
+    "  --save-state FILE     save the final state (atomic)\n"
+    "  --out DIR             write the normalized data to DIR/KEY.npy ('/' in KEY -> '.');\n"
+    "                        float inputs keep their dtype, integers give float32\n"
+    "  --json                print the final statistics as one JSON object on stdout\n"
+    "  -h, --help            this help\n"
+    "\n"
+    "example: vecnorm replay --out normed --json obs=obs.npy reward=reward.npy@1\n";
+
+namespace {
+
+Spec parse_spec(const std::string& arg) {
+  const std::string form = "expected KEY=FILE.npy[@FIRST_STEP], got '" + arg + "'";
+  const auto eq = arg.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == arg.size()) throw UsageError("input: " + form);
+  Spec s;
+  s.arg = arg;
+  s.key = arg.substr(0, eq);
+  s.path = arg.substr(eq + 1);
+  if (const auto at = s.path.rfind('@'); at != std::string::npos) {
+    const std::string tail = s.path.substr(at + 1);
+    const bool digits = !tail.empty() && std::all_of(tail.begin(), tail.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (digits) {
+      s.first = parse_int(tail, "@FIRST_STEP of '" + arg + "'", 0);
+      s.path.resize(at);
+      if (s.path.empty()) throw UsageError("input: " + form);
+    } else if (tail.empty()) {
+      throw UsageError("input: '@' must be followed by the first step (an integer >= 0); " + form);
+    }
+  }
+  return s;
+}
+
+const std::string& non_empty(const std::string& v, const char* option) {
+  if (v.empty()) throw UsageError(std::string("option ") + option + " expects a path, got ''");
+  return v;
+}
+
+/// An option whose value replaces a loaded state's default: `given` records
+/// that it was on the command line.
+template <class T>
+OptionSpec given_option(const char* name, T& field, bool& given, T (*parse)(const std::string&, const std::string&)) {
+  return {name, true, [name, &field, &given, parse](const std::string& v) {
+            field = parse(v, name);
+            given = true;
+          }};
+}
+
+}  // namespace
+
+Args parse_args(int argc, char** argv, int first) {
+  Args a;
+  const std::vector<OptionSpec> specs = {
+      {"--help", false, [&](const std::string&) { a.help = true; }},
+      {"--batch-dims", true, [&](const std::string& v) { a.batch_dims = parse_int(v, "--batch-dims", 0); }},
+      given_option("--decay", a.options.decay, a.decay_set, parse_double),
+      given_option("--eps", a.options.eps, a.eps_set, parse_double),
+      given_option("--estimator", a.options.estimator, a.estimator_set, parse_estimator),
+      given_option("--nonfinite", a.options.nonfinite, a.nonfinite_set, parse_nonfinite),
+      {"--reduce-batch-dims", false, [&](const std::string&) { a.options.reduce_batch_dims = true; }},
+      {"--stateless", false, [&](const std::string&) { a.stateless = true; }},
+      given_option("--stats-dtype", a.options.stats_dtype, a.stats_set, parse_stats_dtype),
+      {"--freeze-after", true, [&](const std::string& v) { a.freeze_after = parse_int(v, "--freeze-after", 0); }},
+      {"--backend", true, [&](const std::string& v) { a.backend = parse_backend(v, "--backend"); }},
+      {"--threads", true,
+       [&](const std::string& v) {
+         const std::int64_t n = parse_int(v, "--threads", 0);
+         if (n > 4096) throw UsageError("option --threads expects at most 4096, got " + v);
+         a.options.cpu_threads = static_cast<int>(n);
+       }},
+      {"--load-state", true, [&](const std::string& v) { a.load_state = non_empty(v, "--load-state"); }},
+      {"--save-state", true, [&](const std::string& v) { a.save_state = non_empty(v, "--save-state"); }},
+      {"--out", true, [&](const std::string& v) { a.out_dir = non_empty(v, "--out"); }},
+      {"--json", false, [&](const std::string&) { a.json = true; }},
+  };
+  const auto positional = parse_options(argc, argv, first, "replay", specs);
+  if (a.help) return a;
+  for (const auto& p : positional) a.inputs.push_back(parse_spec(p));
+  if (a.inputs.empty()) throw UsageError("replay: no input; expected KEY=FILE.npy[@FIRST_STEP] ... (see 'vecnorm replay --help')");
+  for (std::size_t i = 0; i < a.inputs.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (a.inputs[i].key == a.inputs[j].key)
+        throw UsageError("replay: key '" + a.inputs[i].key + "' is given twice ('" + a.inputs[j].arg + "' and '" +
+                         a.inputs[i].arg + "')");
+  if (a.stateless && a.options.reduce_batch_dims)
+    throw UsageError("--stateless and --reduce-batch-dims cannot be combined: stateless statistics are per element "
+                     "(pooling is stateful only)");
+  return a;
+}
+
+}  // namespace vncli::replay
