@@ -4,10 +4,14 @@
 //   copy/...     the limit: a device-to-device copy of the step's input bytes;
 //   vecnorm/...  one VecNorm::step on the stream (one launch per-element, two pooled);
 //   graph/...    the same step captured once in a CUDA graph and replayed.
-// Counters: bytes (the step's floor traffic, bench/cases.hpp) and the fraction
-// of the device's peak memory bandwidth those bytes reach.
+// Counters: bytes (the step's floor traffic, bench/cases.hpp), the fraction of
+// the device's measured copy bandwidth (a 1 GiB device-to-device copy at start,
+// bytes read + written) and of its nominal peak those bytes reach, and host_us:
+// the host's time to submit one iteration (the launch overhead a step costs the
+// caller; graph/: one cudaGraphLaunch).
 //
 // Without a usable device it prints one line and exits 0: nothing measured.
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -34,6 +38,7 @@ namespace {
 
 struct Device {
   double peak_bytes_per_s = 0;
+  double copy_bytes_per_s = 0;  ///< measured: a large device-to-device copy, read + write
   std::size_t l2_bytes = 0;
   std::string name;
 };
@@ -86,16 +91,20 @@ void timed_loop(benchmark::State& st, cudaStream_t stream, F&& body) {
   BENCH_CUDA(cudaEventCreate(&stop));
   body();  // warm up
   BENCH_CUDA(cudaStreamSynchronize(stream));
+  double host_s = 0;
   for (auto _ : st) {
     flush.run(stream);
     BENCH_CUDA(cudaEventRecord(start, stream));
+    const auto t0 = std::chrono::steady_clock::now();
     body();
+    host_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     BENCH_CUDA(cudaEventRecord(stop, stream));
     BENCH_CUDA(cudaEventSynchronize(stop));
     float ms = 0;
     BENCH_CUDA(cudaEventElapsedTime(&ms, start, stop));
     st.SetIterationTime(static_cast<double>(ms) * 1e-3);
   }
+  st.counters["host_us"] = benchmark::Counter(host_s * 1e6 / static_cast<double>(st.iterations()));
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
 }
@@ -105,6 +114,8 @@ void set_counters(benchmark::State& st, double bytes) {
   st.counters["bytes_per_second"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate);
   st.counters["peak_fraction"] =
       benchmark::Counter(bytes / g_device.peak_bytes_per_s, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["copy_fraction"] =
+      benchmark::Counter(bytes / g_device.copy_bytes_per_s, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void bm_copy(benchmark::State& st, DType d, vb::Shape2 s) {
@@ -170,6 +181,30 @@ bool find_device() {
   return g_device.peak_bytes_per_s > 0;
 }
 
+/// The device's copy bandwidth: the best of 5 device-to-device copies of 1 GiB
+/// (bytes read + written per second), timed with events.
+double measure_copy_bandwidth() {
+  const std::size_t bytes = std::size_t{1} << 30;
+  DevMem a(bytes), b(bytes);
+  BENCH_CUDA(cudaMemset(a.p, 1, bytes));
+  cudaEvent_t start, stop;
+  BENCH_CUDA(cudaEventCreate(&start));
+  BENCH_CUDA(cudaEventCreate(&stop));
+  float best = 0;
+  for (int i = 0; i < 6; ++i) {
+    BENCH_CUDA(cudaEventRecord(start));
+    BENCH_CUDA(cudaMemcpy(b.p, a.p, bytes, cudaMemcpyDeviceToDevice));
+    BENCH_CUDA(cudaEventRecord(stop));
+    BENCH_CUDA(cudaEventSynchronize(stop));
+    float ms = 0;
+    BENCH_CUDA(cudaEventElapsedTime(&ms, start, stop));
+    if (i > 0 && (best == 0 || ms < best)) best = ms;  // the first one warms up
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return 2.0 * static_cast<double>(bytes) / (static_cast<double>(best) * 1e-3);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -179,6 +214,7 @@ int main(int argc, char** argv) {
     std::printf("vecnorm_bench_gpu: no usable CUDA device: GPU benchmarks not measured\n");
     return 0;
   }
+  g_device.copy_bytes_per_s = measure_copy_bandwidth();
   for (const vb::Shape2& s : vb::shapes())
     for (DType d : {DType::float32, DType::bfloat16})
       for (bool pooled : {false, true})
@@ -191,6 +227,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("backend", "cuda");
   benchmark::AddCustomContext("device", g_device.name);
   benchmark::AddCustomContext("peak_bandwidth_GBps", std::to_string(g_device.peak_bytes_per_s / 1e9));
+  benchmark::AddCustomContext("copy_bandwidth_GBps", std::to_string(g_device.copy_bytes_per_s / 1e9));
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

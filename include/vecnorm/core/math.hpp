@@ -2,13 +2,16 @@
 // decay weights, the lerp, the scale clamp, the affine map, the finiteness test.
 //
 // Header-only and VECNORM_HD: the CPU loops, the read-outs and the CUDA kernels
-// (on a GPU and under the SIMT emulator) all call these and nothing else.
+// (on a GPU and under the SIMT emulator) all call these and nothing else. The
+// logarithm and exponential are the core's own (exp_log.hpp), not the C
+// library's or CUDA's: the same bits everywhere.
 // Derivations: docs/numerics.md.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
+#include "vecnorm/core/exp_log.hpp"
 #include "vecnorm/core/hd.hpp"
 
 namespace vecnorm::core {
@@ -22,13 +25,13 @@ struct Decay {
 VECNORM_HD Decay make_decay(double decay) {
   Decay p;
   p.cumulative = !(decay < 1.0);
-  p.log_decay = p.cumulative ? 0.0 : std::log(decay);
+  p.log_decay = p.cumulative ? 0.0 : core::log(decay);
   return p;
 }
 
 /// 1 - d^n without cancellation (-expm1(n ln d)): the total EMA weight of n
 /// samples, and torchrl's bias correction after n updates.
-VECNORM_HD double one_minus_pow(const Decay& p, double n) { return -std::expm1(n * p.log_decay); }
+VECNORM_HD double one_minus_pow(const Decay& p, double n) { return -core::expm1(n * p.log_decay); }
 
 /// torchrl: the lerp weight of a step that adds m samples, making the count `count_after`.
 /// d < 1: 1 - d^m;  d = 1: m / count_after.

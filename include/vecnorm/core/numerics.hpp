@@ -4,6 +4,7 @@
 // the kernels run under the SIMT emulator in the tests) and the host read-outs
 // call these functions and nothing else to update statistics and normalize:
 //
+//   exp_log.hpp    e^x - 1 and ln x with +, -, *, / only (the same bits on every backend)
 //   math.hpp       decay weights, lerp, scale clamp, the affine map, finiteness
 //   estimator.hpp  the estimators as policy types (TorchRL, Stable) and visit()
 //   element.hpp    the per-element step: update, normalize, count and skip rule
@@ -18,6 +19,7 @@
 #include "vecnorm/core/convert.hpp"
 #include "vecnorm/core/element.hpp"
 #include "vecnorm/core/estimator.hpp"
+#include "vecnorm/core/exp_log.hpp"
 #include "vecnorm/core/maps.hpp"
 #include "vecnorm/core/math.hpp"
 #include "vecnorm/core/pooled.hpp"
