@@ -18,19 +18,29 @@
 # packages that `bash scripts/gpu-deps.sh` downloads into .gpu-deps/ beforehand
 # (for a machine that reaches no package registry; carry that folder there).
 # It is sized to finish within 10 minutes on an H100/H200-class machine.
+# VECNORM_GPU_CHECK_DRY_RUN=1 runs every step without a GPU (for sm_90, or
+# VECNORM_GPU_CHECK_CC): the tests then skip and nothing is measured; it checks
+# the script itself (the report says so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
-if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+dry=${VECNORM_GPU_CHECK_DRY_RUN:-0}
+if [[ $dry != 1 ]] && { ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; }; then
   echo "gpu-check: no NVIDIA GPU on this machine (nvidia-smi found none): nothing to check"
   exit 0
 fi
 log() { printf 'gpu-check: [%3d s] %s\n' $((SECONDS - start)) "$*"; }
 
 # ---- the device
-gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
-driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
-cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
+if [[ $dry == 1 ]]; then
+  gpu_name="none (dry run: VECNORM_GPU_CHECK_DRY_RUN=1, nothing measured)"
+  driver="none"
+  cc=${VECNORM_GPU_CHECK_CC:-90}
+else
+  gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+  driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
+  cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
+fi
 log "device: $gpu_name, driver $driver, compute capability ${cc:0:${#cc}-1}.${cc: -1}"
 results=build-gpu/results
 mkdir -p "$results"
@@ -65,7 +75,7 @@ log "bit-identity suite (CPU vs GPU) and every core case on the GPU"
   --gtest_output=xml:"$results/core.xml" > "$results/core.txt" 2>&1 || status=1
 tail -3 "$results/core.txt"
 log "gpu label (CUDA graphs, launches per step)"
-./build-gpu/tests/vecnorm_gpu_tests --gtest_output=xml:"$results/gpu.xml" > "$results/gpu.txt" 2>&1 || status=1
+./build-gpu/tests/gpu/vecnorm_gpu_tests --gtest_output=xml:"$results/gpu.xml" > "$results/gpu.txt" 2>&1 || status=1
 tail -3 "$results/gpu.txt"
 
 # ---- benchmarks
@@ -75,11 +85,13 @@ log "GPU benchmarks"
 tail -2 "$results/bench.txt"
 
 # ---- the report
+report=docs/gpu-report.md
+[[ $dry == 1 ]] && report=build-gpu/gpu-report.dry-run.md  # a dry run never replaces a real report
 python3 scripts/gpu_report.py --results "$results" --name "$gpu_name" --driver "$driver" --cc "$cc" \
-  --seconds $((SECONDS - start)) --out docs/gpu-report.md
-log "wrote docs/gpu-report.md"
+  --seconds $((SECONDS - start)) --out "$report"
+log "wrote $report"
 if [[ -n ${OUT:-} ]]; then
-  cp docs/gpu-report.md "$OUT/gpu-report.md"
+  cp "$report" "$OUT/gpu-report.md"
   tar -czf "$OUT/gpu-results.tar.gz" -C build-gpu results
 fi
 log "done (status $status)"
