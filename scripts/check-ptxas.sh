@@ -5,9 +5,10 @@
 #  2. PTX: the kernels' arithmetic is the emulator's and the CPU's (docs/numerics.md,
 #     "The same bits on every backend"); fails on a contracted multiply-add
 #     (fma/mad on floating point: the build passes --fmad=false and the core asks
-#     for none), an approximate instruction (.approx: ex2, lg2, rcp, sqrt, sin...)
-#     or a call (the device math library, e.g. for a std:: function the core did
-#     not replace), and prints what the PTX holds of each.
+#     for none), an approximate or flush-to-zero instruction (.approx: ex2, lg2,
+#     rcp, sqrt, sin...; div.full; .ftz) or a call (the device math library, e.g.
+#     for a std:: function the core did not replace), and prints what the PTX
+#     holds of each.
 #   scripts/check-ptxas.sh [out_dir]      (default build/ptxas)
 # The flags are the library's (CMakeLists.txt, target vecnorm: CUDA options).
 set -euo pipefail
@@ -19,7 +20,7 @@ if ! command -v nvcc >/dev/null; then
   exit 0
 fi
 mkdir -p "$out"
-flags=(-std=c++20 --expt-relaxed-constexpr -O3 --fmad=false -Iinclude)
+flags=(-std=c++20 --expt-relaxed-constexpr -O3 --fmad=false -ftz=false -prec-div=true -prec-sqrt=true -Iinclude)
 pids=()
 for a in $archs; do
   nvcc "${flags[@]}" -arch=sm_$a -Xptxas=-v,-warn-spills,-warn-lmem-usage \
@@ -47,13 +48,13 @@ for a in $archs; do
   # Instructions as they stand in the PTX (first word of a statement).
   count() { grep -cE "^[[:space:]]*(@!?%p[0-9]+[[:space:]]+)?$1" "$ptx" || true; }
   fused=$(count '(fma|mad)\.[a-z.]*f(16|32|64)')
-  approx=$(count '[a-z0-9]+\.approx')
+  approx=$(count '([a-z0-9]+(\.[a-z0-9]+)*\.(approx|ftz)|div\.full)')
   calls=$(count 'call')
   echo "check-ptxas: sm_$a: PTX: $fused contracted multiply-adds, $approx approximate instructions, $calls calls;" \
     "IEEE divisions/reciprocals $(count '(div|rcp)\.rn'), square roots $(count 'sqrt\.rn')"
   if ((fused + approx + calls > 0)); then
     echo "check-ptxas: sm_$a: the PTX must hold no fused multiply-add, approximate instruction or call:" >&2
-    grep -m 5 -nE "^[[:space:]]*(@!?%p[0-9]+[[:space:]]+)?((fma|mad)\.[a-z.]*f(16|32|64)|[a-z0-9]+\.approx|call)" "$ptx" >&2
+    grep -m 5 -nE "^[[:space:]]*(@!?%p[0-9]+[[:space:]]+)?((fma|mad)\.[a-z.]*f(16|32|64)|[a-z0-9]+(\.[a-z0-9]+)*\.(approx|ftz)|div\.full|call)" "$ptx" >&2
     status=1
   fi
 done

@@ -31,9 +31,9 @@ namespace vecnorm {
 /// Statistics of one key in memory the caller owns, read and updated in place.
 /// All on the backend's device.
 struct ExternalStats {
-  TensorView loc;    ///< stats dtype, the statistics shape (batch + feature; feature when pooled)
-  TensorView var;    ///< same
-  TensorView count;  ///< int64: one value (shape [] or [1]) per key, or the statistics shape per element
+  TensorView loc;    ///< stats dtype, the statistics shape (batch + feature; feature when pooled); required
+  TensorView var;    ///< same; required
+  TensorView count;  ///< int64: one value (shape [] or [1]) per key, or the statistics shape per element; required
   /// Per-element statistics with one count per key and NonFinite::skip: the
   /// updates each element left out (int64, the statistics shape; its count is
   /// count - skips[i]) and the key's total (int64, shape [] or [1]). Required
@@ -58,7 +58,7 @@ namespace external {
 /// Op::normalize needs every count > 0 (Error(zero_count) naming the key; on a
 /// device the counts are copied to the host for this check, one
 /// synchronization: normalize-only calls only). `workspace`: the scratch to use
-/// (null: one kept per thread).
+/// (null: one kept per thread, stream and Options::allocator, whose memory it takes).
 void step(const Options& options, const KeyTable& table, CountLayout counts, std::span<const ExternalItem> items,
           Op op = Op::update_and_normalize, Stream stream = {}, Workspace* workspace = nullptr);
 inline void step(const Options& options, const KeyTable& table, CountLayout counts,

@@ -89,11 +89,13 @@ class VecNorm {
     denormalize(as_span(batch), stream);
   }
 
-  /// Reserves the scratch of calls with up to `max_batch_rows` batch elements
-  /// (pooled statistics; per-element statistics reserve theirs at
-  /// configuration), so that no later call allocates (on a device: no
-  /// cudaMalloc inside a step, which a CUDA graph could not capture).
-  /// Options::allocator provides the memory.
+  /// Reserves the scratch of every call (denormalize included) with up to
+  /// `max_batch_rows` batch elements (pooled statistics), so that no later
+  /// call allocates (on a device: no cudaMalloc inside a step, which a CUDA
+  /// graph could not capture). A VecNorm reserves the scratch of steps,
+  /// updates and normalizes at configuration (per-element shapes are fixed;
+  /// pooled ones for the table's batch shape), not a denormalize's (as large
+  /// as the statistics, per element). Options::allocator provides the memory.
   void reserve(std::int64_t max_batch_rows);
 
   void freeze();

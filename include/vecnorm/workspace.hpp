@@ -33,17 +33,19 @@ struct WorkspaceSize {
 /// `options` over any keys of `table` needs, with at most `max_batch_rows`
 /// batch elements per key (per-element statistics: the table's batch shape,
 /// whatever this says). For the backend options.backend resolves to, with
-/// options.cpu_threads threads. Error(invalid_option / invalid_key_table) as
-/// the constructors.
+/// options.cpu_threads threads (0: OpenMP's thread count at the time of the
+/// query). Error(invalid_option / invalid_key_table) as the constructors.
 WorkspaceSize workspace_size(const Options& options, const KeyTable& table, std::int64_t max_batch_rows = 0);
 
 namespace detail {
 class Scratch;
 }
 
-/// Scratch memory for the calls of one thread at a time (not thread-safe).
-/// Grows when a call needs more than it holds (through its allocator);
-/// reserve() makes that happen up front. Move-only.
+/// Scratch memory for the calls of one thread at a time (not thread-safe),
+/// ordered on one CUDA stream at a time (its device scratch is reused by every
+/// call: calls on two streams at once need two Workspaces). Grows when a call
+/// needs more than it holds, before the call writes anything (through its
+/// allocator); reserve() makes that happen up front. Move-only.
 class Workspace {
  public:
   explicit Workspace(Allocator allocator = {});

@@ -40,7 +40,7 @@ struct AffineNormalizer::Impl {
     detail::CallConfig cfg = config;
     cfg.work = apply ? detail::Work::apply_map : detail::Work::invert_map;
     MapStore store(*this, apply);
-    detail::run_call(cfg, table, batch, store, detail::thread_buffers(), detail::scratch_of(nullptr), stream);
+    detail::run_call(cfg, table, batch, store, detail::thread_buffers(), detail::scratch_of(nullptr, {}, stream), stream);
   }
 };
 

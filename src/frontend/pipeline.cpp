@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "../errors.hpp"
@@ -32,10 +33,26 @@ PlanBuffers& thread_buffers() {
   return buffers;
 }
 
-Scratch& scratch_of(Workspace* ws) {
+Scratch& scratch_of(Workspace* ws, const Allocator& allocator, Stream stream) {
   if (ws != nullptr) return ws->scratch();
-  thread_local Workspace own;
-  return own.scratch();
+  struct Own {
+    Stream stream;
+    Allocator allocator;
+    std::unique_ptr<Workspace> ws;
+  };
+  thread_local std::vector<Own> own;  // a handful: one per stream and allocator this thread used
+  for (Own& o : own)
+    if (o.stream.cuda_stream == stream.cuda_stream && o.allocator.allocate == allocator.allocate &&
+        o.allocator.deallocate == allocator.deallocate && o.allocator.context == allocator.context)
+      return o.ws->scratch();
+  own.push_back({stream, allocator, std::make_unique<Workspace>(allocator)});
+  return own.back().ws->scratch();
+}
+
+void reserve_scratch(const CallConfig& cfg, std::span<const Segment> segments, Scratch& ws, Stream stream) {
+  const WorkspaceSize need = scratch_size(cfg.backend, make_plan(cfg, segments));
+  if (need.host_bytes > 0) ws.host(need.host_bytes);
+  if (need.device_bytes > 0) ws.device(need.device_bytes, cfg.device, stream);
 }
 
 void plan_key(const CallConfig& cfg, const KeyTable& table, const CallItem& item, PlanBuffers& buf) {
@@ -137,29 +154,40 @@ void check_finite(const CallConfig& cfg, const KeyTable& table, std::span<const 
 
 namespace vecnorm {
 
-WorkspaceSize workspace_size(const Options& options, const KeyTable& table, std::int64_t max_batch_rows) {
-  options.validate();
-  table.validate();
-  const Backend backend = detail::resolve(options.backend);
-  detail::CallConfig cfg = detail::make_config(options, backend, CountLayout::per_key);
+namespace detail {
+
+WorkspaceSize scratch_bound(const Options& options, const KeyTable& table, std::int64_t max_batch_rows,
+                            bool denormalize) {
+  const Backend backend = resolve(options.backend);
+  CallConfig cfg = make_config(options, backend, CountLayout::per_key);
   // Every key at its largest in one call: a bound on any call of any subset.
-  const std::int64_t rows = options.reduce_batch_dims ? std::max<std::int64_t>(max_batch_rows, 0) : table.batch_shape.numel();
-  std::vector<detail::Segment> segments(table.keys.size());
+  const std::int64_t rows =
+      options.reduce_batch_dims ? std::max<std::int64_t>(max_batch_rows, 0) : table.batch_shape.numel();
+  std::vector<Segment> segments(table.keys.size());
   WorkspaceSize size;
-  for (const detail::Work work : {detail::Work::update_and_normalize, detail::Work::normalize, detail::Work::denormalize}) {
+  for (const Work work : {Work::update_and_normalize, Work::normalize, Work::denormalize}) {
+    if (work == Work::denormalize && !denormalize) continue;
     cfg.work = work;
     for (std::size_t k = 0; k < segments.size(); ++k) {
-      detail::Segment& s = segments[k];
+      Segment& s = segments[k];
       s.key = static_cast<int>(k);
-      s.x_dtype = detail::inverts(work) ? output_dtype(table.keys[k].dtype) : table.keys[k].dtype;
+      s.x_dtype = inverts(work) ? output_dtype(table.keys[k].dtype) : table.keys[k].dtype;
       s.rows = rows;
       s.feat = table.keys[k].feature_shape.numel();
     }
-    const WorkspaceSize w = detail::scratch_size(backend, detail::make_plan(cfg, segments));
+    const WorkspaceSize w = scratch_size(backend, make_plan(cfg, segments));
     size.host_bytes = std::max(size.host_bytes, w.host_bytes);
     size.device_bytes = std::max(size.device_bytes, w.device_bytes);
   }
   return size;
+}
+
+}  // namespace detail
+
+WorkspaceSize workspace_size(const Options& options, const KeyTable& table, std::int64_t max_batch_rows) {
+  options.validate();
+  table.validate();
+  return detail::scratch_bound(options, table, max_batch_rows, true);
 }
 
 }  // namespace vecnorm

@@ -12,9 +12,10 @@
 //   check_finite() NonFinite::error: scans the inputs of an update;
 //   dispatch()    the one switch over backends (src/dispatch.cpp).
 //
-// run_call() does the four in order; SharedVecNorm runs them apart (it binds
-// under the segment's lock, after the scan). Nothing is written before the
-// last check has passed, so a call that fails changes nothing.
+// run_call() does them in order, with reserve_scratch() before the dispatch;
+// SharedVecNorm runs them apart (it binds under the segment's lock, after the
+// scan). Nothing is written before the last check has passed and the scratch
+// is in hand, so a call that fails changes nothing.
 #pragma once
 
 #include <cstdint>
@@ -71,8 +72,10 @@ struct PlanBuffers {
 };
 /// This thread's buffers, for entry points that hold none of their own.
 PlanBuffers& thread_buffers();
-/// `ws`'s scratch, or this thread's when null (entry points given none).
-Scratch& scratch_of(Workspace* ws);
+/// `ws`'s scratch; when null (entry points given none), this thread's for
+/// `stream` and `allocator`: calls on different streams never share scratch
+/// (their kernels may run at once), and the allocator is the caller's.
+Scratch& scratch_of(Workspace* ws, const Allocator& allocator = {}, Stream stream = {});
 
 /// One key of a call as an entry point received it.
 struct CallItem {
@@ -101,6 +104,17 @@ void bind_keys(const CallConfig& cfg, const KeyTable& table, Store& store, PlanB
 /// The plan the backends run.
 Plan make_plan(const CallConfig& cfg, std::span<const Segment> segments);
 
+/// The most scratch a call of `options` over any keys of `table` with up to
+/// `max_batch_rows` rows (pooled) takes; `denormalize`: denormalize calls too
+/// (their maps of per-element statistics are as large as the statistics).
+WorkspaceSize scratch_bound(const Options& options, const KeyTable& table, std::int64_t max_batch_rows,
+                            bool denormalize);
+
+/// Takes the scratch a plan needs from `ws` before anything is written, so
+/// that a call that cannot get it fails changing nothing (the backends then
+/// find it there and allocate nothing).
+void reserve_scratch(const CallConfig& cfg, std::span<const Segment> segments, Scratch& ws, Stream stream);
+
 /// NonFinite::error, for a call that updates: the first non-finite input
 /// value throws Error(nonfinite_input) naming the key and the element (batch
 /// row and feature index). On the CUDA backend the scan waits for `stream`.
@@ -114,6 +128,7 @@ void run_call(const CallConfig& cfg, const KeyTable& table, std::span<const Item
   plan_keys(cfg, table, items, buf);
   bind_keys(cfg, table, store, buf);
   check_finite(cfg, table, buf.segments, ws, stream);
+  reserve_scratch(cfg, buf.segments, ws, stream);
   dispatch(cfg.backend, make_plan(cfg, buf.segments), ws, stream);
 }
 

@@ -117,9 +117,13 @@ struct VecNorm::Impl final : detail::Store {
     config = detail::make_config(options, backend, CountLayout::per_key);
     buffers.segments.reserve(nk);
     buffers.keys.reserve(nk);
-    // Per-element shapes are fixed: their scratch is reserved now (pooled:
-    // for batches of the table's batch shape; VecNorm::reserve for more).
-    reserve(table.batch_shape.numel());
+    // Per-element shapes are fixed: the scratch of steps, updates and
+    // normalizes is reserved now (pooled: for batches of the table's batch
+    // shape; VecNorm::reserve for more). Not a denormalize's: its maps of
+    // per-element statistics are as large as the statistics (reserve() or the
+    // first denormalize takes them).
+    workspace.reserve(detail::scratch_bound(options, table, table.batch_shape.numel(), false),
+                      detail::backend_device(backend));
   }
 
   void reserve(std::int64_t max_rows) {

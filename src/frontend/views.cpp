@@ -25,6 +25,9 @@ struct ViewArgs {
   TensorView skipped;
   const char* in_names[3];   ///< loc, var, count of `in` in messages
   const char* out_names[3];  ///< and of `out`
+  /// External statistics: loc, var and count must be given (updated in
+  /// place, no zeros for missing ones); stateless `in` views may be null.
+  bool required;
 };
 
 /// A key's counts on the host for the zero-count check of a normalize (one
@@ -52,9 +55,9 @@ void bind_views(const CallConfig& cfg, const KeyTable& table, const ViewArgs& a,
     else
       check_scalar_view(key, what, v, cfg.device);
   };
-  if (a.in.loc.data) check_stats_view(key, a.in_names[0], a.in.loc, sd, shape, cfg.device);
-  if (a.in.var.data) check_stats_view(key, a.in_names[1], a.in.var, sd, shape, cfg.device);
-  if (a.in.count.data) check_count(a.in_names[2], a.in.count);
+  if (a.required || a.in.loc.data) check_stats_view(key, a.in_names[0], a.in.loc, sd, shape, cfg.device);
+  if (a.required || a.in.var.data) check_stats_view(key, a.in_names[1], a.in.var, sd, shape, cfg.device);
+  if (a.required || a.in.count.data) check_count(a.in_names[2], a.in.count);
 
   // Per-element skips (one count per key, per-element statistics): part of
   // the statistics when non-finite input is skipped.
@@ -123,7 +126,8 @@ ViewArgs view_args(const StatelessItem& it) {
           {},
           {},
           {"statistics in.loc", "statistics in.var", "statistics in.count"},
-          {"statistics out.loc", "statistics out.var", "statistics out.count"}};
+          {"statistics out.loc", "statistics out.var", "statistics out.count"},
+          false};
 }
 ViewArgs view_args(const ExternalItem& it) {
   const ExternalStats& st = it.stats;
@@ -132,7 +136,8 @@ ViewArgs view_args(const ExternalItem& it) {
           st.skips,
           st.skipped,
           {"statistics loc", "statistics var", "statistics count"},
-          {"statistics loc", "statistics var", "statistics count"}};
+          {"statistics loc", "statistics var", "statistics count"},
+          true};
 }
 
 /// Caller-owned statistics: the views passed with each item.
@@ -161,7 +166,7 @@ void run_views(const Options& options, const KeyTable& table, CountLayout counts
   CallConfig cfg = make_config(options, resolve(options.backend), counts);
   cfg.work = work;
   ViewStore<Item> store(items, stream);
-  run_call(cfg, table, items, store, thread_buffers(), scratch_of(ws), stream);
+  run_call(cfg, table, items, store, thread_buffers(), scratch_of(ws, options.allocator, stream), stream);
 }
 
 Work work_of(Op op) {

@@ -67,7 +67,7 @@ struct SharedVecNorm::Impl {
     impl->buffers.segments.reserve(impl->table.keys.size());
     impl->buffers.keys.reserve(impl->table.keys.size());
     impl->out_slot.reserve(impl->table.keys.size());
-    impl->workspace.reserve(workspace_size(impl->options, impl->table, impl->table.batch_shape.numel()));
+    impl->workspace.reserve(detail::scratch_bound(impl->options, impl->table, impl->table.batch_shape.numel(), false));
     return impl;
   }
 
@@ -209,6 +209,7 @@ struct SharedVecNorm::Impl {
     const detail::CallConfig cfg = config_for(work);
     detail::plan_keys(cfg, table, batch, buffers);
     detail::check_finite(cfg, table, buffers.segments, workspace.scratch(), Stream{});
+    detail::reserve_scratch(cfg, buffers.segments, workspace.scratch(), Stream{});
     Lock lock(*this);
     bind(cfg);
     run(cfg);
@@ -219,6 +220,7 @@ struct SharedVecNorm::Impl {
     const detail::CallConfig cfg = config_for(work);
     Lock lock(*this);
     detail::plan_keys(cfg, table, batch, buffers);
+    detail::reserve_scratch(cfg, buffers.segments, workspace.scratch(), Stream{});
     bind(cfg);
     run(cfg);
   }

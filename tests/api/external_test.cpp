@@ -11,6 +11,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <new>
 #include <memory>
 #include <random>
 #include <tuple>
@@ -278,6 +279,15 @@ TEST_P(ExternalErrors, NameTheKeyAndChangeNothing) {
   vecnorm::ExternalStats same = st.views();
   same.var = same.loc;
   EXPECT_TRUE(Throws(step(same), ErrorCode::invalid_argument, {"key 'obs'", "overlap"}));
+  // Missing statistics: required for external steps (updated in place), for
+  // a normalize and a denormalize too.
+  vecnorm::ExternalStats no_var = st.views();
+  no_var.var = {};
+  EXPECT_TRUE(Throws(step(no_var, Op::normalize), ErrorCode::shape_mismatch, {"key 'obs'", "statistics var"}));
+  vecnorm::ExternalStats no_loc = st.views();
+  no_loc.loc = {};
+  EXPECT_TRUE(Throws([&] { vecnorm::external::denormalize(o, t, {{"obs", x.cview(), y.view(), no_loc}}); },
+                     ErrorCode::shape_mismatch, {"key 'obs'", "statistics loc"}));
   // Pooled statistics have one count per key.
   vecnorm::Options pooled = o;
   pooled.reduce_batch_dims = true;
@@ -351,6 +361,55 @@ TEST_P(ExternalErrors, ReservedWorkspaceServesEveryCallWithoutAllocating) {
   EXPECT_EQ(counter.allocations, reserved) << "a call allocated past the reservation";
   EXPECT_EQ(ws.allocations(), reserved);
   EXPECT_EQ(stats[0].count.values(), std::vector<double>{512 + 100 + 1 + 512});
+}
+
+/// Refuses every allocation after the first `budget`.
+struct FailingAllocator {
+  int budget = 0;
+  static void* allocate(void* ctx, std::size_t bytes, vecnorm::Device d, vecnorm::Stream) {
+    auto* a = static_cast<FailingAllocator*>(ctx);
+    if (a->budget-- <= 0 || d.kind != vecnorm::Device::Kind::cpu) return nullptr;
+    return ::operator new(bytes, std::align_val_t{256});
+  }
+  static void deallocate(void*, void* p, std::size_t, vecnorm::Device, vecnorm::Stream) noexcept {
+    ::operator delete(p, std::align_val_t{256});
+  }
+};
+
+// The scratch of a call is taken, in one block, before anything is written:
+// with an allocator that refuses every block the call changes no key; with
+// one that serves a single block the whole call (a small key that needs
+// little, then a big one that needs more) succeeds. (Taking it key by key,
+// the small key was updated and the big one's growth then failed.)
+TEST(ExternalScratch, AFailedAllocationChangesNothing) {
+  FailingAllocator fail;
+  vecnorm::Options o;
+  o.reduce_batch_dims = true;
+  const vecnorm::KeyTable t{Shape{4}, {{"small", Shape{2}, DType::float32}, {"big", Shape{500}, DType::float32}}};
+  vecnorm::Workspace ws(vecnorm::Allocator{&FailingAllocator::allocate, &FailingAllocator::deallocate, &fail});
+  OwnedStats small(Backend::cpu, DType::float32, Shape{2}, Shape{}, false);
+  OwnedStats big(Backend::cpu, DType::float32, Shape{500}, Shape{}, false);
+  auto xs = DeviceBuffer::from_values(Backend::cpu, DType::float32, Shape{4, 2}, {1, 2, 3, 4, 5, 6, 7, 8});
+  std::vector<double> bigx(2000);
+  for (std::size_t i = 0; i < bigx.size(); ++i) bigx[i] = static_cast<double>(i % 7);
+  auto xb = DeviceBuffer::from_values(Backend::cpu, DType::float32, Shape{4, 500}, bigx);
+  DeviceBuffer ys(Backend::cpu, DType::float32, Shape{4, 2}), yb(Backend::cpu, DType::float32, Shape{4, 500});
+  EXPECT_TRUE(Throws(
+      [&] {
+        vecnorm::external::step(o, t, CountLayout::per_key,
+                                {{"small", xs.cview(), ys.view(), small.views()}, {"big", xb.cview(), yb.view(), big.views()}},
+                                Op::update_and_normalize, {}, &ws);
+      },
+      ErrorCode::invalid_argument, {"allocator returned no memory"}));
+  EXPECT_EQ(small.count.values(), std::vector<double>{0.0}) << "the small key was updated before the failure";
+  EXPECT_EQ(big.count.values(), std::vector<double>{0.0});
+  EXPECT_EQ(small.loc.values(), std::vector<double>(2, 0.0));
+  fail.budget = 1;  // one block: enough when the call takes all it needs at once
+  vecnorm::external::step(o, t, CountLayout::per_key,
+                          {{"small", xs.cview(), ys.view(), small.views()}, {"big", xb.cview(), yb.view(), big.views()}},
+                          Op::update_and_normalize, {}, &ws);
+  EXPECT_EQ(small.count.values(), std::vector<double>{4.0});
+  EXPECT_EQ(big.count.values(), std::vector<double>{4.0});
 }
 
 }  // namespace

@@ -76,6 +76,11 @@ TEST(ExpLog, LogWithinOneUlp) {
     if (x == 0.0 || !std::isfinite(x)) continue;
     w.add(ulps(vecnorm::core::log(x), logl(static_cast<long double>(x))), x);
   }
+  std::uniform_real_distribution<double> near_one(0.5, 2.0);  // e = -1, 0, 1: where 2^e and m cancel
+  for (int i = 0; i < 200000; ++i) {
+    const double x = near_one(rng);
+    w.add(ulps(vecnorm::core::log(x), logl(static_cast<long double>(x))), x);
+  }
   for (double d : decays()) w.add(ulps(vecnorm::core::log(d), logl(static_cast<long double>(d))), d);
   for (int k = 1; k < 60; ++k) {  // decays just below 1, where ln d ~ d - 1
     const double d = 1.0 - std::ldexp(1.0, -k);

@@ -7,31 +7,14 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
 #include "vecnorm/core/hd.hpp"
 
 namespace vecnorm::core {
 
-VECNORM_HD std::uint32_t float_bits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  std::uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-#endif
-}
-VECNORM_HD float bits_float(std::uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-#endif
-}
+VECNORM_HD std::uint32_t float_bits(float f) { return bit_cast<std::uint32_t>(f); }
+VECNORM_HD float bits_float(std::uint32_t u) { return bit_cast<float>(u); }
 
 /// IEEE binary16 -> float (exact).
 VECNORM_HD float half_to_float(std::uint16_t h) {

@@ -15,3 +15,17 @@
 #else
 #define VECNORM_HD inline
 #endif
+
+namespace vecnorm::core {
+
+/// The bits of a value as another type of the same size (std::bit_cast, on
+/// the host and in device code: a builtin copy that compiles to a move).
+template <class To, class From>
+VECNORM_HD To bit_cast(const From& from) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast: the sizes differ");
+  To to;
+  __builtin_memcpy(&to, &from, sizeof to);
+  return to;
+}
+
+}  // namespace vecnorm::core
