@@ -6,6 +6,7 @@
 // clang-format off
 #include "isa_begin.hpp"
 #include "loops.hpp"
+#include "coeff_memo.hpp"
 // clang-format on
 
 namespace vecnorm::detail::cpu::VECNORM_CPU_ISA {
@@ -87,7 +88,8 @@ std::int64_t elementwise_chunk(const X* x, const core::ElementStats<S>& st, out_
 ///    changes.
 template <class Est, class X, class S, Work kWork, bool kSkip>
 std::int64_t elementwise_range(const Plan& p, const Segment& s, bool per_element, bool use_skips,
-                               std::int64_t key_count, std::int64_t begin, std::int64_t end, bool stream) {
+                               std::int64_t key_count, double key_weight, double key_inv_bc, std::int64_t begin,
+                               std::int64_t end, bool stream) {
   const core::CountRule rule{per_element, use_skips, key_count};
   using C = compute_t<X, S>;
   using Y = out_t<X>;
@@ -100,7 +102,9 @@ std::int64_t elementwise_range(const Plan& p, const Segment& s, bool per_element
   std::int64_t kept = 0;
 
   if (!core::varying_counts(rule)) {
-    const core::Coeffs<C> c = core::element_coeffs<Est, C, kUpdate>(p.decay, rule.key_count);
+    // The key's coefficients, computed in double (memo) and rounded to C:
+    // element_coeffs<Est, C> rounds the same double values.
+    const core::Coeffs<C> c{static_cast<C>(key_weight), static_cast<C>(key_inv_bc)};
     write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
       const std::int64_t k =
           st.loc_in == nullptr
@@ -138,20 +142,22 @@ std::int64_t elementwise_range(const Plan& p, const Segment& s, bool per_element
 /// it back as one vector, a failed store-to-load forward on every call (~10%
 /// of a 1x17 step on this machine).
 template <class Est, class X, class S, Work kWork, bool kSkip>
-std::int64_t elementwise_all(const Plan& p, const Segment& s, const core::CountRule& rule, bool stream) {
+std::int64_t elementwise_all(const Plan& p, const Segment& s, const core::CountRule& rule,
+                             const core::Coeffs<double>& key_coeffs, bool stream) {
   std::int64_t kept = 0;
   const bool per_element = rule.per_element, use_skips = rule.use_skips;
   const std::int64_t key_count = rule.key_count;
+  const double weight = key_coeffs.weight, inv_bc = key_coeffs.inv_bc;
   parallel_for(s.rows * s.feat, max_threads(p.threads), kGrain, 64, [&](std::int64_t b, std::int64_t e, int) {
-    const std::int64_t k =
-        elementwise_range<Est, X, S, kWork, kSkip>(p, s, per_element, use_skips, key_count, b, e, stream);
+    const std::int64_t k = elementwise_range<Est, X, S, kWork, kSkip>(p, s, per_element, use_skips, key_count, weight,
+                                                                      inv_bc, b, e, stream);
     if (k > 0) std::atomic_ref<std::int64_t>(kept).fetch_add(k, std::memory_order_relaxed);
   });
   return kept;
 }
 
 template <class Est, class X, class S>
-void elementwise_segment(const Plan& p, const Segment& s) {
+void elementwise_segment(const Plan& p, const Segment& s, Scratch& ws) {
   const std::int64_t n = s.rows * s.feat;
   // Integers are always finite: no check.
   const bool skip = p.nonfinite == NonFinite::skip && !std::is_integral_v<X>;
@@ -161,17 +167,23 @@ void elementwise_segment(const Plan& p, const Segment& s) {
   // Counts per element also when the key's elements have skipped before.
   rule.use_skips = !rule.per_element && s.skips != nullptr && s.skipped != nullptr && *s.skipped != 0;
   const bool stream = writes_output(p.work) && static_cast<std::size_t>(n) * sizeof(out_t<X>) >= kStreamBytes;
+  // One count for the whole key: its coefficients once, shared with the keys
+  // of the call that have the same count.
+  core::Coeffs<double> kc{0.0, 1.0};
+  if (!core::varying_counts(rule))
+    kc = updates(p.work) ? memo_coeffs<Est>(ws.memo, kMemoUpdate, p.decay, rule.key_count, 1)
+                         : memo_coeffs<Est>(ws.memo, kMemoNormalize, p.decay, rule.key_count, 0);
   std::int64_t kept = 0;
   switch (p.work) {
     case Work::update_and_normalize:
-      kept = skip ? elementwise_all<Est, X, S, Work::update_and_normalize, true>(p, s, rule, stream)
-                  : elementwise_all<Est, X, S, Work::update_and_normalize, false>(p, s, rule, stream);
+      kept = skip ? elementwise_all<Est, X, S, Work::update_and_normalize, true>(p, s, rule, kc, stream)
+                  : elementwise_all<Est, X, S, Work::update_and_normalize, false>(p, s, rule, kc, stream);
       break;
     case Work::update:
-      kept = skip ? elementwise_all<Est, X, S, Work::update, true>(p, s, rule, stream)
-                  : elementwise_all<Est, X, S, Work::update, false>(p, s, rule, stream);
+      kept = skip ? elementwise_all<Est, X, S, Work::update, true>(p, s, rule, kc, stream)
+                  : elementwise_all<Est, X, S, Work::update, false>(p, s, rule, kc, stream);
       break;
-    default: elementwise_all<Est, X, S, Work::normalize, false>(p, s, rule, stream); break;
+    default: elementwise_all<Est, X, S, Work::normalize, false>(p, s, rule, kc, stream); break;
   }
   if (!updates(p.work)) return;
   // One count per key moves once per step (after the elements are done), and
@@ -182,12 +194,12 @@ void elementwise_segment(const Plan& p, const Segment& s) {
 
 }  // namespace
 
-void run_elementwise(const Plan& plan, const Segment& s) {
+void run_elementwise(const Plan& plan, const Segment& s, Scratch& ws) {
   core::visit(plan.estimator, [&](auto est) {
     using Est = decltype(est);
     visit_input(s.x_dtype, [&](auto xt) {
       using X = typename decltype(xt)::type;
-      visit_float(plan.stats_dtype, [&](auto st) { elementwise_segment<Est, X, typename decltype(st)::type>(plan, s); });
+      visit_float(plan.stats_dtype, [&](auto st) { elementwise_segment<Est, X, typename decltype(st)::type>(plan, s, ws); });
     });
   });
 }

@@ -11,7 +11,7 @@ namespace vecnorm::detail::cpu {
 
 #define VECNORM_CPU_ENTRIES                                                                \
   /* Per-element statistics: step / update / normalize of one segment. */                 \
-  void run_elementwise(const Plan& plan, const Segment& s);                                \
+  void run_elementwise(const Plan& plan, const Segment& s, Scratch& ws);                   \
   /* Pooled statistics: step / update / normalize of one segment. */                      \
   void run_pooled(const Plan& plan, const Segment& s, Scratch& ws);                         \
   /* Maps: denormalize from statistics, or fixed maps (apply / invert) of one segment. */ \

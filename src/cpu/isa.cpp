@@ -36,20 +36,20 @@ void run_with(const Plan& plan, Scratch& ws) {
     else if (plan.pooled)
       Isa::run_pooled(plan, s, ws);
     else
-      Isa::run_elementwise(plan, s);
+      Isa::run_elementwise(plan, s, ws);
   }
 }
 
 struct Baseline {
   static void run_maps(const Plan& p, const Segment& s, Scratch& ws) { baseline::run_maps(p, s, ws); }
   static void run_pooled(const Plan& p, const Segment& s, Scratch& ws) { baseline::run_pooled(p, s, ws); }
-  static void run_elementwise(const Plan& p, const Segment& s) { baseline::run_elementwise(p, s); }
+  static void run_elementwise(const Plan& p, const Segment& s, Scratch& ws) { baseline::run_elementwise(p, s, ws); }
 };
 #if defined(VECNORM_CPU_AVX2)
 struct Avx2 {
   static void run_maps(const Plan& p, const Segment& s, Scratch& ws) { avx2::run_maps(p, s, ws); }
   static void run_pooled(const Plan& p, const Segment& s, Scratch& ws) { avx2::run_pooled(p, s, ws); }
-  static void run_elementwise(const Plan& p, const Segment& s) { avx2::run_elementwise(p, s); }
+  static void run_elementwise(const Plan& p, const Segment& s, Scratch& ws) { avx2::run_elementwise(p, s, ws); }
 };
 #endif
 

@@ -13,6 +13,7 @@
 #include "isa_begin.hpp"
 #include "loops.hpp"
 #include "map_loops.hpp"
+#include "coeff_memo.hpp"
 // clang-format on
 
 namespace vecnorm::detail::cpu::VECNORM_CPU_ISA {
@@ -87,34 +88,6 @@ void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, con
       for (std::int64_t j = 0; j < w; ++j)
         Ops::combine(s1[j0 + j], s2[j0 + j], static_cast<double>(a1[j]), static_cast<double>(a2[j]));
     }
-  }
-}
-
-/// The coefficients of a pooled call, through the workspace's memo: the same
-/// core function of the same arguments (the same bits), an expm1 fewer each
-/// hit. In a step of k keys of one count, 1 update in k misses; the shift of
-/// the next step is always a hit (remember_shift).
-enum MemoKind : int { kMemoShift = 0, kMemoUpdate = 1 };
-
-template <class Est>
-core::Coeffs<double> memo_coeffs(CoeffMemo& memo, MemoKind kind, const core::Decay& d, std::int64_t n,
-                                 std::int64_t m) {
-  const int tag = 2 * kind + static_cast<int>(Est::kind);
-  if (const core::Coeffs<double>* hit = memo.find(tag, d, n, m)) return *hit;
-  const core::Coeffs<double> c = kind == kMemoShift ? core::PooledOps<Est>::shift_coeffs(d, n)
-                                                    : core::update_coeffs<Est, double>(d, n, m);
-  memo.put(tag, d, n, m, c);
-  return c;
-}
-
-/// torchrl: the update to `count` computed the normalization's coefficients
-/// at `count` (`after`), which are shift_coeffs(count): remembered for the
-/// next call's shift (stable's are constants, not worth a memo entry).
-template <class Est>
-void remember_shift(CoeffMemo& memo, const core::Decay& d, std::int64_t count, const core::Coeffs<double>& after) {
-  if constexpr (Est::kind == Estimator::torchrl) {
-    constexpr int tag = 2 * kMemoShift + static_cast<int>(Est::kind);
-    if (memo.find(tag, d, count, 0) == nullptr) memo.put(tag, d, count, 0, after);
   }
 }
 
