@@ -1,0 +1,329 @@
+"""vecnorm.torch: the normalizer as a torch.nn.Module.
+
+    from vecnorm.torch import VecNorm
+    norm = VecNorm({"observation": (48,), "reward": ()}, batch_shape=(4096,), decay=0.9999)
+    out = norm({"observation": obs, "reward": rew})  # update, then normalize (a dict back)
+    norm.freeze(); out = norm({"observation": obs})   # normalize only
+    policy_norm = norm.to_affine()                    # plain torch: TorchScript / ONNX
+
+The statistics are registered buffers (``<key>_loc``, ``<key>_var``,
+``<key>_count``; ``<key>_skips`` and ``<key>_skipped`` with
+``nonfinite="skip"``), so ``state_dict``/``load_state_dict``, ``.to(device)``,
+DDP's buffer broadcast and CUDA graphs see them. Every call is one operator
+call over all keys present (``torch.ops.vecnorm.step``), which updates the
+buffers in place on the inputs' device (torch's current CUDA stream, scratch
+from torch's caching allocator, no host synchronization) and traces under
+``torch.compile(fullgraph=True)``.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from ._ops import output_dtype
+
+__all__ = ["VecNorm", "AffineNorm", "AffineKeyNorm", "key_name"]
+
+# vecnorm's DType codes (include/vecnorm/tensor.hpp).
+_DTYPE_CODE = {
+    torch.float32: 0,
+    torch.float64: 1,
+    torch.float16: 2,
+    torch.bfloat16: 3,
+    torch.int32: 4,
+    torch.int64: 5,
+    torch.uint8: 6,
+}
+
+Key = Union[str, Tuple[str, ...]]
+
+
+def key_name(key: Key) -> str:
+    """The library's name of a key: nested (TorchRL tuple) keys join with '/'."""
+    if isinstance(key, tuple):
+        return "/".join(key)
+    if isinstance(key, str):
+        return key
+    raise TypeError(f"vecnorm: a key is a str or a tuple of str, got {type(key).__name__}")
+
+
+def _buffer_prefix(name: str) -> str:
+    if "." in name:
+        raise ValueError(f"vecnorm: key '{name}': '.' cannot appear in a module's key (buffer names); use '/'")
+    return name
+
+
+def _shape(value, name: str) -> Tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,)
+    try:
+        return tuple(int(d) for d in value)
+    except TypeError:
+        raise TypeError(f"vecnorm: key '{name}': the feature shape must be a tuple of ints, got {value!r}") from None
+
+
+class VecNorm(nn.Module):
+    """Running normalization of several keys (TorchRL's VecNormV2, stateful).
+
+    Args:
+        shapes: the feature shape of each key (``()`` for a scalar reward); keys
+            are str or tuples of str (nested TensorDict keys).
+        batch_shape: the leading dims every step carries (per-element
+            statistics have the shape ``batch_shape + feature``); with
+            ``reduce_batch_dims`` any batch is accepted and pooled.
+        decay, eps, reduce_batch_dims, estimator, stats_dtype, nonfinite,
+        cpu_threads: the options of the C++ API (include/vecnorm/options.hpp),
+            under their C++ names; ``cpu_threads=0`` uses ``torch.get_num_threads()``.
+        dtypes: the input dtype of each key, where it is not ``stats_dtype``
+            (it decides the compute type of ``loc``/``scale``/``to_affine``).
+        device: where the statistics live (they move with ``.to()``).
+    """
+
+    def __init__(
+        self,
+        shapes: Mapping[Key, Union[int, Sequence[int]]],
+        *,
+        batch_shape: Sequence[int] = (),
+        decay: float = 0.9999,
+        eps: float = 1e-4,
+        reduce_batch_dims: bool = False,
+        estimator: str = "torchrl",
+        stats_dtype: torch.dtype = torch.float32,
+        nonfinite: str = "skip",
+        cpu_threads: int = 0,
+        dtypes: Optional[Mapping[Key, torch.dtype]] = None,
+        device: Optional[Union[str, torch.device]] = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(shapes, Mapping) or not shapes:
+            raise ValueError("vecnorm: shapes must be a non-empty dict {key: feature shape}")
+        if stats_dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"vecnorm: stats_dtype: expected torch.float32 or torch.float64, got {stats_dtype}")
+        self.keys: List[Key] = list(shapes.keys())
+        self.names: List[str] = [key_name(k) for k in self.keys]
+        self.feature_shapes: Dict[str, Tuple[int, ...]] = {
+            n: _shape(shapes[k], n) for k, n in zip(self.keys, self.names)
+        }
+        self.batch_shape: Tuple[int, ...] = tuple(int(d) for d in batch_shape)
+        self.decay = float(decay)
+        self.eps = float(eps)
+        self.reduce_batch_dims = bool(reduce_batch_dims)
+        self.estimator = str(estimator)
+        self.stats_dtype = stats_dtype
+        self.nonfinite = str(nonfinite)
+        self.cpu_threads = int(cpu_threads)
+        dt = dict(dtypes or {})
+        self.dtypes: Dict[str, torch.dtype] = {n: dt.get(k, stats_dtype) for k, n in zip(self.keys, self.names)}
+        for n, d in self.dtypes.items():
+            if d not in _DTYPE_CODE:
+                raise TypeError(f"vecnorm: key '{n}': dtype {d} is not supported")
+        dims = [d for n in self.names for d in self.feature_shapes[n]]
+        torch.ops.vecnorm.validate(
+            self.names, [len(self.feature_shapes[n]) for n in self.names], dims, list(self.batch_shape),
+            self.decay, self.eps, self.reduce_batch_dims, self.estimator, self.nonfinite,
+            _DTYPE_CODE[stats_dtype],
+        )
+        self._frozen = False
+        # Pooled statistics have the feature shape; per-element ones batch + feature.
+        self._batch_dims = 0 if self.reduce_batch_dims else len(self.batch_shape)
+        per_element_skips = self.nonfinite == "skip" and not self.reduce_batch_dims and bool(self.batch_shape)
+        for n in self.names:
+            p = _buffer_prefix(n)
+            shape = self.feature_shapes[n] if self.reduce_batch_dims else self.batch_shape + self.feature_shapes[n]
+            kw = dict(device=device)
+            self.register_buffer(f"{p}_loc", torch.zeros(shape, dtype=stats_dtype, **kw))
+            self.register_buffer(f"{p}_var", torch.zeros(shape, dtype=stats_dtype, **kw))
+            self.register_buffer(f"{p}_count", torch.zeros((), dtype=torch.int64, **kw))
+            # Unused ones are empty and not saved (the operator reads "none").
+            self.register_buffer(f"{p}_skips", torch.zeros(shape if per_element_skips else (0,),
+                                                           dtype=torch.int64, **kw),
+                                 persistent=per_element_skips)
+            uses_skipped = self.nonfinite == "skip"
+            self.register_buffer(f"{p}_skipped", torch.zeros(() if uses_skipped else (0,), dtype=torch.int64, **kw),
+                                 persistent=uses_skipped)
+
+    # ------------------------------------------------------------ helpers
+    def _stats(self, name: str) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return (getattr(self, f"{name}_loc"), getattr(self, f"{name}_var"), getattr(self, f"{name}_count"),
+                getattr(self, f"{name}_skips"), getattr(self, f"{name}_skipped"))
+
+    def _gather(self, batch) -> Tuple[List[Key], List[str], List[Tensor]]:
+        if not isinstance(batch, dict) and not hasattr(batch, "batch_size"):
+            raise TypeError(f"vecnorm: expected a dict of tensors or a TensorDict, got {type(batch).__name__}")
+        keys: List[Key] = []
+        names: List[str] = []
+        xs: List[Tensor] = []
+        get = batch.get
+        for k, n in zip(self.keys, self.names):
+            x = get(k, None)
+            if x is None:
+                continue
+            if not isinstance(x, Tensor):
+                raise TypeError(f"vecnorm: key '{n}': expected a Tensor, got {type(x).__name__}")
+            keys.append(k)
+            names.append(n)
+            xs.append(x)
+        for k in (batch.keys() if isinstance(batch, dict) else ()):  # a TensorDict carries other keys
+            if key_name(k) not in self.feature_shapes:
+                raise ValueError(f"vecnorm: unknown key '{key_name(k)}' (keys: {', '.join(self.names)})")
+        return keys, names, xs
+
+    @staticmethod
+    def _result(batch, keys: List[Key], outs: List[Tensor]):
+        if isinstance(batch, dict):
+            return dict(zip(keys, outs))
+        # A TensorDict in, a TensorDict out (the normalized keys).
+        td = batch.empty()
+        for k, y in zip(keys, outs):
+            td.set(k, y)
+        return td
+
+    def _run(self, batch, update_only: bool):
+        keys, names, xs = self._gather(batch)
+        locs, vars_, counts, skips, skipped = [], [], [], [], []
+        for n in names:
+            lo, va, co, sk, sd = self._stats(n)
+            locs.append(lo)
+            vars_.append(va)
+            counts.append(co)
+            skips.append(sk)
+            skipped.append(sd)
+        outs = [] if update_only else [torch.empty(x.shape, dtype=output_dtype(x.dtype), device=x.device) for x in xs]
+        torch.ops.vecnorm.step(
+            xs, outs, locs, vars_, counts, skips, skipped, names, self._batch_dims, self.reduce_batch_dims,
+            self.decay, self.eps, self.estimator, self.nonfinite, False, update_only, self.cpu_threads)
+        return keys, outs
+
+    # ------------------------------------------------------------ calls
+    def forward(self, batch):
+        """Updates the statistics with the keys present (unless frozen), then
+        normalizes them; returns the normalized keys (a dict, or a TensorDict
+        for a TensorDict). Absent keys are neither updated nor returned."""
+        if self._frozen:
+            return self.normalize(batch)
+        keys, outs = self._run(batch, False)
+        return self._result(batch, keys, outs)
+
+    def update(self, batch) -> None:
+        """Updates the statistics only (nothing when frozen)."""
+        if not self._frozen:
+            self._run(batch, True)
+
+    def normalize(self, batch):
+        """Normalizes with the current statistics; nothing is updated."""
+        keys, names, xs = self._gather(batch)
+        st = [self._stats(n) for n in names]
+        outs = torch.ops.vecnorm.normalize(
+            xs, [s[0] for s in st], [s[1] for s in st], [s[2] for s in st], [s[3] for s in st], [s[4] for s in st],
+            names,
+            self._batch_dims, self.reduce_batch_dims, self.decay, self.eps, self.estimator, False, self.cpu_threads)
+        return self._result(batch, keys, outs)
+
+    def denormalize(self, batch):
+        """The inverse: x * scale + loc with the current statistics."""
+        keys, names, xs = self._gather(batch)
+        st = [self._stats(n) for n in names]
+        outs = torch.ops.vecnorm.denormalize(
+            xs, [s[0] for s in st], [s[1] for s in st], [s[2] for s in st], [s[3] for s in st], [s[4] for s in st],
+            names,
+            self._batch_dims, self.reduce_batch_dims, self.decay, self.eps, self.estimator,
+            [_DTYPE_CODE[self.dtypes[n]] for n in names], self.cpu_threads)
+        return self._result(batch, keys, outs)
+
+    # ------------------------------------------------------------ freeze, copies
+    def freeze(self) -> "VecNorm":
+        self._frozen = True
+        return self
+
+    def unfreeze(self) -> "VecNorm":
+        self._frozen = False
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def clone(self) -> "VecNorm":
+        """An independent copy (its own statistics), frozen if this one is."""
+        return copy.deepcopy(self)
+
+    def frozen_copy(self) -> "VecNorm":
+        """An independent, frozen copy."""
+        return self.clone().freeze()
+
+    # ------------------------------------------------------------ read-outs
+    def _maps(self, key: Key, inverse_scale: bool) -> Tuple[Tensor, Tensor]:
+        n = key_name(key)
+        if n not in self.feature_shapes:
+            raise ValueError(f"vecnorm: unknown key '{n}' (keys: {', '.join(self.names)})")
+        lo, va, co, sk, _ = self._stats(n)
+        mu, p = torch.ops.vecnorm.maps(lo, va, int(co.item()), sk, n, _DTYPE_CODE[self.dtypes[n]],
+                                       self.reduce_batch_dims, self.decay, self.eps, self.estimator, inverse_scale)
+        return mu.to(lo.device), p.to(lo.device)
+
+    def loc(self, key: Key) -> Tensor:
+        """The mean a normalize subtracts now (bias-corrected), statistics shape."""
+        return self._maps(key, False)[0]
+
+    def scale(self, key: Key) -> Tensor:
+        """The scale a normalize divides by now: max(sqrt(max(var, 0)), eps)."""
+        return self._maps(key, False)[1]
+
+    def count(self, key: Key) -> int:
+        """Updates (per-element) or samples (pooled) the key has seen."""
+        return int(self._stats(_buffer_prefix(key_name(key)))[2].item())
+
+    def skipped(self, key: Key) -> int:
+        """Elements (per-element) or rows (pooled) left out by nonfinite='skip'."""
+        t = self._stats(key_name(key))[4]
+        return int(t.item()) if t.numel() == 1 else 0
+
+    def to_affine(self, key: Optional[Key] = None) -> nn.Module:
+        """A plain-torch module with the current loc and scale as buffers,
+        ``(x - loc) / scale``: over the dict (``AffineNorm``), or for one key
+        taking and returning one tensor (``AffineKeyNorm``). Both script with
+        TorchScript and export to ONNX. Every key must have been updated."""
+        if key is not None:
+            loc, scale = self._maps(key, False)
+            return AffineKeyNorm(loc, scale)
+        return AffineNorm({n: self.to_affine(k) for k, n in zip(self.keys, self.names)})
+
+    def extra_repr(self) -> str:
+        shapes = ", ".join(f"{n}: {tuple(s)}" for n, s in self.feature_shapes.items())
+        return (f"{{{shapes}}}, batch_shape={self.batch_shape}, decay={self.decay}, eps={self.eps}, "
+                f"reduce_batch_dims={self.reduce_batch_dims}, estimator='{self.estimator}', "
+                f"stats_dtype={self.stats_dtype}, frozen={self._frozen}")
+
+
+class AffineKeyNorm(nn.Module):
+    """``(x - loc) / scale`` with fixed buffers: one key's frozen normalization."""
+
+    def __init__(self, loc: Tensor, scale: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("loc", loc.clone())
+        self.register_buffer("scale", scale.clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x.to(self.loc.dtype) - self.loc) / self.scale
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return y.to(self.loc.dtype) * self.scale + self.loc
+
+
+class AffineNorm(nn.Module):
+    """The frozen normalization of several keys: a dict in, a dict out (keys
+    present only). Names are the library's ('/' joins nested keys)."""
+
+    def __init__(self, norms: Mapping[str, AffineKeyNorm]) -> None:
+        super().__init__()
+        self.norms = nn.ModuleDict(dict(norms))
+
+    def forward(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        out: Dict[str, Tensor] = {}
+        for name, norm in self.norms.items():
+            if name in batch:
+                out[name] = norm(batch[name])
+        return out

@@ -1,0 +1,266 @@
+"""vecnorm.torch.VecNorm and the operators against a naive float64 reference
+(tests/python/reference.py, from the spec's formulas), plus the module's
+contracts: buffers and state_dict, freeze and copies, errors that change
+nothing, torch.compile(fullgraph=True), to_affine under TorchScript and ONNX."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+import vecnorm
+import vecnorm.torch as vt
+from reference import Reference
+
+CUDA = torch.cuda.is_available()
+
+
+def make_data(steps, batch, feature, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    shift = torch.linspace(-5.0, 20.0, max(1, int(np.prod(feature)))).reshape(feature) if feature else 3.0
+    return [(torch.randn(*batch, *feature, generator=g) * 7.0 + shift).to(dtype) for _ in range(steps)]
+
+
+def assert_normalized(actual, ref, x, stats_dtype):
+    """actual vs the float64 reference within the rounding of the statistics:
+    stored loc/var carry relative errors of a few ulps of the stats dtype, and
+    the torchrl estimator's variance (var - loc^2) magnifies them by
+    (loc^2 + v) / v (cancellation); y = (x - mu) / scale moves by that
+    relative error times (1 + |y|). Bound: 16 ulps of that, per element."""
+    ulp = 2.0**-24 if stats_dtype == torch.float32 else 2.0**-53
+    mu, scale = ref.maps()
+    v = np.maximum(scale, ref.eps) ** 2
+    magnify = (mu * mu + v) / v
+    y = ref.normalize(x)
+    bound = 16 * ulp * magnify * (1.0 + np.abs(y)) + (1e-6 if stats_dtype == torch.float32 else 1e-14)
+    err = np.abs(np.asarray(actual, dtype=np.float64) - y)
+    worst = np.unravel_index(np.argmax(err - bound), err.shape) if err.ndim else ()
+    assert np.all(err <= bound), f"error {err[worst]} > bound {bound[worst]} at {worst}"
+
+
+def tol(stats_dtype):
+    return dict(rtol=1e-5, atol=1e-6) if stats_dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+@pytest.mark.parametrize("decay", [0.9, 1.0])
+@pytest.mark.parametrize("estimator", ["torchrl", "stable"])
+@pytest.mark.parametrize("stats_dtype", [torch.float32, torch.float64])
+def test_matches_reference(pooled, decay, estimator, stats_dtype):
+    batch, steps = (6, 2), 12
+    obs = make_data(steps, batch, (4,), seed=1, dtype=stats_dtype)
+    rew = make_data(steps, batch, (), seed=2, dtype=stats_dtype)
+    n = vt.VecNorm({"observation": (4,), "reward": ()}, batch_shape=batch, decay=decay, eps=1e-4,
+                   reduce_batch_dims=pooled, estimator=estimator, stats_dtype=stats_dtype)
+    ro = Reference((4,) if pooled else (*batch, 4), decay, 1e-4, estimator, pooled)
+    rr = Reference(() if pooled else batch, decay, 1e-4, estimator, pooled)
+    for t in range(steps):
+        batch_in = {"observation": obs[t]}
+        if t % 5 != 0:  # a reset step carries no reward
+            batch_in["reward"] = rew[t]
+        out = n(batch_in)
+        ro.update(obs[t].numpy())
+        assert_normalized(out["observation"].numpy(), ro, obs[t].numpy(), stats_dtype)
+        if "reward" in batch_in:
+            rr.update(rew[t].numpy())
+            assert_normalized(out["reward"].numpy(), rr, rew[t].numpy(), stats_dtype)
+        else:
+            assert "reward" not in out
+    assert n.count("observation") == ro.count
+    assert n.count("reward") == rr.count
+    mu, scale = ro.maps()
+    ulp = 2.0**-24 if stats_dtype == torch.float32 else 2.0**-53
+    np.testing.assert_allclose(n.loc("observation").double().numpy(), mu, rtol=16 * ulp, atol=0)
+    magnify = (mu * mu + scale * scale) / (scale * scale)
+    assert np.all(np.abs(n.scale("observation").double().numpy() - scale) <= 16 * ulp * magnify * scale)
+
+
+def test_buffers_state_dict_roundtrip_continues_bit_for_bit():
+    data = make_data(8, (5,), (3,), seed=3)
+    a = vt.VecNorm({"observation": (3,)}, batch_shape=(5,), decay=0.99)
+    for x in data[:4]:
+        a({"observation": x})
+    names = set(a.state_dict().keys())
+    assert {"observation_loc", "observation_var", "observation_count", "observation_skips",
+            "observation_skipped"} <= names
+    b = vt.VecNorm({"observation": (3,)}, batch_shape=(5,), decay=0.99)
+    b.load_state_dict(a.state_dict())
+    for x in data[4:]:
+        ya, yb = a({"observation": x})["observation"], b({"observation": x})["observation"]
+        assert torch.equal(ya, yb)
+    assert a.count("observation") == b.count("observation") == 8
+    # the load copied: the two share no storage
+    assert a.observation_loc.data_ptr() != b.observation_loc.data_ptr()
+
+
+def test_freeze_clone_frozen_copy():
+    data = make_data(6, (4,), (2,), seed=4)
+    n = vt.VecNorm({"observation": (2,)}, batch_shape=(4,), decay=0.9)
+    for x in data[:3]:
+        n({"observation": x})
+    loc_before = n.observation_loc.clone()
+    n.freeze()
+    assert n.frozen
+    y = n({"observation": data[3]})["observation"]
+    assert torch.equal(n.observation_loc, loc_before) and n.count("observation") == 3
+    assert torch.equal(y, n.normalize({"observation": data[3]})["observation"])
+    n.unfreeze()
+    f = n.frozen_copy()
+    c = n.clone()
+    assert f.frozen and not c.frozen
+    n({"observation": data[4]})
+    assert f.count("observation") == 3 and c.count("observation") == 3 and n.count("observation") == 4
+    assert torch.equal(f.observation_loc, loc_before)
+
+
+def test_update_then_normalize_equals_step():
+    data = make_data(5, (3,), (4,), seed=5)
+    a = vt.VecNorm({"observation": (4,)}, batch_shape=(3,), decay=0.95)
+    b = vt.VecNorm({"observation": (4,)}, batch_shape=(3,), decay=0.95)
+    for x in data:
+        ya = a({"observation": x})["observation"]
+        b.update({"observation": x})
+        yb = b.normalize({"observation": x})["observation"]
+        assert torch.equal(ya, yb)
+
+
+def test_denormalize_inverts():
+    data = make_data(5, (3,), (4,), seed=6)
+    n = vt.VecNorm({"observation": (4,)}, batch_shape=(3,), decay=0.95, stats_dtype=torch.float64,
+                   dtypes={"observation": torch.float64})
+    for x in data:
+        y = n({"observation": x.double()})["observation"]
+    back = n.denormalize({"observation": y})["observation"]
+    np.testing.assert_allclose(back.numpy(), data[-1].double().numpy(), rtol=1e-12, atol=1e-9)
+
+
+def test_errors_name_the_key_and_change_nothing():
+    n = vt.VecNorm({"observation": (3,), "reward": ()}, batch_shape=(4,), decay=0.9)
+    n({"observation": torch.ones(4, 3), "reward": torch.ones(4)})
+    before = {k: v.clone() for k, v in n.state_dict().items()}
+    with pytest.raises(ValueError, match="observation.*4, 3.*5, 3|observation.*5, 3"):
+        n({"observation": torch.ones(5, 3), "reward": torch.ones(4)})
+    with pytest.raises(TypeError, match="reward"):
+        n({"observation": torch.ones(4, 3), "reward": torch.ones(4, dtype=torch.complex64)})
+    with pytest.raises(ValueError, match="unknown key 'action'"):
+        n({"observation": torch.ones(4, 3), "action": torch.ones(4)})
+    with pytest.raises(ValueError, match="decay"):
+        vt.VecNorm({"observation": (3,)}, decay=1.5)
+    with pytest.raises(ValueError, match="estimator"):
+        vt.VecNorm({"observation": (3,)}, estimator="welford")
+    fresh = vt.VecNorm({"observation": (3,)}, batch_shape=(4,))
+    with pytest.raises(ValueError, match="observation"):
+        fresh.normalize({"observation": torch.ones(4, 3)})  # never updated: count 0
+    for k, v in n.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_nonfinite_skip_leaves_element_out():
+    n = vt.VecNorm({"observation": (2,)}, batch_shape=(2,), decay=1.0)
+    n({"observation": torch.tensor([[1.0, 2.0], [3.0, 4.0]])})
+    y = n({"observation": torch.tensor([[float("nan"), 4.0], [5.0, 6.0]])})["observation"]
+    assert torch.isnan(y[0, 0])
+    assert n.skipped("observation") == 1
+    assert n.observation_skips.tolist() == [[1, 0], [0, 0]]
+    # the skipped element kept its one update: loc = 1 exactly
+    assert n.loc("observation")[0, 0].item() == 1.0
+
+
+def test_tensordict_in_tensordict_out():
+    tensordict = pytest.importorskip("tensordict")
+    n = vt.VecNorm({"observation": (3,), ("agents", "obs"): (2,)}, batch_shape=(4,), decay=0.9)
+    td = tensordict.TensorDict({"observation": torch.randn(4, 3), "agents": {"obs": torch.randn(4, 2)}},
+                               batch_size=[4])
+    out = n(td)
+    assert isinstance(out, tensordict.TensorDict)
+    assert out["agents", "obs"].shape == (4, 2)
+    assert n.count(("agents", "obs")) == 1
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    data = make_data(6, (8,), (5,), seed=7)
+    eager = vt.VecNorm({"observation": (5,), "reward": ()}, batch_shape=(8,), decay=0.99)
+    comp = vt.VecNorm({"observation": (5,), "reward": ()}, batch_shape=(8,), decay=0.99)
+    lin = torch.nn.Linear(5, 2)
+
+    def policy(norm, obs, rew):
+        out = norm({"observation": obs, "reward": rew})
+        return lin(out["observation"]) * out["reward"][:, None]
+
+    compiled = torch.compile(policy, fullgraph=True)
+    rewards = make_data(6, (8,), (), seed=8)
+    with torch.no_grad():
+        for x, r in zip(data, rewards):
+            torch.testing.assert_close(compiled(comp, x, r), policy(eager, x, r), rtol=0, atol=0)
+    for k, v in eager.state_dict().items():
+        assert torch.equal(v, comp.state_dict()[k]), k
+
+
+def test_to_affine_matches_frozen_and_exports():
+    data = make_data(4, (6,), (3,), seed=9)
+    n = vt.VecNorm({"observation": (3,), "reward": ()}, batch_shape=(6,), decay=0.9)
+    for x in data:
+        n({"observation": x, "reward": x[:, 0]})
+    frozen = n.normalize({"observation": data[-1]})["observation"]
+    aff = n.to_affine()
+    # (x - loc) / scale vs the library's (x - loc) * (1 / scale): within 2 ulp
+    torch.testing.assert_close(aff({"observation": data[-1]})["observation"], frozen, rtol=3e-7, atol=1e-6)
+    scripted = torch.jit.script(aff)
+    torch.testing.assert_close(scripted({"observation": data[-1]})["observation"], frozen, rtol=3e-7, atol=1e-6)
+    one = n.to_affine("observation")
+    torch.testing.assert_close(torch.jit.script(one)(data[-1]), frozen, rtol=3e-7, atol=1e-6)
+
+    ort = pytest.importorskip("onnxruntime")
+    buf = io.BytesIO()
+    try:
+        torch.onnx.export(one, (data[-1],), buf, input_names=["x"], output_names=["y"], dynamo=False)
+    except TypeError:  # older torch: no dynamo argument
+        torch.onnx.export(one, (data[-1],), buf, input_names=["x"], output_names=["y"])
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"x": data[-1].numpy()})
+    np.testing.assert_allclose(y, frozen.numpy(), rtol=3e-7, atol=1e-6)
+
+
+def test_build_info():
+    assert vecnorm.__version__.count(".") == 2
+    assert "operators" in vecnorm.build_info()
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA device")
+@pytest.mark.parametrize("pooled", [False, True])
+def test_cuda_equals_cpu(pooled):
+    data = make_data(6, (64,), (7,), seed=10)
+    cpu = vt.VecNorm({"observation": (7,)}, batch_shape=(64,), decay=0.99, reduce_batch_dims=pooled)
+    gpu = vt.VecNorm({"observation": (7,)}, batch_shape=(64,), decay=0.99, reduce_batch_dims=pooled).cuda()
+    for x in data:
+        yc = cpu({"observation": x})["observation"]
+        yg = gpu({"observation": x.cuda()})["observation"]
+        if pooled:  # pooled sums are partitioned differently (docs/numerics.md)
+            torch.testing.assert_close(yg.cpu(), yc, rtol=1e-5, atol=1e-5)
+        else:  # per element: the same bits
+            assert torch.equal(yg.cpu(), yc)
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA device")
+def test_cuda_graph_capture_replays_steps():
+    data = [x.cuda() for x in make_data(8, (32,), (4,), seed=11)]
+    eager = vt.VecNorm({"observation": (4,)}, batch_shape=(32,), decay=0.99).cuda()
+    graphed = vt.VecNorm({"observation": (4,)}, batch_shape=(32,), decay=0.99).cuda()
+    static_x = data[0].clone()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # warm-up: the scratch is taken before capture
+        for _ in range(2):
+            graphed({"observation": static_x})
+    torch.cuda.current_stream().wait_stream(s)
+    graphed.load_state_dict(vt.VecNorm({"observation": (4,)}, batch_shape=(32,), decay=0.99).cuda().state_dict())
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        static_y = graphed({"observation": static_x})["observation"]
+    graphed.load_state_dict(vt.VecNorm({"observation": (4,)}, batch_shape=(32,), decay=0.99).cuda().state_dict())
+    for x in data:
+        static_x.copy_(x)
+        g.replay()
+        assert torch.equal(static_y, eager({"observation": x})["observation"])
