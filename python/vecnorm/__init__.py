@@ -10,21 +10,17 @@ The operators are ``torch.ops.vecnorm.{step, normalize, denormalize, maps}``
 """
 from __future__ import annotations
 
-import importlib.util as _util
-import os as _os
-
 import torch as _torch
 
-# The operators' shared library (no Python module init: torch loads it). Found
-# through the import system, so that editable installs (pip install -e) work.
-_spec = _util.find_spec("vecnorm._C")
-_lib = _spec.origin if _spec is not None and _spec.origin else _os.path.join(_os.path.dirname(__file__), "_C.so")
-if not _os.path.exists(_lib):
+try:
+    # Registers torch.ops.vecnorm.* (a torch extension: built against this torch).
+    from . import _C  # noqa: F401
+except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError(
-        f"vecnorm: the operator library {_lib} is missing: install the package with "
-        "`pip install --no-build-isolation .` from the vecnorm source tree (in an environment with torch)"
-    )
-_torch.ops.load_library(_lib)
+        f"vecnorm: the operator library could not be loaded ({e}). Install the package with "
+        "`pip install --no-build-isolation .` from the vecnorm source tree, in the environment whose torch "
+        "it will run with (a torch extension is built against one torch)"
+    ) from e
 
 from . import _ops  # noqa: E402,F401  (fake implementations: torch.compile)
 

@@ -1,10 +1,25 @@
-"""Fake (meta) implementations of vecnorm's operators: shapes and dtypes only,
-so that torch.compile(fullgraph=True) traces through them."""
+"""The operators' calling convention and their fake (meta) implementations:
+shapes and dtypes only, so that torch.compile(fullgraph=True) traces them.
+
+    torch.ops.vecnorm.step(x, y, stats, keys, config, decay, eps, update_only) -> ()
+    torch.ops.vecnorm.step_alloc(x, stats, keys, config, decay, eps) -> list[Tensor]  (eager only)
+    torch.ops.vecnorm.normalize(x, stats, keys, config, decay, eps) -> list[Tensor]
+    torch.ops.vecnorm.denormalize(x, stats, keys, config, decay, eps, key_dtypes) -> list[Tensor]
+
+x and y: one tensor per key; stats: five per key (loc, var, count, skips,
+skipped; the last two empty where unused), mutated in place by step;
+config: make_config(...). Few arguments, because a dispatcher call from
+Python costs per argument (docs/python.md)."""
 from __future__ import annotations
+
+from typing import List
 
 import torch
 
 _INT_TYPES = (torch.int32, torch.int64, torch.uint8)
+ESTIMATORS = {"torchrl": 0, "stable": 1}
+NONFINITE = {"propagate": 0, "skip": 1, "error": 2}
+STATS_PER_KEY = 5
 
 
 def output_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -12,19 +27,27 @@ def output_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _INT_TYPES else dtype
 
 
+def make_config(batch_dims: int, reduce_batch_dims: bool, estimator: str, nonfinite: str,
+                per_element_counts: bool, cpu_threads: int) -> List[int]:
+    """The operators' int[] config (src/torch/ops.cpp, ConfigField)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"vecnorm: estimator: expected 'torchrl' or 'stable', got '{estimator}'")
+    if nonfinite not in NONFINITE:
+        raise ValueError(f"vecnorm: nonfinite: expected 'propagate', 'skip' or 'error', got '{nonfinite}'")
+    return [int(batch_dims), int(bool(reduce_batch_dims)), ESTIMATORS[estimator], NONFINITE[nonfinite],
+            int(bool(per_element_counts)), int(cpu_threads)]
+
+
 @torch.library.register_fake("vecnorm::step")
-def _step_fake(x, y, loc, var, count, skips, skipped, keys, batch_dims, reduce_batch_dims, decay, eps, estimator,
-               nonfinite, per_element_counts, update_only, cpu_threads):
+def _step_fake(x, y, stats, keys, config, decay, eps, update_only):
     return None  # writes y and the statistics in place
 
 
 @torch.library.register_fake("vecnorm::normalize")
-def _normalize_fake(x, loc, var, count, skips, skipped, keys, batch_dims, reduce_batch_dims, decay, eps, estimator,
-                    per_element_counts, cpu_threads):
+def _normalize_fake(x, stats, keys, config, decay, eps):
     return [torch.empty_like(t, dtype=output_dtype(t.dtype)) for t in x]
 
 
 @torch.library.register_fake("vecnorm::denormalize")
-def _denormalize_fake(x, loc, var, count, skips, skipped, keys, batch_dims, reduce_batch_dims, decay, eps, estimator,
-                      key_dtypes, cpu_threads):
+def _denormalize_fake(x, stats, keys, config, decay, eps, key_dtypes):
     return [torch.empty_like(t) for t in x]

@@ -23,7 +23,15 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 import torch
 from torch import Tensor, nn
 
-from ._ops import output_dtype
+from . import _C
+from ._ops import STATS_PER_KEY, make_config, output_dtype
+
+_step = torch.ops.vecnorm.step.default
+_step_alloc = torch.ops.vecnorm.step_alloc.default
+_normalize = torch.ops.vecnorm.normalize.default
+_denormalize = torch.ops.vecnorm.denormalize.default
+_STATS = ("loc", "var", "count", "skips", "skipped")
+assert len(_STATS) == STATS_PER_KEY
 
 __all__ = ["VecNorm", "AffineNorm", "AffineKeyNorm", "key_name"]
 
@@ -129,6 +137,10 @@ class VecNorm(nn.Module):
         self._frozen = False
         # Pooled statistics have the feature shape; per-element ones batch + feature.
         self._batch_dims = 0 if self.reduce_batch_dims else len(self.batch_shape)
+        self._config = make_config(self._batch_dims, self.reduce_batch_dims, self.estimator, self.nonfinite,
+                                   False, self.cpu_threads)
+        self._stat_names = [f"{n}_{s}" for n in self.names for s in _STATS]
+        self._bound = None  # the eager fast path (src/torch/eager.cpp), made on first use
         per_element_skips = self.nonfinite == "skip" and not self.reduce_batch_dims and bool(self.batch_shape)
         for n in self.names:
             p = _buffer_prefix(n)
@@ -147,29 +159,40 @@ class VecNorm(nn.Module):
 
     # ------------------------------------------------------------ helpers
     def _stats(self, name: str) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        return (getattr(self, f"{name}_loc"), getattr(self, f"{name}_var"), getattr(self, f"{name}_count"),
-                getattr(self, f"{name}_skips"), getattr(self, f"{name}_skipped"))
+        b = self._buffers
+        return tuple(b[f"{name}_{s}"] for s in _STATS)  # type: ignore[return-value]
 
-    def _gather(self, batch) -> Tuple[List[Key], List[str], List[Tensor]]:
-        if not isinstance(batch, dict) and not hasattr(batch, "batch_size"):
+    def _unknown(self, batch) -> None:
+        for k in batch.keys():
+            if key_name(k) not in self.feature_shapes:
+                raise ValueError(f"vecnorm: unknown key '{key_name(k)}' (keys: {', '.join(self.names)})")
+
+    def _gather(self, batch):
+        """The keys present in `batch`: (keys, names, x, stats: five per key)."""
+        if isinstance(batch, dict):
+            get = batch.get
+        elif hasattr(batch, "batch_size"):  # a TensorDict: it carries other keys too
+            get = batch.get
+        else:
             raise TypeError(f"vecnorm: expected a dict of tensors or a TensorDict, got {type(batch).__name__}")
-        keys: List[Key] = []
-        names: List[str] = []
         xs: List[Tensor] = []
-        get = batch.get
-        for k, n in zip(self.keys, self.names):
+        present: List[int] = []
+        for i, k in enumerate(self.keys):
             x = get(k, None)
             if x is None:
                 continue
             if not isinstance(x, Tensor):
-                raise TypeError(f"vecnorm: key '{n}': expected a Tensor, got {type(x).__name__}")
-            keys.append(k)
-            names.append(n)
+                raise TypeError(f"vecnorm: key '{self.names[i]}': expected a Tensor, got {type(x).__name__}")
             xs.append(x)
-        for k in (batch.keys() if isinstance(batch, dict) else ()):  # a TensorDict carries other keys
-            if key_name(k) not in self.feature_shapes:
-                raise ValueError(f"vecnorm: unknown key '{key_name(k)}' (keys: {', '.join(self.names)})")
-        return keys, names, xs
+            present.append(i)
+        if isinstance(batch, dict) and len(batch) != len(present):
+            self._unknown(batch)
+        b = self._buffers
+        if len(present) == len(self.keys):
+            return self.keys, self.names, xs, [b[n] for n in self._stat_names]
+        names = [self.names[i] for i in present]
+        return ([self.keys[i] for i in present], names, xs,
+                [b[f"{n}_{s}"] for n in names for s in _STATS])
 
     @staticmethod
     def _result(batch, keys: List[Key], outs: List[Tensor]):
@@ -181,56 +204,66 @@ class VecNorm(nn.Module):
             td.set(k, y)
         return td
 
-    def _run(self, batch, update_only: bool):
-        keys, names, xs = self._gather(batch)
-        locs, vars_, counts, skips, skipped = [], [], [], [], []
-        for n in names:
-            lo, va, co, sk, sd = self._stats(n)
-            locs.append(lo)
-            vars_.append(va)
-            counts.append(co)
-            skips.append(sk)
-            skipped.append(sd)
-        outs = [] if update_only else [torch.empty(x.shape, dtype=output_dtype(x.dtype), device=x.device) for x in xs]
-        torch.ops.vecnorm.step(
-            xs, outs, locs, vars_, counts, skips, skipped, names, self._batch_dims, self.reduce_batch_dims,
-            self.decay, self.eps, self.estimator, self.nonfinite, False, update_only, self.cpu_threads)
-        return keys, outs
+    def _fast(self, batch, mode: int):
+        """The eager fast path for a dict: one C++ call (None: not applicable)."""
+        if type(batch) is not dict or torch.compiler.is_compiling():
+            return None
+        b = self._bound
+        if b is None:
+            b = self._bound = _C.Bound(self._buffers, list(self.keys), list(self.names), list(self._config))
+        return b.call(batch, mode, self.decay, self.eps)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_bound"] = None  # bound to this instance's buffers
+        return state
 
     # ------------------------------------------------------------ calls
     def forward(self, batch):
         """Updates the statistics with the keys present (unless frozen), then
         normalizes them; returns the normalized keys (a dict, or a TensorDict
         for a TensorDict). Absent keys are neither updated nor returned."""
+        out = self._fast(batch, 2 if self._frozen else 0)
+        if out is not None:
+            return out
         if self._frozen:
             return self.normalize(batch)
-        keys, outs = self._run(batch, False)
-        return self._result(batch, keys, outs)
+        keys, names, xs, stats = self._gather(batch)
+        if not xs:
+            return self._result(batch, [], [])
+        if torch.compiler.is_compiling():
+            # Traced: the outputs are mutated arguments (auto-functionalized).
+            ys = [torch.empty(x.shape, dtype=output_dtype(x.dtype), device=x.device) for x in xs]
+            _step(xs, ys, stats, names, self._config, self.decay, self.eps, False)
+        else:
+            ys = _step_alloc(xs, stats, names, self._config, self.decay, self.eps)
+        return self._result(batch, keys, ys)
 
     def update(self, batch) -> None:
         """Updates the statistics only (nothing when frozen)."""
-        if not self._frozen:
-            self._run(batch, True)
+        if self._frozen or self._fast(batch, 1) is not None:
+            return
+        keys, names, xs, stats = self._gather(batch)
+        if xs:
+            _step(xs, [], stats, names, self._config, self.decay, self.eps, True)
 
     def normalize(self, batch):
         """Normalizes with the current statistics; nothing is updated."""
-        keys, names, xs = self._gather(batch)
-        st = [self._stats(n) for n in names]
-        outs = torch.ops.vecnorm.normalize(
-            xs, [s[0] for s in st], [s[1] for s in st], [s[2] for s in st], [s[3] for s in st], [s[4] for s in st],
-            names,
-            self._batch_dims, self.reduce_batch_dims, self.decay, self.eps, self.estimator, False, self.cpu_threads)
-        return self._result(batch, keys, outs)
+        out = self._fast(batch, 2)
+        if out is not None:
+            return out
+        keys, names, xs, stats = self._gather(batch)
+        if not xs:
+            return self._result(batch, [], [])
+        return self._result(batch, keys, _normalize(xs, stats, names, self._config, self.decay, self.eps))
 
     def denormalize(self, batch):
         """The inverse: x * scale + loc with the current statistics."""
-        keys, names, xs = self._gather(batch)
-        st = [self._stats(n) for n in names]
-        outs = torch.ops.vecnorm.denormalize(
-            xs, [s[0] for s in st], [s[1] for s in st], [s[2] for s in st], [s[3] for s in st], [s[4] for s in st],
-            names,
-            self._batch_dims, self.reduce_batch_dims, self.decay, self.eps, self.estimator,
-            [_DTYPE_CODE[self.dtypes[n]] for n in names], self.cpu_threads)
+        keys, names, xs, stats = self._gather(batch)
+        if not xs:
+            return self._result(batch, [], [])
+        outs = _denormalize(xs, stats, names, self._config, self.decay, self.eps,
+                            [_DTYPE_CODE[self.dtypes[n]] for n in names])
         return self._result(batch, keys, outs)
 
     # ------------------------------------------------------------ freeze, copies

@@ -264,3 +264,38 @@ def test_cuda_graph_capture_replays_steps():
         static_x.copy_(x)
         g.replay()
         assert torch.equal(static_y, eager({"observation": x})["observation"])
+
+
+def test_fast_path_equals_operator_path():
+    """A dict takes the eager fast path (src/torch/eager.cpp), a TensorDict the
+    dispatcher operators: the same statistics and outputs, bit for bit."""
+    tensordict = pytest.importorskip("tensordict")
+    data = make_data(5, (6,), (3,), seed=12)
+    rew = make_data(5, (6,), (), seed=13)
+    a = vt.VecNorm({"observation": (3,), "reward": ()}, batch_shape=(6,), decay=0.97)
+    b = vt.VecNorm({"observation": (3,), "reward": ()}, batch_shape=(6,), decay=0.97)
+    for t, (x, r) in enumerate(zip(data, rew)):
+        d = {"observation": x} if t == 0 else {"observation": x, "reward": r}
+        ya = a(d)
+        yb = b(tensordict.TensorDict(d, batch_size=[6]))
+        assert set(ya) == set(yb.keys())
+        for k in ya:
+            assert torch.equal(ya[k], yb[k]), k
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_empty_and_bad_batches():
+    n = vt.VecNorm({"observation": (3,)}, batch_shape=(2,), decay=1.0)
+    assert n({}) == {}
+    assert n.count("observation") == 0
+    with pytest.raises(TypeError, match="observation"):
+        n({"observation": [1.0, 2.0, 3.0]})
+    with pytest.raises(TypeError, match="dict"):
+        n([torch.ones(2, 3)])
+    # a non-contiguous input is read as its values
+    x = torch.arange(6.0).reshape(3, 2).T
+    assert not x.is_contiguous()
+    y = n({"observation": x})["observation"]
+    assert torch.equal(y, torch.zeros(2, 3))  # the first step normalizes to 0
+    assert torch.equal(n.loc("observation"), x)  # decay 1: loc is the one sample

@@ -1,0 +1,109 @@
+"""vecnorm through PyTorch against the normalizers a PyTorch user would pick,
+side by side in one run on the same shapes (CPU; a CUDA device adds a column
+set when present): one training step of an observation [B, F] and a reward [B]
+(float32, decay 0.9999, torchrl estimator), median microseconds per step.
+
+  vecnorm module   vecnorm.torch.VecNorm(...)(dict)         (the nn.Module)
+  vecnorm op       torch.ops.vecnorm.step(...)               (the operator alone)
+  torchrl          torchrl's VecNormV2._step on a TensorDict
+  compiled EMA     the same update and normalize in torch, torch.compile(fullgraph=True)
+
+Run by scripts/bench.sh --python (or directly with the environment of
+scripts/python-env.sh). Timings on shared machines are noisy: compare the
+columns of one run, not runs.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import vecnorm.torch as vt
+
+CASES = [("per-element", 1, 17, False), ("per-element", 4096, 48, False), ("pooled", 4096, 48, True)]
+
+
+def timeit(fn, rounds: int, inner: int) -> float:
+    for _ in range(3):
+        fn()
+    samples = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - t0) / inner * 1e6)
+    return statistics.median(samples)
+
+
+def compiled_ema(B, F, pooled, decay=0.9999, eps=1e-4):
+    shape_o = (F,) if pooled else (B, F)
+    shape_r = () if pooled else (B,)
+    st = {k: [torch.zeros(s), torch.zeros(s), torch.zeros((), dtype=torch.int64)]
+          for k, s in (("observation", shape_o), ("reward", shape_r))}
+
+    def one(x, loc, var, count, m):
+        count.add_(m)
+        w = 1 - decay**m
+        xb = x.mean(0) if pooled else x
+        x2 = (x * x).mean(0) if pooled else x * x
+        loc.lerp_(xb, w)
+        var.lerp_(x2, w)
+        bc = 1 - torch.exp(count.to(torch.float64) * torch.log(torch.tensor(decay, dtype=torch.float64)))
+        mu = loc / bc
+        v = (var - loc * loc) / bc
+        return (x - mu) / v.clamp_min(0).sqrt().clamp_min(eps)
+
+    @torch.compile(fullgraph=True)
+    def step(obs, rew):
+        m = obs.shape[0] if pooled else 1
+        return (one(obs, *st["observation"], m), one(rew, *st["reward"], m))
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--no-torchrl", action="store_true")
+    ap.add_argument("--no-compile", action="store_true")
+    args = ap.parse_args()
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; median us per step, {args.rounds} rounds")
+    print("| case | vecnorm module | vecnorm op | torchrl VecNormV2 | compiled EMA | module / op | compiled / module | torchrl / module |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for mode, B, F, pooled in CASES:
+        inner = 2000 if B == 1 else 50
+        g = torch.Generator().manual_seed(0)
+        obs = torch.randn(B, F, generator=g) * 3 + 1
+        rew = torch.randn(B, generator=g)
+        norm = vt.VecNorm({"observation": (F,), "reward": ()}, batch_shape=(B,), decay=0.9999, reduce_batch_dims=pooled)
+        batch = {"observation": obs, "reward": rew}
+        t_mod = timeit(lambda: norm(batch), args.rounds, inner)
+
+        # the operator alone: what the module passes it, prepared once
+        keys, names, xs, stats = norm._gather(batch)
+        op = torch.ops.vecnorm.step_alloc.default
+        cfg = norm._config
+        t_op = timeit(lambda: op(xs, stats, names, cfg, 0.9999, 1e-4), args.rounds, inner)
+
+        t_rl = float("nan")
+        if not args.no_torchrl:
+            from tensordict import TensorDict
+            from torchrl.envs.transforms import VecNormV2
+
+            t = VecNormV2(in_keys=["observation", "reward"], decay=0.9999, eps=1e-4, reduce_batch_dims=pooled)
+            td = TensorDict({"observation": obs, "reward": rew}, batch_size=[B])
+            t_rl = timeit(lambda: t._step(td, td.clone(False)), args.rounds, max(1, inner // 10))
+
+        t_c = float("nan")
+        if not args.no_compile:
+            step = compiled_ema(B, F, pooled)
+            t_c = timeit(lambda: step(obs, rew), args.rounds, inner)
+
+        print(f"| {mode} {B}x{F} | {t_mod:.2f} | {t_op:.2f} | {t_rl:.1f} | {t_c:.2f} | {t_mod / t_op:.2f} | "
+              f"{t_c / t_mod:.1f}x | {t_rl / t_mod:.0f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+// src/torch/call.hpp -- one call of vecnorm from PyTorch: ATen tensors as
+// vecnorm views, the options and key table of a call, scratch from torch's
+// allocators, library errors as Python exceptions. Shared by the dispatcher
+// operators (ops.cpp) and the eager fast path (eager.cpp).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#ifdef VECNORM_TORCH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+#include "vecnorm/error.hpp"
+#include "vecnorm/external.hpp"
+
+namespace vecnorm::torch_ops {
+
+using at::Tensor;
+using TensorList = std::vector<Tensor>;
+
+[[noreturn]] inline void rethrow(const Error& e) {
+  const std::string msg = e.what();  // "vecnorm: key ...: expected ..., got ..."
+  switch (e.code()) {
+    case ErrorCode::dtype_mismatch:
+      C10_THROW_ERROR(TypeError, msg);
+    case ErrorCode::backend_unavailable:
+    case ErrorCode::cuda_error:
+      C10_THROW_ERROR(Error, msg);
+    default:
+      C10_THROW_ERROR(ValueError, msg);
+  }
+}
+
+inline DType dtype_of(const Tensor& t, const std::string& key, const char* what) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return DType::float32;
+    case at::kDouble: return DType::float64;
+    case at::kHalf: return DType::float16;
+    case at::kBFloat16: return DType::bfloat16;
+    case at::kInt: return DType::int32;
+    case at::kLong: return DType::int64;
+    case at::kByte: return DType::uint8;
+    default:
+      C10_THROW_ERROR(TypeError, "vecnorm: key '" + key + "': " + what + " has dtype " +
+                                     std::string(c10::toString(t.scalar_type())) +
+                                     ", expected float32, float64, float16, bfloat16, int32, int64 or uint8");
+  }
+}
+
+inline at::ScalarType scalar_type_of(DType d) {
+  switch (d) {
+    case DType::float32: return at::kFloat;
+    case DType::float64: return at::kDouble;
+    case DType::float16: return at::kHalf;
+    case DType::bfloat16: return at::kBFloat16;
+    case DType::int32: return at::kInt;
+    case DType::int64: return at::kLong;
+    case DType::uint8: return at::kByte;
+  }
+  return at::kFloat;
+}
+
+inline Device vn_device_of(const Tensor& t) {
+  if (t.is_cuda()) return Device::cuda(t.get_device());
+  return Device::cpu();
+}
+
+inline void check_dense(const Tensor& t, const std::string& key, const char* what) {
+  if (!t.is_contiguous())
+    C10_THROW_ERROR(ValueError, "vecnorm: key '" + key + "': " + what +
+                                    " is not contiguous (vecnorm reads dense C-order tensors): call .contiguous()");
+  if (t.dim() > Shape::kMaxDims)
+    C10_THROW_ERROR(ValueError, "vecnorm: key '" + key + "': " + what + " has " + std::to_string(t.dim()) +
+                                    " dims, at most " + std::to_string(Shape::kMaxDims) + " are supported");
+}
+
+inline Shape shape_of(const Tensor& t, int first = 0, int count = -1) {
+  const int n = count < 0 ? static_cast<int>(t.dim()) - first : count;
+  return Shape::from(t.sizes().data() + first, n);
+}
+
+inline TensorView view_of(const Tensor& t, const std::string& key, const char* what) {
+  check_dense(t, key, what);
+  return TensorView{t.data_ptr(), dtype_of(t, key, what), shape_of(t), vn_device_of(t)};
+}
+
+// skips / skipped: an undefined or empty tensor means "none".
+inline TensorView optional_view_of(const Tensor& t, const std::string& key, const char* what) {
+  if (!t.defined() || t.numel() == 0) return {};
+  return view_of(t, key, what);
+}
+
+inline ConstTensorView const_view_of(const Tensor& t, const std::string& key, const char* what) {
+  check_dense(t, key, what);
+  return ConstTensorView{t.data_ptr(), dtype_of(t, key, what), shape_of(t), vn_device_of(t)};
+}
+
+inline Estimator estimator_of(const std::string& s) {
+  if (s == "torchrl") return Estimator::torchrl;
+  if (s == "stable") return Estimator::stable;
+  C10_THROW_ERROR(ValueError, "vecnorm: estimator: expected 'torchrl' or 'stable', got '" + s + "'");
+}
+
+inline NonFinite nonfinite_of(const std::string& s) {
+  if (s == "propagate") return NonFinite::propagate;
+  if (s == "skip") return NonFinite::skip;
+  if (s == "error") return NonFinite::error;
+  C10_THROW_ERROR(ValueError, "vecnorm: nonfinite: expected 'propagate', 'skip' or 'error', got '" + s + "'");
+}
+
+// ---------------------------------------------------------------- scratch
+// Scratch comes from torch: device blocks from its caching allocator on the
+// call's stream (graph capture sees no cudaMalloc once warmed up), host
+// blocks aligned from the C++ heap.
+inline void* allocate(void*, std::size_t bytes, Device device, Stream stream) {
+#ifdef VECNORM_TORCH_CUDA
+  if (device.kind == Device::Kind::cuda) {
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device.index));
+    return c10::cuda::CUDACachingAllocator::raw_alloc_with_stream(bytes,
+                                                                  static_cast<cudaStream_t>(stream.cuda_stream));
+  }
+#else
+  (void)stream;
+  if (device.kind == Device::Kind::cuda) return nullptr;
+#endif
+  return ::operator new(bytes, std::align_val_t{256}, std::nothrow);
+}
+
+inline void deallocate(void*, void* p, std::size_t, Device device, Stream) noexcept {
+#ifdef VECNORM_TORCH_CUDA
+  if (device.kind == Device::Kind::cuda) {
+    c10::cuda::CUDACachingAllocator::raw_delete(p);
+    return;
+  }
+#endif
+  (void)device;
+  ::operator delete(p, std::align_val_t{256});
+}
+
+// ---------------------------------------------------------------- one call
+// The operators take few arguments, because the Python side of a dispatcher
+// call costs per argument (python/vecnorm/_ops.py names them):
+//   stats   per key, five tensors: loc, var, count, skips, skipped (skips and
+//           skipped empty where unused)
+//   config  batch_dims, reduce_batch_dims, estimator (0 torchrl, 1 stable),
+//           nonfinite (0 propagate, 1 skip, 2 error), per_element_counts,
+//           cpu_threads (0: torch.get_num_threads())
+inline constexpr std::size_t kStatsPerKey = 5;
+enum ConfigField : std::size_t { kBatchDims, kReduce, kEstimator, kNonFinite, kPerElement, kThreads, kConfigSize };
+
+struct Call {
+  Options options;
+  KeyTable table;
+  CountLayout counts = CountLayout::per_key;
+  Stream stream;
+  std::vector<ExternalItem> items;
+  std::vector<Tensor> outputs;
+  std::vector<Tensor> inputs;  ///< x made contiguous (the same tensor when it was)
+};
+
+/// This thread's Call, its containers kept between calls (no allocation in a
+/// steady state); the tensors it refers to are released when the scope ends.
+class CallScope {
+ public:
+  CallScope() : c_(slot()) {
+    c_.options = Options{};
+    c_.table.batch_shape = Shape{};
+    c_.table.keys.clear();
+    c_.counts = CountLayout::per_key;
+    c_.stream = Stream{};
+    c_.items.clear();
+  }
+  ~CallScope() {
+    c_.inputs.clear();
+    c_.outputs.clear();
+  }
+  CallScope(const CallScope&) = delete;
+  CallScope& operator=(const CallScope&) = delete;
+  Call& operator*() noexcept { return c_; }
+
+ private:
+  static Call& slot() {
+    thread_local Call c;
+    return c;
+  }
+  Call& c_;
+};
+
+inline const char* const kStatNames[kStatsPerKey] = {"loc", "var", "count", "skips", "skipped"};
+
+// The options and key table of a call over `x` (one tensor per key) with
+// `stats` (loc: batch + feature per element, feature when pooled).
+inline void configure(Call& c, at::TensorList x, at::TensorList stats, const std::vector<std::string>& keys,
+               at::IntArrayRef config, double decay, double eps) {
+  const std::size_t n = keys.size();
+  if (config.size() != kConfigSize)
+    C10_THROW_ERROR(ValueError, "vecnorm: config: expected " + std::to_string(kConfigSize) + " values, got " +
+                                    std::to_string(config.size()));
+  if (x.size() != n || stats.size() != kStatsPerKey * n)
+    C10_THROW_ERROR(ValueError, "vecnorm: " + std::to_string(n) + " keys but " + std::to_string(x.size()) +
+                                    " inputs and " + std::to_string(stats.size()) + " statistics tensors (" +
+                                    std::to_string(kStatsPerKey) + " per key)");
+  const bool reduce = config[kReduce] != 0;
+  const int64_t batch_dims = config[kBatchDims];
+  c.options.decay = decay;
+  c.options.eps = eps;
+  c.options.reduce_batch_dims = reduce;
+  c.options.estimator = config[kEstimator] == 1 ? Estimator::stable : Estimator::torchrl;
+  c.options.nonfinite = config[kNonFinite] == 0 ? NonFinite::propagate
+                        : config[kNonFinite] == 2 ? NonFinite::error
+                                                  : NonFinite::skip;
+  c.options.cpu_threads = static_cast<int>(config[kThreads] > 0 ? config[kThreads] : at::get_num_threads());
+  c.options.allocator = Allocator{&allocate, &deallocate, nullptr};
+  c.counts = config[kPerElement] != 0 ? CountLayout::per_element : CountLayout::per_key;
+  if (n == 0) return;
+  const Tensor& loc0 = stats[0];
+  c.options.stats_dtype = dtype_of(loc0, keys[0], "loc");
+  const Device dev = vn_device_of(x[0]);
+  c.options.backend = dev.kind == Device::Kind::cuda ? Backend::cuda : Backend::cpu;
+#ifdef VECNORM_TORCH_CUDA
+  if (dev.kind == Device::Kind::cuda)
+    c.stream.cuda_stream = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(dev.index)).stream();
+#endif
+  c.table.keys.reserve(n);
+  for (std::size_t k = 0; k < n; ++k) {
+    const Tensor& loc = stats[kStatsPerKey * k];
+    const int stats_dims = static_cast<int>(loc.dim());
+    if (!reduce && (batch_dims < 0 || batch_dims > stats_dims))
+      C10_THROW_ERROR(ValueError, "vecnorm: key '" + keys[k] + "': loc has " + std::to_string(stats_dims) +
+                                      " dims, fewer than the " + std::to_string(batch_dims) + " batch dims");
+    const int bd = reduce ? 0 : static_cast<int>(batch_dims);
+    c.table.keys.push_back({keys[k], shape_of(loc, bd), dtype_of(x[k], keys[k], "x")});
+  }
+  if (reduce) {
+    // Pooled: any batch, the same for every key (the library checks that).
+    const int bd = static_cast<int>(x[0].dim()) - static_cast<int>(loc0.dim());
+    if (bd >= 0) c.table.batch_shape = shape_of(x[0], 0, bd);
+  } else {
+    c.table.batch_shape = shape_of(loc0, 0, static_cast<int>(batch_dims));
+  }
+}
+
+// Items over x (made contiguous where it is not) with outputs `y` given by the
+// caller (step: the schema's mutated y) or allocated here (`allocate_y`: y
+// has the dtype output_dtype(x), or x's own for a denormalize); none when
+// `no_output`.
+inline void build_items(Call& c, at::TensorList x, at::TensorList y, at::TensorList stats,
+                 const std::vector<std::string>& keys, bool no_output, bool allocate_y, bool same_dtype_out) {
+  const std::size_t n = keys.size();
+  if (!no_output && !allocate_y && y.size() != n)
+    C10_THROW_ERROR(ValueError, "vecnorm: " + std::to_string(n) + " keys but " + std::to_string(y.size()) +
+                                    " output tensors");
+  c.items.resize(n);
+  c.inputs.reserve(n);
+  if (allocate_y) c.outputs.reserve(n);
+  for (std::size_t k = 0; k < n; ++k) {
+    ExternalItem& it = c.items[k];
+    it.key = keys[k];
+    c.inputs.push_back(x[k].contiguous());
+    it.x = const_view_of(c.inputs.back(), keys[k], "x");
+    if (!no_output) {
+      if (allocate_y) {
+        const at::ScalarType out = same_dtype_out ? x[k].scalar_type() : scalar_type_of(output_dtype(it.x.dtype));
+        c.outputs.push_back(at::empty(x[k].sizes(), x[k].options().dtype(out)));
+        it.y = view_of(c.outputs.back(), keys[k], "y");
+      } else {
+        it.y = view_of(y[k], keys[k], "y");
+      }
+    }
+    const Tensor* st = stats.data() + kStatsPerKey * k;
+    it.stats.loc = view_of(st[0], keys[k], kStatNames[0]);
+    it.stats.var = view_of(st[1], keys[k], kStatNames[1]);
+    it.stats.count = view_of(st[2], keys[k], kStatNames[2]);
+    it.stats.skips = optional_view_of(st[3], keys[k], kStatNames[3]);
+    it.stats.skipped = optional_view_of(st[4], keys[k], kStatNames[4]);
+  }
+}
+
+#ifdef VECNORM_TORCH_CUDA
+struct DeviceScope {
+  explicit DeviceScope(const Call& c)
+      : guard(c.options.backend == Backend::cuda ? std::optional<c10::cuda::CUDAGuard>(std::in_place,
+                                                                                        c.items[0].x.device.index)
+                                                 : std::nullopt) {}
+  std::optional<c10::cuda::CUDAGuard> guard;
+};
+#else
+struct DeviceScope {
+  explicit DeviceScope(const Call&) {}
+};
+#endif
+
+}  // namespace vecnorm::torch_ops
