@@ -7,6 +7,7 @@ set when present): one training step of an observation [B, F] and a reward [B]
   vecnorm op       torch.ops.vecnorm.step(...)               (the operator alone)
   torchrl          torchrl's VecNormV2._step on a TensorDict
   compiled EMA     the same update and normalize in torch, torch.compile(fullgraph=True)
+  SB3              Stable-Baselines3's RunningMeanStd (numpy, Chan's pooled update): pooled only
 
 Run by scripts/bench.sh --python (or directly with the environment of
 scripts/python-env.sh). Timings on shared machines are noisy: compare the
@@ -68,10 +69,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--no-torchrl", action="store_true")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--no-sb3", action="store_true")
     args = ap.parse_args()
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; median us per step, {args.rounds} rounds")
-    print("| case | vecnorm module | vecnorm op | torchrl VecNormV2 | compiled EMA | module / op | compiled / module | torchrl / module |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| case | vecnorm module | vecnorm op | torchrl VecNormV2 | compiled EMA | SB3 RunningMeanStd "
+          "| compiled / module | torchrl / module | SB3 / module |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode, B, F, pooled in CASES:
         inner = 2000 if B == 1 else 50
         g = torch.Generator().manual_seed(0)
@@ -101,8 +104,32 @@ def main() -> None:
             step = compiled_ema(B, F, pooled)
             t_c = timeit(lambda: step(obs, rew), args.rounds, inner)
 
-        print(f"| {mode} {B}x{F} | {t_mod:.2f} | {t_op:.2f} | {t_rl:.1f} | {t_c:.2f} | {t_mod / t_op:.2f} | "
-              f"{t_c / t_mod:.1f}x | {t_rl / t_mod:.0f}x |", flush=True)
+        t_sb3 = float("nan")
+        if pooled and not args.no_sb3:
+            try:
+                import numpy as np
+                from stable_baselines3.common.running_mean_std import RunningMeanStd
+            except ImportError:
+                pass
+            else:
+                ro, rr = RunningMeanStd(shape=(F,)), RunningMeanStd(shape=())
+
+                def sb3_step():
+                    o, r = obs.numpy(), rew.numpy()
+                    ro.update(o)
+                    rr.update(r)
+                    return (o - ro.mean) / np.sqrt(ro.var + 1e-8), (r - rr.mean) / np.sqrt(rr.var + 1e-8)
+
+                t_sb3 = timeit(sb3_step, args.rounds, max(1, inner // 2))
+
+        def ratio(t):
+            return "—" if t != t else f"{t / t_mod:.1f}x"
+
+        def cell(t, digits=2):
+            return "—" if t != t else f"{t:.{digits}f}"
+
+        print(f"| {mode} {B}x{F} | {t_mod:.2f} | {t_op:.2f} | {cell(t_rl, 1)} | {cell(t_c)} | {cell(t_sb3, 1)} | "
+              f"{ratio(t_c)} | {ratio(t_rl)} | {ratio(t_sb3)} |", flush=True)
 
 
 if __name__ == "__main__":
