@@ -21,7 +21,8 @@ struct Shape2 {
 inline const std::vector<Shape2>& shapes() {
   static const std::vector<Shape2> s = {
       {1, 17, "cpu-sim"},          {16, 17, "cpu-sim"},
-      {4096, 36, "Ant"},           {4096, 64, "eager-target"},
+      {4096, 36, "Ant"},           {4096, 48, "Isaac locomotion (Python peers)"},
+      {4096, 64, "eager-target"},
       {4096, 87, "Humanoid"},      {4096, 235, "ANYmal rough"},
       {8192, 157, "Shadow Hand"},  {65536, 256, "large"},
   };

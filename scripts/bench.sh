@@ -2,18 +2,38 @@
 # Runs the benchmarks (bench/) and writes docs/benchmarks.md.
 #   bash scripts/bench.sh            all cases, 3 repetitions each (about 25 minutes on 2 cores)
 #   bash scripts/bench.sh --quick    the cases of the issue-5 targets only, 3 repetitions
+#   bash scripts/bench.sh --python   vecnorm through PyTorch against its Python peers (torchrl's
+#                                    VecNormV2, a torch.compile'd normalizer, SB3's RunningMeanStd)
+#                                    and the C++ API, one run: writes docs/python-benchmarks.md
 # Run it on a quiet machine: other load changes the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 quick=0
+python=0
 for a in "$@"; do
   case "$a" in
     --quick) quick=1 ;;
-    *) echo "bench.sh: unknown option '$a' (expected --quick)" >&2; exit 2 ;;
+    --python) python=1 ;;
+    *) echo "bench.sh: unknown option '$a' (expected --quick or --python)" >&2; exit 2 ;;
   esac
 done
 cmake --preset bench >/dev/null
+if [ "$python" = 1 ]; then
+  cmake --build --preset bench --target vecnorm_bench_cpu
+  py=$(bash scripts/python-env.sh | tail -n 1)
+  "$py" -m pip install -q stable-baselines3
+  "$py" -m pip install -q --no-build-isolation .
+  {
+    echo "# vecnorm through PyTorch and its peers (CPU)"
+    echo
+    echo "Written by \`bash scripts/bench.sh --python\` (bench/python/bench_peers.py) on $(date -u +%F), commit $(git rev-parse --short HEAD), $(nproc) cores."
+    echo "One training step of an observation [B, F] and a reward [B], float32, decay 0.9999, torchrl estimator; median microseconds per step."
+    echo
+    (cd bench/python && "$py" bench_peers.py --cpp-bench ../../build-bench/bench/vecnorm_bench_cpu 2>/dev/null)
+  } | tee docs/python-benchmarks.md
+  exit 0
+fi
 cmake --build --preset bench --target vecnorm_bench_cpu $(cmake --build --preset bench --target help 2>/dev/null | grep -q vecnorm_bench_gpu && echo vecnorm_bench_gpu)
 out=build-bench/results
 mkdir -p "$out"

@@ -8,6 +8,7 @@ set when present): one training step of an observation [B, F] and a reward [B]
   torchrl          torchrl's VecNormV2._step on a TensorDict
   compiled EMA     the same update and normalize in torch, torch.compile(fullgraph=True)
   SB3              Stable-Baselines3's RunningMeanStd (numpy, Chan's pooled update): pooled only
+  C++ API          vecnorm::VecNorm::step, from bench/bench_cpu.cpp (--cpp-bench, run in the same job)
 
 Run by scripts/bench.sh --python (or directly with the environment of
 scripts/python-env.sh). Timings on shared machines are noisy: compare the
@@ -16,7 +17,9 @@ columns of one run, not runs.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import time
 
 import torch
@@ -64,17 +67,36 @@ def compiled_ema(B, F, pooled, decay=0.9999, eps=1e-4):
     return step
 
 
+def cpp_figures(binary: str) -> dict:
+    """Median microseconds of the C++ API's cases (pooled, B, F) -> us."""
+    filt = "^vecnorm/(elementwise|pooled)/torchrl/f32/(1x17|4096x48)/"
+    out = subprocess.run([binary, f"--benchmark_filter={filt}", "--benchmark_repetitions=5",
+                          "--benchmark_report_aggregates_only=true", "--benchmark_min_time=0.2",
+                          "--benchmark_format=json"], check=True, capture_output=True, text=True).stdout
+    res = {}
+    for b in json.loads(out)["benchmarks"]:
+        if b.get("aggregate_name") != "median":
+            continue
+        _, mode, _, _, shape = b["run_name"].split("/")[:5]
+        B, F = (int(v) for v in shape.split("x"))
+        scale = {"ns": 1e-3, "us": 1.0, "ms": 1e3}[b["time_unit"]]
+        res[(mode == "pooled", B, F)] = b["real_time"] * scale
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--no-torchrl", action="store_true")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-sb3", action="store_true")
+    ap.add_argument("--cpp-bench", help="path of vecnorm_bench_cpu: adds the C++ API's figures of the same cases")
     args = ap.parse_args()
+    cpp = cpp_figures(args.cpp_bench) if args.cpp_bench else {}
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; median us per step, {args.rounds} rounds")
-    print("| case | vecnorm module | vecnorm op | torchrl VecNormV2 | compiled EMA | SB3 RunningMeanStd "
+    print("| case | vecnorm module | vecnorm op | vecnorm C++ API | torchrl VecNormV2 | compiled EMA | SB3 RunningMeanStd "
           "| compiled / module | torchrl / module | SB3 / module |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode, B, F, pooled in CASES:
         inner = 2000 if B == 1 else 50
         g = torch.Generator().manual_seed(0)
@@ -128,8 +150,9 @@ def main() -> None:
         def cell(t, digits=2):
             return "—" if t != t else f"{t:.{digits}f}"
 
-        print(f"| {mode} {B}x{F} | {t_mod:.2f} | {t_op:.2f} | {cell(t_rl, 1)} | {cell(t_c)} | {cell(t_sb3, 1)} | "
-              f"{ratio(t_c)} | {ratio(t_rl)} | {ratio(t_sb3)} |", flush=True)
+        t_cpp = cpp.get((pooled, B, F), float("nan"))
+        print(f"| {mode} {B}x{F} | {t_mod:.2f} | {t_op:.2f} | {cell(t_cpp)} | {cell(t_rl, 1)} | {cell(t_c)} | "
+              f"{cell(t_sb3, 1)} | {ratio(t_c)} | {ratio(t_rl)} | {ratio(t_sb3)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ _step = torch.ops.vecnorm.step.default
 _step_alloc = torch.ops.vecnorm.step_alloc.default
 _normalize = torch.ops.vecnorm.normalize.default
 _denormalize = torch.ops.vecnorm.denormalize.default
+_is_compiling = torch.compiler.is_compiling
 _STATS = ("loc", "var", "count", "skips", "skipped")
 assert len(_STATS) == STATS_PER_KEY
 
@@ -206,7 +207,7 @@ class VecNorm(nn.Module):
 
     def _fast(self, batch, mode: int):
         """The eager fast path for a dict: one C++ call (None: not applicable)."""
-        if type(batch) is not dict or torch.compiler.is_compiling():
+        if _is_compiling() or type(batch) is not dict:
             return None
         b = self._bound
         if b is None:
@@ -223,6 +224,10 @@ class VecNorm(nn.Module):
         """Updates the statistics with the keys present (unless frozen), then
         normalizes them; returns the normalized keys (a dict, or a TensorDict
         for a TensorDict). Absent keys are neither updated nor returned."""
+        if not _is_compiling() and type(batch) is dict:  # the eager fast path, inline: 1x17 steps
+            b = self._bound
+            if b is not None:
+                return b.call(batch, 2 if self._frozen else 0, self.decay, self.eps)
         out = self._fast(batch, 2 if self._frozen else 0)
         if out is not None:
             return out

@@ -302,4 +302,30 @@ struct DeviceScope {
 };
 #endif
 
+/// What one call does.
+enum class What { step, update, normalize, denormalize };
+
+/// The whole call on `c` (a CallScope's): configure, build the items (outputs
+/// `y` when given, else allocated into c.outputs; none for an update), then
+/// the library's step. `key_dtypes` (denormalize): each key's own dtype code,
+/// -1 for x's.
+inline void run(Call& c, at::TensorList x, at::TensorList y, at::TensorList stats,
+                const std::vector<std::string>& keys, at::IntArrayRef config, double decay, double eps, What what,
+                at::IntArrayRef key_dtypes = {}) {
+  configure(c, x, stats, keys, config, decay, eps);
+  if (keys.empty()) return;
+  const bool update = what == What::update;
+  build_items(c, x, y, stats, keys, update, !update && y.empty(), what == What::denormalize);
+  for (std::size_t k = 0; k < keys.size() && k < key_dtypes.size(); ++k)
+    if (key_dtypes[k] >= 0) c.table.keys[k].dtype = static_cast<DType>(key_dtypes[k]);
+  const DeviceScope scope(c);
+  const std::span<const ExternalItem> items(c.items);
+  switch (what) {
+    case What::step: external::step(c.options, c.table, c.counts, items, Op::update_and_normalize, c.stream); break;
+    case What::update: external::step(c.options, c.table, c.counts, items, Op::update, c.stream); break;
+    case What::normalize: external::step(c.options, c.table, c.counts, items, Op::normalize, c.stream); break;
+    case What::denormalize: external::denormalize(c.options, c.table, items, c.stream); break;
+  }
+}
+
 }  // namespace vecnorm::torch_ops

@@ -23,6 +23,9 @@ namespace {
 
 enum class Mode : int { step = 0, update = 1, normalize = 2 };
 
+/// Steps over at least this many input elements release the GIL.
+constexpr std::int64_t kReleaseGilElements = 1 << 14;
+
 /// The keys a call found, per thread (containers kept between calls); the
 /// tensors are released when the call returns.
 struct Gathered {
@@ -100,17 +103,17 @@ class Bound {
     std::string error;
     int kind = 0;  // 0 none, 1 ValueError, 2 TypeError, 3 RuntimeError
     {
-      py::gil_scoped_release no_gil;
+      // Other Python threads run during a large step; a small one (1x17:
+      // 0.2 us) keeps the GIL, whose release and reacquisition cost more.
+      std::int64_t elements = 0;
+      for (const at::Tensor& x : xs) elements += x.numel();
+      std::optional<py::gil_scoped_release> no_gil;
+      if (elements >= kReleaseGilElements || xs[0].is_cuda()) no_gil.emplace();
       try {
-        Call& c = *call;
-        configure(c, xs, stats, names, config_, decay, eps);
-        const bool update = static_cast<Mode>(mode) == Mode::update;
-        build_items(c, xs, {}, stats, names, update, !update, false);
-        const DeviceScope scope(c);
-        const Op op = static_cast<Mode>(mode) == Mode::step     ? Op::update_and_normalize
-                      : static_cast<Mode>(mode) == Mode::update ? Op::update
-                                                                : Op::normalize;
-        external::step(c.options, c.table, c.counts, std::span<const ExternalItem>(c.items), op, c.stream);
+        const What what = static_cast<Mode>(mode) == Mode::step     ? What::step
+                          : static_cast<Mode>(mode) == Mode::update ? What::update
+                                                                    : What::normalize;
+        run(*call, xs, {}, stats, names, config_, decay, eps, what);
       } catch (const Error& e) {
         error = e.what();
         kind = e.code() == ErrorCode::dtype_mismatch                                           ? 2

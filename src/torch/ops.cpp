@@ -24,72 +24,41 @@ namespace {
 void step(at::TensorList x, at::TensorList y, at::TensorList stats, const std::vector<std::string>& keys,
           at::IntArrayRef config, double decay, double eps, bool update_only) {
   try {
-    CallScope scope_;
-    Call& c = *scope_;
-    configure(c, x, stats, keys, config, decay, eps);
-    if (keys.empty()) return;
-    build_items(c, x, y, stats, keys, update_only, false, false);
-    const DeviceScope scope(c);
-    external::step(c.options, c.table, c.counts, std::span<const ExternalItem>(c.items),
-                   update_only ? Op::update : Op::update_and_normalize, c.stream);
+    CallScope scope;
+    run(*scope, x, update_only ? at::TensorList{} : y, stats, keys, config, decay, eps,
+        update_only ? What::update : What::step);
   } catch (const Error& e) {
     rethrow(e);
   }
 }
 
-// The same, the outputs allocated here (eager calls: no mutable outputs to
-// pass; torch.compile traces `step`, whose outputs are arguments).
+// The operators that return their outputs, allocated here (step_alloc serves
+// eager calls: torch.compile traces `step`, whose outputs are arguments).
+TensorList returning(What what, at::TensorList x, at::TensorList stats, const std::vector<std::string>& keys,
+                     at::IntArrayRef config, double decay, double eps, at::IntArrayRef key_dtypes = {}) {
+  try {
+    CallScope scope;
+    run(*scope, x, {}, stats, keys, config, decay, eps, what, key_dtypes);
+    return (*scope).outputs;  // copies the handles: the scope keeps its capacity
+  } catch (const Error& e) {
+    rethrow(e);
+  }
+}
+
 TensorList step_alloc(at::TensorList x, at::TensorList stats, const std::vector<std::string>& keys,
                       at::IntArrayRef config, double decay, double eps) {
-  try {
-    CallScope scope_;
-    Call& c = *scope_;
-    configure(c, x, stats, keys, config, decay, eps);
-    if (keys.empty()) return {};
-    build_items(c, x, {}, stats, keys, false, true, false);
-    const DeviceScope scope(c);
-    external::step(c.options, c.table, c.counts, std::span<const ExternalItem>(c.items), Op::update_and_normalize,
-                   c.stream);
-    return c.outputs;  // copies the handles: the scope keeps its capacity
-  } catch (const Error& e) {
-    rethrow(e);
-  }
+  return returning(What::step, x, stats, keys, config, decay, eps);
 }
 
+// Op::normalize reads the statistics and writes none of them.
 TensorList normalize(at::TensorList x, at::TensorList stats, const std::vector<std::string>& keys,
                      at::IntArrayRef config, double decay, double eps) {
-  try {
-    CallScope scope_;
-    Call& c = *scope_;
-    configure(c, x, stats, keys, config, decay, eps);
-    if (keys.empty()) return {};
-    // The statistics are only read (Op::normalize writes none of them).
-    build_items(c, x, {}, stats, keys, false, true, false);
-    const DeviceScope scope(c);
-    external::step(c.options, c.table, c.counts, std::span<const ExternalItem>(c.items), Op::normalize, c.stream);
-    return c.outputs;  // copies the handles: the scope keeps its capacity
-  } catch (const Error& e) {
-    rethrow(e);
-  }
+  return returning(What::normalize, x, stats, keys, config, decay, eps);
 }
 
 TensorList denormalize(at::TensorList x, at::TensorList stats, const std::vector<std::string>& keys,
                        at::IntArrayRef config, double decay, double eps, at::IntArrayRef key_dtypes) {
-  try {
-    CallScope scope_;
-    Call& c = *scope_;
-    configure(c, x, stats, keys, config, decay, eps);
-    if (keys.empty()) return {};
-    build_items(c, x, {}, stats, keys, false, true, true);
-    // The key's own dtype (x holds output_dtype(key dtype) values).
-    for (std::size_t k = 0; k < keys.size() && k < key_dtypes.size(); ++k)
-      if (key_dtypes[k] >= 0) c.table.keys[k].dtype = static_cast<DType>(key_dtypes[k]);
-    const DeviceScope scope(c);
-    external::denormalize(c.options, c.table, std::span<const ExternalItem>(c.items), c.stream);
-    return c.outputs;  // copies the handles: the scope keeps its capacity
-  } catch (const Error& e) {
-    rethrow(e);
-  }
+  return returning(What::denormalize, x, stats, keys, config, decay, eps, key_dtypes);
 }
 
 // The read-out of one key on the host: (loc, scale) that a normalize applies,
