@@ -299,3 +299,16 @@ def test_empty_and_bad_batches():
     y = n({"observation": x})["observation"]
     assert torch.equal(y, torch.zeros(2, 3))  # the first step normalizes to 0
     assert torch.equal(n.loc("observation"), x)  # decay 1: loc is the one sample
+
+
+def test_hooks_still_run():
+    """The eager shortcut of __call__ steps aside when a hook is registered."""
+    n = vt.VecNorm({"observation": (2,)}, batch_shape=(3,), decay=1.0)
+    seen = []
+    h = n.register_forward_hook(lambda mod, args, out: seen.append(sorted(out)))
+    n({"observation": torch.ones(3, 2)})
+    n({"observation": torch.ones(3, 2)})
+    h.remove()
+    n({"observation": torch.ones(3, 2)})
+    assert seen == [["observation"], ["observation"]]
+    assert n.count("observation") == 3
