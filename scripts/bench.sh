@@ -5,20 +5,55 @@
 #   bash scripts/bench.sh --python   vecnorm through PyTorch against its Python peers (torchrl's
 #                                    VecNormV2, a torch.compile'd normalizer, SB3's RunningMeanStd)
 #                                    and the C++ API, one run: writes docs/python-benchmarks.md
+#   bash scripts/bench.sh --under-load N   the CPU cases (f32, torchrl) idle and beside N busy
+#                                    processes, default threads and one thread, interleaved
+#                                    rounds: writes docs/benchmarks-load.md
 # Run it on a quiet machine: other load changes the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 quick=0
 python=0
-for a in "$@"; do
-  case "$a" in
+busy=-1
+while [ $# -gt 0 ]; do
+  case "$1" in
     --quick) quick=1 ;;
     --python) python=1 ;;
-    *) echo "bench.sh: unknown option '$a' (expected --quick or --python)" >&2; exit 2 ;;
+    --under-load) busy=${2:?--under-load needs a number of busy processes}; shift ;;
+    *) echo "bench.sh: unknown option '$1' (expected --quick, --python or --under-load N)" >&2; exit 2 ;;
   esac
+  shift
 done
 cmake --preset bench >/dev/null
+if [ "$busy" -ge 0 ]; then
+  cmake --build --preset bench --target vecnorm_bench_cpu
+  out=build-bench/results-load
+  rm -rf "$out" && mkdir -p "$out"
+  filter='^vecnorm/.*/torchrl/f32/(1x17|16x17|4096x36|4096x48|4096x64|4096x87|4096x235|8192x157|65536x256)/'
+  pids=()
+  stop_busy() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pids=(); }
+  trap stop_busy EXIT
+  one() {  # state threads round
+    local env=()
+    [ "$2" = one ] && env=(VECNORM_NUM_THREADS=1)
+    env "${env[@]}" ./build-bench/bench/vecnorm_bench_cpu --benchmark_filter="$filter" --benchmark_repetitions=3 \
+      --benchmark_report_aggregates_only=true --benchmark_min_time=0.05 \
+      --benchmark_out="$out/$1_$2_$3.json" --benchmark_out_format=json >/dev/null
+  }
+  for round in 1 2 3; do
+    echo "bench: round $round: idle"
+    one idle default $round; one idle one $round
+    echo "bench: round $round: beside $busy busy processes"
+    for ((i = 0; i < busy; ++i)); do bash -c 'while :; do :; done' & pids+=($!); done
+    sleep 1
+    one loaded default $round; one loaded one $round
+    stop_busy
+  done
+  commit="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  python3 scripts/bench_load.py "$out" --busy "$busy" --command "bash scripts/bench.sh --under-load $busy" \
+    --commit "$commit" --out docs/benchmarks-load.md
+  exit 0
+fi
 if [ "$python" = 1 ]; then
   cmake --build --preset bench --target vecnorm_bench_cpu
   py=$(bash scripts/python-env.sh | tail -n 1)

@@ -53,7 +53,11 @@ struct Options {
   Estimator estimator = Estimator::torchrl;
   DType stats_dtype = DType::float32;  ///< float32 or float64 storage of loc/var
   Backend backend = Backend::cpu;
-  int cpu_threads = 0;              ///< threads of the CPU backend; 0 = OpenMP's default
+  /// Threads of a CPU call (the caller and up to cpu_threads - 1 workers of
+  /// vecnorm's pool, which take chunks as they are free: docs/design.md,
+  /// "Threads"); 0 = every CPU the process may run on (or VECNORM_NUM_THREADS);
+  /// 1 = the calling thread only. Results do not depend on it.
+  int cpu_threads = 0;
   NonFinite nonfinite = NonFinite::skip;  ///< non-finite input in updates
   /// Where the normalizer's scratch memory comes from (default: operator new /
   /// cudaMalloc). Not part of a State.

@@ -32,9 +32,9 @@ struct WorkspaceSize {
 /// The most scratch one call (step, update, normalize or denormalize) of
 /// `options` over any keys of `table` needs, with at most `max_batch_rows`
 /// batch elements per key (per-element statistics: the table's batch shape,
-/// whatever this says). For the backend options.backend resolves to, with
-/// options.cpu_threads threads (0: OpenMP's thread count at the time of the
-/// query). Error(invalid_option / invalid_key_table) as the constructors.
+/// whatever this says). For the backend options.backend resolves to (the
+/// scratch depends on the sizes, not on the thread count). Error(invalid_option
+/// / invalid_key_table) as the constructors.
 WorkspaceSize workspace_size(const Options& options, const KeyTable& table, std::int64_t max_batch_rows = 0);
 
 namespace detail {

@@ -1,7 +1,7 @@
 // src/cpu/elementwise.cpp -- per-element statistics on the CPU: every element
 // of a key is core::element_step (the update, the normalization and the count
 // and skip rule of vecnorm/core/element.hpp), in vector loops split over
-// OpenMP threads. Compiled once per instruction set (src/cpu/isa_begin.hpp).
+// the pool's threads (pool.hpp). Compiled once per instruction set (src/cpu/isa_begin.hpp).
 #include "includes.hpp"
 // clang-format off
 #include "isa_begin.hpp"

@@ -14,11 +14,8 @@
 #include <emmintrin.h>
 #endif
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include "../plan.hpp"
 #include "../workspace.hpp"
 #include "entries.hpp"
+#include "pool.hpp"
 #include "vecnorm/core/numerics.hpp"

@@ -1,11 +1,11 @@
 // src/cpu/loops.hpp -- what the CPU loop files share: dtype visits, the split
-// of work over OpenMP threads, streamed outputs, vector registers and super
-// rows. Included after src/cpu/isa_begin.hpp (everything here has internal
+// of work into chunks for the pool's threads (pool.hpp), streamed outputs,
+// vector registers and super rows. Included after src/cpu/isa_begin.hpp (everything here has internal
 // linkage and is compiled for the file's instruction set).
 //
-// Determinism: the split of the work depends only on the sizes and the thread
-// count, and partials are merged in thread order, so the same input and thread
-// count give the same bits on every run.
+// Determinism: the split of the work depends only on the sizes, and partials
+// are merged in chunk order, so the same input gives the same bits on every
+// run and with any number of threads.
 #pragma once
 
 #ifndef VECNORM_CPU_ISA
@@ -66,44 +66,56 @@ constexpr DType dtype_of() {
   return std::is_same_v<C, double> ? DType::float64 : DType::float32;
 }
 
-inline int max_threads(int requested) {
-#if defined(_OPENMP)
-  return requested > 0 ? requested : omp_get_max_threads();
-#else
-  (void)requested;
-  return 1;
-#endif
-}
+/// The threads of a call: Options::cpu_threads, or the default (pool.hpp).
+inline int max_threads(int requested) { return requested > 0 ? requested : default_threads(); }
 
-/// Below this many elements per thread, another thread costs more than it saves.
+/// Below this many elements per chunk, a chunk costs more to hand out than it saves.
 constexpr std::int64_t kGrain = 16384;
+/// At most this many chunks per call (the partials of a reduction are per chunk).
+constexpr std::int64_t kMaxChunks = 64;
 
-/// Runs body(begin, end, thread) over [0, n) split into contiguous chunks, one
-/// per thread, aligned to `align` units. The split depends only on n and the
-/// thread count. `threads` is the most threads to use.
+/// The chunks of [0, n): boundaries that depend on n only (never on the
+/// thread count), multiples of `align`, at least `grain` elements each but
+/// the last, at most kMaxChunks of them.
+struct Chunks {
+  std::int64_t n = 0, size = 0, count = 0;
+  Chunks(std::int64_t n_, std::int64_t grain, std::int64_t align) : n(n_) {
+    const std::int64_t g = std::max<std::int64_t>(grain, 1);
+    std::int64_t c = std::clamp<std::int64_t>(n / g, 1, kMaxChunks);
+    size = (n + c - 1) / c;
+    size = std::max<std::int64_t>(align, (size + align - 1) / align * align);
+    count = n > 0 ? (n + size - 1) / size : 0;
+  }
+  std::int64_t begin(std::int64_t i) const { return std::min(n, i * size); }
+  std::int64_t end(std::int64_t i) const { return std::min(n, (i + 1) * size); }
+};
+
+/// Runs f(i) for every i in [0, chunks) on up to `threads` threads (the pool
+/// of pool.hpp: chunks are claimed by whoever is free, the caller included).
 template <class F>
-void parallel_for(std::int64_t n, int threads, std::int64_t grain, std::int64_t align, F&& body) {
-  const std::int64_t want = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, n / std::max<std::int64_t>(grain, 1)));
-  if (want <= 1) {
-    body(std::int64_t{0}, n, 0);
+void for_chunks(std::int64_t chunks, int threads, F&& f) {
+  using Fn = std::remove_reference_t<F>;
+  if (chunks <= 1 || threads <= 1) {
+    for (std::int64_t i = 0; i < chunks; ++i) f(i);
     return;
   }
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(static_cast<int>(want))
-  {
-    const std::int64_t t = omp_get_thread_num();
-    const std::int64_t nt = omp_get_num_threads();
-    auto edge = [&](std::int64_t k) {
-      if (k >= nt) return n;
-      const std::int64_t e = (n * k / nt) / align * align;
-      return std::min(e, n);
-    };
-    const std::int64_t b = edge(t), e = edge(t + 1);
-    if (b < e) body(b, e, static_cast<int>(t));
+  ChunkTask task;
+  task.call = [](void* ctx, std::int64_t i) noexcept { (*static_cast<Fn*>(ctx))(i); };
+  task.ctx = const_cast<void*>(static_cast<const void*>(&f));
+  task.chunks = chunks;
+  run_chunks(task, threads);
+}
+
+/// Runs body(begin, end, chunk) over [0, n) in the chunks of Chunks(n, grain,
+/// align) on up to `threads` threads. The split depends only on n.
+template <class F>
+void parallel_for(std::int64_t n, int threads, std::int64_t grain, std::int64_t align, F&& body) {
+  const Chunks ch(n, grain, align);
+  if (ch.count <= 1) {
+    if (n > 0) body(std::int64_t{0}, n, 0);
+    return;
   }
-#else
-  body(std::int64_t{0}, n, 0);
-#endif
+  for_chunks(ch.count, threads, [&](std::int64_t i) { body(ch.begin(i), ch.end(i), static_cast<int>(i)); });
 }
 
 // ---------------------------------------------------------------------------

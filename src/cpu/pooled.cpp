@@ -1,5 +1,5 @@
 // src/cpu/pooled.cpp -- pooled statistics on the CPU: core::PooledOps
-// (vecnorm/core/pooled.hpp) run by one OpenMP team per key. Compiled once per
+// (vecnorm/core/pooled.hpp), its chunks run by the pool's threads. Compiled once per
 // instruction set (src/cpu/isa_begin.hpp).
 //
 // Shifted sums s1 = sum(x - K), s2 = sum((x - K)^2) per column, with one shift
@@ -124,12 +124,21 @@ std::int64_t masked_sums(const Plan& p, const X* x, std::int64_t m, std::int64_t
   return ok;
 }
 
-/// The host scratch of a pooled segment: shift[W] (type C), sums 2W per thread
-/// + 2W for the tail, mu[F] and r[F] (type C), each feature's sums s1[F], s2[F]
-/// (in doubles; W <= max(F, kMaxSuper)).
-std::size_t pooled_doubles(std::int64_t feat, int threads) {
-  const std::size_t W = static_cast<std::size_t>(std::max<std::int64_t>(super_width(feat), 0));
-  return W * (1 + 2 * (static_cast<std::size_t>(threads) + 1)) + 4 * static_cast<std::size_t>(feat);
+/// The chunks of a pooled segment's R full super rows of width W: their
+/// boundaries depend on the sizes only (never on the thread count).
+Chunks row_chunks(std::int64_t R, std::int64_t W) {
+  return Chunks(R, std::max<std::int64_t>(1, kGrain / std::max<std::int64_t>(W, 1)), 1);
+}
+
+/// The host scratch of a pooled segment of `rows` rows: shift[W] (type C),
+/// sums 2W per chunk + 2W for the tail, mu[F] and r[F] (type C), each
+/// feature's sums s1[F], s2[F] (in doubles; W <= max(F, kMaxSuper)).
+std::size_t pooled_doubles(std::int64_t feat, std::int64_t rows) {
+  const std::int64_t w = std::min(super_width(feat), rows * feat);
+  const std::size_t W = static_cast<std::size_t>(std::max<std::int64_t>(w, 0));
+  const std::int64_t R = w > 0 ? rows * feat / w : 0;
+  const std::size_t chunks = static_cast<std::size_t>(std::max<std::int64_t>(row_chunks(R, w).count, 1));
+  return W * (1 + 2 * (chunks + 1)) + 4 * static_cast<std::size_t>(feat);
 }
 
 template <class Est, class X, class S>
@@ -144,7 +153,6 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   const bool update = updates(p.work) && m > 0;
   const bool normalize = writes_output(p.work);
   const int threads = max_threads(p.threads);
-  const int nt = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, n_elem / kGrain)));
 
   // The data as super rows of width W: R full ones and a last partial one of
   // `tail` elements (a whole number of rows).
@@ -152,7 +160,11 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   const std::int64_t R = W > 0 ? n_elem / W : 0;
   const std::int64_t tail = n_elem - R * W;
 
-  double* base = static_cast<double*>(ws.host(pooled_doubles(F, nt) * sizeof(double)));
+  // One partial per chunk of super rows (merged in chunk order: the same bits
+  // with any number of threads).
+  const Chunks rc = row_chunks(R, W);
+  const int nt = static_cast<int>(std::max<std::int64_t>(rc.count, 1));
+  double* base = static_cast<double*>(ws.host(pooled_doubles(F, m) * sizeof(double)));
   C* shift = reinterpret_cast<C*>(base);
   double* sums = base + W;
   C* mu = reinterpret_cast<C*>(base + W * (1 + 2 * (nt + 1)));
@@ -178,11 +190,10 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     return;
   }
 
-  // An update (and normalize): one team of nt threads does it all. Each thread
-  // reduces a contiguous range of super rows into its own sums; after a
-  // barrier one thread merges them (fixed order), updates the statistics and
-  // computes the per-feature map; after another, each thread normalizes the
-  // same rows it reduced (still in its caches).
+  // An update (and normalize): each chunk of super rows is reduced into its
+  // own sums by whichever thread claims it; this thread then merges them
+  // (chunk order), updates the statistics and computes the per-feature map;
+  // then the chunks are normalized, again by whoever is free.
   const core::Coeffs<double> shift_c = memo_coeffs<Est>(ws.memo, kMemoShift, p.decay, n, 0);
   for (std::int64_t f = 0; f < F; ++f) {
     const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
@@ -197,19 +208,15 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   Y* y = static_cast<Y*>(s.y);
   const bool stream = normalize && static_cast<std::size_t>(n_elem) * sizeof(Y) >= kStreamBytes;
 
-  auto rows_of = [&](int t, int k) {
-    auto edge = [&](int j) { return j >= k ? R : R * j / k; };
-    return std::pair<std::int64_t, std::int64_t>{edge(t), edge(t + 1)};
-  };
-  auto reduce_part = [&](int t, int k) {
-    const auto [b, e] = rows_of(t, k);
+  auto reduce_part = [&](std::int64_t t) {
+    const std::int64_t b = rc.begin(t), e = rc.end(t);
     if (b < e) reduce_rows<Ops, X, C>(x, W, W, shift, b, e, sums + 2 * W * t, sums + 2 * W * t + W);
   };
   auto finish = [&]() {
     if (tail > 0) reduce_rows<Ops, X, C>(x + R * W, W, tail, shift, 0, 1, sums + 2 * W * nt, sums + 2 * W * nt + W);
     S* loc_out = static_cast<S*>(s.loc_out);
     S* var_out = static_cast<S*>(s.var_out);
-    // Each feature's sums: thread slots, then the tail, columns f, f + F, ...,
+    // Each feature's sums: chunk slots, then the tail, columns f, f + F, ...,
     // in that fixed order.
     double* s1 = sums_f;
     double* s2 = sums_f + F;
@@ -260,9 +267,9 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
       r_row = r_w;
     }
   };
-  auto normalize_part = [&](int t, int k) {
-    const auto [b, e] = rows_of(t, k);
-    const std::int64_t eb = b * W, ee = t == k - 1 ? n_elem : e * W;  // the last thread takes the tail
+  auto normalize_part = [&](std::int64_t t) {
+    const std::int64_t b = rc.begin(t), e = rc.end(t);
+    const std::int64_t eb = b * W, ee = t == nt - 1 ? n_elem : e * W;  // the last chunk takes the tail
     if (eb >= ee) return;
     // Last rows first: those the reduction read last are the ones still cached.
     constexpr std::int64_t kBack = 1 << 16;
@@ -275,29 +282,19 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     }
   };
 
-#if defined(_OPENMP)
-  if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-    {
-      const int t = omp_get_thread_num(), k = omp_get_num_threads();
-      reduce_part(t, k);
-#pragma omp barrier
-#pragma omp single
-      finish();  // the single's implied barrier publishes the map
-      if (normalize) normalize_part(t, k);
-    }
-    return;
-  }
-#endif
-  reduce_part(0, 1);
+// Reduce the chunks (any thread), merge and update (this thread), then
+  // normalize the chunks (any thread; a chunk's rows were read last by
+  // whoever reduced them, the last rows first).
+  for_chunks(nt, threads, reduce_part);
   finish();
-  if (normalize) normalize_part(0, 1);
+  if (normalize) for_chunks(nt, threads, normalize_part);
 }
 
 }  // namespace
 
 std::size_t pooled_scratch(const Plan& plan, const Segment& s) {
-  return pooled_doubles(s.feat, max_threads(plan.threads)) * sizeof(double);
+  (void)plan;
+  return pooled_doubles(s.feat, s.rows) * sizeof(double);
 }
 
 void run_pooled(const Plan& plan, const Segment& s, Scratch& ws) {

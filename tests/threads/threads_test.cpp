@@ -172,8 +172,8 @@ INSTANTIATE_TEST_SUITE_P(All, Threads,
 namespace {
 
 // Batches large enough for the CPU backend to split them over threads: the
-// result agrees with the reference for every thread count, and one
-// configuration gives the same bits every time (deterministic reductions).
+// result agrees with the reference for every thread count, and every thread
+// count gives the same bits (deterministic reductions, chunked by size).
 using BigParam = std::tuple<Backend, Estimator, bool /*pooled*/>;
 class BigBatches : public ::testing::TestWithParam<BigParam> {};
 
@@ -206,11 +206,13 @@ TEST_P(BigBatches, EveryThreadCountAgreesWithReference) {
       bits.insert(bits.end(), y.begin(), y.end());
     }
     ASSERT_EQ(vn.count("obs"), 3 * (pooled ? B : 1));
-    // The last run repeats cpu_threads = 2: the same bits as the first run with 2 threads.
-    if (threads == 2 && first_bits.empty()) {
+    // Chunks and partials depend on the sizes only (src/cpu/pool.hpp): every
+    // thread count gives the bits of one thread, pooled reductions included.
+    if (first_bits.empty()) {
       first_bits = bits;
-    } else if (threads == 2) {
-      EXPECT_TRUE(vntest::BitEqual("two runs with cpu_threads 2", DType::float32, first_bits, bits));
+    } else {
+      EXPECT_TRUE(vntest::BitEqual("cpu_threads " + std::to_string(threads) + " vs 1", DType::float32, first_bits,
+                                   bits));
     }
   }
 }
@@ -332,6 +334,74 @@ INSTANTIATE_TEST_SUITE_P(All, ConstMembers,
                            return std::string(vntest::backend_name(std::get<0>(info.param))) + "_" +
                                   vntest::estimator_name(std::get<1>(info.param)) + "_" +
                                   (std::get<2>(info.param) ? "pooled" : "per_element");
+                         });
+
+}  // namespace
+
+namespace {
+
+// More threads than cores, busy siblings, and several callers at once: the
+// pool's chunks are claimed by whoever runs (a descheduled worker's share is
+// taken by the others, a busy pool runs a caller's chunks on the caller), and
+// the results are those of one thread, bit for bit. Values, not times.
+using LoadParam = std::tuple<Estimator, bool /*pooled*/>;
+class UnderLoad : public ::testing::TestWithParam<LoadParam> {};
+
+TEST_P(UnderLoad, OversubscribedStepsGiveTheOneThreadBits) {
+  const auto& [est, pooled] = GetParam();
+  const std::int64_t B = 1 << 15, F = 6;
+  std::mt19937_64 rng(91);
+  const auto dist = vntest::random_distribution(rng, F);
+  std::vector<std::vector<double>> data;
+  for (int s = 0; s < 4; ++s) data.push_back(vntest::random_values(rng, DType::float32, B, F, dist));
+  auto run = [&](int threads) {
+    vecnorm::Options o;
+    o.estimator = est;
+    o.reduce_batch_dims = pooled;
+    o.decay = 0.99;
+    o.cpu_threads = threads;
+    vecnorm::VecNorm vn(o, vecnorm::KeyTable{Shape{B}, {{"obs", Shape{F}, DType::float32}}});
+    std::vector<std::byte> bits;
+    for (int s = 0; s < 4; ++s) {
+      const auto y = vntest::call_one(vntest::Call::step, vn, Backend::cpu, "obs", DType::float32, Shape{B, F}, data[s]);
+      bits.insert(bits.end(), y.begin(), y.end());
+    }
+    const auto loc = vn.loc("obs"), scale = vn.scale("obs");
+    bits.insert(bits.end(), reinterpret_cast<const std::byte*>(loc.data()),
+                reinterpret_cast<const std::byte*>(loc.data() + loc.size()));
+    bits.insert(bits.end(), reinterpret_cast<const std::byte*>(scale.data()),
+                reinterpret_cast<const std::byte*>(scale.data() + scale.size()));
+    return bits;
+  };
+  const std::vector<std::byte> one = run(1);
+
+  // Busy siblings: a spinning thread per core.
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> busy;
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < cores; ++i)
+    busy.emplace_back([&] {
+      volatile std::uint64_t spin = 0;
+      while (!stop.load(std::memory_order_relaxed)) spin = spin + 1;
+    });
+  // Callers at once, each with more threads than there are cores.
+  std::vector<std::vector<std::byte>> got(3);
+  std::vector<std::thread> callers;
+  for (int c = 0; c < 3; ++c)
+    callers.emplace_back([&, c] { got[c] = run(static_cast<int>(4 * cores) + c); });
+  for (std::thread& t : callers) t.join();
+  stop = true;
+  for (std::thread& t : busy) t.join();
+  for (int c = 0; c < 3; ++c)
+    EXPECT_TRUE(one == got[c]) << "caller " << c << " (cpu_threads " << 4 * cores + c
+                               << ") differs from one thread";
+}
+
+INSTANTIATE_TEST_SUITE_P(All, UnderLoad,
+                         ::testing::Combine(::testing::Values(Estimator::torchrl, Estimator::stable), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<LoadParam>& info) {
+                           return std::string(vntest::estimator_name(std::get<0>(info.param))) + "_" +
+                                  (std::get<1>(info.param) ? "pooled" : "per_element");
                          });
 
 }  // namespace

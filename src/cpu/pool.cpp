@@ -1,0 +1,165 @@
+// src/cpu/pool.cpp -- see pool.hpp.
+#include "pool.hpp"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define VECNORM_PAUSE() _mm_pause()
+#else
+#define VECNORM_PAUSE() std::this_thread::yield()
+#endif
+
+namespace vecnorm::detail::cpu {
+namespace {
+
+/// How long a worker spins for the next call before it sleeps, and how long a
+/// caller spins for the last chunks before it yields its time slice.
+constexpr auto kWorkerSpin = std::chrono::microseconds(50);
+constexpr int kCallerSpins = 2000;
+constexpr int kMaxWorkers = 255;
+
+class Pool {
+ public:
+  void run(const ChunkTask& task, int threads) {
+    const std::int64_t chunks = task.chunks;
+    if (chunks <= 0) return;
+    const int team = static_cast<int>(std::min<std::int64_t>(threads, chunks));
+    if (team <= 1 || busy_.exchange(true, std::memory_order_acquire)) {
+      if (team > 1) inline_calls_.fetch_add(1, std::memory_order_relaxed);
+      for (std::int64_t i = 0; i < chunks; ++i) task.call(task.ctx, i);
+      return;
+    }
+    ensure_workers(team - 1);
+    // Publish the call: its fields, then the ticket (epoch, next chunk), then
+    // the epoch the workers watch.
+    call_.store(task.call, std::memory_order_relaxed);
+    ctx_.store(task.ctx, std::memory_order_relaxed);
+    chunks_.store(chunks, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    seats_.store(team - 1, std::memory_order_relaxed);
+    const std::uint32_t e = ++epoch_value_;
+    ticket_.store(std::uint64_t{e} << 32, std::memory_order_release);
+    epoch_.store(e, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) epoch_.notify_all();
+    // Work alongside them.
+    std::int64_t mine = 0;
+    for (std::int64_t i; (i = claim(e)) >= 0; ++mine) task.call(task.ctx, i);
+    done_.fetch_add(mine, std::memory_order_acq_rel);
+    // Only chunks a worker has started remain: wait for them.
+    for (int spins = 0; done_.load(std::memory_order_acquire) < chunks; ++spins) {
+      if (spins < kCallerSpins)
+        VECNORM_PAUSE();
+      else
+        std::this_thread::yield();
+    }
+    busy_.store(false, std::memory_order_release);
+  }
+
+  int workers() {
+    std::lock_guard<std::mutex> lock(start_);
+    return static_cast<int>(workers_.size());
+  }
+  std::int64_t inline_calls() const { return inline_calls_.load(std::memory_order_relaxed); }
+
+ private:
+  /// The next unclaimed chunk of call `e`, or -1 when none is left (or the
+  /// call is over).
+  std::int64_t claim(std::uint32_t e) noexcept {
+    std::uint64_t t = ticket_.load(std::memory_order_acquire);
+    for (;;) {
+      if (static_cast<std::uint32_t>(t >> 32) != e) return -1;
+      const std::int64_t i = static_cast<std::int64_t>(t & 0xffffffffu);
+      if (i >= chunks_.load(std::memory_order_relaxed)) return -1;
+      if (ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire)) return i;
+    }
+  }
+
+  void ensure_workers(int n) {
+    n = std::min(n, kMaxWorkers);
+    if (started_.load(std::memory_order_acquire) >= n) return;
+    std::lock_guard<std::mutex> lock(start_);
+    while (static_cast<int>(workers_.size()) < n) {
+      workers_.emplace_back([this] { work(); });
+      workers_.back().detach();
+    }
+    started_.store(static_cast<int>(workers_.size()), std::memory_order_release);
+  }
+
+  void work() {
+    std::uint32_t seen = epoch_.load(std::memory_order_acquire);
+    for (;;) {
+      // Wait for a new call: spin a while, then sleep.
+      std::uint32_t e = epoch_.load(std::memory_order_acquire);
+      const auto until = std::chrono::steady_clock::now() + kWorkerSpin;
+      for (int spins = 0; e == seen; ++spins) {
+        if ((spins & 63) == 63 && std::chrono::steady_clock::now() > until) {
+          sleepers_.fetch_add(1, std::memory_order_seq_cst);
+          if (epoch_.load(std::memory_order_seq_cst) == seen) epoch_.wait(seen, std::memory_order_seq_cst);
+          sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+        } else {
+          VECNORM_PAUSE();
+        }
+        e = epoch_.load(std::memory_order_acquire);
+      }
+      seen = e;
+      // A seat in this call's team (threads - 1 of them)?
+      if (seats_.fetch_sub(1, std::memory_order_acq_rel) <= 0) continue;
+      std::int64_t mine = 0;
+      for (std::int64_t i; (i = claim(e)) >= 0; ++mine)
+        call_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), i);
+      if (mine > 0) done_.fetch_add(mine, std::memory_order_acq_rel);
+    }
+  }
+
+  std::mutex start_;
+  std::vector<std::thread> workers_;
+  std::atomic<int> started_{0};
+  std::atomic<bool> busy_{false};
+  std::uint32_t epoch_value_ = 0;  // written by the caller holding busy_
+  std::atomic<std::uint32_t> epoch_{0};
+  std::atomic<std::uint64_t> ticket_{0};
+  std::atomic<void (*)(void*, std::int64_t) noexcept> call_{nullptr};
+  std::atomic<void*> ctx_{nullptr};
+  std::atomic<std::int64_t> chunks_{0};
+  std::atomic<std::int64_t> done_{0};
+  std::atomic<int> seats_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<std::int64_t> inline_calls_{0};
+};
+
+// Never destroyed: workers asleep at exit are ended with the process (joining
+// them would wait for nothing in a fork()ed child, which has none).
+Pool& pool() {
+  static Pool* p = new Pool;
+  return *p;
+}
+
+}  // namespace
+
+void run_chunks(const ChunkTask& task, int threads) { pool().run(task, threads); }
+
+int default_threads() {
+  static const int n = [] {
+    if (const char* env = std::getenv("VECNORM_NUM_THREADS")) {
+      const int v = std::atoi(env);
+      if (v > 0) return v;
+    }
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }();
+  return n;
+}
+
+PoolStats pool_stats() { return {pool().workers(), pool().inline_calls()}; }
+
+}  // namespace vecnorm::detail::cpu
