@@ -29,7 +29,11 @@ CXXFLAGS="-std=c++20 -O1 -g $SAN -I$ROOT/include -w"
 mkdir -p "$BUILD/obj" "$BUILD/corpus" "$BUILD/seeds"
 
 # The library, instrumented for coverage (fuzzer-no-link) and sanitizers.
-SOURCES=("$ROOT"/src/*.cpp "$ROOT"/src/*/*.cpp)
+# (Not src/torch/: the PyTorch adapter is built by pip against torch.)
+SOURCES=()
+for src in "$ROOT"/src/*.cpp "$ROOT"/src/*/*.cpp; do
+  [[ "$src" == "$ROOT"/src/torch/* ]] || SOURCES+=("$src")
+done
 # One object per source, named by its path under src/ (folders may repeat a file name).
 obj_of() { local rel="${1#"$ROOT"/src/}"; rel="${rel//\//_}"; echo "$BUILD/obj/${rel%.cpp}.o"; }
 todo=()
