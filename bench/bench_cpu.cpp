@@ -124,11 +124,12 @@ std::size_t llc_bytes() {
 }
 
 /// Reads four times the last-level cache (clean lines: the flush leaves
-/// nothing to write back during the timed step).
+/// nothing to write back during the timed step). One thread: an OpenMP team
+/// here would leave its threads spinning (libgomp waits actively) on the cores
+/// the timed step's threads then need.
 void flush_caches() {
   static std::vector<std::uint64_t> buf(4 * llc_bytes() / sizeof(std::uint64_t), 1);
   std::uint64_t sum = 0;
-#pragma omp parallel for reduction(+ : sum) schedule(static)
   for (std::size_t i = 0; i < buf.size(); i += 8) sum += buf[i];
   benchmark::DoNotOptimize(sum);
 }

@@ -93,16 +93,20 @@ struct Chunks {
 /// Runs f(i) for every i in [0, chunks) on up to `threads` threads (the pool
 /// of pool.hpp: chunks are claimed by whoever is free, the caller included).
 template <class F>
-void for_chunks(std::int64_t chunks, int threads, F&& f) {
+void for_chunks(std::int64_t chunks, int threads, F&& f, bool reverse = false) {
   using Fn = std::remove_reference_t<F>;
   if (chunks <= 1 || threads <= 1) {
-    for (std::int64_t i = 0; i < chunks; ++i) f(i);
+    if (reverse)
+      for (std::int64_t i = chunks; i-- > 0;) f(i);
+    else
+      for (std::int64_t i = 0; i < chunks; ++i) f(i);
     return;
   }
   ChunkTask task;
   task.call = [](void* ctx, std::int64_t i) noexcept { (*static_cast<Fn*>(ctx))(i); };
   task.ctx = const_cast<void*>(static_cast<const void*>(&f));
   task.chunks = chunks;
+  task.reverse = reverse;
   run_chunks(task, threads);
 }
 

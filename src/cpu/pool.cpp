@@ -44,15 +44,16 @@ class Pool {
     call_.store(task.call, std::memory_order_relaxed);
     ctx_.store(task.ctx, std::memory_order_relaxed);
     chunks_.store(chunks, std::memory_order_relaxed);
+    reverse_.store(task.reverse, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
     seats_.store(team - 1, std::memory_order_relaxed);
     const std::uint32_t e = ++epoch_value_;
-    ticket_.store(std::uint64_t{e} << 32, std::memory_order_release);
+    ticket_.store(std::uint64_t{e} << 32 | static_cast<std::uint64_t>(chunks), std::memory_order_release);
     epoch_.store(e, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) epoch_.notify_all();
     // Work alongside them.
     std::int64_t mine = 0;
-    for (std::int64_t i; (i = claim(e)) >= 0; ++mine) task.call(task.ctx, i);
+    for (std::int64_t i; (i = claim(e, !task.reverse)) >= 0; ++mine) task.call(task.ctx, i);
     done_.fetch_add(mine, std::memory_order_acq_rel);
     // Only chunks a worker has started remain: wait for them.
     for (int spins = 0; done_.load(std::memory_order_acquire) < chunks; ++spins) {
@@ -72,14 +73,20 @@ class Pool {
 
  private:
   /// The next unclaimed chunk of call `e`, or -1 when none is left (or the
-  /// call is over).
-  std::int64_t claim(std::uint32_t e) noexcept {
+  /// call is over). The ticket holds the epoch (high 32 bits) and the range
+  /// of unclaimed chunks [front, back) (16 bits each): the caller takes chunks
+  /// from the front, the workers from the back, so that with two threads each
+  /// streams through one contiguous half of the data (as a static split does:
+  /// interleaved chunks cost a third of a 64 MB step's memory bandwidth here).
+  std::int64_t claim(std::uint32_t e, bool front) noexcept {
     std::uint64_t t = ticket_.load(std::memory_order_acquire);
     for (;;) {
       if (static_cast<std::uint32_t>(t >> 32) != e) return -1;
-      const std::int64_t i = static_cast<std::int64_t>(t & 0xffffffffu);
-      if (i >= chunks_.load(std::memory_order_relaxed)) return -1;
-      if (ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire)) return i;
+      const std::uint64_t f = (t >> 16) & 0xffffu, b = t & 0xffffu;
+      if (f >= b) return -1;
+      const std::uint64_t next = front ? t + (std::uint64_t{1} << 16) : t - 1;
+      if (ticket_.compare_exchange_weak(t, next, std::memory_order_acq_rel, std::memory_order_acquire))
+        return static_cast<std::int64_t>(front ? f : b - 1);
     }
   }
 
@@ -114,7 +121,8 @@ class Pool {
       // A seat in this call's team (threads - 1 of them)?
       if (seats_.fetch_sub(1, std::memory_order_acq_rel) <= 0) continue;
       std::int64_t mine = 0;
-      for (std::int64_t i; (i = claim(e)) >= 0; ++mine)
+      const bool front = reverse_.load(std::memory_order_relaxed);
+      for (std::int64_t i; (i = claim(e, front)) >= 0; ++mine)
         call_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), i);
       if (mine > 0) done_.fetch_add(mine, std::memory_order_acq_rel);
     }
@@ -130,6 +138,7 @@ class Pool {
   std::atomic<void (*)(void*, std::int64_t) noexcept> call_{nullptr};
   std::atomic<void*> ctx_{nullptr};
   std::atomic<std::int64_t> chunks_{0};
+  std::atomic<bool> reverse_{false};
   std::atomic<std::int64_t> done_{0};
   std::atomic<int> seats_{0};
   std::atomic<int> sleepers_{0};

@@ -27,6 +27,11 @@ struct ChunkTask {
   void (*call)(void* ctx, std::int64_t chunk) noexcept = nullptr;
   void* ctx = nullptr;
   std::int64_t chunks = 0;
+  /// The caller claims chunks from the back and the workers from the front
+  /// (default: the other way round). A second pass over data a first pass
+  /// just read (a pooled normalize after its reduction) takes them in reverse,
+  /// so that each thread starts where the data is still in the caches.
+  bool reverse = false;
 };
 
 /// Runs every chunk of `task` exactly once, on this thread and up to

@@ -287,7 +287,7 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   // whoever reduced them, the last rows first).
   for_chunks(nt, threads, reduce_part);
   finish();
-  if (normalize) for_chunks(nt, threads, normalize_part);
+  if (normalize) for_chunks(nt, threads, normalize_part, /*reverse=*/true);
 }
 
 }  // namespace
