@@ -40,7 +40,7 @@ if [ "$busy" -ge 0 ]; then
       --benchmark_report_aggregates_only=true --benchmark_min_time=0.05 \
       --benchmark_out="$out/$1_$2_$3.json" --benchmark_out_format=json >/dev/null
   }
-  for round in 1 2 3; do
+  for round in $(seq 1 "${BENCH_LOAD_ROUNDS:-5}"); do
     echo "bench: round $round: idle"
     one idle default $round; one idle one $round
     echo "bench: round $round: beside $busy busy processes"
