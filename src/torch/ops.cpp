@@ -162,18 +162,16 @@ TORCH_LIBRARY(vecnorm, m) {
   m.def("build_info() -> str", &vecnorm::torch_ops::build_info);
 }
 
-TORCH_LIBRARY_IMPL(vecnorm, CPU, m) {
+namespace {
+// The same kernels serve both dispatch keys: they branch on the tensors' device.
+void register_kernels(torch::Library& m) {
   m.impl("step", &vecnorm::torch_ops::step);
   m.impl("step_alloc", &vecnorm::torch_ops::step_alloc);
   m.impl("normalize", &vecnorm::torch_ops::normalize);
   m.impl("denormalize", &vecnorm::torch_ops::denormalize);
   m.impl("maps", &vecnorm::torch_ops::maps);
 }
+}  // namespace
 
-TORCH_LIBRARY_IMPL(vecnorm, CUDA, m) {
-  m.impl("step", &vecnorm::torch_ops::step);
-  m.impl("step_alloc", &vecnorm::torch_ops::step_alloc);
-  m.impl("normalize", &vecnorm::torch_ops::normalize);
-  m.impl("denormalize", &vecnorm::torch_ops::denormalize);
-  m.impl("maps", &vecnorm::torch_ops::maps);
-}
+TORCH_LIBRARY_IMPL(vecnorm, CPU, m) { register_kernels(m); }
+TORCH_LIBRARY_IMPL(vecnorm, CUDA, m) { register_kernels(m); }
