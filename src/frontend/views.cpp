@@ -99,14 +99,16 @@ void bind_views(const CallConfig& cfg, const KeyTable& table, const ViewArgs& a,
                              o.count.nbytes());
     const TensorView* outs[] = {&o.loc, &o.var, &o.count, &a.skips, &a.skipped};
     const char* names[] = {"out.loc", "out.var", "out.count", "skips", "skipped"};
+    std::size_t bytes[5];  // each view's size once (the pairs below reuse them)
+    for (int u = 0; u < 5; ++u) bytes[u] = outs[u]->nbytes();
     for (int u = 0; u < 5; ++u)
       for (int v = u + 1; v < 5; ++v)
-        check_disjoint(key, names[u], outs[u]->data, outs[u]->nbytes(), names[v], outs[v]->data, outs[v]->nbytes());
+        check_disjoint(key, names[u], outs[u]->data, bytes[u], names[v], outs[v]->data, bytes[v]);
     const std::size_t x_bytes = static_cast<std::size_t>(s.rows * s.feat) * dtype_size(s.x_dtype);
     const std::size_t y_bytes = static_cast<std::size_t>(s.rows * s.feat) * dtype_size(output_dtype(s.x_dtype));
-    for (const TensorView* v : outs) {
-      check_disjoint(key, "statistics out", v->data, v->nbytes(), "input", s.x, x_bytes);
-      if (s.y != nullptr) check_disjoint(key, "statistics out", v->data, v->nbytes(), "output", s.y, y_bytes);
+    for (int u = 0; u < 5; ++u) {
+      check_disjoint(key, "statistics out", outs[u]->data, bytes[u], "input", s.x, x_bytes);
+      if (s.y != nullptr) check_disjoint(key, "statistics out", outs[u]->data, bytes[u], "output", s.y, y_bytes);
     }
     s.loc_out = o.loc.data;
     s.var_out = o.var.data;

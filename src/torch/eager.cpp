@@ -84,7 +84,6 @@ class Bound {
         throw py::type_error("vecnorm: key '" + names_[k] + "': expected a Tensor, got " +
                              std::string(Py_TYPE(x)->tp_name));
       xs.push_back(THPVariable_Unpack(x));
-      names.push_back(names_[k]);
       present.push_back(k);
       for (std::size_t s = 0; s < kStatsPerKey; ++s) {
         PyObject* t = PyDict_GetItemWithError(buffers_.ptr(), stat_names_[kStatsPerKey * k + s].ptr());
@@ -97,6 +96,11 @@ class Bound {
       }
     }
     if (static_cast<std::size_t>(PyDict_Size(batch.ptr())) != present.size()) unknown_key(batch);
+    // The names of the keys present (all of them, usually: the bound list as it is).
+    const bool all = present.size() == n;
+    if (!all)
+      for (std::size_t k : present) names.push_back(names_[k]);
+    const std::vector<std::string>& call_names = all ? names_ : names;
     py::dict out;
     if (present.empty()) return out;
     CallScope call;
@@ -113,7 +117,7 @@ class Bound {
         const What what = static_cast<Mode>(mode) == Mode::step     ? What::step
                           : static_cast<Mode>(mode) == Mode::update ? What::update
                                                                     : What::normalize;
-        run(*call, xs, {}, stats, names, config_, decay, eps, what);
+        run(*call, xs, {}, stats, call_names, config_, decay, eps, what);
       } catch (const Error& e) {
         error = e.what();
         kind = e.code() == ErrorCode::dtype_mismatch                                           ? 2
