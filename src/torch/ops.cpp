@@ -61,17 +61,23 @@ TensorList denormalize(at::TensorList x, at::TensorList stats, const std::vector
   return returning(What::denormalize, x, stats, keys, config, decay, eps, key_dtypes);
 }
 
+// The options a read-out or a construction check gives the library to validate.
+Options options_of(double decay, double eps, bool reduce_batch_dims, const std::string& estimator) {
+  Options o;
+  o.decay = decay;
+  o.eps = eps;
+  o.reduce_batch_dims = reduce_batch_dims;
+  o.estimator = estimator_of(estimator);
+  return o;
+}
+
 // The read-out of one key on the host: (loc, scale) that a normalize applies,
 // in the key's compute dtype (the core's own formula; src/frontend/readout.hpp).
 std::tuple<Tensor, Tensor> maps(const Tensor& loc, const Tensor& var, int64_t count, const Tensor& skips,
                                 const std::string& key, int64_t key_dtype, bool reduce_batch_dims, double decay,
                                 double eps, const std::string& estimator, bool inverse_scale) {
   try {
-    Options o;
-    o.decay = decay;
-    o.eps = eps;
-    o.reduce_batch_dims = reduce_batch_dims;
-    o.estimator = estimator_of(estimator);
+    Options o = options_of(decay, eps, reduce_batch_dims, estimator);
     o.validate();
     const Tensor l = loc.contiguous().cpu(), v = var.contiguous().cpu();
     o.stats_dtype = dtype_of(l, key, "loc");
@@ -105,11 +111,7 @@ void validate(const std::vector<std::string>& keys, const std::vector<int64_t>& 
               bool reduce_batch_dims, const std::string& estimator, const std::string& nonfinite,
               int64_t stats_dtype) {
   try {
-    Options o;
-    o.decay = decay;
-    o.eps = eps;
-    o.reduce_batch_dims = reduce_batch_dims;
-    o.estimator = estimator_of(estimator);
+    Options o = options_of(decay, eps, reduce_batch_dims, estimator);
     o.nonfinite = nonfinite_of(nonfinite);
     o.stats_dtype = static_cast<DType>(stats_dtype);
     o.validate();
