@@ -15,7 +15,8 @@ namespace vecnorm::kernels {
 /// Input/output element types, numbered as vecnorm::DType.
 enum XType : std::uint8_t { x_f32 = 0, x_f64 = 1, x_f16 = 2, x_bf16 = 3, x_i32 = 4, x_i64 = 5, x_u8 = 6 };
 
-enum OpCode : std::uint8_t { op_update_and_normalize = 0, op_update = 1, op_normalize = 2 };
+/// op_moments: a distributed update's first half (each key's batch moments into its y).
+enum OpCode : std::uint8_t { op_update_and_normalize = 0, op_update = 1, op_normalize = 2, op_moments = 3 };
 
 /// One key of a launch.
 struct DevSegment {
@@ -31,7 +32,8 @@ struct DevSegment {
   std::int64_t feat;
   std::int64_t block_begin;  ///< first block of this segment in the grid
   std::int64_t blocks;       ///< blocks of this segment
-  std::int64_t partials;     ///< pooled: index of this segment's first partial (block-major, feat per block)
+  std::int64_t partials;     ///< pooled: index of this segment's first partial (block-major, feat per block);
+                             ///< gathered: the offset of the key's block in a message (doubles)
   void* mu;                  ///< pooled / affine: parameters, compute type (feat or rows*feat values)
   void* p;                   ///< 1/scale (apply) or scale (invert)
   std::int64_t* skips;       ///< per-element stateful: updates each element left out (null: none)
@@ -54,6 +56,11 @@ struct LaunchPlan {
   std::uint32_t* ticket;    ///< device counter, 0 between launches (last-block detection)
   double* partials;         ///< pooled: 3 doubles (n, mean, M2) per (block, feature)
   unsigned long long* found;  ///< nonfinite_scan_kernel: the least index found (all ones: none)
+  // gathered_stats_kernel: the ranks' messages (vecnorm/core/exchange.hpp).
+  const double* gathered;
+  std::int64_t stride;  ///< doubles per message
+  int ranks;
+  int rank;
 };
 
 }  // namespace vecnorm::kernels

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "vecnorm/core/exchange.hpp"
 
 namespace vecnorm::kernels {
 
@@ -142,10 +143,42 @@ __device__ __forceinline__ std::int64_t masked_moments(const LaunchPlan& p, int 
   return total;
 }
 
+/// Segment sk's update from its batch moments (moments_of(f); `m` rows in
+/// all, 0: nothing changes): loc/var in double rounded to S, and for a step
+/// that normalizes the per-feature map for affine_kernel, at the new count.
+/// Every thread of the block; the count is the caller's.
+template <class Est, class S, class MomentsOf>
+__device__ __forceinline__ void finalize_segment(const LaunchPlan& p, const DevSegment& sk, std::int64_t m,
+                                                 MomentsOf&& moments_of) {
+  using Ops = core::PooledOps<Est>;
+  const core::Decay decay = decay_of(p);
+  const std::int64_t n = sk.count_in ? *sk.count_in : 0;
+  const S* loc_in = static_cast<const S*>(sk.loc_in);
+  const S* var_in = static_cast<const S*>(sk.var_in);
+  S* loc_out = static_cast<S*>(sk.loc_out);
+  S* var_out = static_cast<S*>(sk.var_out);
+  // m = 0 (every row left out): nothing changes; the map is at the count before.
+  const core::Coeffs<double> uc = core::update_coeffs<Est, double>(decay, n, m > 0 ? m : 1);
+  const core::Coeffs<double> nc = m > 0 ? Est::normalize_after(uc) : core::normalize_coeffs<Est, double>(decay, n);
+  for (std::int64_t f = threadIdx.x; f < sk.feat; f += kThreads) {
+    const core::Moments b = moments_of(f);
+    const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
+    const double var = var_in ? static_cast<double>(var_in[f]) : 0.0;
+    const core::Stored<S> st = Ops::template finalize<S>(uc, loc, var, b);
+    loc_out[f] = st.loc;
+    var_out[f] = st.var;
+    if (p.op == op_update_and_normalize)
+      store_map(sk, f,
+                core::stats_map<Est, double>(core::MapKind::normalize, static_cast<double>(st.loc),
+                                             static_cast<double>(st.var), nc, p.eps));
+  }
+}
+
 /// Pooled statistics of all segments: partial moments per block; the last block
 /// merges each feature's partials in block order (deterministic), updates
 /// loc/var in double, moves the counts by the batch size and, for a step that
-/// normalizes, writes the per-feature map for affine_kernel.
+/// normalizes, writes the per-feature map for affine_kernel. op_moments: the
+/// merged moments go to each key's message block (y), nothing else is written.
 template <class Est, class S>
 __global__ void __launch_bounds__(kThreads, 1) pooled_stats_kernel(const __grid_constant__ LaunchPlan p) {
   using Ops = core::PooledOps<Est>;
@@ -159,17 +192,11 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_stats_kernel(const __grid_
     visit_x(s.x_dtype, [&](auto xt) { pooled_partial_block<Est, decltype(xt), S>(p, s, local, sh1, sh2); });
   }
   if (!last_block_done(p.ticket)) return;
-  const core::Decay decay = decay_of(p);
   __shared__ std::int64_t added[kMaxSegments];  // rows each segment adds
   __shared__ int bad;
   for (int k = 0; k < p.nseg; ++k) {
     const DevSegment& sk = p.seg[k];
-    const std::int64_t n = sk.count_in ? *sk.count_in : 0;
     std::int64_t m = sk.rows;
-    const S* loc_in = static_cast<const S*>(sk.loc_in);
-    const S* var_in = static_cast<const S*>(sk.var_in);
-    S* loc_out = static_cast<S*>(sk.loc_out);
-    S* var_out = static_cast<S*>(sk.var_out);
     double* part = p.partials + 3 * sk.partials;
     // Every feature's partials merged in block order, kept in block 0's slots.
     if (threadIdx.x == 0) bad = 0;
@@ -194,32 +221,71 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_stats_kernel(const __grid_
     // again over the rows whose values are all finite, by this block alone.
     if (bad != 0 && p.skip != 0) {
       m = masked_moments<Est, S>(p, k, part);
-      if (threadIdx.x == 0 && sk.skipped != nullptr && m < sk.rows) add_counter(sk.skipped, sk.rows - m);
+      // (A distributed update counts them in its second half.)
+      if (threadIdx.x == 0 && sk.skipped != nullptr && m < sk.rows && p.op != op_moments)
+        add_counter(sk.skipped, sk.rows - m);
     }
     if (threadIdx.x == 0) added[k] = m;
-    // m = 0 (every row left out): nothing changes; the map is at the count before.
-    const core::Coeffs<double> uc = core::update_coeffs<Est, double>(decay, n, m > 0 ? m : 1);
-    const core::Coeffs<double> nc = m > 0 ? Est::normalize_after(uc) : core::normalize_coeffs<Est, double>(decay, n);
-    for (std::int64_t f = threadIdx.x; f < sk.feat; f += kThreads) {
-      core::Moments b;
-      b.n = m > 0 ? part[3 * f + 0] : 0.0;
-      b.mean = part[3 * f + 1];
-      b.m2 = part[3 * f + 2];
-      const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
-      const double var = var_in ? static_cast<double>(var_in[f]) : 0.0;
-      const core::Stored<S> st = Ops::template finalize<S>(uc, loc, var, b);
-      loc_out[f] = st.loc;
-      var_out[f] = st.var;
-      if (p.op == op_update_and_normalize)
-        store_map(sk, f,
-                  core::stats_map<Est, double>(core::MapKind::normalize, static_cast<double>(st.loc),
-                                               static_cast<double>(st.var), nc, p.eps));
+    if (p.op == op_moments) {
+      // A distributed update's first half: the moments into the key's message block.
+      double* block = static_cast<double*>(sk.y);
+      if (threadIdx.x == 0) block[0] = static_cast<double>(m);
+      for (std::int64_t f = threadIdx.x; f < sk.feat; f += kThreads) {
+        core::Moments b;
+        b.mean = part[3 * f + 1];
+        b.m2 = part[3 * f + 2];
+        if (m == 0) b = core::Moments{};
+        core::put_moments(block, sk.feat, f, b);
+      }
+    } else {
+      finalize_segment<Est, S>(p, sk, m, [&](std::int64_t f) {
+        core::Moments b;
+        b.n = m > 0 ? part[3 * f + 0] : 0.0;
+        b.mean = part[3 * f + 1];
+        b.m2 = part[3 * f + 2];
+        return b;
+      });
     }
     __syncthreads();
   }
   __syncthreads();  // every thread has read the counts
-  if (threadIdx.x == 0)
+  if (threadIdx.x == 0 && p.op != op_moments)
     for (int k = 0; k < p.nseg; ++k) *p.seg[k].count_out = (p.seg[k].count_in ? *p.seg[k].count_in : 0) + added[k];
+}
+
+/// A distributed update's second half, one block: each key's batch moments
+/// from the ranks' gathered messages, merged in rank order (core::GatheredKey:
+/// the same bits on every rank), folded into loc/var; the counts move by the
+/// rows of all ranks. When a rank failed, or the ranks disagree on the
+/// signature or on the keys of the step, nothing changes (every rank sees the
+/// same messages, so every rank decides the same); the maps are then those of
+/// the statistics as they are.
+template <class Est, class S>
+__global__ void __launch_bounds__(kThreads, 1) gathered_stats_kernel(const __grid_constant__ LaunchPlan p) {
+  __shared__ int agree;
+  if (threadIdx.x == 0) {
+    int ok = 1;
+    for (int r = 0; r < p.ranks; ++r) {
+      const double* h = p.gathered + r * p.stride;
+      if (h[0] != 0.0) ok = 0;
+      for (int j = 1; j < core::kExchangeHeader; ++j)
+        if (core::double_bits(h[j]) != core::double_bits(p.gathered[j])) ok = 0;
+    }
+    agree = ok;
+  }
+  __syncthreads();
+  for (int k = 0; k < p.nseg; ++k) {
+    const DevSegment& sk = p.seg[k];
+    const core::GatheredKey g{p.gathered + sk.partials, p.stride, p.ranks, sk.feat};
+    const std::int64_t m = agree ? static_cast<std::int64_t>(g.rows()) : 0;
+    if (threadIdx.x == 0 && agree && sk.skipped != nullptr) {
+      const double own = g.rows_of(p.rank);
+      if (own < static_cast<double>(sk.rows)) add_counter(sk.skipped, sk.rows - static_cast<std::int64_t>(own > 0.0 ? own : 0.0));
+    }
+    finalize_segment<Est, S>(p, sk, m, [&](std::int64_t f) { return m > 0 ? g.moments(f) : core::Moments{}; });
+    __syncthreads();
+    if (threadIdx.x == 0) *sk.count_out = (sk.count_in ? *sk.count_in : 0) + m;
+  }
 }
 
 }  // namespace vecnorm::kernels

@@ -6,7 +6,8 @@
 #   --fuzz   also clang and libFuzzer (for fuzz/run.sh; CI step 6)
 set -euo pipefail
 
-pkgs=(cmake ninja-build g++ libgtest-dev libgmock-dev libbenchmark-dev libboost-context-dev libdlpack-dev python3)
+pkgs=(cmake ninja-build g++ libgtest-dev libgmock-dev libbenchmark-dev libboost-context-dev libdlpack-dev python3
+      libopenmpi-dev openmpi-bin)
 for a in "$@"; do
   case "$a" in
     --fuzz) pkgs+=(clang libclang-rt-dev) ;;

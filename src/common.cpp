@@ -28,6 +28,7 @@ const char* to_string(ErrorCode code) noexcept {
     case ErrorCode::backend_unavailable: return "backend_unavailable";
     case ErrorCode::cuda_error: return "cuda_error";
     case ErrorCode::nonfinite_input: return "nonfinite_input";
+    case ErrorCode::collective_error: return "collective_error";
   }
   return "unknown";
 }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <span>
 
+#include "vecnorm/core/exchange.hpp"
 #include "vecnorm/core/math.hpp"
 #include "vecnorm/options.hpp"
 #include "vecnorm/tensor.hpp"
@@ -24,10 +25,14 @@ enum class Work : std::uint8_t {
   denormalize,           ///< y = x * scale + mu from the statistics
   apply_map,             ///< y = (x - mu) * p with fixed maps (p = 1/scale)
   invert_map,            ///< y = x * p + mu with fixed maps (p = scale)
+  /// Pooled, a distributed update's first half (src/frontend/exchange.cpp):
+  /// each key's batch moments [n, mean[F], M2[F]] (doubles, core/exchange.hpp)
+  /// written to its y; the statistics are read, nothing else is written.
+  moments,
 };
 
 constexpr bool updates(Work w) noexcept { return w == Work::update_and_normalize || w == Work::update; }
-constexpr bool writes_output(Work w) noexcept { return w != Work::update; }
+constexpr bool writes_output(Work w) noexcept { return w != Work::update && w != Work::moments; }
 constexpr bool uses_maps(Work w) noexcept { return w == Work::apply_map || w == Work::invert_map; }
 /// x holds normalized values (the inverse maps): its dtype is output_dtype(key dtype).
 constexpr bool inverts(Work w) noexcept { return w == Work::denormalize || w == Work::invert_map; }
@@ -57,7 +62,8 @@ struct Segment {
   /// The key's health counter (units left out by NonFinite::skip); null: not counted.
   std::int64_t* skipped = nullptr;
   // Fixed maps (Work::apply_map / invert_map), of map_dtype: per element, or
-  // per feature when the plan is pooled.
+  // per feature when the plan is pooled. A gathered update (Plan::gathered):
+  // mu points at rank 0's message block of the key (core::GatheredKey).
   const void* mu = nullptr;
   const void* p = nullptr;
 };
@@ -78,6 +84,18 @@ struct Plan {
   /// propagate or skip.
   NonFinite nonfinite = NonFinite::skip;
   std::span<const Segment> segments;
+  /// A distributed pooled update's second half: each key's batch moments come
+  /// from the ranks' gathered messages (Segment::mu, `stride` doubles apart),
+  /// merged in rank order, instead of from its x (which is still normalized).
+  /// ranks = 0: not gathered.
+  int ranks = 0;
+  int rank = 0;  ///< this rank (its rows decide the skipped count)
+  std::int64_t stride = 0;
+  const double* exchange = nullptr;  ///< the gathered messages (rank 0's header first)
+
+  core::GatheredKey gathered(const Segment& s) const {
+    return {static_cast<const double*>(s.mu), stride, ranks, s.feat};
+  }
 };
 
 /// The type the per-element arithmetic runs in (core::compute_t as a DType).

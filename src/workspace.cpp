@@ -43,6 +43,18 @@ void Scratch::release(void* p, std::size_t bytes, Device device, Stream stream) 
 Scratch::~Scratch() {
   release(host_, host_bytes_, Device::cpu(), Stream{});
   release(device_, device_bytes_, device_at_, device_stream_);
+  release(exchange_, exchange_bytes_, exchange_at_, device_stream_);
+}
+
+void* Scratch::exchange(std::size_t bytes, Device device, Stream stream) {
+  if (exchange_ != nullptr && bytes <= exchange_bytes_ && exchange_at_ == device) return exchange_;
+  const std::size_t grown = std::max<std::size_t>(bytes, 64);
+  void* p = allocate(grown, device, stream);
+  release(exchange_, exchange_bytes_, exchange_at_, stream);
+  exchange_ = p;
+  exchange_bytes_ = grown;
+  exchange_at_ = device;
+  return exchange_;
 }
 
 void* Scratch::host(std::size_t bytes) {

@@ -56,6 +56,10 @@ class Scratch {
   /// take_fresh() says once whether there was one since it was last asked.
   void* device(std::size_t bytes, Device device, Stream stream);
   bool take_fresh() noexcept { return std::exchange(fresh_, false); }
+  /// The messages of a distributed update (src/frontend/exchange.cpp): memory
+  /// of at least `bytes` on `device` (host for Device::cpu()), apart from the
+  /// scratch above, grown if needed; contents undefined.
+  void* exchange(std::size_t bytes, Device device, Stream stream);
 
   WorkspaceSize capacity() const noexcept { return {host_bytes_, device_bytes_}; }
   std::int64_t allocations() const noexcept { return allocations_; }
@@ -72,6 +76,9 @@ class Scratch {
   void* device_ = nullptr;
   std::size_t device_bytes_ = 0;
   Device device_at_ = Device::cuda(0);
+  void* exchange_ = nullptr;
+  std::size_t exchange_bytes_ = 0;
+  Device exchange_at_ = Device::cpu();
   Stream device_stream_{};
   bool fresh_ = false;
   std::int64_t allocations_ = 0;

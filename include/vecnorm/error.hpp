@@ -23,6 +23,7 @@ enum class ErrorCode {
   backend_unavailable,  ///< the requested backend is not built or has no device
   cuda_error,           ///< a CUDA runtime call failed
   nonfinite_input,      ///< NonFinite::error: an update met a NaN or an infinity
+  collective_error,     ///< a distributed step: another rank failed, disagreed, or did not answer in time
 };
 
 /// Name of an ErrorCode, e.g. "shape_mismatch".

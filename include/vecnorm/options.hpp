@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -11,6 +12,8 @@
 #include "vecnorm/tensor.hpp"
 
 namespace vecnorm {
+
+class Collective;  // vecnorm/collective.hpp
 
 /// Where the work runs.
 enum class Backend : std::uint8_t {
@@ -62,6 +65,11 @@ struct Options {
   /// Where the normalizer's scratch memory comes from (default: operator new /
   /// cudaMalloc). Not part of a State.
   Allocator allocator;
+  /// Pooled statistics (reduce_batch_dims) across the ranks of this group:
+  /// every update merges the batches of all ranks (vecnorm/collective.hpp,
+  /// docs/distributed.md). Null: this process alone. Ignored by per-element
+  /// statistics (each rank owns its environments). Not part of a State.
+  std::shared_ptr<Collective> collective;
 
   /// Throws Error(invalid_option) naming the field, the allowed and the actual value.
   void validate() const;

@@ -150,7 +150,8 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   const S* loc_in = static_cast<const S*>(s.loc_in);
   const S* var_in = static_cast<const S*>(s.var_in);
   const std::int64_t n = s.count_in ? *s.count_in : 0;
-  const bool update = updates(p.work) && m > 0;
+  // A distributed update (p.ranks > 0) updates even when this rank has no rows.
+  const bool update = (updates(p.work) && (m > 0 || p.ranks > 0)) || (p.work == Work::moments && m > 0);
   const bool normalize = writes_output(p.work);
   const int threads = max_threads(p.threads);
 
@@ -172,6 +173,10 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   double* sums_f = base + W * (1 + 2 * (nt + 1)) + 2 * F;
 
   if (!update) {
+    if (p.work == Work::moments) {  // no rows: a block of zeros (n = 0)
+      std::fill(static_cast<double*>(s.y), static_cast<double*>(s.y) + core::exchange_key_doubles(F), 0.0);
+      return;
+    }
     if (updates(p.work)) {
       // An empty batch adds nothing: statistics and count stay (copied if out != in).
       if (s.loc_out != s.loc_in)
@@ -190,10 +195,69 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     return;
   }
 
-  // An update (and normalize): each chunk of super rows is reduced into its
-  // own sums by whichever thread claims it; this thread then merges them
-  // (chunk order), updates the statistics and computes the per-feature map;
-  // then the chunks are normalized, again by whoever is free.
+  using Y = out_t<X>;
+  Y* y = static_cast<Y*>(s.y);
+  const bool stream = normalize && static_cast<std::size_t>(n_elem) * sizeof(Y) >= kStreamBytes;
+  C mu_w[kMaxSuper], r_w[kMaxSuper];  // the map repeated over a super row (F < W)
+  const C* mu_row = mu;
+  const C* r_row = r;
+  S* loc_out = static_cast<S*>(s.loc_out);
+  S* var_out = static_cast<S*>(s.var_out);
+
+  // Folds each feature's batch moments (moments_of(f), `added` rows in all)
+  // into the statistics, moves the count, and computes the per-feature map of
+  // a step that normalizes. `uc`: update_coeffs(n, added) when added > 0.
+  auto store = [&](std::int64_t added, core::Coeffs<double> uc, auto&& moments_of) {
+    // The normalization's coefficients at the new count: torchrl's update
+    // computed the same bias correction already.
+    core::Coeffs<double> nc{0.0, 1.0};
+    if (added > 0) {
+      nc = Est::normalize_after(uc);
+      remember_shift<Est>(ws.memo, p.decay, n + added, nc);
+    } else {
+      nc = core::normalize_coeffs<Est, double>(p.decay, n);
+    }
+    for (std::int64_t f = 0; f < F; ++f) {
+      const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
+      const double var = var_in ? static_cast<double>(var_in[f]) : 0.0;
+      const core::Stored<S> st = Ops::template finalize<S>(uc, loc, var, moments_of(f));
+      loc_out[f] = st.loc;
+      var_out[f] = st.var;
+    }
+    *s.count_out = n + added;
+    if (!normalize) return;
+    // The normalization of each feature, from the statistics as stored.
+    core::stats_maps<Est, S, C>(p.decay, p.eps, core::StoredStats<S>{loc_out, var_out, n + added, nullptr, F, true},
+                                core::MapKind::normalize, mu, r, 0, 1, &nc);
+    if (W != F) {
+      repeat_period(mu, F, mu_w, W);
+      repeat_period(r, F, r_w, W);
+      mu_row = mu_w;
+      r_row = r_w;
+    }
+  };
+
+  if (p.ranks > 0) {
+    // A distributed update: the batch moments of every rank, merged in rank
+    // order (core::GatheredKey), the same bits on every rank; this rank's
+    // rows are only normalized.
+    const core::GatheredKey g = p.gathered(s);
+    const std::int64_t added = static_cast<std::int64_t>(g.rows());
+    const std::int64_t own = static_cast<std::int64_t>(std::max(g.rows_of(p.rank), 0.0));
+    if (own < m && s.skipped != nullptr) *s.skipped += m - own;
+    store(added, added > 0 ? memo_coeffs<Est>(ws.memo, kMemoUpdate, p.decay, n, added) : core::Coeffs<double>{0.0, 1.0},
+          [&](std::int64_t f) { return g.moments(f); });
+    if (normalize && m > 0) {
+      MapRun<C> run{s.x, s.y, m, F, true, mu, r};
+      map_segment<X, C>(run, core::MapKind::normalize, threads);
+    }
+    return;
+  }
+
+  // An update (and normalize), or a distributed update's moments: each chunk
+  // of super rows is reduced into its own sums by whichever thread claims it;
+  // this thread then merges them (chunk order) and updates the statistics (or
+  // writes the moments); then the chunks are normalized, again by whoever is free.
   const core::Coeffs<double> shift_c = memo_coeffs<Est>(ws.memo, kMemoShift, p.decay, n, 0);
   for (std::int64_t f = 0; f < F; ++f) {
     const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
@@ -201,25 +265,18 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   }
   if (W != F) repeat_period(shift, F, shift, W);
   std::fill(sums, sums + 2 * W * (nt + 1), 0.0);
-  C mu_w[kMaxSuper], r_w[kMaxSuper];  // the map repeated over a super row (F < W)
-  const C* mu_row = mu;
-  const C* r_row = r;
-  using Y = out_t<X>;
-  Y* y = static_cast<Y*>(s.y);
-  const bool stream = normalize && static_cast<std::size_t>(n_elem) * sizeof(Y) >= kStreamBytes;
 
   auto reduce_part = [&](std::int64_t t) {
     const std::int64_t b = rc.begin(t), e = rc.end(t);
     if (b < e) reduce_rows<Ops, X, C>(x, W, W, shift, b, e, sums + 2 * W * t, sums + 2 * W * t + W);
   };
-  auto finish = [&]() {
+  // Each feature's sums into s1/s2; returns the rows they hold.
+  double* s1 = sums_f;
+  double* s2 = sums_f + F;
+  auto feature_sums = [&]() -> std::int64_t {
     if (tail > 0) reduce_rows<Ops, X, C>(x + R * W, W, tail, shift, 0, 1, sums + 2 * W * nt, sums + 2 * W * nt + W);
-    S* loc_out = static_cast<S*>(s.loc_out);
-    S* var_out = static_cast<S*>(s.var_out);
     // Each feature's sums: chunk slots, then the tail, columns f, f + F, ...,
     // in that fixed order.
-    double* s1 = sums_f;
-    double* s2 = sums_f + F;
     bool finite = true;
     for (std::int64_t f = 0; f < F; ++f) {
       double a = 0.0, q = 0.0;
@@ -233,40 +290,32 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     // 128-row tile, added in double) are finite unless |x - K| passes ~1e19 in
     // float: a non-finite sum means a non-finite input (or such a value), and
     // NonFinite::skip sums again, leaving out the rows that have one.
-    std::int64_t m_ok = m;
     if (!finite && p.nonfinite == NonFinite::skip && !std::is_integral_v<X>)
-      m_ok = masked_sums<Est, X, S, C>(p, x, m, F, loc_in, n, shift, s1, s2);
-    // The update's coefficients, and the normalization's at the new count:
-    // torchrl's update computed the same bias correction already.
-    core::Coeffs<double> uc{0.0, 1.0}, nc{0.0, 1.0};
-    if (m_ok > 0) {
-      uc = memo_coeffs<Est>(ws.memo, kMemoUpdate, p.decay, n, m_ok);
-      nc = Est::normalize_after(uc);
-      remember_shift<Est>(ws.memo, p.decay, n + m_ok, nc);
-    } else {
-      nc = core::normalize_coeffs<Est, double>(p.decay, n);
-    }
-    for (std::int64_t f = 0; f < F; ++f) {
-      const core::Moments b = Ops::project(static_cast<double>(m_ok), static_cast<double>(shift[f]), s1[f], s2[f]);
-      const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
-      const double var = var_in ? static_cast<double>(var_in[f]) : 0.0;
-      const core::Stored<S> st = Ops::template finalize<S>(uc, loc, var, b);
-      loc_out[f] = st.loc;
-      var_out[f] = st.var;
-    }
-    if (m_ok < m && s.skipped != nullptr) *s.skipped += m - m_ok;
-    *s.count_out = n + m_ok;
-    if (!normalize) return;
-    // The normalization of each feature, from the statistics as stored.
-    core::stats_maps<Est, S, C>(p.decay, p.eps, core::StoredStats<S>{loc_out, var_out, n + m_ok, nullptr, F, true},
-                                core::MapKind::normalize, mu, r, 0, 1, &nc);
-    if (W != F) {
-      repeat_period(mu, F, mu_w, W);
-      repeat_period(r, F, r_w, W);
-      mu_row = mu_w;
-      r_row = r_w;
-    }
+      return masked_sums<Est, X, S, C>(p, x, m, F, loc_in, n, shift, s1, s2);
+    return m;
   };
+  auto batch_moments = [&](std::int64_t m_ok) {
+    return [=](std::int64_t f) {
+      return Ops::project(static_cast<double>(m_ok), static_cast<double>(shift[f]), s1[f], s2[f]);
+    };
+  };
+  auto finish = [&]() {
+    const std::int64_t m_ok = feature_sums();
+    if (m_ok < m && s.skipped != nullptr) *s.skipped += m - m_ok;
+    store(m_ok, m_ok > 0 ? memo_coeffs<Est>(ws.memo, kMemoUpdate, p.decay, n, m_ok) : core::Coeffs<double>{0.0, 1.0},
+          batch_moments(m_ok));
+  };
+
+  if (p.work == Work::moments) {
+    for_chunks(nt, threads, reduce_part);
+    const std::int64_t m_ok = feature_sums();
+    double* block = static_cast<double*>(s.y);
+    block[0] = static_cast<double>(m_ok);
+    const auto moments_of = batch_moments(m_ok);
+    for (std::int64_t f = 0; f < F; ++f) core::put_moments(block, F, f, moments_of(f));
+    return;
+  }
+
   auto normalize_part = [&](std::int64_t t) {
     const std::int64_t b = rc.begin(t), e = rc.end(t);
     const std::int64_t eb = b * W, ee = t == nt - 1 ? n_elem : e * W;  // the last chunk takes the tail
@@ -282,7 +331,7 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     }
   };
 
-// Reduce the chunks (any thread), merge and update (this thread), then
+  // Reduce the chunks (any thread), merge and update (this thread), then
   // normalize the chunks (any thread; a chunk's rows were read last by
   // whoever reduced them, the last rows first).
   for_chunks(nt, threads, reduce_part);

@@ -9,6 +9,8 @@
 //   per-element step / update / normalize   1  (elementwise_kernel)
 //   pooled step                             2  (pooled_stats_kernel + affine_kernel)
 //   pooled update                           1
+//   distributed pooled step (src/frontend/exchange.cpp): pooled_stats_kernel
+//     (the moments), the caller's all-gather, gathered_stats_kernel, affine_kernel
 //   pooled normalize, denormalize           2  (params_kernel + affine_kernel)
 //   fixed maps (AffineNormalizer)           1  (affine_kernel)
 // per group of kMaxSegments keys.
@@ -106,6 +108,7 @@ k::OpCode op_code(Work w) {
   switch (w) {
     case Work::update_and_normalize: return k::op_update_and_normalize;
     case Work::update: return k::op_update;
+    case Work::moments: return k::op_moments;
     default: return k::op_normalize;
   }
 }
@@ -146,10 +149,12 @@ k::DevSegment dev_segment(const Plan& p, const Segment& s) {
 }
 
 /// The kernels that run a group of segments (one launch plan).
-enum class Route : std::uint8_t { elementwise, stats, params, maps };
+enum class Route : std::uint8_t { elementwise, stats, params, maps, gathered };
 
 Route route_of(const Plan& p) {
   if (uses_maps(p.work)) return Route::maps;
+  if (p.ranks > 0) return Route::gathered;
+  if (p.work == Work::moments) return Route::stats;
   if (p.work == Work::denormalize) return Route::params;
   if (!p.pooled) return Route::elementwise;
   return updates(p.work) ? Route::stats : Route::params;
@@ -162,7 +167,8 @@ Need need_of(const Plan& p, std::span<const Segment> segs) {
   const Route route = route_of(p);
   if (route == Route::elementwise || route == Route::maps) return need;
   for (const Segment& s : segs) {
-    if (p.pooled && s.rows == 0) continue;
+    // A gathered update changes a key this rank has no rows of.
+    if (p.pooled && s.rows == 0 && route != Route::gathered) continue;
     if (route == Route::stats)
       need.partials += static_cast<std::size_t>(div_up(s.rows, k::pooled_rows_per_block(s.feat)) * s.feat) * 3;
     need.maps += 2 * static_cast<std::size_t>(p.pooled ? s.feat : s.rows * s.feat);
@@ -222,11 +228,12 @@ void run_group(const Plan& p, std::span<const Segment> segs, detail::Scratch& ws
   std::int64_t blocks = 0;
   int used = 0;
   for (const Segment& s : segs) {
-    if (p.pooled && s.rows == 0) continue;
+    if (p.pooled && s.rows == 0 && route != Route::gathered) continue;
     k::DevSegment d = dev_segment(p, s);
     d.block_begin = blocks;
     d.blocks = route == Route::stats ? div_up(s.rows, k::pooled_rows_per_block(s.feat)) : 0;
-    d.partials = static_cast<std::int64_t>(partials) / 3;
+    d.partials = route == Route::gathered ? static_cast<const double*>(s.mu) - p.exchange
+                                          : static_cast<std::int64_t>(partials) / 3;
     partials += static_cast<std::size_t>(d.blocks * s.feat) * 3;
     blocks += d.blocks;
     const std::size_t n_maps = static_cast<std::size_t>(p.pooled ? s.feat : s.rows * s.feat);
@@ -237,9 +244,15 @@ void run_group(const Plan& p, std::span<const Segment> segs, detail::Scratch& ws
   }
   lp.nseg = used;
   if (used == 0) return;
-  if (route == Route::stats)
+  if (route == Route::gathered) {
+    lp.gathered = p.exchange;
+    lp.stride = p.stride;
+    lp.ranks = p.ranks;
+    lp.rank = p.rank;
+    launch(&k::gathered_stats_kernel<Est, S>, 1, stream, lp);
+  } else if (route == Route::stats) {
     launch(&k::pooled_stats_kernel<Est, S>, blocks, stream, lp);
-  else
+  } else
     launch(&k::params_kernel<Est, S>, used, stream, lp);
   if (!writes_output(p.work)) return;
   std::int64_t ablocks = 0;

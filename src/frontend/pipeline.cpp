@@ -25,6 +25,7 @@ CallConfig make_config(const Options& o, Backend backend, CountLayout counts) {
   c.nonfinite = o.nonfinite;
   c.backend = backend;
   c.device = backend_device(backend);
+  c.group = o.reduce_batch_dims ? o.collective.get() : nullptr;
   return c;
 }
 

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -26,6 +27,7 @@
 #include "../backends.hpp"
 #include "../plan.hpp"
 #include "../workspace.hpp"
+#include "vecnorm/collective.hpp"
 #include "vecnorm/external.hpp"
 #include "vecnorm/normalizer.hpp"
 #include "vecnorm/options.hpp"
@@ -46,6 +48,9 @@ struct CallConfig {
   NonFinite nonfinite = NonFinite::skip;
   Backend backend = Backend::cpu;  ///< resolved
   Device device;                   ///< where the views of the call must live
+  /// Pooled updates merge the batches of every rank of this group
+  /// (Options::collective; null: this process alone).
+  Collective* group = nullptr;
 };
 
 /// The configuration of calls with `options` (validated by the caller) on the
@@ -69,6 +74,10 @@ struct PlanBuffers {
   std::vector<Segment> segments;
   std::vector<int> keys;
   Shape batch;  ///< pooled: the batch shape of the call's first key
+  // A distributed update (src/frontend/exchange.cpp): its moments plan and
+  // this rank's message as built on the host.
+  std::vector<Segment> moments;
+  std::vector<double> message;
 };
 /// This thread's buffers, for entry points that hold none of their own.
 PlanBuffers& thread_buffers();
@@ -121,10 +130,31 @@ void reserve_scratch(const CallConfig& cfg, std::span<const Segment> segments, S
 void check_finite(const CallConfig& cfg, const KeyTable& table, std::span<const Segment> segments, Scratch& ws,
                   Stream stream);
 
+/// A distributed pooled update (cfg.group), after this rank planned, bound and
+/// checked its keys into `buf` (`local`: the error that stopped it, or null):
+/// its batch moments (Work::moments), the all-gather of every rank's message
+/// (sent even when this rank failed, marked so: the others then fail too
+/// instead of waiting), the checks of what the ranks sent, then the update
+/// from the merged moments (src/frontend/exchange.cpp, vecnorm/collective.hpp).
+void exchange_and_dispatch(const CallConfig& cfg, const KeyTable& table, PlanBuffers& buf, Scratch& ws, Stream stream,
+                           std::exception_ptr local);
+
 /// The whole pipeline: plan, bind, check, dispatch.
 template <class Item>
 void run_call(const CallConfig& cfg, const KeyTable& table, std::span<const Item> items, Store& store,
               PlanBuffers& buf, Scratch& ws, Stream stream) {
+  if (cfg.group != nullptr && updates(cfg.work)) {
+    std::exception_ptr local;
+    try {
+      plan_keys(cfg, table, items, buf);
+      bind_keys(cfg, table, store, buf);
+      check_finite(cfg, table, buf.segments, ws, stream);
+    } catch (...) {
+      local = std::current_exception();
+    }
+    exchange_and_dispatch(cfg, table, buf, ws, stream, local);
+    return;
+  }
   plan_keys(cfg, table, items, buf);
   bind_keys(cfg, table, store, buf);
   check_finite(cfg, table, buf.segments, ws, stream);

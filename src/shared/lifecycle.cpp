@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "../state/schema.hpp"
+#include "vecnorm/collective.hpp"
 #include "handle.hpp"
 
 namespace vecnorm {
@@ -43,6 +44,11 @@ Options check_options(const std::string& name, Options o) {
     detail::fail(ErrorCode::invalid_option,
                  seg_prefix(name) + "option backend: expected cpu or auto (shared statistics live in host shared "
                                     "memory and are stepped by the CPU backend), got cuda");
+  if (o.collective != nullptr && o.reduce_batch_dims)
+    detail::fail(ErrorCode::invalid_option,
+                 seg_prefix(name) + "option collective: expected none (the processes that share a segment already "
+                                    "share its statistics; give the collective to a VecNorm), got collective '" +
+                     o.collective->name() + "'");
   o.backend = Backend::cpu;
   return o;
 }
