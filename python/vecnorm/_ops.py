@@ -3,6 +3,9 @@ shapes and dtypes only, so that torch.compile(fullgraph=True) traces them.
 
     torch.ops.vecnorm.step(x, y, stats, keys, config, decay, eps, update_only) -> ()
     torch.ops.vecnorm.step_alloc(x, stats, keys, config, decay, eps) -> list[Tensor]  (eager only)
+    torch.ops.vecnorm.step_group(x, y, stats, keys, config, decay, eps, update_only, group) -> ()
+        (a distributed pooled step over the process group registered as `group`;
+        keys: every key of the normalizer, the call's first)
     torch.ops.vecnorm.normalize(x, stats, keys, config, decay, eps) -> list[Tensor]
     torch.ops.vecnorm.denormalize(x, stats, keys, config, decay, eps, key_dtypes) -> list[Tensor]
 
@@ -41,6 +44,32 @@ def make_config(batch_dims: int, reduce_batch_dims: bool, estimator: str, nonfin
 @torch.library.register_fake("vecnorm::step")
 def _step_fake(x, y, stats, keys, config, decay, eps, update_only):
     return None  # writes y and the statistics in place
+
+
+@torch.library.register_fake("vecnorm::step_group")
+def _step_group_fake(x, y, stats, keys, config, decay, eps, update_only, group):
+    return None  # writes y and the statistics in place (after the ranks' all-gather)
+
+
+def group_name(process_group) -> "str | None":
+    """The registered name of a torch.distributed process group (None: none),
+    by which the operator finds it (as torch's functional collectives do)."""
+    if process_group is None:
+        return None
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise ValueError("vecnorm: process_group: torch.distributed is not initialized "
+                         "(call torch.distributed.init_process_group first)")
+    if process_group is dist.group.WORLD or process_group == "world":
+        process_group = dist.distributed_c10d._get_default_group()
+    if not isinstance(process_group, dist.ProcessGroup):
+        raise TypeError(f"vecnorm: process_group: expected a torch.distributed ProcessGroup, "
+                        f"got {type(process_group).__name__}")
+    name = getattr(process_group, "group_name", None)
+    if not name:
+        name = dist.distributed_c10d._get_process_group_name(process_group)
+    return str(name)
 
 
 @torch.library.register_fake("vecnorm::normalize")

@@ -24,10 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from . import _C
-from ._ops import STATS_PER_KEY, make_config, output_dtype
+from ._ops import STATS_PER_KEY, group_name, make_config, output_dtype
 
 _step = torch.ops.vecnorm.step.default
 _step_alloc = torch.ops.vecnorm.step_alloc.default
+_step_group = torch.ops.vecnorm.step_group.default
 _normalize = torch.ops.vecnorm.normalize.default
 _denormalize = torch.ops.vecnorm.denormalize.default
 _is_compiling = torch.compiler.is_compiling
@@ -97,6 +98,11 @@ class VecNorm(nn.Module):
         dtypes: the input dtype of each key, where it is not ``stats_dtype``
             (it decides the compute type of ``loc``/``scale``/``to_affine``).
         device: where the statistics live (they move with ``.to()``).
+        process_group: pooled statistics (``reduce_batch_dims=True``) across
+            the ranks of this ``torch.distributed`` group (gloo on the CPU,
+            NCCL on CUDA): every update merges the batches of all ranks, the
+            same bits on every rank (docs/distributed.md). Per-element
+            statistics are never merged: each rank owns its environments.
     """
 
     def __init__(
@@ -113,6 +119,7 @@ class VecNorm(nn.Module):
         cpu_threads: int = 0,
         dtypes: Optional[Mapping[Key, torch.dtype]] = None,
         device: Optional[Union[str, torch.device]] = None,
+        process_group=None,
     ) -> None:
         super().__init__()
         if not isinstance(shapes, Mapping) or not shapes:
@@ -144,6 +151,9 @@ class VecNorm(nn.Module):
             _DTYPE_CODE[stats_dtype],
         )
         self._frozen = False
+        # The group by its registered name (the operator resolves it; a name
+        # also survives deepcopy and pickling, a ProcessGroup does not).
+        self._group: Optional[str] = group_name(process_group) if self.reduce_batch_dims else None
         # Pooled statistics have the feature shape; per-element ones batch + feature.
         self._batch_dims = 0 if self.reduce_batch_dims else len(self.batch_shape)
         self._config = make_config(self._batch_dims, self.reduce_batch_dims, self.estimator, self.nonfinite,
@@ -215,7 +225,7 @@ class VecNorm(nn.Module):
 
     def _fast(self, batch, mode: int):
         """The eager fast path for a dict: one C++ call (None: not applicable)."""
-        if _is_compiling() or type(batch) is not dict:
+        if _is_compiling() or type(batch) is not dict or self._group is not None:
             return None
         b = self._bound
         if b is None:
@@ -251,6 +261,10 @@ class VecNorm(nn.Module):
         if self._frozen:
             return self.normalize(batch)
         keys, names, xs, stats = self._gather(batch)
+        if self._group is not None:
+            ys = [torch.empty(x.shape, dtype=output_dtype(x.dtype), device=x.device) for x in xs]
+            self._step_group(names, xs, ys, stats, False)
+            return self._result(batch, keys, ys)
         if not xs:
             return self._result(batch, [], [])
         if torch.compiler.is_compiling():
@@ -266,8 +280,22 @@ class VecNorm(nn.Module):
         if self._frozen or self._fast(batch, 1) is not None:
             return
         keys, names, xs, stats = self._gather(batch)
-        if xs:
+        if self._group is not None:
+            self._step_group(names, xs, [], stats, True)
+        elif xs:
             _step(xs, [], stats, names, self._config, self.decay, self.eps, True)
+
+    def _step_group(self, names: List[str], xs: List[Tensor], ys: List[Tensor], stats: List[Tensor],
+                    update_only: bool) -> None:
+        """A distributed update: every key of the normalizer goes to the
+        operator (those of the call first), so that every rank sends the same
+        message, even one whose batch has none of the keys."""
+        if len(names) < len(self.names):
+            have = set(names)
+            rest = [n for n in self.names if n not in have]
+            names = names + rest
+            stats = stats + [self._buffers[f"{n}_{s}"] for n in rest for s in _STATS]
+        _step_group(xs, ys, stats, names, self._config, self.decay, self.eps, update_only, self._group)
 
     def normalize(self, batch):
         """Normalizes with the current statistics; nothing is updated."""
@@ -345,6 +373,11 @@ class VecNorm(nn.Module):
             loc, scale = self._maps(key, False)
             return AffineKeyNorm(loc, scale)
         return AffineNorm({n: self.to_affine(k) for k, n in zip(self.keys, self.names)})
+
+    @property
+    def process_group_name(self) -> Optional[str]:
+        """The registered name of the process group the statistics are pooled over (None: this process)."""
+        return self._group
 
     def extra_repr(self) -> str:
         shapes = ", ".join(f"{n}: {tuple(s)}" for n, s in self.feature_shapes.items())

@@ -50,7 +50,7 @@ from torch import Tensor
 from torch import multiprocessing as mp
 
 import vecnorm as _vecnorm  # noqa: F401  (loads the operator library)
-from ._ops import make_config, output_dtype
+from ._ops import group_name, make_config, output_dtype
 from .torch import key_name
 
 try:
@@ -124,6 +124,7 @@ class VecNormV2(Transform):
         reduce_batch_dims: bool = False,
         estimator: str = "torchrl",
         cpu_threads: int = 0,
+        process_group: Any = None,
     ) -> None:
         in_keys = _as_key_list(in_keys, "in_keys")
         out_keys = list(in_keys) if out_keys is None else _as_key_list(out_keys, "out_keys")
@@ -135,6 +136,10 @@ class VecNormV2(Transform):
         if reduce_batch_dims and not stateful:
             raise VecNormConfigError(
                 "vecnorm: reduce_batch_dims=True needs stateful=True (stateless statistics are per element)")
+        if process_group is not None and not reduce_batch_dims:
+            raise VecNormConfigError(
+                "vecnorm: process_group needs reduce_batch_dims=True (per-element statistics are never merged "
+                "across ranks: each rank owns its environments)")
         names = [key_name(k) for k in in_keys]
         for n in names:
             if n.startswith("_vecnorm"):
@@ -150,6 +155,8 @@ class VecNormV2(Transform):
         self.reduce_batch_dims = bool(reduce_batch_dims)
         self.estimator = str(estimator)
         self.cpu_threads = int(cpu_threads)
+        # Pooled updates across the ranks of this torch.distributed group (its registered name).
+        self._group_name = group_name(process_group)
         self.frozen = False
         self._names = dict(zip(in_keys, names))
         self._batch_dims = 0
@@ -286,7 +293,19 @@ class VecNormV2(Transform):
             stats = _stats_list(gl, gv, gc)
             config = make_config(bd, self.reduce_batch_dims, self.estimator, "propagate", per_element_counts,
                                  self.cpu_threads)
-            if update:
+            if update and self._group_name is not None:
+                # Every rank sends every key of this dtype (the call's first).
+                ys = [torch.empty(x.shape, dtype=output_dtype(x.dtype), device=x.device) for x in gx]
+                have = set(names)
+                for k in self._in_keys_safe:
+                    n = self._name(k)
+                    if n in have or k not in self._loc.keys(True, True) or self._loc.get(k).dtype != gl[0].dtype:
+                        continue
+                    names.append(n)
+                    stats += _stats_list([self._loc.get(k)], [self._var.get(k)], [self._count.get(k)])
+                torch.ops.vecnorm.step_group(gx, ys, stats, names, config, self.decay, self.eps, False,
+                                             self._group_name)
+            elif update:
                 ys = [torch.empty(x.shape, dtype=output_dtype(x.dtype), device=x.device) for x in gx]
                 torch.ops.vecnorm.step(gx, ys, stats, names, config, self.decay, self.eps, False)
             else:

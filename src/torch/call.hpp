@@ -9,7 +9,9 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <memory>
 #include <cstring>
 #include <new>
 #include <optional>
@@ -23,10 +25,15 @@
 #include <c10/cuda/CUDAStream.h>
 #endif
 
+#include "vecnorm/collective.hpp"
 #include "vecnorm/error.hpp"
 #include "vecnorm/external.hpp"
 
 namespace vecnorm::torch_ops {
+
+/// The collective over torch.distributed process group `group` (its
+/// registered name; src/torch/group.cpp).
+std::shared_ptr<Collective> torch_collective(const std::string& group);
 
 using at::Tensor;
 using TensorList = std::vector<Tensor>;
@@ -38,6 +45,7 @@ using TensorList = std::vector<Tensor>;
       C10_THROW_ERROR(TypeError, msg);
     case ErrorCode::backend_unavailable:
     case ErrorCode::cuda_error:
+    case ErrorCode::collective_error:
       C10_THROW_ERROR(Error, msg);
     default:
       C10_THROW_ERROR(ValueError, msg);
@@ -166,6 +174,7 @@ struct Call {
   KeyTable table;
   CountLayout counts = CountLayout::per_key;
   Stream stream;
+  int device_index = 0;  ///< the CUDA device of the call
   std::vector<ExternalItem> items;
   std::vector<Tensor> outputs;
   std::vector<Tensor> inputs;  ///< x made contiguous (the same tensor when it was)
@@ -202,14 +211,17 @@ class CallScope {
 inline const char* const kStatNames[kStatsPerKey] = {"loc", "var", "count", "skips", "skipped"};
 
 // The options and key table of a call over `x` (one tensor per key) with
-// `stats` (loc: batch + feature per element, feature when pooled).
+// `stats` (loc: batch + feature per element, feature when pooled). With a
+// process group (`group` not empty: a distributed pooled update), keys holds
+// every key of the normalizer, those of the call (x) first: the table is all
+// of them, in name order, the same on every rank.
 inline void configure(Call& c, at::TensorList x, at::TensorList stats, const std::vector<std::string>& keys,
-               at::IntArrayRef config, double decay, double eps) {
+               at::IntArrayRef config, double decay, double eps, const std::string& group = {}) {
   const std::size_t n = keys.size();
   if (config.size() != kConfigSize)
     C10_THROW_ERROR(ValueError, "vecnorm: config: expected " + std::to_string(kConfigSize) + " values, got " +
                                     std::to_string(config.size()));
-  if (x.size() != n || stats.size() != kStatsPerKey * n)
+  if ((group.empty() ? x.size() != n : x.size() > n) || stats.size() != kStatsPerKey * n)
     C10_THROW_ERROR(ValueError, "vecnorm: " + std::to_string(n) + " keys but " + std::to_string(x.size()) +
                                     " inputs and " + std::to_string(stats.size()) + " statistics tensors (" +
                                     std::to_string(kStatsPerKey) + " per key)");
@@ -225,11 +237,13 @@ inline void configure(Call& c, at::TensorList x, at::TensorList stats, const std
   c.options.cpu_threads = static_cast<int>(config[kThreads] > 0 ? config[kThreads] : at::get_num_threads());
   c.options.allocator = Allocator{&allocate, &deallocate, nullptr};
   c.counts = config[kPerElement] != 0 ? CountLayout::per_element : CountLayout::per_key;
+  if (!group.empty()) c.options.collective = torch_collective(group);
   if (n == 0) return;
   const Tensor& loc0 = stats[0];
   c.options.stats_dtype = dtype_of(loc0, keys[0], "loc");
-  const Device dev = vn_device_of(x[0]);
+  const Device dev = vn_device_of(x.empty() ? loc0 : x[0]);
   c.options.backend = dev.kind == Device::Kind::cuda ? Backend::cuda : Backend::cpu;
+  c.device_index = dev.index;
 #ifdef VECNORM_TORCH_CUDA
   if (dev.kind == Device::Kind::cuda)
     c.stream.cuda_stream = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(dev.index)).stream();
@@ -242,9 +256,12 @@ inline void configure(Call& c, at::TensorList x, at::TensorList stats, const std
       C10_THROW_ERROR(ValueError, "vecnorm: key '" + keys[k] + "': loc has " + std::to_string(stats_dims) +
                                       " dims, fewer than the " + std::to_string(batch_dims) + " batch dims");
     const int bd = reduce ? 0 : static_cast<int>(batch_dims);
-    c.table.keys.push_back({keys[k], shape_of(loc, bd), dtype_of(x[k], keys[k], "x")});
+    // A key the call does not have (distributed): the statistics' dtype stands in for its own.
+    c.table.keys.push_back({keys[k], shape_of(loc, bd), k < x.size() ? dtype_of(x[k], keys[k], "x") : dtype_of(loc, keys[k], "loc")});
   }
-  if (reduce) {
+  if (!group.empty())
+    std::sort(c.table.keys.begin(), c.table.keys.end(), [](const KeySpec& a, const KeySpec& b) { return a.name < b.name; });
+  if (reduce && !x.empty()) {
     // Pooled: any batch, the same for every key (the library checks that).
     const int bd = static_cast<int>(x[0].dim()) - static_cast<int>(loc0.dim());
     if (bd >= 0) c.table.batch_shape = shape_of(x[0], 0, bd);
@@ -259,7 +276,7 @@ inline void configure(Call& c, at::TensorList x, at::TensorList stats, const std
 // `no_output`.
 inline void build_items(Call& c, at::TensorList x, at::TensorList y, at::TensorList stats,
                  const std::vector<std::string>& keys, bool no_output, bool allocate_y, bool same_dtype_out) {
-  const std::size_t n = keys.size();
+  const std::size_t n = x.size();  // (a distributed call's keys go on past the call's)
   if (!no_output && !allocate_y && y.size() != n)
     C10_THROW_ERROR(ValueError, "vecnorm: " + std::to_string(n) + " keys but " + std::to_string(y.size()) +
                                     " output tensors");
@@ -296,7 +313,7 @@ inline void build_items(Call& c, at::TensorList x, at::TensorList y, at::TensorL
 struct DeviceScope {
   explicit DeviceScope(const Call& c)
       : guard(c.options.backend == Backend::cuda ? std::optional<c10::cuda::CUDAGuard>(std::in_place,
-                                                                                        c.items[0].x.device.index)
+                                                                                        c.device_index)
                                                  : std::nullopt) {}
   std::optional<c10::cuda::CUDAGuard> guard;
 };
@@ -315,13 +332,14 @@ enum class What { step, update, normalize, denormalize };
 /// -1 for x's.
 inline void run(Call& c, at::TensorList x, at::TensorList y, at::TensorList stats,
                 const std::vector<std::string>& keys, at::IntArrayRef config, double decay, double eps, What what,
-                at::IntArrayRef key_dtypes = {}) {
-  configure(c, x, stats, keys, config, decay, eps);
+                at::IntArrayRef key_dtypes = {}, const std::string& group = {}) {
+  configure(c, x, stats, keys, config, decay, eps, group);
   if (keys.empty()) return;
   const bool update = what == What::update;
   build_items(c, x, y, stats, keys, update, !update && y.empty(), what == What::denormalize);
   for (std::size_t k = 0; k < keys.size() && k < key_dtypes.size(); ++k)
     if (key_dtypes[k] >= 0) c.table.keys[k].dtype = static_cast<DType>(key_dtypes[k]);
+  if (c.items.empty() && group.empty()) return;
   const DeviceScope scope(c);
   const std::span<const ExternalItem> items(c.items);
   switch (what) {

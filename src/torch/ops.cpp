@@ -32,6 +32,21 @@ void step(at::TensorList x, at::TensorList y, at::TensorList stats, const std::v
   }
 }
 
+// A distributed pooled step (or update) over the torch.distributed process
+// group registered as `group`: keys holds every key of the normalizer, the
+// call's (x, y) first, so that every rank sends the same message layout
+// (vecnorm/collective.hpp).
+void step_group(at::TensorList x, at::TensorList y, at::TensorList stats, const std::vector<std::string>& keys,
+                at::IntArrayRef config, double decay, double eps, bool update_only, const std::string& group) {
+  try {
+    CallScope scope;
+    run(*scope, x, update_only ? at::TensorList{} : y, stats, keys, config, decay, eps,
+        update_only ? What::update : What::step, {}, group);
+  } catch (const Error& e) {
+    rethrow(e);
+  }
+}
+
 // The operators that return their outputs, allocated here (step_alloc serves
 // eager calls: torch.compile traces `step`, whose outputs are arguments).
 TensorList returning(What what, at::TensorList x, at::TensorList stats, const std::vector<std::string>& keys,
@@ -149,6 +164,9 @@ TORCH_LIBRARY(vecnorm, m) {
   m.def(
       "step(Tensor[] x, Tensor(a!)[] y, Tensor(b!)[] stats, str[] keys, int[] config, float decay, float eps, "
       "bool update_only) -> ()");
+  m.def(
+      "step_group(Tensor[] x, Tensor(a!)[] y, Tensor(b!)[] stats, str[] keys, int[] config, float decay, "
+      "float eps, bool update_only, str group) -> ()");
   m.def("step_alloc(Tensor[] x, Tensor(a!)[] stats, str[] keys, int[] config, float decay, float eps) -> Tensor[]");
   m.def("normalize(Tensor[] x, Tensor[] stats, str[] keys, int[] config, float decay, float eps) -> Tensor[]");
   m.def(
@@ -168,6 +186,7 @@ namespace {
 // The same kernels serve both dispatch keys: they branch on the tensors' device.
 void register_kernels(torch::Library& m) {
   m.impl("step", &vecnorm::torch_ops::step);
+  m.impl("step_group", &vecnorm::torch_ops::step_group);
   m.impl("step_alloc", &vecnorm::torch_ops::step_alloc);
   m.impl("normalize", &vecnorm::torch_ops::normalize);
   m.impl("denormalize", &vecnorm::torch_ops::denormalize);

@@ -1,0 +1,261 @@
+"""Pooled statistics across ranks with torch.distributed (gloo, 4 processes on
+this machine's CPU): vecnorm.torch.VecNorm(..., process_group=...) and the
+TorchRL transform.
+
+Each rank steps its own batch; the ranks must store the statistics of one
+process stepping the concatenated batches (the naive float64 reference,
+tests/python/reference.py, and a VecNorm without a group), the same bits on
+every rank; batch sizes differ per rank (one rank has none at a step), the
+reward is absent on every rank at a reset step; a checkpoint written by rank 0
+and loaded by every rank continues identically; a rank that fails makes every
+rank fail and changes nothing; a rank that disappears gives the others an error
+within the group's timeout."""
+from __future__ import annotations
+
+import datetime
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import vecnorm.torch as vt
+from reference import Reference
+from test_module import assert_normalized
+
+RANKS = 4
+F = 5
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")
+
+
+def batch_of(rank: int, step: int, dtype):
+    """Rank `rank`'s batch at `step`: 3 + 5 rank rows (rank 3 has none at step
+    2), the reward absent at step 0 (a reset)."""
+    g = torch.Generator().manual_seed(1000 * step + rank)
+    rows = 0 if (rank == 3 and step == 2) else 3 + 5 * rank
+    shift = torch.tensor([2.0, -1.0, 30.0, 0.0, 1e3])
+    b = {"obs": (torch.randn(rows, F, generator=g) * 3.0 + shift).to(dtype)}
+    if step != 0:
+        b["reward"] = (torch.randn(rows, generator=g) + 0.5).to(dtype)
+    return b
+
+
+def concatenated(step: int, dtype):
+    parts = [batch_of(r, step, dtype) for r in range(RANKS)]
+    out = {"obs": torch.cat([p["obs"] for p in parts])}
+    if step != 0:
+        out["reward"] = torch.cat([p["reward"] for p in parts])
+    return out
+
+
+def _init(rank: int, store: str, timeout_s: float = 60.0):
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=RANKS,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    torch.set_num_threads(1)
+
+
+def _rollouts(rank: int, store: str, out: str):
+    """Every case on this rank; writes its statistics and outputs to `out`."""
+    _init(rank, store)
+    results = {}
+    for dtype in (torch.float32, torch.float64):
+        for decay in (1.0, 0.99):
+            case = f"{dtype}-{decay}"
+            kw = dict(reduce_batch_dims=True, decay=decay, stats_dtype=dtype)
+            vn = vt.VecNorm({"obs": (F,), "reward": ()}, process_group=dist.group.WORLD, **kw)
+            ys = []
+            for s in range(12):
+                y = vn(batch_of(rank, s, dtype))
+                ys.append({k: v.clone() for k, v in y.items()})
+            results[case] = {"state": {k: v.clone() for k, v in vn.state_dict().items()}, "ys": ys}
+    # Checkpoints: rank 0 saves after 6 steps; every rank loads it into a new
+    # module and goes on; the result must be the bits of a module that went on.
+    kw = dict(reduce_batch_dims=True, decay=0.999)
+    a = vt.VecNorm({"obs": (F,), "reward": ()}, process_group=dist.group.WORLD, **kw)
+    for s in range(6):
+        a(batch_of(rank, s, torch.float32))
+    path = os.path.join(os.path.dirname(out), "checkpoint.pt")
+    if rank == 0:
+        torch.save(a.state_dict(), path)
+    dist.barrier()
+    b = vt.VecNorm({"obs": (F,), "reward": ()}, process_group=dist.group.WORLD, **kw)
+    b.load_state_dict(torch.load(path))
+    for s in range(6, 10):
+        batch = batch_of(rank, s, torch.float32)
+        ya, yb = a(batch), b(batch)
+        assert all(torch.equal(ya[k], yb[k]) for k in ya), "the resumed module normalizes differently"
+    results["resumed"] = {k: v.clone() for k, v in b.state_dict().items()}
+    results["continued"] = {k: v.clone() for k, v in a.state_dict().items()}
+    # update() and a key absent on every rank.
+    c = vt.VecNorm({"obs": (F,), "reward": ()}, process_group=dist.group.WORLD, **kw)
+    c.update(batch_of(rank, 0, torch.float32))
+    results["update"] = {k: v.clone() for k, v in c.state_dict().items()}
+    # The TorchRL transform with the group: the module's bits.
+    try:
+        from tensordict import TensorDict
+        from vecnorm.torchrl import VecNormV2
+    except ImportError:
+        results["torchrl"] = None
+    else:
+        t = VecNormV2(in_keys=["obs", "reward"], reduce_batch_dims=True, decay=0.99, process_group=dist.group.WORLD)
+        m = vt.VecNorm({"obs": (F,), "reward": ()}, reduce_batch_dims=True, decay=0.99,
+                       process_group=dist.group.WORLD)
+        same = True
+        for s in range(1, 6):
+            b = batch_of(rank, s, torch.float32)
+            td = TensorDict(dict(b), batch_size=[b["obs"].shape[0]])
+            out_t = t._step(td.clone(), td.clone())
+            out_m = m(b)
+            same = same and all(torch.equal(out_t.get(k), out_m[k]) for k in b)
+        results["torchrl"] = same
+    torch.save(results, out)
+    dist.destroy_process_group()
+
+
+def test_ranks_store_the_statistics_of_the_concatenated_batches_bit_identically(tmp_path):
+    outs = [str(tmp_path / f"rank{r}.pt") for r in range(RANKS)]
+    mp.start_processes(_rollouts_entry, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=RANKS, join=True,
+                       start_method="spawn")
+    res = [torch.load(o) for o in outs]
+    worst = 0.0
+    for dtype in (torch.float32, torch.float64):
+        for decay in (1.0, 0.99):
+            case = f"{dtype}-{decay}"
+            # The same bits on every rank.
+            for r in range(1, RANKS):
+                for k, v in res[0][case]["state"].items():
+                    assert torch.equal(v, res[r][case]["state"][k]), f"{case}: rank {r} {k} differs from rank 0"
+            # One process over the concatenation (a module without a group), and
+            # the naive float64 reference.
+            single = vt.VecNorm({"obs": (F,), "reward": ()}, reduce_batch_dims=True, decay=decay, stats_dtype=dtype)
+            ref = {"obs": Reference((F,), decay, 1e-4, pooled=True), "reward": Reference((), decay, 1e-4, pooled=True)}
+            for s in range(12):
+                all_rows = concatenated(s, dtype)
+                single(all_rows)
+                for k, x in all_rows.items():
+                    ref[k].update(x.double().numpy())
+                for r in range(RANKS):
+                    mine = batch_of(r, s, dtype)
+                    for k, x in mine.items():
+                        if x.shape[0]:
+                            assert_normalized(res[r][case]["ys"][s][k].double().numpy(), ref[k], x.double().numpy(),
+                                              dtype)
+            st = single.state_dict()
+            for k, v in st.items():
+                got = res[0][case]["state"][k]
+                if v.dtype.is_floating_point:
+                    scale = v.abs().max().clamp_min(1.0)
+                    diff = ((got - v).abs().max() / scale).item()
+                    worst = max(worst, diff)
+                    tol = 8 * (2.0**-24 if dtype == torch.float32 else 2.0**-53)
+                    assert diff <= tol, f"{case}: {k}: {diff} from the single process"
+                else:
+                    assert torch.equal(got, v), f"{case}: {k}: {got} vs {v}"
+            assert res[0][case]["state"]["obs_count"].item() == sum(
+                concatenated(s, dtype)["obs"].shape[0] for s in range(12))
+    print(f"largest relative difference from the single process: {worst:.3g}")
+    for r in range(RANKS):
+        for k, v in res[r]["continued"].items():
+            assert torch.equal(v, res[r]["resumed"][k]), f"rank {r}: resumed {k} differs"
+    for r in range(RANKS):
+        assert res[r]["torchrl"] in (True, None), f"rank {r}: the TorchRL transform's outputs differ from the module's"
+    # update(): the rows of every rank; the reward, absent everywhere, untouched.
+    assert res[0]["update"]["obs_count"].item() == sum(3 + 5 * r for r in range(RANKS))
+    assert res[0]["update"]["reward_count"].item() == 0
+
+
+def _rollouts_entry(rank, store, tmp):
+    _rollouts(rank, store, os.path.join(tmp, f"rank{rank}.pt"))
+
+
+def _failing(rank: int, store: str, tmp: str):
+    _init(rank, store)
+    vn = vt.VecNorm({"obs": (F,), "reward": ()}, reduce_batch_dims=True, process_group=dist.group.WORLD)
+    vn(batch_of(rank, 1, torch.float32))
+    before = {k: v.clone() for k, v in vn.state_dict().items()}
+    batch = batch_of(rank, 2, torch.float32)
+    if rank == 2:
+        batch["obs"] = batch["obs"][:, :3]  # the wrong feature shape
+    said = ""
+    try:
+        vn(batch)
+    except (RuntimeError, ValueError) as e:
+        said = f"{type(e).__name__}: {e}"
+    unchanged = all(torch.equal(v, vn.state_dict()[k]) for k, v in before.items())
+    # And the group still works: a good step everywhere.
+    vn(batch_of(rank, 3, torch.float32))
+    torch.save({"said": said, "unchanged": unchanged}, os.path.join(tmp, f"fail{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_a_rank_that_fails_makes_every_rank_fail_and_changes_nothing(tmp_path):
+    mp.start_processes(_failing, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=RANKS, join=True,
+                       start_method="spawn")
+    for r in range(RANKS):
+        got = torch.load(tmp_path / f"fail{r}.pt")
+        assert got["unchanged"], f"rank {r} changed its statistics"
+        if r == 2:
+            assert got["said"].startswith("ValueError") and "key 'obs'" in got["said"], got["said"]
+        else:
+            assert got["said"].startswith("RuntimeError") and "rank 2 failed its step (shape_mismatch" in got["said"], \
+                got["said"]
+
+
+def _disappearing(rank: int, store: str, tmp: str):
+    _init(rank, store, timeout_s=10.0)
+    vn = vt.VecNorm({"obs": (F,)}, reduce_batch_dims=True, process_group=dist.group.WORLD)
+    vn({"obs": batch_of(rank, 1, torch.float32)["obs"]})
+    if rank == 3:
+        os._exit(0)  # gone without a word
+    start = time.monotonic()
+    said = ""
+    try:
+        vn({"obs": batch_of(rank, 2, torch.float32)["obs"]})
+    except RuntimeError as e:
+        said = str(e)
+    torch.save({"said": said, "waited": time.monotonic() - start, "count": vn.count("obs")},
+               os.path.join(tmp, f"gone{rank}.pt"))
+    os._exit(0)  # the group cannot be torn down cleanly without rank 3
+
+
+def test_a_rank_that_disappears_gives_the_others_an_error_within_the_timeout(tmp_path):
+    mp.start_processes(_disappearing, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=RANKS, join=True,
+                       start_method="spawn")
+    for r in range(3):
+        got = torch.load(tmp_path / f"gone{r}.pt")
+        assert "collective" in got["said"] and "all-gather" in got["said"], got["said"]
+        assert got["waited"] < 30.0, got
+        assert got["count"] == sum(3 + 5 * q for q in range(RANKS)), "the failed step changed the count"
+        print(f"rank {r}: error after {got['waited']:.2f} s: {got['said'][:200]}")
+
+
+def _compiled(rank: int, store: str, tmp: str):
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=120))
+    torch.set_num_threads(1)
+    kw = dict(reduce_batch_dims=True, decay=0.99)
+    eager = vt.VecNorm({"obs": (F,)}, process_group=dist.group.WORLD, **kw)
+    traced = vt.VecNorm({"obs": (F,)}, process_group=dist.group.WORLD, **kw)
+
+    def policy(obs):
+        return traced({"obs": obs})["obs"] * 2.0
+
+    compiled = torch.compile(policy, fullgraph=True, backend="aot_eager")
+    same = True
+    for s in range(4):
+        x = batch_of(rank, s, torch.float32)["obs"]
+        same = same and torch.equal(compiled(x), eager({"obs": x})["obs"] * 2.0)
+    same = same and all(torch.equal(v, traced.state_dict()[k]) for k, v in eager.state_dict().items())
+    torch.save(same, os.path.join(tmp, f"compiled{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_a_step_with_a_group_compiles_with_fullgraph(tmp_path):
+    mp.start_processes(_compiled, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True,
+                       start_method="spawn")
+    for r in range(2):
+        assert torch.load(tmp_path / f"compiled{r}.pt"), f"rank {r}: the compiled step differs from the eager one"
