@@ -9,7 +9,10 @@
 // CUDA stream, the scratch from torch's caching allocator, no host
 // synchronization in a step. vecnorm::Error becomes a Python ValueError
 // (TypeError for a dtype), with the library's message (key, expected, actual).
+#include <pybind11/pybind11.h>
 #include <torch/library.h>
+
+#include <optional>
 
 #include "../frontend/readout.hpp"
 #include "call.hpp"
@@ -38,6 +41,11 @@ void step(at::TensorList x, at::TensorList y, at::TensorList stats, const std::v
 // (vecnorm/collective.hpp).
 void step_group(at::TensorList x, at::TensorList y, at::TensorList stats, const std::vector<std::string>& keys,
                 at::IntArrayRef config, double decay, double eps, bool update_only, const std::string& group) {
+  // The gather waits for the other ranks: other Python threads run meanwhile
+  // (as during torch.distributed's own collectives). Nothing here touches a
+  // Python object.
+  std::optional<pybind11::gil_scoped_release> no_gil;
+  if (Py_IsInitialized() && PyGILState_Check()) no_gil.emplace();
   try {
     CallScope scope;
     run(*scope, x, update_only ? at::TensorList{} : y, stats, keys, config, decay, eps,
