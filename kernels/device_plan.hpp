@@ -63,4 +63,15 @@ struct LaunchPlan {
   int rank;
 };
 
+/// message_kernel: base[index[i]] = value[i] for i < n (a distributed update's
+/// message header and absent keys, written on the stream without a host copy:
+/// capturable in a CUDA graph). Up to kMessageMax values per launch.
+constexpr int kMessageMax = 64;
+struct MessagePlan {
+  double* base;
+  int n;
+  std::int64_t index[kMessageMax];
+  double value[kMessageMax];
+};
+
 }  // namespace vecnorm::kernels

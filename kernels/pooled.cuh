@@ -288,4 +288,10 @@ __global__ void __launch_bounds__(kThreads, 1) gathered_stats_kernel(const __gri
   }
 }
 
+/// The values of a distributed update's message that are not zero (the rest
+/// was zeroed on the stream before).
+__global__ void __launch_bounds__(kThreads) message_kernel(const __grid_constant__ MessagePlan p) {
+  for (int i = static_cast<int>(threadIdx.x); i < p.n; i += kThreads) p.base[p.index[i]] = p.value[i];
+}
+
 }  // namespace vecnorm::kernels

@@ -29,6 +29,11 @@ void release(void* p) noexcept;
 void copy(void* dst, const void* src, std::size_t bytes, Stream stream, bool wait);
 void zero(void* dst, std::size_t bytes, Stream stream);
 void synchronize(Stream stream);
+/// Writes the n doubles of a distributed update's host-built message `msg` to
+/// device memory `dst`, ordered on `stream`, without a host copy (a memset and
+/// a kernel whose parameters carry the nonzero values): no synchronization,
+/// capturable in a CUDA graph.
+void put_message(double* dst, const double* msg, std::size_t n, Stream stream);
 /// Launches a plan on `stream` (no host synchronization, no allocation once
 /// the workspace holds scratch_bytes(plan)).
 void run(const Plan& plan, Scratch& ws, Stream stream);

@@ -60,8 +60,8 @@ cudaStream_t stream_of(Stream s) { return static_cast<cudaStream_t>(s.cuda_strea
 
 namespace k = ::vecnorm::kernels;
 
-template <class... Params>
-void launch(void (*kernel)(Params...), std::int64_t blocks, cudaStream_t stream, const k::LaunchPlan& plan) {
+template <class LP, class... Params>
+void launch(void (*kernel)(Params...), std::int64_t blocks, cudaStream_t stream, const LP& plan) {
 #if defined(VECNORM_EMULATED)
   (void)stream;
   ++vecnorm_emu::counters.launches;
@@ -316,6 +316,24 @@ void zero(void* dst, std::size_t bytes, Stream stream) {
 }
 
 void synchronize(Stream stream) { VECNORM_CUDA_CHECK(cudaStreamSynchronize(stream_of(stream))); }
+
+void put_message(double* dst, const double* msg, std::size_t n, Stream stream) {
+  if (n == 0) return;
+  const cudaStream_t st = stream_of(stream);
+  VECNORM_CUDA_CHECK(cudaMemsetAsync(dst, 0, n * sizeof(double), st));
+  k::MessagePlan mp{};
+  mp.base = dst;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (core::double_bits(msg[i]) == 0) continue;  // +0.0: zeroed already
+    mp.index[mp.n] = static_cast<std::int64_t>(i);
+    mp.value[mp.n] = msg[i];
+    if (++mp.n == k::kMessageMax) {
+      launch(&k::message_kernel, 1, st, mp);
+      mp.n = 0;
+    }
+  }
+  if (mp.n > 0) launch(&k::message_kernel, 1, st, mp);
+}
 
 void run(const Plan& plan, detail::Scratch& ws, Stream stream) {
   const cudaStream_t st = stream_of(stream);

@@ -25,6 +25,7 @@ void release(void*) noexcept {}
 void copy(void*, const void*, std::size_t, Stream, bool) { unavailable(); }
 void zero(void*, std::size_t, Stream) { unavailable(); }
 void synchronize(Stream) { unavailable(); }
+void put_message(double*, const double*, std::size_t, Stream) { unavailable(); }
 void run(const Plan&, Scratch&, Stream) { unavailable(); }
 std::size_t scratch_bytes(const Plan&) { unavailable(); }
 std::int64_t first_nonfinite(const void*, DType, std::int64_t, Stream, Scratch&) { unavailable(); }

@@ -136,7 +136,7 @@ void exchange_and_dispatch(const CallConfig& cfg, const KeyTable& table, PlanBuf
 
   auto put_message = [&]() {
     if (on_device)
-      cuda::copy(send, msg.data(), bytes, stream, false);  // pageable source: staged before it returns
+      cuda::put_message(send, msg.data(), msg.size(), stream);
     else
       std::memcpy(send, msg.data(), bytes);
   };
