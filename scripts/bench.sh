@@ -5,6 +5,9 @@
 #   bash scripts/bench.sh --python   vecnorm through PyTorch against its Python peers (torchrl's
 #                                    VecNormV2, a torch.compile'd normalizer, SB3's RunningMeanStd)
 #                                    and the C++ API, one run: writes docs/python-benchmarks.md
+#   bash scripts/bench.sh --distributed   the cost of merging pooled statistics across ranks per
+#                                    step, gloo (torch.distributed) and MPI at 2 and 4 ranks:
+#                                    writes docs/benchmarks-distributed.md
 #   bash scripts/bench.sh --under-load N   the CPU cases (f32, torchrl) idle and beside N busy
 #                                    processes, default threads and one thread, interleaved
 #                                    rounds: writes docs/benchmarks-load.md
@@ -14,17 +17,47 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 quick=0
 python=0
+distributed=0
 busy=-1
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --python) python=1 ;;
+    --distributed) distributed=1 ;;
     --under-load) busy=${2:?--under-load needs a number of busy processes}; shift ;;
-    *) echo "bench.sh: unknown option '$1' (expected --quick, --python or --under-load N)" >&2; exit 2 ;;
+    *) echo "bench.sh: unknown option '$1' (expected --quick, --python, --distributed or --under-load N)" >&2; exit 2 ;;
   esac
   shift
 done
 cmake --preset bench >/dev/null
+if [ "$distributed" = 1 ]; then
+  cmake --build --preset bench --target vecnorm_bench_mpi
+  py=$(bash scripts/python-env.sh | tail -n 1)
+  "$py" -m pip install -q --no-build-isolation .
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yield_when_idle=1
+  {
+    echo "# The cost of merging pooled statistics across ranks (CPU)"
+    echo
+    echo "Written by \`bash scripts/bench.sh --distributed\` on $(date -u +%F), commit $(git rev-parse --short HEAD), $(nproc) cores."
+    echo "A pooled training step of an observation [rows, F] and a reward [rows] per rank, float32, one CPU thread per rank,"
+    echo "with and without the merge (docs/distributed.md); a round's time is its slowest rank's; medians over rounds, microseconds per step."
+    echo "The ranks share this machine's $(nproc) cores (4 ranks oversubscribe 2 cores): these are loopback latencies, not a cluster's."
+    echo
+    echo "## torch.distributed, gloo (bench/python/bench_distributed.py)"
+    echo
+    (cd bench/python && "$py" bench_distributed.py --ranks 2,4)
+    echo
+    echo "## MPI (bench/bench_mpi.cpp)"
+    echo
+    for n in 2 4; do
+      echo "### $n ranks"
+      echo
+      mpirun -np "$n" --oversubscribe ./build-bench/bench/vecnorm_bench_mpi
+      echo
+    done
+  } | tee docs/benchmarks-distributed.md
+  exit 0
+fi
 if [ "$busy" -ge 0 ]; then
   cmake --build --preset bench --target vecnorm_bench_cpu
   out=build-bench/results-load

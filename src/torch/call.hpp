@@ -195,6 +195,10 @@ class CallScope {
   ~CallScope() {
     c_.inputs.clear();
     c_.outputs.clear();
+    // The collective holds its process group: kept past the call, a group
+    // the program destroyed would live on until this thread's exit (and be
+    // torn down then, after gloo's own statics: std::terminate).
+    c_.options.collective.reset();
   }
   CallScope(const CallScope&) = delete;
   CallScope& operator=(const CallScope&) = delete;

@@ -259,3 +259,29 @@ def test_a_step_with_a_group_compiles_with_fullgraph(tmp_path):
                        start_method="spawn")
     for r in range(2):
         assert torch.load(tmp_path / f"compiled{r}.pt"), f"rank {r}: the compiled step differs from the eager one"
+
+
+def _destroyed(rank: int, store: str):
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    out = torch.zeros(2 * 8)
+    for _ in range(100):  # the program's own collectives, before and after vecnorm's
+        dist.all_gather_into_tensor(out, torch.zeros(8))
+        dist.all_reduce(torch.zeros(1))
+    vn = vt.VecNorm({"obs": (17,), "reward": ()}, reduce_batch_dims=True, process_group=dist.group.WORLD,
+                    cpu_threads=1)
+    b = {"obs": torch.randn(1, 17), "reward": torch.randn(1)}
+    for _ in range(300):
+        vn(b)
+    dist.barrier()
+    for _ in range(100):
+        dist.all_gather_into_tensor(out, torch.zeros(8))
+    dist.destroy_process_group()
+    # A normal exit: the group must be gone with destroy_process_group (kept by
+    # vecnorm past its calls it was torn down at exit: std::terminate).
+
+
+def test_a_group_destroyed_after_steps_exits_cleanly(tmp_path):
+    for attempt in range(3):
+        mp.start_processes(_destroyed, args=(str(tmp_path / f"store{attempt}"),), nprocs=2, join=True,
+                           start_method="spawn")
