@@ -136,10 +136,6 @@ class VecNormV2(Transform):
         if reduce_batch_dims and not stateful:
             raise VecNormConfigError(
                 "vecnorm: reduce_batch_dims=True needs stateful=True (stateless statistics are per element)")
-        if process_group is not None and not reduce_batch_dims:
-            raise VecNormConfigError(
-                "vecnorm: process_group needs reduce_batch_dims=True (per-element statistics are never merged "
-                "across ranks: each rank owns its environments)")
         names = [key_name(k) for k in in_keys]
         for n in names:
             if n.startswith("_vecnorm"):
@@ -155,8 +151,10 @@ class VecNormV2(Transform):
         self.reduce_batch_dims = bool(reduce_batch_dims)
         self.estimator = str(estimator)
         self.cpu_threads = int(cpu_threads)
-        # Pooled updates across the ranks of this torch.distributed group (its registered name).
-        self._group_name = group_name(process_group)
+        # Pooled updates across the ranks of this torch.distributed group (its
+        # registered name); per-element statistics are never merged (each rank
+        # owns its environments), as vecnorm.torch.VecNorm.
+        self._group_name = group_name(process_group) if self.reduce_batch_dims else None
         self.frozen = False
         self._names = dict(zip(in_keys, names))
         self._batch_dims = 0
