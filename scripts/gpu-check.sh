@@ -7,7 +7,9 @@
 #    for the compute capability of the GPU it finds (build-gpu/);
 # 2. runs on the device: the bit-identity suite (CPU and GPU compute the same
 #    bits, tests/core/bits_test.cpp), every core case on Backend::cuda against
-#    the reference, and the `gpu` label (CUDA-graph capture, launches per step);
+#    the reference, the `gpu` label (CUDA-graph capture, launches per step), the
+#    distributed pooled step with 4 thread ranks on the device and the NCCL
+#    adapter (`nccl` label, when the toolkit has NCCL);
 # 3. runs the GPU benchmarks (CUDA events, L2 flushed before every iteration,
 #    bytes moved, fraction of the measured copy bandwidth, eager launches and
 #    CUDA-graph replay, the Isaac shapes of docs/benchmarks.md);
@@ -65,7 +67,9 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITE
   -DVECNORM_TEST_EMULATED=OFF -DVECNORM_BUILD_APPS=OFF "${prefix_args[@]}" > "$results/configure.txt" 2>&1 ||
   { cat "$results/configure.txt"; exit 1; }
 log "building (library, core and GPU tests, GPU benchmarks) with $jobs jobs"
-cmake --build build-gpu -j "$jobs" --target vecnorm_core_tests vecnorm_gpu_tests vecnorm_bench_gpu \
+targets=(vecnorm_core_tests vecnorm_api_tests vecnorm_gpu_tests vecnorm_bench_gpu)
+grep -q "vecnorm_nccl_tests" build-gpu/build.ninja && targets+=(vecnorm_nccl_tests)
+cmake --build build-gpu -j "$jobs" --target "${targets[@]}" \
   > "$results/build.txt" 2>&1 || { tail -40 "$results/build.txt"; exit 1; }
 
 # ---- tests on the device
@@ -77,6 +81,14 @@ tail -3 "$results/core.txt"
 log "gpu label (CUDA graphs, launches per step)"
 ./build-gpu/tests/gpu/vecnorm_gpu_tests --gtest_output=xml:"$results/gpu.xml" > "$results/gpu.txt" 2>&1 || status=1
 tail -3 "$results/gpu.txt"
+log "pooled statistics across ranks on the GPU (thread ranks) and the NCCL adapter"
+./build-gpu/tests/vecnorm_api_tests --gtest_filter='All/Collective.*cuda*' \
+  --gtest_output=xml:"$results/collective.xml" > "$results/collective.txt" 2>&1 || status=1
+tail -3 "$results/collective.txt"
+if [[ -x build-gpu/tests/nccl/vecnorm_nccl_tests ]]; then
+  ./build-gpu/tests/nccl/vecnorm_nccl_tests --gtest_output=xml:"$results/nccl.xml" > "$results/nccl.txt" 2>&1 || status=1
+  tail -3 "$results/nccl.txt"
+fi
 
 # ---- benchmarks
 log "GPU benchmarks"

@@ -60,7 +60,9 @@ def main():
     lines += ["", "## Tests on the device", "", "| suite | tests | failed | skipped |", "|---|---:|---:|---:|"]
     failed_all = []
     for label, f in [("core: bit identity CPU vs GPU + every core case on the GPU", "core.xml"),
-                     ("gpu: CUDA graphs, launches per step", "gpu.xml")]:
+                     ("gpu: CUDA graphs, launches per step", "gpu.xml"),
+                     ("api: pooled statistics across 4 thread ranks on the GPU (docs/distributed.md)", "collective.xml"),
+                     ("nccl: the NCCL adapter on a one-rank communicator", "nccl.xml")]:
         s = test_summary(os.path.join(r, f))
         if s is None:
             lines.append(f"| {label} | not run | | |")
