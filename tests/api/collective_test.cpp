@@ -336,7 +336,8 @@ TEST_P(Collective, PerElementStatisticsStayLocal) {
   for (int s = 0; s < 3; ++s)
     for (int r = 0; r < 2; ++r) {  // one rank at a time: no collective is called
       std::mt19937_64 rng(static_cast<unsigned>(10 * s + r));
-      const auto x = vntest::random_values(rng, DType::float32, 3, kF, {{1.0}, {2.0}});
+      const auto x = vntest::random_values(rng, DType::float32, 3, kF,
+                                            {std::vector<double>(kF, 1.0), std::vector<double>(kF, 2.0)});
       auto xb = DeviceBuffer::from_values(backend(), DType::float32, Shape{3, kF}, x);
       DeviceBuffer y1(backend(), DType::float32, Shape{3, kF}), y2(backend(), DType::float32, Shape{3, kF});
       with[static_cast<std::size_t>(r)]->step({{"obs", xb.cview(), y1.view()}});
