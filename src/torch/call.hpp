@@ -177,7 +177,7 @@ struct Call {
   int device_index = 0;  ///< the CUDA device of the call
   std::vector<ExternalItem> items;
   std::vector<Tensor> outputs;
-  std::vector<Tensor> inputs;  ///< x made contiguous (the same tensor when it was)
+  std::vector<Tensor> inputs;  ///< the x that were not contiguous, made so
 };
 
 /// This thread's Call, its containers kept between calls (no allocation in a
@@ -290,8 +290,9 @@ inline void build_items(Call& c, at::TensorList x, at::TensorList y, at::TensorL
   for (std::size_t k = 0; k < n; ++k) {
     ExternalItem& it = c.items[k];
     it.key = keys[k];
-    c.inputs.push_back(x[k].contiguous());
-    it.x = const_view_of(c.inputs.back(), keys[k], "x");
+    // A contiguous x as it is (copying the tensor costs reference counting).
+    if (!x[k].is_contiguous()) c.inputs.push_back(x[k].contiguous());
+    it.x = const_view_of(x[k].is_contiguous() ? x[k] : c.inputs.back(), keys[k], "x");
     if (!no_output) {
       if (allocate_y) {
         const at::ScalarType out = same_dtype_out ? x[k].scalar_type() : scalar_type_of(output_dtype(it.x.dtype));

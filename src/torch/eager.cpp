@@ -14,6 +14,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <climits>
+#include <string>
+
 #include "call.hpp"
 
 namespace py = pybind11;
@@ -26,12 +29,22 @@ enum class Mode : int { step = 0, update = 1, normalize = 2 };
 /// Steps over at least this many input elements release the GIL.
 constexpr std::int64_t kReleaseGilElements = 1 << 14;
 
-/// The keys a call found, per thread (containers kept between calls); the
-/// tensors are released when the call returns.
+/// The keys a call found, per thread (containers kept between calls). The
+/// tensors are borrowed from their Python objects, which `refs` keeps alive
+/// until the call returns (the GIL may be released meanwhile): copying a
+/// tensor that has a Python object increments and decrements that object's
+/// reference count under the GIL (torch's PyObject preservation), ~40 ns each.
 struct Gathered {
-  std::vector<at::Tensor> xs, stats;
+  std::vector<at::Tensor> xs, stats;  ///< borrowed (MaybeOwnedTraits<Tensor>::createBorrow)
+  std::vector<PyObject*> refs;        ///< strong references to their Python objects
   std::vector<std::string> names;
   std::vector<std::size_t> present;
+  void borrow(std::vector<at::Tensor>& to, PyObject* t) {
+    refs.reserve(refs.size() + 1);
+    to.push_back(c10::MaybeOwnedTraits<at::Tensor>::createBorrow(THPVariable_Unpack(t)));
+    Py_INCREF(t);
+    refs.push_back(t);
+  }
 };
 class GatheredScope {
  public:
@@ -41,8 +54,12 @@ class GatheredScope {
 
  private:
   void clear() {
+    for (at::Tensor& t : g_.xs) c10::MaybeOwnedTraits<at::Tensor>::destroyBorrow(t);
+    for (at::Tensor& t : g_.stats) c10::MaybeOwnedTraits<at::Tensor>::destroyBorrow(t);
     g_.xs.clear();
     g_.stats.clear();
+    for (PyObject* o : g_.refs) Py_DECREF(o);
+    g_.refs.clear();
     g_.names.clear();
     g_.present.clear();
   }
@@ -83,7 +100,7 @@ class Bound {
       if (!THPVariable_Check(x))
         throw py::type_error("vecnorm: key '" + names_[k] + "': expected a Tensor, got " +
                              std::string(Py_TYPE(x)->tp_name));
-      xs.push_back(THPVariable_Unpack(x));
+      g.borrow(xs, x);
       present.push_back(k);
       for (std::size_t s = 0; s < kStatsPerKey; ++s) {
         PyObject* t = PyDict_GetItemWithError(buffers_.ptr(), stat_names_[kStatsPerKey * k + s].ptr());
@@ -92,7 +109,7 @@ class Bound {
           throw py::value_error("vecnorm: key '" + names_[k] + "': the module has no buffer '" +
                                 py::cast<std::string>(stat_names_[kStatsPerKey * k + s]) + "'");
         }
-        stats.push_back(THPVariable_Unpack(t));
+        g.borrow(stats, t);
       }
     }
     if (static_cast<std::size_t>(PyDict_Size(batch.ptr())) != present.size()) unknown_key(batch);
@@ -157,15 +174,75 @@ class Bound {
   std::vector<int64_t> config_;
 };
 
+/// Bound.call(batch, mode, decay, eps) as a METH_FASTCALL method: pybind11's
+/// dispatcher (function records, argument loaders, keyword matching) costs
+/// more than the parsing here. The conversions are pybind11's: batch a dict,
+/// mode an int (or an object with __index__), decay and eps anything
+/// float() takes; errors are translated as its dispatcher does.
+PyObject* bound_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
+  static const char* const kNames[4] = {"batch", "mode", "decay", "eps"};
+  try {
+    const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject* a[4] = {nullptr, nullptr, nullptr, nullptr};
+    if (nargs > 4)
+      throw py::type_error("Bound.call(): expected 4 arguments (batch, mode, decay, eps), got " +
+                           std::to_string(nargs));
+    for (Py_ssize_t i = 0; i < nargs; ++i) a[i] = args[i];
+    const Py_ssize_t nkw = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t j = 0; j < nkw; ++j) {
+      PyObject* name = PyTuple_GET_ITEM(kwnames, j);
+      int i = 0;
+      while (i < 4 && PyUnicode_CompareWithASCIIString(name, kNames[i]) != 0) ++i;
+      if (i == 4 || a[i] != nullptr)
+        throw py::type_error("Bound.call(): " + std::string(i == 4 ? "unexpected" : "repeated") + " argument '" +
+                             py::cast<std::string>(py::handle(name)) + "'");
+      a[i] = args[nargs + j];
+    }
+    for (int i = 0; i < 4; ++i)
+      if (a[i] == nullptr) throw py::type_error("Bound.call(): missing argument '" + std::string(kNames[i]) + "'");
+    if (!PyDict_Check(a[0]))
+      throw py::type_error("Bound.call(): batch: expected a dict, got " + std::string(Py_TYPE(a[0])->tp_name));
+    if (PyFloat_Check(a[1]))
+      throw py::type_error("Bound.call(): mode: expected an int, got float");
+    const long mode = PyLong_AsLong(a[1]);
+    if (mode == -1 && PyErr_Occurred()) throw py::error_already_set();
+    if (mode < INT_MIN || mode > INT_MAX) throw py::type_error("Bound.call(): mode: out of range");
+    const double decay = PyFloat_AsDouble(a[2]);
+    if (decay == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+    const double eps = PyFloat_AsDouble(a[3]);
+    if (eps == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+    Bound& bound = py::cast<Bound&>(py::handle(self));
+    return bound.call(py::reinterpret_borrow<py::dict>(a[0]), static_cast<int>(mode), decay, eps).release().ptr();
+  } catch (py::error_already_set& e) {
+    e.restore();
+    return nullptr;
+#ifdef __GLIBCXX__
+  } catch (abi::__forced_unwind&) {
+    throw;
+#endif
+  } catch (...) {
+    py::detail::try_translate_exceptions();
+    return nullptr;
+  }
+}
+
 }  // namespace
 }  // namespace vecnorm::torch_ops
 
 // Importing vecnorm._C also registers the operators (ops.cpp, static init).
 PYBIND11_MODULE(_C, m) {
   m.doc() = "vecnorm's PyTorch operators (torch.ops.vecnorm) and the eager fast path of vecnorm.torch.VecNorm";
-  py::class_<vecnorm::torch_ops::Bound>(m, "Bound")
-      .def(py::init<py::dict, py::list, std::vector<std::string>, std::vector<int64_t>>(), py::arg("buffers"),
-           py::arg("keys"), py::arg("names"), py::arg("config"))
-      .def("call", &vecnorm::torch_ops::Bound::call, py::arg("batch"), py::arg("mode"), py::arg("decay"),
-           py::arg("eps"));
+  py::class_<vecnorm::torch_ops::Bound> bound(m, "Bound");
+  bound.def(py::init<py::dict, py::list, std::vector<std::string>, std::vector<int64_t>>(), py::arg("buffers"),
+            py::arg("keys"), py::arg("names"), py::arg("config"));
+  // call(batch, mode, decay, eps): a plain method descriptor (see bound_call).
+  static PyMethodDef call_def = {
+      "call",
+      reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&vecnorm::torch_ops::bound_call)),
+      METH_FASTCALL | METH_KEYWORDS,
+      "call(batch: dict, mode: int, decay: float, eps: float) -> dict: a step (mode 0), update (1) or normalize (2) "
+      "of the keys present in batch; returns the normalized keys (empty for an update)"};
+  PyObject* descr = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(bound.ptr()), &call_def);
+  if (descr == nullptr) throw py::error_already_set();
+  bound.attr("call") = py::reinterpret_steal<py::object>(descr);
 }
