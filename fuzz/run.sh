@@ -29,10 +29,14 @@ CXXFLAGS="-std=c++20 -O1 -g $SAN -I$ROOT/include -w"
 mkdir -p "$BUILD/obj" "$BUILD/corpus" "$BUILD/seeds"
 
 # The library, instrumented for coverage (fuzzer-no-link) and sanitizers.
-# (Not src/torch/: the PyTorch adapter is built by pip against torch.)
+# (Not src/torch/: the PyTorch adapter is built by pip against torch; not
+# src/mpi/, src/nccl/: the collective adapters are libraries of their own.)
 SOURCES=()
 for src in "$ROOT"/src/*.cpp "$ROOT"/src/*/*.cpp; do
-  [[ "$src" == "$ROOT"/src/torch/* ]] || SOURCES+=("$src")
+  case "$src" in
+    "$ROOT"/src/torch/* | "$ROOT"/src/mpi/* | "$ROOT"/src/nccl/*) ;;
+    *) SOURCES+=("$src") ;;
+  esac
 done
 # One object per source, named by its path under src/ (folders may repeat a file name).
 obj_of() { local rel="${1#"$ROOT"/src/}"; rel="${rel//\//_}"; echo "$BUILD/obj/${rel%.cpp}.o"; }
