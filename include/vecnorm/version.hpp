@@ -13,6 +13,7 @@ bool cuda_built() noexcept;
 /// True when the CUDA backend is built and a device is usable now.
 bool cuda_available() noexcept;
 /// The instruction set the CPU backend's loops run with on this machine:
-/// "avx2" or "baseline" (x86-64 SSE2). VECNORM_CPU_ISA=baseline forces the latter.
+/// "avx512", "avx2" or "baseline" (x86-64 SSE2): the widest the CPU runs.
+/// VECNORM_CPU_ISA=avx2 or =baseline caps it. Every build gives the same bits.
 const char* cpu_isa() noexcept;
 }  // namespace vecnorm

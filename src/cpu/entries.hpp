@@ -26,6 +26,9 @@ VECNORM_CPU_ENTRIES
 namespace avx2 {
 VECNORM_CPU_ENTRIES
 }
+namespace avx512 {  // the per-element loops only (CMakeLists.txt)
+void run_elementwise(const Plan& plan, const Segment& s, Scratch& ws);
+}
 #undef VECNORM_CPU_ENTRIES
 
 }  // namespace vecnorm::detail::cpu

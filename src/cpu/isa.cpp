@@ -1,7 +1,7 @@
 // src/cpu/isa.cpp -- the CPU backend's entry: picks the build of the loops for
-// this CPU (AVX2 where the CPU and OS have it, baseline x86-64 otherwise; the
-// environment variable VECNORM_CPU_ISA=baseline forces the latter, read once;
-// tests run the suites under both) and sends each key of a plan to its loops.
+// this CPU (AVX-512 where the CPU and OS have it, else AVX2, else baseline
+// x86-64; the environment variable VECNORM_CPU_ISA=avx2 or =baseline caps the
+// choice, read once; tests run the CPU suites under each) and sends each key of a plan to its loops.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -14,16 +14,29 @@ namespace vecnorm::detail::cpu {
 
 namespace {
 
-bool use_avx2() noexcept {
+/// The instruction sets of the builds of the loops, in increasing order.
+enum class Isa : int { baseline = 0, avx2 = 1, avx512 = 2 };
+
+/// The widest build this CPU (and its OS) runs, lowered to VECNORM_CPU_ISA
+/// (baseline, avx2 or avx512) where that is set; read once.
+Isa chosen_isa() noexcept {
 #if defined(VECNORM_CPU_AVX2) && (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-  static const bool yes = [] {
-    const char* forced = std::getenv("VECNORM_CPU_ISA");
-    if (forced != nullptr && std::strcmp(forced, "baseline") == 0) return false;
-    return __builtin_cpu_supports("avx2") != 0;
+  static const Isa isa = [] {
+    Isa best = Isa::baseline;
+    if (__builtin_cpu_supports("avx2")) best = Isa::avx2;
+    if (best == Isa::avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+      best = Isa::avx512;
+    Isa cap = Isa::avx512;
+    if (const char* forced = std::getenv("VECNORM_CPU_ISA")) {
+      if (std::strcmp(forced, "baseline") == 0) cap = Isa::baseline;
+      if (std::strcmp(forced, "avx2") == 0) cap = Isa::avx2;
+    }
+    return std::min(best, cap);
   }();
-  return yes;
+  return isa;
 #else
-  return false;
+  return Isa::baseline;
 #endif
 }
 
@@ -51,13 +64,24 @@ struct Avx2 {
   static void run_pooled(const Plan& p, const Segment& s, Scratch& ws) { avx2::run_pooled(p, s, ws); }
   static void run_elementwise(const Plan& p, const Segment& s, Scratch& ws) { avx2::run_elementwise(p, s, ws); }
 };
+/// AVX-512 for the per-element loops; the pooled loops and the maps stay AVX2
+/// (measured: the pooled loops are slower with 512-bit vectors).
+struct Avx512 {
+  static void run_maps(const Plan& p, const Segment& s, Scratch& ws) { avx2::run_maps(p, s, ws); }
+  static void run_pooled(const Plan& p, const Segment& s, Scratch& ws) { avx2::run_pooled(p, s, ws); }
+  static void run_elementwise(const Plan& p, const Segment& s, Scratch& ws) { avx512::run_elementwise(p, s, ws); }
+};
 #endif
 
 }  // namespace
 
 void run(const Plan& plan, Scratch& ws) {
 #if defined(VECNORM_CPU_AVX2)
-  if (use_avx2()) return run_with<Avx2>(plan, ws);
+  switch (chosen_isa()) {
+    case Isa::avx512: return run_with<Avx512>(plan, ws);
+    case Isa::avx2: return run_with<Avx2>(plan, ws);
+    case Isa::baseline: break;
+  }
 #endif
   run_with<Baseline>(plan, ws);
 }
@@ -76,5 +100,12 @@ std::size_t scratch_bytes(const Plan& plan) {
 }  // namespace vecnorm::detail::cpu
 
 namespace vecnorm {
-const char* cpu_isa() noexcept { return detail::cpu::use_avx2() ? "avx2" : "baseline"; }
+const char* cpu_isa() noexcept {
+  switch (detail::cpu::chosen_isa()) {
+    case detail::cpu::Isa::avx512: return "avx512";
+    case detail::cpu::Isa::avx2: return "avx2";
+    case detail::cpu::Isa::baseline: break;
+  }
+  return "baseline";
+}
 }  // namespace vecnorm

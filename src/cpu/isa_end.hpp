@@ -1,4 +1,4 @@
 // src/cpu/isa_end.hpp -- closes what isa_begin.hpp opened.
-#if defined(VECNORM_CPU_AVX2_BUILD)
+#if defined(VECNORM_CPU_AVX2_BUILD) || defined(VECNORM_CPU_AVX512_BUILD)
 #pragma GCC pop_options
 #endif
