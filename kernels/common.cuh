@@ -53,10 +53,7 @@ __device__ __forceinline__ double load_as_double(const void* x, std::uint8_t t, 
 }
 
 __device__ __forceinline__ core::Decay decay_of(const LaunchPlan& p) {
-  core::Decay d;
-  d.log_decay = p.log_decay;
-  d.cumulative = p.cumulative != 0;
-  return d;
+  return p.decay;
 }
 
 /// A relaxed read of a counter other blocks of the launch may be adding to.

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "policy.hpp"
+#include "vecnorm/core/math.hpp"
 
 namespace vecnorm::kernels {
 
@@ -50,9 +51,8 @@ struct LaunchPlan {
   std::uint8_t op;          ///< OpCode
   std::uint8_t invert;      ///< affine kernel: 1 = y = x * scale + mu
   std::uint8_t skip;        ///< NonFinite::skip: non-finite input is left out of the statistics
-  double log_decay;         ///< ln d (0 when cumulative)
-  int cumulative;           ///< d == 1
-  double eps;
+  core::Decay decay;        ///< decay, prior, batch-variance rule
+  core::ScaleRule<double> rule;  ///< scale form, eps, output bound
   std::uint32_t* ticket;    ///< device counter, 0 between launches (last-block detection)
   double* partials;         ///< pooled: 3 doubles (n, mean, M2) per (block, feature)
   unsigned long long* found;  ///< nonfinite_scan_kernel: the least index found (all ones: none)

@@ -14,7 +14,7 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
   constexpr bool kUpdate = Op != op_normalize;
   constexpr bool kNormalize = Op != op_update;
   const core::Decay decay = decay_of(p);
-  const C eps = static_cast<C>(p.eps);
+  const core::ScaleRule<C> eps = p.rule.as<C>();
   const X* x = static_cast<const X*>(s.x);
   Y* y = static_cast<Y*>(s.y);
   const std::int64_t n_elem = s.rows * s.feat;
@@ -30,17 +30,19 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
   std::int64_t cached = -1;
   core::Coeffs<C> c{};
   if constexpr (PerKeyCount) {
-    __shared__ C shared_coeffs[2];
+    __shared__ C shared_coeffs[3];
     __shared__ int shared_skips;
     if (threadIdx.x == 0) {
       const core::Coeffs<C> c0 = core::element_coeffs<Est, C, kUpdate>(decay, rule.key_count);
       shared_coeffs[0] = c0.weight;
       shared_coeffs[1] = c0.inv_bc;
+      shared_coeffs[2] = c0.var0;
       shared_skips = (s.skips != nullptr && s.skipped != nullptr && read_counter(s.skipped) != 0) ? 1 : 0;
     }
     __syncthreads();
     c.weight = shared_coeffs[0];
     c.inv_bc = shared_coeffs[1];
+    c.var0 = shared_coeffs[2];
     rule.use_skips = shared_skips != 0;
   }
   const bool skip = kUpdate && p.skip != 0;

@@ -19,10 +19,10 @@ __global__ void __launch_bounds__(kThreads) params_kernel(const __grid_constant_
                                 skips ? s.skips : nullptr, s.broadcast ? s.feat : s.rows * s.feat, s.broadcast != 0};
   const core::MapKind kind = p.invert ? core::MapKind::denormalize : core::MapKind::normalize;
   if (s.wide)
-    core::stats_maps<Est, S, double>(decay_of(p), p.eps, st, kind, static_cast<double*>(s.mu),
+    core::stats_maps<Est, S, double>(decay_of(p), p.rule, st, kind, static_cast<double*>(s.mu),
                                      static_cast<double*>(s.p), threadIdx.x, kThreads);
   else
-    core::stats_maps<Est, S, float>(decay_of(p), p.eps, st, kind, static_cast<float*>(s.mu), static_cast<float*>(s.p),
+    core::stats_maps<Est, S, float>(decay_of(p), p.rule, st, kind, static_cast<float*>(s.mu), static_cast<float*>(s.p),
                                     threadIdx.x, kThreads);
 }
 
@@ -41,7 +41,8 @@ __device__ __forceinline__ void affine_block(const LaunchPlan& p, const DevSegme
     if (i >= n_elem) break;
     const std::int64_t j = s.broadcast ? i % s.feat : i;
     const C xi = core::load<C>(x + i);
-    const C out = p.invert ? core::unapply(mu[j], q[j], xi) : core::apply(core::Affine<C>{mu[j], q[j]}, xi);
+    const C out = p.invert ? core::unapply(mu[j], q[j], xi)
+                           : core::apply(core::Affine<C>{mu[j], q[j]}, xi, static_cast<C>(p.rule.clip));
     core::store(y + i, out);
   }
 }

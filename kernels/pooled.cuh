@@ -170,7 +170,7 @@ __device__ __forceinline__ void finalize_segment(const LaunchPlan& p, const DevS
     if (p.op == op_update_and_normalize)
       store_map(sk, f,
                 core::stats_map<Est, double>(core::MapKind::normalize, static_cast<double>(st.loc),
-                                             static_cast<double>(st.var), nc, p.eps));
+                                             static_cast<double>(st.var), nc, p.rule));
   }
 }
 

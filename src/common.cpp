@@ -61,6 +61,15 @@ std::size_t dtype_size(DType dtype) noexcept {
 
 const char* to_string(Estimator e) noexcept { return e == Estimator::stable ? "stable" : "torchrl"; }
 
+const char* to_string(ScaleForm f) noexcept {
+  switch (f) {
+    case ScaleForm::clamp: return "clamp";
+    case ScaleForm::sqrt_var_plus_eps: return "sqrt_var_plus_eps";
+    case ScaleForm::std_plus_eps: return "std_plus_eps";
+  }
+  return "?";
+}
+
 const char* to_string(NonFinite n) noexcept {
   switch (n) {
     case NonFinite::propagate: return "propagate";
@@ -168,6 +177,19 @@ void Options::validate() const {
     detail::fail(ErrorCode::invalid_option, "option decay: expected 0 < decay <= 1, got " + num(decay));
   if (!(eps > 0.0) || !std::isfinite(eps))
     detail::fail(ErrorCode::invalid_option, "option eps: expected a finite eps > 0, got " + num(eps));
+  if (scale != ScaleForm::clamp && scale != ScaleForm::sqrt_var_plus_eps && scale != ScaleForm::std_plus_eps)
+    detail::fail(ErrorCode::invalid_option,
+                 "option scale: expected clamp, sqrt_var_plus_eps or std_plus_eps, got value " +
+                     std::to_string(static_cast<int>(scale)));
+  if (!(clip > 0.0))
+    detail::fail(ErrorCode::invalid_option, "option clip: expected clip > 0 (inf: no bound), got " + num(clip));
+  if (!(prior_count >= 0.0) || !std::isfinite(prior_count))
+    detail::fail(ErrorCode::invalid_option,
+                 "option prior_count: expected a finite prior_count >= 0, got " + num(prior_count));
+  if (prior_count > 0.0 && estimator != Estimator::stable)
+    detail::fail(ErrorCode::invalid_option,
+                 "option prior_count: expected 0 with estimator torchrl (a prior needs estimator stable), got " +
+                     num(prior_count));
   if (stats_dtype != DType::float32 && stats_dtype != DType::float64)
     detail::fail(ErrorCode::invalid_option, std::string("option stats_dtype: expected float32 or float64, got ") +
                                                 to_string(stats_dtype));

@@ -76,8 +76,8 @@ struct Plan {
   bool pooled = false;  ///< statistics (and maps) per feature, any batch shape
   CountLayout counts = CountLayout::per_key;
   DType stats_dtype = DType::float32;
-  core::Decay decay;
-  double eps = 1e-4;
+  core::Decay decay;  ///< with the prior and the batch-variance rule
+  core::ScaleRule<double> rule;  ///< scale form, eps and output bound (Options::scale, eps, clip)
   int threads = 0;  ///< CPU threads, 0 = default
   /// Updates: propagate (reference), or skip non-finite input. NonFinite::error
   /// is handled before dispatch (the pipeline scans the inputs); a backend sees

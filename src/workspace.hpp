@@ -21,8 +21,7 @@ namespace vecnorm::detail {
 struct CoeffMemo {
   struct Entry {
     int kind = -1;  ///< which coefficients; -1: empty
-    double log_decay = 0.0;
-    bool cumulative = true;
+    core::Decay d;
     std::int64_t n = 0, m = 0;
     core::Coeffs<double> c{};
   };
@@ -31,12 +30,13 @@ struct CoeffMemo {
 
   const core::Coeffs<double>* find(int kind, const core::Decay& d, std::int64_t n, std::int64_t m) const noexcept {
     for (const Entry& e : entries)
-      if (e.kind == kind && e.n == n && e.m == m && e.cumulative == d.cumulative && e.log_decay == d.log_decay)
+      if (e.kind == kind && e.n == n && e.m == m && e.d.cumulative == d.cumulative && e.d.log_decay == d.log_decay &&
+          e.d.prior == d.prior && e.d.unbiased == d.unbiased)
         return &e.c;
     return nullptr;
   }
   void put(int kind, const core::Decay& d, std::int64_t n, std::int64_t m, const core::Coeffs<double>& c) noexcept {
-    entries[next] = Entry{kind, d.log_decay, d.cumulative, n, m, c};
+    entries[next] = Entry{kind, d, n, m, c};
     next = (next + 1) % static_cast<int>(std::size(entries));
   }
 };

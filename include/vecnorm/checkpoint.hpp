@@ -23,8 +23,9 @@
 
 namespace vecnorm {
 
-/// The checkpoint format version encode_state() writes.
-inline constexpr std::uint32_t kCheckpointFormatVersion = 2;
+/// The newest checkpoint format version: encode_state() writes it when the
+/// options need it (scale, clip, prior_count or unbiased set), version 2 otherwise.
+inline constexpr std::uint32_t kCheckpointFormatVersion = 3;
 /// The oldest format version decode_state() reads.
 inline constexpr std::uint32_t kCheckpointOldestVersion = 1;
 
@@ -32,7 +33,8 @@ inline constexpr std::uint32_t kCheckpointOldestVersion = 1;
 /// inconsistent state throws Error(state_mismatch)). Deterministic: the same
 /// state always gives the same bytes. Only the options that shape the
 /// statistics are stored (estimator, decay, eps, reduce_batch_dims,
-/// stats_dtype, nonfinite); backend and cpu_threads are not. Besides
+/// stats_dtype, nonfinite, scale, clip, prior_count, unbiased); backend and
+/// cpu_threads are not. Besides
 /// State::validate(), the skips rules of the format are checked (skipped >= 0;
 /// skips empty or one value 0..count per element, per-element statistics
 /// only, summing to skipped and not all 0).

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -32,6 +33,7 @@ enum class NonFinite : std::uint8_t {
 };
 
 const char* to_string(Estimator e) noexcept;
+const char* to_string(ScaleForm f) noexcept;
 const char* to_string(NonFinite n) noexcept;
 const char* to_string(Backend b) noexcept;
 
@@ -51,7 +53,18 @@ enum class Op : std::uint8_t {
 /// Options of a normalizer. Validated by validate() (and by every constructor).
 struct Options {
   double decay = 0.9999;            ///< 0 < decay <= 1; 1 = cumulative statistics
-  double eps = 1e-4;                ///< lower bound of the scale; > 0
+  double eps = 1e-4;                ///< the scale's epsilon (see `scale`); > 0
+  /// How the variance v becomes the scale: max(sqrt(v), eps) (TorchRL, the
+  /// default), sqrt(v + eps) or sqrt(v) + eps (docs/anchors.md, docs/numerics.md).
+  ScaleForm scale = ScaleForm::clamp;
+  /// Normalized outputs are bounded to [-clip, clip]; +inf (the default): not bounded. > 0.
+  double clip = std::numeric_limits<double>::infinity();
+  /// The stable estimator's prior: the statistics start as n0 = prior_count
+  /// pseudo-samples of mean 0 and variance 1 (Stable-Baselines3: 1e-4,
+  /// rl_games and skrl: 1). 0 (the default): no prior. >= 0, finite.
+  double prior_count = 0.0;
+  /// Pooled updates take the batch's variance with m - 1 (skrl) instead of m.
+  bool unbiased = false;
   bool reduce_batch_dims = false;   ///< pool the batch dims (stateful only)
   Estimator estimator = Estimator::torchrl;
   DType stats_dtype = DType::float32;  ///< float32 or float64 storage of loc/var

@@ -20,7 +20,7 @@ using core::StatsIn;
 /// statistics are written back as they are.
 template <class Est, class X, class S, class C, bool kUpdate, bool kNormalize, bool kKeep, StatsIn kIn, class Y>
 void elementwise_loop_to(const X* x, const core::ElementStats<S> st, Y* out, std::int64_t b, std::int64_t e,
-                         const core::Coeffs<C> c, const C eps) {
+                         const core::Coeffs<C> c, const core::ScaleRule<C> eps) {
   VECNORM_IVDEP
   for (std::int64_t i = b; i < e; ++i)
     core::element_step<Est, S, C, kUpdate, kNormalize, kKeep, kIn>(x, st, out, i, i - b, c, eps);
@@ -32,7 +32,7 @@ void elementwise_loop_to(const X* x, const core::ElementStats<S> st, Y* out, std
 /// flow than it would vectorize (a scalar loop, 3x slower than stable's).
 template <class Est, class X, class S, class C, bool kUpdate, bool kNormalize, bool kKeep, StatsIn kIn>
 void elementwise_loop(const X* x, const core::ElementStats<S>& st, out_t<X>* out, std::int64_t b, std::int64_t e,
-                      const core::Coeffs<C> c, const C eps) {
+                      const core::Coeffs<C> c, const core::ScaleRule<C> eps) {
   using Y = out_t<X>;
   if constexpr (kNormalize && !std::is_same_v<Y, C>) {
     constexpr std::int64_t kBlock = 512;
@@ -56,7 +56,7 @@ void elementwise_loop(const X* x, const core::ElementStats<S>& st, out_t<X>* out
 constexpr std::int64_t kCheck = 1024;
 template <class Est, class X, class S, class C, bool kUpdate, bool kNormalize, bool kSkip, StatsIn kIn>
 std::int64_t elementwise_chunk(const X* x, const core::ElementStats<S>& st, out_t<X>* out, std::int64_t b,
-                               std::int64_t e, const core::Coeffs<C> c, const C eps) {
+                               std::int64_t e, const core::Coeffs<C> c, const core::ScaleRule<C> eps) {
   if constexpr (!kSkip || !kUpdate) {
     elementwise_loop<Est, X, S, C, kUpdate, kNormalize, false, kIn>(x, st, out, b, e, c, eps);
     return 0;
@@ -88,7 +88,8 @@ std::int64_t elementwise_chunk(const X* x, const core::ElementStats<S>& st, out_
 ///    changes.
 template <class Est, class X, class S, Work kWork, bool kSkip>
 std::int64_t elementwise_range(const Plan& p, const Segment& s, bool per_element, bool use_skips,
-                               std::int64_t key_count, double key_weight, double key_inv_bc, std::int64_t begin,
+                               std::int64_t key_count, double key_weight, double key_inv_bc, double key_var0,
+                               std::int64_t begin,
                                std::int64_t end, bool stream) {
   const core::CountRule rule{per_element, use_skips, key_count};
   using C = compute_t<X, S>;
@@ -98,13 +99,13 @@ std::int64_t elementwise_range(const Plan& p, const Segment& s, bool per_element
   const X* x = static_cast<const X*>(s.x);
   const core::ElementStats<S> st{static_cast<const S*>(s.loc_in), static_cast<const S*>(s.var_in),
                                  static_cast<S*>(s.loc_out), static_cast<S*>(s.var_out)};
-  const C eps = static_cast<C>(p.eps);
+  const core::ScaleRule<C> eps = p.rule.as<C>();
   std::int64_t kept = 0;
 
   if (!core::varying_counts(rule)) {
     // The key's coefficients, computed in double (memo) and rounded to C:
     // element_coeffs<Est, C> rounds the same double values.
-    const core::Coeffs<C> c{static_cast<C>(key_weight), static_cast<C>(key_inv_bc)};
+    const core::Coeffs<C> c{static_cast<C>(key_weight), static_cast<C>(key_inv_bc), static_cast<C>(key_var0)};
     write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
       const std::int64_t k =
           st.loc_in == nullptr
@@ -147,10 +148,10 @@ std::int64_t elementwise_all(const Plan& p, const Segment& s, const core::CountR
   std::int64_t kept = 0;
   const bool per_element = rule.per_element, use_skips = rule.use_skips;
   const std::int64_t key_count = rule.key_count;
-  const double weight = key_coeffs.weight, inv_bc = key_coeffs.inv_bc;
+  const double weight = key_coeffs.weight, inv_bc = key_coeffs.inv_bc, var0 = key_coeffs.var0;
   parallel_for(s.rows * s.feat, max_threads(p.threads), kGrain, 64, [&](std::int64_t b, std::int64_t e, int) {
     const std::int64_t k = elementwise_range<Est, X, S, kWork, kSkip>(p, s, per_element, use_skips, key_count, weight,
-                                                                      inv_bc, b, e, stream);
+                                                                      inv_bc, var0, b, e, stream);
     if (k > 0) std::atomic_ref<std::int64_t>(kept).fetch_add(k, std::memory_order_relaxed);
   });
   return kept;

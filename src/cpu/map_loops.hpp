@@ -1,5 +1,5 @@
-// src/cpu/map_loops.hpp -- the loops of an affine map y = (x - mu) * p (or its
-// inverse y = x * p + mu) with mu and p per element or per feature: pooled
+// src/cpu/map_loops.hpp -- the loops of an affine map y = (x - mu) * p, bounded
+// to [-clip, clip] (or its inverse y = x * p + mu) with mu and p per element or per feature: pooled
 // normalize (src/cpu/pooled.cpp), denormalize and fixed maps
 // (src/cpu/maps.cpp). Included after src/cpu/loops.hpp.
 #pragma once
@@ -12,13 +12,13 @@ using core::MapKind;
 /// The map of elements [0, len), parameters from ms/qs (one per element).
 template <class X, class C, MapKind Dir>
 inline void map_span(const X* __restrict xs, out_t<X>* __restrict ys, std::int64_t len, const C* __restrict ms,
-                     const C* __restrict qs) {
+                     const C* __restrict qs, C clip) {
   VECNORM_IVDEP
   for (std::int64_t j = 0; j < len; ++j) {
     const C xi = core::load<C>(xs + j);
     C v;
     if constexpr (Dir == MapKind::normalize) {
-      v = core::apply(core::Affine<C>{ms[j], qs[j]}, xi);
+      v = core::apply(core::Affine<C>{ms[j], qs[j]}, xi, clip);
     } else {
       v = core::unapply(ms[j], qs[j], xi);
     }
@@ -34,7 +34,7 @@ inline void map_span(const X* __restrict xs, out_t<X>* __restrict ys, std::int64
 /// floats, passed over in address order.
 template <int NV, class C>
 inline void apply_columns(const C* __restrict x, C* __restrict out, std::int64_t rows, std::int64_t ld,
-                          std::int64_t j0, const C* __restrict mu, const C* __restrict q) {
+                          std::int64_t j0, const C* __restrict mu, const C* __restrict q, C clip) {
   constexpr int L = kLanes<C>;
   Vec<C> m[NV];
 #pragma GCC unroll 8
@@ -46,7 +46,7 @@ inline void apply_columns(const C* __restrict x, C* __restrict out, std::int64_t
       std::memcpy(&xv, x + i * ld + j0 + v * L, sizeof xv);
       std::memcpy(&rv, q + j0 + v * L, sizeof rv);
       Vec<C> yv;
-      for (int j = 0; j < L; ++j) yv[j] = core::apply(core::Affine<C>{m[v][j], rv[j]}, xv[j]);
+      for (int j = 0; j < L; ++j) yv[j] = core::apply(core::Affine<C>{m[v][j], rv[j]}, xv[j], clip);
       std::memcpy(out + i * ld + j0 + v * L, &yv, sizeof yv);
     }
   }
@@ -62,7 +62,7 @@ constexpr std::int64_t kApplyMaxWidth = kMaxSuper;
 /// with period W (W = n: one value per element).
 template <class X, class C, MapKind Dir>
 void map_run(const X* __restrict x, out_t<X>* __restrict out, std::int64_t b, std::int64_t e, std::int64_t W,
-             const C* __restrict mu, const C* __restrict q) {
+             const C* __restrict mu, const C* __restrict q, C clip) {
   std::int64_t i0 = b;
   if constexpr (Dir == MapKind::normalize && std::is_same_v<X, C> && std::is_same_v<out_t<X>, X>) {
     // Whole periods of a short period (pooled parameters): as a matrix, the
@@ -71,7 +71,7 @@ void map_run(const X* __restrict x, out_t<X>* __restrict out, std::int64_t b, st
     if (W >= L && W <= kApplyMaxWidth && e - b >= 2 * W) {
       const std::int64_t first = (b + W - 1) / W * W;  // the first period start in [b, e)
       const std::int64_t periods = (e - first) / W;
-      map_span<X, C, Dir>(x + b, out, first - b, mu + b % W, q + b % W);
+      map_span<X, C, Dir>(x + b, out, first - b, mu + b % W, q + b % W, clip);
       const X* xm = x + first;
       C* om = out + (first - b);
       const std::int64_t tile = std::max<std::int64_t>(4, kApplyTileBytes / static_cast<std::int64_t>(W * sizeof(C)));
@@ -80,12 +80,12 @@ void map_run(const X* __restrict x, out_t<X>* __restrict out, std::int64_t b, st
         const C* xt = xm + r0 * W;
         C* ot = om + r0 * W;
         std::int64_t j0 = 0;
-        for (; j0 + 8 * L <= W; j0 += 8 * L) apply_columns<8>(xt, ot, rows, W, j0, mu, q);
-        for (; j0 + 4 * L <= W; j0 += 4 * L) apply_columns<4>(xt, ot, rows, W, j0, mu, q);
-        for (; j0 + L <= W; j0 += L) apply_columns<1>(xt, ot, rows, W, j0, mu, q);
+        for (; j0 + 8 * L <= W; j0 += 8 * L) apply_columns<8>(xt, ot, rows, W, j0, mu, q, clip);
+        for (; j0 + 4 * L <= W; j0 += 4 * L) apply_columns<4>(xt, ot, rows, W, j0, mu, q, clip);
+        for (; j0 + L <= W; j0 += L) apply_columns<1>(xt, ot, rows, W, j0, mu, q, clip);
         if (j0 < W)
           for (std::int64_t i = 0; i < rows; ++i)
-            map_span<X, C, Dir>(xt + i * W + j0, ot + i * W + j0, W - j0, mu + j0, q + j0);
+            map_span<X, C, Dir>(xt + i * W + j0, ot + i * W + j0, W - j0, mu + j0, q + j0, clip);
       }
       i0 = first + periods * W;
     }
@@ -94,7 +94,7 @@ void map_run(const X* __restrict x, out_t<X>* __restrict out, std::int64_t b, st
   // run starts at j0 = 0.
   for (std::int64_t j0 = i0 % W; i0 < e; j0 = 0) {
     const std::int64_t len = std::min(e - i0, W - j0);
-    map_span<X, C, Dir>(x + i0, out + (i0 - b), len, mu + j0, q + j0);
+    map_span<X, C, Dir>(x + i0, out + (i0 - b), len, mu + j0, q + j0, clip);
     i0 += len;
   }
 }
@@ -109,6 +109,8 @@ struct MapRun {
   bool broadcast = false;
   const C* mu = nullptr;
   const C* p = nullptr;
+  /// Normalize: outputs bounded to [-clip, clip] (Options::clip; +inf: none).
+  C clip = std::numeric_limits<C>::infinity();
 };
 
 template <class X, class C>
@@ -135,9 +137,9 @@ void map_segment(const MapRun<C>& s, MapKind dir, int threads) {
   parallel_for(n, threads, kGrain, 64, [&](std::int64_t b, std::int64_t e, int) {
     write_out(y, b, e, stream, [&](std::int64_t b2, std::int64_t e2, Y* out) {
       if (dir == MapKind::normalize)
-        map_run<X, C, MapKind::normalize>(x, out, b2, e2, W, mu, q);
+        map_run<X, C, MapKind::normalize>(x, out, b2, e2, W, mu, q, s.clip);
       else
-        map_run<X, C, MapKind::denormalize>(x, out, b2, e2, W, mu, q);
+        map_run<X, C, MapKind::denormalize>(x, out, b2, e2, W, mu, q, s.clip);
     });
   });
 }

@@ -33,7 +33,7 @@ void denormalize_segment(const Plan& p, const Segment& s, Scratch& ws) {
   const bool skips = !p.pooled && s.skips != nullptr && s.skipped != nullptr && *s.skipped != 0;
   const core::StoredStats<S> st{static_cast<const S*>(s.loc_in), static_cast<const S*>(s.var_in), *s.count_in,
                                 skips ? s.skips : nullptr, numel, p.pooled};
-  core::stats_maps<Est, S, C>(p.decay, p.eps, st, core::MapKind::denormalize, mu, scale);
+  core::stats_maps<Est, S, C>(p.decay, p.rule, st, core::MapKind::denormalize, mu, scale);
   map_segment<X, C>(MapRun<C>{s.x, s.y, s.rows, s.feat, p.pooled, mu, scale}, core::MapKind::denormalize,
                     max_threads(p.threads));
 }
@@ -63,7 +63,7 @@ void run_maps(const Plan& plan, const Segment& s, Scratch& ws) {
     visit_float(s.map_dtype, [&](auto ct) {
       using C = typename decltype(ct)::type;
       map_segment<X, C>(MapRun<C>{s.x, s.y, s.rows, s.feat, plan.pooled, static_cast<const C*>(s.mu),
-                                  static_cast<const C*>(s.p)},
+                                  static_cast<const C*>(s.p), static_cast<C>(plan.rule.clip)},
                         dir, max_threads(plan.threads));
     });
   });

@@ -188,9 +188,9 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     }
     if (!normalize || m == 0) return;
     // Normalize only: the map of each feature from the statistics as stored.
-    core::stats_maps<Est, S, C>(p.decay, p.eps, core::StoredStats<S>{loc_in, var_in, n, nullptr, F, true},
+    core::stats_maps<Est, S, C>(p.decay, p.rule, core::StoredStats<S>{loc_in, var_in, n, nullptr, F, true},
                                 core::MapKind::normalize, mu, r);
-    MapRun<C> run{s.x, s.y, m, F, true, mu, r};
+    MapRun<C> run{s.x, s.y, m, F, true, mu, r, static_cast<C>(p.rule.clip)};
     map_segment<X, C>(run, core::MapKind::normalize, threads);
     return;
   }
@@ -227,7 +227,7 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     *s.count_out = n + added;
     if (!normalize) return;
     // The normalization of each feature, from the statistics as stored.
-    core::stats_maps<Est, S, C>(p.decay, p.eps, core::StoredStats<S>{loc_out, var_out, n + added, nullptr, F, true},
+    core::stats_maps<Est, S, C>(p.decay, p.rule, core::StoredStats<S>{loc_out, var_out, n + added, nullptr, F, true},
                                 core::MapKind::normalize, mu, r, 0, 1, &nc);
     if (W != F) {
       repeat_period(mu, F, mu_w, W);
@@ -248,7 +248,7 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     store(added, added > 0 ? memo_coeffs<Est>(ws.memo, kMemoUpdate, p.decay, n, added) : core::Coeffs<double>{0.0, 1.0},
           [&](std::int64_t f) { return g.moments(f); });
     if (normalize && m > 0) {
-      MapRun<C> run{s.x, s.y, m, F, true, mu, r};
+      MapRun<C> run{s.x, s.y, m, F, true, mu, r, static_cast<C>(p.rule.clip)};
       map_segment<X, C>(run, core::MapKind::normalize, threads);
     }
     return;
@@ -325,7 +325,7 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     for (std::int64_t hi = ee; hi > eb;) {
       const std::int64_t lo = std::max(eb, hi - kBack);
       write_out(y, lo, hi, stream, [&](std::int64_t b2, std::int64_t e2, Y* out) {
-        map_run<X, C, core::MapKind::normalize>(x, out, b2, e2, W, mu_row, r_row);
+        map_run<X, C, core::MapKind::normalize>(x, out, b2, e2, W, mu_row, r_row, static_cast<C>(p.rule.clip));
       });
       hi = lo;
     }

@@ -117,9 +117,8 @@ k::LaunchPlan base_plan(const Plan& p) {
   k::LaunchPlan lp{};
   lp.op = static_cast<std::uint8_t>(op_code(p.work));
   lp.invert = inverts(p.work) ? 1 : 0;
-  lp.log_decay = p.decay.log_decay;
-  lp.cumulative = p.decay.cumulative ? 1 : 0;
-  lp.eps = p.eps;
+  lp.decay = p.decay;
+  lp.rule = p.rule;
   lp.skip = p.nonfinite == NonFinite::skip ? 1 : 0;
   return lp;
 }

@@ -42,7 +42,12 @@ double signature(const CallConfig& cfg, const KeyTable& table) {
   h.add(static_cast<int>(cfg.nonfinite));
   h.add(cfg.decay.log_decay);
   h.add(cfg.decay.cumulative);
-  h.add(cfg.eps);
+  h.add(cfg.rule.lo);
+  h.add(cfg.rule.in);
+  h.add(cfg.rule.out);
+  h.add(cfg.rule.clip);
+  h.add(cfg.decay.prior);
+  h.add(cfg.decay.unbiased);
   return core::bits_to_double(h.h);
 }
 

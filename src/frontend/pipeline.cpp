@@ -19,8 +19,8 @@ CallConfig make_config(const Options& o, Backend backend, CountLayout counts) {
   c.pooled = o.reduce_batch_dims;
   c.counts = counts;
   c.stats_dtype = o.stats_dtype;
-  c.decay = core::make_decay(o.decay);
-  c.eps = o.eps;
+  c.decay = core::make_decay(o.decay, o.prior_count, o.unbiased);
+  c.rule = core::make_scale_rule(o.scale, o.eps, o.clip);
   c.threads = o.cpu_threads;
   c.nonfinite = o.nonfinite;
   c.backend = backend;
@@ -94,7 +94,7 @@ Plan make_plan(const CallConfig& cfg, std::span<const Segment> segments) {
   p.counts = cfg.counts;
   p.stats_dtype = cfg.stats_dtype;
   p.decay = cfg.decay;
-  p.eps = cfg.eps;
+  p.rule = cfg.rule;
   p.threads = cfg.threads;
   p.nonfinite = cfg.nonfinite == NonFinite::propagate ? NonFinite::propagate : NonFinite::skip;
   p.segments = segments;

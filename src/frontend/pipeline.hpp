@@ -43,7 +43,7 @@ struct CallConfig {
   CountLayout counts = CountLayout::per_key;
   DType stats_dtype = DType::float32;
   core::Decay decay;
-  double eps = 1e-4;
+  core::ScaleRule<double> rule;
   int threads = 0;
   NonFinite nonfinite = NonFinite::skip;
   Backend backend = Backend::cpu;  ///< resolved

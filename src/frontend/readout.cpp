@@ -28,14 +28,15 @@ KeyMaps key_maps(const Options& options, const KeySpec& spec, const HostStats& s
   out.numel = static_cast<std::size_t>(st.numel);
   out.mu.assign(out.numel, 0.0);  // double slots hold numel values of either type
   out.p.assign(out.numel, 0.0);
-  const core::Decay decay = core::make_decay(options.decay);
+  const core::Decay decay = core::make_decay(options.decay, options.prior_count, options.unbiased);
+  const core::ScaleRule<double> rule = core::make_scale_rule(options.scale, options.eps, options.clip);
   auto go = [&](auto s_tag, auto c_tag) {
     using S = decltype(s_tag);
     using C = decltype(c_tag);
     const core::StoredStats<S> stored{static_cast<const S*>(st.loc), static_cast<const S*>(st.var), st.count,
                                       st.skips, st.numel, options.reduce_batch_dims};
     core::visit(options.estimator, [&](auto est) {
-      core::stats_maps<decltype(est), S, C>(decay, options.eps, stored, kind, reinterpret_cast<C*>(out.mu.data()),
+      core::stats_maps<decltype(est), S, C>(decay, rule, stored, kind, reinterpret_cast<C*>(out.mu.data()),
                                             reinterpret_cast<C*>(out.p.data()));
     });
   };

@@ -384,6 +384,10 @@ void VecNorm::import_state(const State& state) {
     o.estimator = state.options.estimator;
     o.decay = state.options.decay;
     o.eps = state.options.eps;
+    o.scale = state.options.scale;
+    o.clip = state.options.clip;
+    o.prior_count = state.options.prior_count;
+    o.unbiased = state.options.unbiased;
     o.reduce_batch_dims = state.options.reduce_batch_dims;
     o.stats_dtype = state.options.stats_dtype;
     o.nonfinite = state.options.nonfinite;

@@ -122,6 +122,10 @@ void write_header(Header& h, const Options& o, const Layout& L, std::size_t num_
   h.nonfinite = c.nonfinite;
   h.decay = c.decay;
   h.eps = c.eps;
+  h.scale = c.scale;
+  h.unbiased = c.unbiased;
+  h.clip = c.clip;
+  h.prior_count = c.prior_count;
   h.table_offset = L.table_offset;
   h.table_bytes = L.table_bytes;
   h.views_offset = L.views_offset;
@@ -133,7 +137,8 @@ void write_header(Header& h, const Options& o, const Layout& L, std::size_t num_
 }
 
 OptionCodes option_codes_of(const Header& h) {
-  return {h.estimator, h.reduce_batch_dims, h.stats_dtype, h.nonfinite, h.decay, h.eps};
+  return {h.estimator, h.reduce_batch_dims, h.stats_dtype, h.nonfinite, h.decay,
+          h.eps,       h.scale,             h.unbiased,    h.clip,      h.prior_count};
 }
 
 void check_identity(const Header& h, std::uint64_t size, const Roles& roles) {

@@ -55,6 +55,11 @@ struct Header {
   std::uint64_t dirty_offset;       // 128: uint8 dirty[num_keys][2] (skips may be non-zero)
   std::uint64_t skips_offset;       // 136: first skips array (= total_bytes when there are none)
   pthread_mutex_t mutex;            // 144: PTHREAD_PROCESS_SHARED, PTHREAD_MUTEX_ROBUST
+  // Layout version 3: the options that came after version 2.
+  std::uint32_t scale;              // 0 clamp, 1 sqrt_var_plus_eps, 2 std_plus_eps
+  std::uint32_t unbiased;           // 0 or 1
+  double clip;
+  double prior_count;
 };
 static_assert(std::is_standard_layout_v<Header> && std::is_trivially_copyable_v<Header>);
 static_assert(offsetof(Header, seq) == 104 && offsetof(Header, skips_offset) == 136 &&

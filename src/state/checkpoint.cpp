@@ -1,5 +1,6 @@
 // src/state/checkpoint.cpp -- the bytes of a checkpoint file (docs/state-format.md):
-// encode_state writes format version 2, decode_state reads versions 1 and 2.
+// encode_state writes format version 2, or 3 where the options need it
+// (scale, clip, prior_count, unbiased not the defaults); decode_state reads 1 to 3.
 // Files on disk are files.cpp's; the shapes, key specs and codes it shares
 // with shared segments are binary_io.hpp's and schema.hpp's.
 #include <algorithm>
@@ -21,6 +22,7 @@ constexpr std::array<std::uint8_t, 8> kMagic = {'V', 'N', 'R', 'M', 'C', 'K', 'P
 constexpr std::size_t kFixedHeader = 24;    // magic, version, flags, file size
 constexpr std::size_t kHeaderV1 = 60;       // ... + options, number of keys, batch ndim
 constexpr std::size_t kHeaderV2 = 64;       // ... + nonfinite
+constexpr std::size_t kHeaderV3 = 88;       // ... + scale, unbiased, clip, prior_count
 constexpr std::size_t kChecksumBytes = 4;   // CRC-32C trailer
 constexpr std::size_t kMinStatsRecordV1 = 8 + 8 + 8;  // count, loc length, var length
 constexpr std::size_t kMinStatsRecordV2 = 8 + 8 + 8 + 8 + 8;  // count, skipped, loc/var/skips lengths
@@ -101,7 +103,7 @@ bool checked_numel(const Shape& s, std::int64_t& numel) {
   return true;
 }
 
-// ---------------------------------------------------------------- decode (versions 1 and 2)
+// ---------------------------------------------------------------- decode (versions 1 to 3)
 //
 // One parser for both versions: version 2 is version 1 with the nonfinite code
 // after eps, and per key the skipped counter after count and the skips after
@@ -132,6 +134,18 @@ State decode_records(std::span<const std::uint8_t> d, std::uint32_t version) {
     const std::uint32_t nf = r.u32("nonfinite");
     if (nf > 2) bad("nonfinite: expected 0 (propagate), 1 (skip) or 2 (error), got " + std::to_string(nf));
     st.options.nonfinite = detail::nonfinite_of_code(nf);
+  }
+  // Version 3 adds the scale form, the batch-variance rule, the output bound
+  // and the prior; earlier files had the defaults.
+  if (version >= 3) {
+    const std::uint32_t sc = r.u32("scale");
+    if (sc > 2) bad("scale: expected 0 (clamp), 1 (sqrt_var_plus_eps) or 2 (std_plus_eps), got " + std::to_string(sc));
+    st.options.scale = detail::scale_of_code(sc);
+    const std::uint32_t ub = r.u32("unbiased");
+    if (ub > 1) bad("unbiased: expected 0 or 1, got " + std::to_string(ub));
+    st.options.unbiased = ub == 1;
+    st.options.clip = r.f64("clip");
+    st.options.prior_count = r.f64("prior_count");
   }
   st.table.batch_shape = detail::read_shape(r, "batch shape");
   // Every key takes at least a key spec + the smallest statistics record:
@@ -232,7 +246,11 @@ std::vector<std::uint8_t> encode_state(const State& state) {
                                               "key '" + state.table.keys[k].name + "'");
     if (!problem.empty()) detail::fail(ErrorCode::state_mismatch, "encode_state: " + problem);
   }
-  std::size_t size = kHeaderV2 + 8 * static_cast<std::size_t>(state.table.batch_shape.ndim()) + kChecksumBytes;
+  // The oldest version that holds the options: files of default options stay
+  // readable by a vecnorm that knows only version 2.
+  const bool v3 = !detail::format2_options(state.options);
+  std::size_t size =
+      (v3 ? kHeaderV3 : kHeaderV2) + 8 * static_cast<std::size_t>(state.table.batch_shape.ndim()) + kChecksumBytes;
   for (std::size_t k = 0; k < state.keys.size(); ++k) {
     const KeySpec& spec = state.table.keys[k];
     if (spec.name.size() > kMaxNameBytes)
@@ -250,7 +268,7 @@ std::vector<std::uint8_t> encode_state(const State& state) {
   const detail::OptionCodes codes = detail::option_codes(state.options);
   detail::Writer w(size);
   w.bytes(kMagic.data(), kMagic.size());
-  w.u32(kCheckpointFormatVersion);
+  w.u32(v3 ? 3u : 2u);
   w.u32(0);  // flags
   const std::size_t size_at = w.size();
   w.u64(0);  // file size, patched below
@@ -261,6 +279,12 @@ std::vector<std::uint8_t> encode_state(const State& state) {
   w.f64(codes.decay);
   w.f64(codes.eps);
   w.u32(codes.nonfinite);
+  if (v3) {
+    w.u32(codes.scale);
+    w.u32(codes.unbiased);
+    w.f64(codes.clip);
+    w.f64(codes.prior_count);
+  }
   detail::write_shape(w, state.table.batch_shape);
   for (const KeySpec& spec : state.table.keys) detail::write_key_spec(w, spec);
   const std::size_t elem = dtype_size(state.options.stats_dtype);
@@ -300,7 +324,7 @@ State decode_state(std::span<const std::uint8_t> d) {
   if (recorded != n)
     bad((recorded > n ? "truncated: expected " : "size mismatch: expected ") + std::to_string(recorded) +
         " bytes (the size recorded in the header), got " + std::to_string(n));
-  const std::size_t header = version == 1 ? kHeaderV1 : kHeaderV2;
+  const std::size_t header = version == 1 ? kHeaderV1 : version == 2 ? kHeaderV2 : kHeaderV3;
   if (n < header + kChecksumBytes)
     bad("truncated: expected at least " + std::to_string(header + kChecksumBytes) + " bytes for a version " +
         std::to_string(version) + " header and checksum, got " + std::to_string(n));

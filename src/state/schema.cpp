@@ -53,6 +53,26 @@ NonFinite nonfinite_of_code(std::uint32_t code) {
   return code == 0 ? NonFinite::propagate : code == 1 ? NonFinite::skip : NonFinite::error;
 }
 
+std::uint32_t scale_code(ScaleForm f) {
+  switch (f) {
+    case ScaleForm::clamp: return 0;
+    case ScaleForm::sqrt_var_plus_eps: return 1;
+    case ScaleForm::std_plus_eps: return 2;
+  }
+  fail(ErrorCode::state_mismatch, "unknown scale value " + std::to_string(static_cast<int>(f)));
+}
+
+ScaleForm scale_of_code(std::uint32_t code) {
+  return code == 1 ? ScaleForm::sqrt_var_plus_eps : code == 2 ? ScaleForm::std_plus_eps : ScaleForm::clamp;
+}
+
+std::string scale_name(std::uint32_t code) { return code <= 2 ? to_string(scale_of_code(code)) : code_text(code); }
+
+bool format2_options(const Options& o) {
+  const Options d;
+  return o.scale == d.scale && o.clip == d.clip && o.prior_count == d.prior_count && o.unbiased == d.unbiased;
+}
+
 std::string estimator_name(std::uint32_t code) {
   return code <= 1 ? to_string(estimator_of_code(code)) : code_text(code);
 }
@@ -68,7 +88,8 @@ std::string nonfinite_name(std::uint32_t code) {
 
 OptionCodes option_codes(const Options& o) {
   return {estimator_code(o.estimator), o.reduce_batch_dims ? 1u : 0u, stats_dtype_code(o.stats_dtype),
-          nonfinite_code(o.nonfinite), o.decay, o.eps};
+          nonfinite_code(o.nonfinite), o.decay, o.eps, scale_code(o.scale), o.unbiased ? 1u : 0u, o.clip,
+          o.prior_count};
 }
 
 std::string shortest(double v) {
@@ -100,6 +121,12 @@ void check_same_options(const Roles& roles, const OptionCodes& mine, const Optio
   if (!(mine.eps == theirs.eps)) fail_mismatch(roles, "eps", shortest(mine.eps), shortest(theirs.eps));
   if (mine.nonfinite != theirs.nonfinite)
     fail_mismatch(roles, "nonfinite", nonfinite_name(mine.nonfinite), nonfinite_name(theirs.nonfinite));
+  if (mine.scale != theirs.scale) fail_mismatch(roles, "scale", scale_name(mine.scale), scale_name(theirs.scale));
+  if (!(mine.clip == theirs.clip)) fail_mismatch(roles, "clip", shortest(mine.clip), shortest(theirs.clip));
+  if (!(mine.prior_count == theirs.prior_count))
+    fail_mismatch(roles, "prior_count", shortest(mine.prior_count), shortest(theirs.prior_count));
+  if (mine.unbiased != theirs.unbiased)
+    fail_mismatch(roles, "unbiased", flag_name(mine.unbiased), flag_name(theirs.unbiased));
 }
 
 void check_same_table(const Roles& roles, bool pooled, const KeyTable& mine, const KeyTable& theirs) {

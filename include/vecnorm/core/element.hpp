@@ -127,12 +127,13 @@ enum class StatsIn : std::uint8_t {
 /// void*): an ElementStats<S>, or a kernel's DevSegment (by reference, so that
 /// a kernel reads them from its parameter space instead of holding copies in
 /// registers). kSkip and `skip`: a non-finite x is left out of the statistics
-/// (NonFinite::skip; the runtime flag for callers that decide per call).
+/// (NonFinite::skip; the runtime flag for callers that decide per call). `sr`:
+/// the scale rule and the output bound (Options::scale, eps, clip).
 /// Returns whether the element was left out.
 template <class Est, class S, class C, bool kUpdate, bool kNormalize, bool kSkip, StatsIn kIn = StatsIn::maybe_null,
           class X, class Y, class Stats>
 VECNORM_HD bool element_step(const X* x, const Stats& st, Y* out, std::int64_t i, std::int64_t j, const Coeffs<C>& c,
-                             C eps, bool skip = true) {
+                             const ScaleRule<C>& sr, bool skip = true) {
   const S* loc_in = static_cast<const S*>(st.loc_in);
   const S* var_in = static_cast<const S*>(st.var_in);
   const C xi = load<C>(x + i);
@@ -152,7 +153,7 @@ VECNORM_HD bool element_step(const X* x, const Stats& st, Y* out, std::int64_t i
   } else if constexpr (kUpdate) {
     update_stored<Est, S, C>(loc, var, xi, c, static_cast<S*>(st.loc_out)[i], static_cast<S*>(st.var_out)[i]);
   }
-  if constexpr (kNormalize) store(out + j, apply(element_affine<Est, C>(loc, var, c, eps), xi));
+  if constexpr (kNormalize) store(out + j, apply(element_affine<Est, C>(loc, var, c, sr), xi, sr.clip));
   return kept_out;
 }
 

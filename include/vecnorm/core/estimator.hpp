@@ -35,6 +35,11 @@ template <class T>
 struct Coeffs {
   T weight;  ///< torchrl: lerp weight w; stable: share a of the new samples
   T inv_bc;  ///< torchrl: 1 / bias correction of the count; stable: 1 (unused)
+  /// stable, an update from count 0 with a prior: the prior's variance (1),
+  /// which the stored zeros of count 0 stand for; else 0.
+  T var0 = T(0);
+  /// Pooled updates: 1 when the batch variance divides by m - 1 (Decay::unbiased), else 0.
+  T ddof = T(0);
 };
 
 /// VecNormV2's estimator: loc = EMA of x, var = EMA of x^2 (raw moments); the
@@ -45,7 +50,8 @@ struct TorchRL {
   /// An update that takes the count from n to n + m.
   template <class T>
   static VECNORM_HD Coeffs<T> update_coeffs(const Decay& p, std::int64_t n, std::int64_t m) {
-    return {static_cast<T>(torchrl_weight(p, n + m, m)), static_cast<T>(1.0 / bias_correction(p, n + m))};
+    return {static_cast<T>(torchrl_weight(p, n + m, m)), static_cast<T>(1.0 / bias_correction(p, n + m)), T(0),
+            p.unbiased ? T(1) : T(0)};
   }
   /// Normalizing with statistics that have seen `count` (> 0) samples.
   template <class T>
@@ -66,14 +72,14 @@ struct TorchRL {
   }
   /// The normalization of stored (loc, var): mu = loc / bc, v = (var - loc^2) / bc.
   template <class T>
-  static VECNORM_HD Affine<T> element_affine(T loc, T var, const Coeffs<T>& c, T eps) {
-    return {loc * c.inv_bc, T(1) / clamp_scale((var - loc * loc) * c.inv_bc, eps)};
+  static VECNORM_HD Affine<T> element_affine(T loc, T var, const Coeffs<T>& c, const ScaleRule<T>& r) {
+    return {loc * c.inv_bc, T(1) / scale_of((var - loc * loc) * c.inv_bc, r)};
   }
   /// mu and scale (not its inverse), for read-outs and denormalize.
   template <class T>
-  static VECNORM_HD void loc_scale(T loc, T var, const Coeffs<T>& c, T eps, T& mu, T& scale) {
+  static VECNORM_HD void loc_scale(T loc, T var, const Coeffs<T>& c, const ScaleRule<T>& r, T& mu, T& scale) {
     mu = loc * c.inv_bc;
-    scale = clamp_scale((var - loc * loc) * c.inv_bc, eps);
+    scale = scale_of((var - loc * loc) * c.inv_bc, r);
   }
   /// The mean the stored loc stands for (pooled shifts), `c` = normalize_coeffs(count).
   static VECNORM_HD double mean_of(const Coeffs<double>& c, double loc) { return loc * c.inv_bc; }
@@ -93,7 +99,8 @@ struct Stable {
 
   template <class T>
   static VECNORM_HD Coeffs<T> update_coeffs(const Decay& p, std::int64_t n, std::int64_t m) {
-    return {static_cast<T>(stable_weight(p, n, m)), T(1)};
+    return {static_cast<T>(stable_weight(p, n, m)), T(1), n == 0 && p.prior > 0.0 ? T(1) : T(0),
+            p.unbiased ? T(1) : T(0)};
   }
   template <class T>
   static VECNORM_HD Coeffs<T> normalize_coeffs(const Decay&, std::int64_t) {
@@ -103,29 +110,30 @@ struct Stable {
   static VECNORM_HD Coeffs<T> normalize_after(const Coeffs<T>&) {
     return {T(0), T(1)};
   }
-  /// delta = x - mu; mu += a delta; v = (1 - a)(v + a delta^2).
+  /// delta = x - mu; mu += a delta; v = (1 - a)(v + var0 + a delta^2) (var0:
+  /// the prior's variance at count 0, else 0).
   template <class T>
   static VECNORM_HD void update_element(T& loc, T& var, T x, const Coeffs<T>& c) {
     const T delta = x - loc;
     loc = loc + c.weight * delta;
-    var = (T(1) - c.weight) * (var + c.weight * delta * delta);
+    var = (T(1) - c.weight) * ((var + c.var0) + c.weight * delta * delta);
   }
   template <class T>
-  static VECNORM_HD Affine<T> element_affine(T loc, T var, const Coeffs<T>&, T eps) {
-    return {loc, T(1) / clamp_scale(var, eps)};
+  static VECNORM_HD Affine<T> element_affine(T loc, T var, const Coeffs<T>&, const ScaleRule<T>& r) {
+    return {loc, T(1) / scale_of(var, r)};
   }
   template <class T>
-  static VECNORM_HD void loc_scale(T loc, T var, const Coeffs<T>&, T eps, T& mu, T& scale) {
+  static VECNORM_HD void loc_scale(T loc, T var, const Coeffs<T>&, const ScaleRule<T>& r, T& mu, T& scale) {
     mu = loc;
-    scale = clamp_scale(var, eps);
+    scale = scale_of(var, r);
   }
   static VECNORM_HD double mean_of(const Coeffs<double>&, double loc) { return loc; }
-  /// delta = mean - mu; mu += a delta; v = (1 - a) v + a s2 + a (1 - a) delta^2.
+  /// delta = mean - mu; mu += a delta; v = (1 - a)(v + var0) + a s2 + a (1 - a) delta^2.
   static VECNORM_HD void update_pooled(const Coeffs<double>& c, double& loc, double& var, double mean, double s2) {
     const double a = c.weight;
     const double delta = mean - loc;
     loc = loc + a * delta;
-    var = (1.0 - a) * var + a * s2 + a * (1.0 - a) * delta * delta;
+    var = (1.0 - a) * (var + c.var0) + a * s2 + a * (1.0 - a) * delta * delta;
   }
 };
 
@@ -149,8 +157,8 @@ VECNORM_HD Coeffs<T> normalize_coeffs(const Decay& p, std::int64_t count) {
   return Est::template normalize_coeffs<T>(p, count);
 }
 template <class Est, class T>
-VECNORM_HD Affine<T> element_affine(T loc, T var, const Coeffs<T>& c, T eps) {
-  return Est::template element_affine<T>(loc, var, c, eps);
+VECNORM_HD Affine<T> element_affine(T loc, T var, const Coeffs<T>& c, const ScaleRule<T>& r) {
+  return Est::template element_affine<T>(loc, var, c, r);
 }
 
 }  // namespace vecnorm::core

@@ -29,13 +29,13 @@ struct Map {
 
 /// The map of one stored (loc, var) with c = normalize_coeffs(count).
 template <class Est, class T>
-VECNORM_HD Map<T> stats_map(MapKind kind, T loc, T var, const Coeffs<T>& c, T eps) {
+VECNORM_HD Map<T> stats_map(MapKind kind, T loc, T var, const Coeffs<T>& c, const ScaleRule<T>& sr) {
   if (kind == MapKind::denormalize) {
     Map<T> m;
-    Est::loc_scale(loc, var, c, eps, m.mu, m.p);
+    Est::loc_scale(loc, var, c, sr, m.mu, m.p);
     return m;
   }
-  const Affine<T> a = Est::element_affine(loc, var, c, eps);
+  const Affine<T> a = Est::element_affine(loc, var, c, sr);
   return {a.mu, a.r};
 }
 
@@ -55,7 +55,7 @@ struct StoredStats {
 /// (type C: the key's compute type). `pooled_coeffs`: normalize_coeffs<double>(count)
 /// when the caller has them (pooled only; null: computed here).
 template <class Est, class S, class C>
-VECNORM_HD void stats_maps(const Decay& decay, double eps, const StoredStats<S>& st, MapKind kind, C* mu, C* p,
+VECNORM_HD void stats_maps(const Decay& decay, const ScaleRule<double>& sr, const StoredStats<S>& st, MapKind kind, C* mu, C* p,
                            std::int64_t begin = 0, std::int64_t stride = 1,
                            const Coeffs<double>* pooled_coeffs = nullptr) {
   if (st.pooled) {
@@ -63,7 +63,7 @@ VECNORM_HD void stats_maps(const Decay& decay, double eps, const StoredStats<S>&
         pooled_coeffs != nullptr ? *pooled_coeffs : normalize_coeffs<Est, double>(decay, st.count);
     for (std::int64_t i = begin; i < st.numel; i += stride) {
       const Map<double> m =
-          stats_map<Est, double>(kind, static_cast<double>(st.loc[i]), static_cast<double>(st.var[i]), c, eps);
+          stats_map<Est, double>(kind, static_cast<double>(st.loc[i]), static_cast<double>(st.var[i]), c, sr);
       mu[i] = static_cast<C>(m.mu);
       p[i] = static_cast<C>(m.p);
     }
@@ -72,7 +72,7 @@ VECNORM_HD void stats_maps(const Decay& decay, double eps, const StoredStats<S>&
   // Per element: the coefficients are computed again only where the count changes.
   Coeffs<C> c = normalize_coeffs<Est, C>(decay, st.count);
   std::int64_t cached = st.count;
-  const C e = static_cast<C>(eps);
+  const ScaleRule<C> e = sr.template as<C>();
   for (std::int64_t i = begin; i < st.numel; i += stride) {
     if (st.skips != nullptr && st.count - st.skips[i] != cached) {
       cached = st.count - st.skips[i];

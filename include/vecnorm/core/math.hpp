@@ -1,5 +1,5 @@
 // vecnorm/core/math.hpp -- the elementary operations of the numeric core:
-// decay weights, the lerp, the scale clamp, the affine map, the finiteness test.
+// decay weights, the lerp, the scale rule, the affine map, the finiteness test.
 //
 // Header-only and VECNORM_HD: the CPU loops, the read-outs and the CUDA kernels
 // (on a GPU and under the SIMT emulator) all call these and nothing else. The
@@ -14,18 +14,37 @@
 #include "vecnorm/core/exp_log.hpp"
 #include "vecnorm/core/hd.hpp"
 
+namespace vecnorm {
+
+/// How a normalizer turns a variance v into the scale it divides by (Options::scale).
+enum class ScaleForm : std::uint8_t {
+  clamp,              ///< max(sqrt(v), eps): TorchRL's VecNormV2 (the default)
+  sqrt_var_plus_eps,  ///< sqrt(v + eps): Stable-Baselines3, Gymnasium, rl_games
+  std_plus_eps,       ///< sqrt(v) + eps: rsl_rl, skrl
+};
+
+}  // namespace vecnorm
+
 namespace vecnorm::core {
 
-/// Decay-dependent constants of a normalizer.
+/// The weighting constants of a normalizer: the decay, and the prior of the
+/// stable estimator (Options::prior_count, docs/numerics.md, "Prior").
 struct Decay {
   double log_decay = 0.0;  ///< ln d (0 when cumulative)
   bool cumulative = true;  ///< d == 1: every sample weighs the same
+  /// n0 > 0: the statistics start from n0 pseudo-samples of mean 0 and
+  /// variance 1 (stable estimator only), weighted like samples seen at count 0.
+  double prior = 0.0;
+  /// The batch variance of a pooled update divides by m - 1 (m > 1) instead of m.
+  bool unbiased = false;
 };
 
-VECNORM_HD Decay make_decay(double decay) {
+VECNORM_HD Decay make_decay(double decay, double prior = 0.0, bool unbiased = false) {
   Decay p;
   p.cumulative = !(decay < 1.0);
   p.log_decay = p.cumulative ? 0.0 : core::log(decay);
+  p.prior = prior;
+  p.unbiased = unbiased;
   return p;
 }
 
@@ -47,7 +66,17 @@ VECNORM_HD double bias_correction(const Decay& p, std::int64_t count) {
 
 /// stable: the share of the new m samples in the total weight after n + m samples.
 /// d < 1: (1 - d^m) / (1 - d^(n+m));  d = 1: m / (n + m).
+/// With a prior of n0 pseudo-samples (weighted as samples at count 0, so that
+/// the total weight after n samples is (1 - d^n) / (1 - d) + n0 d^n):
+/// d < 1: (1 - d^m) / (1 - d^(n+m) + n0 (1 - d) d^(n+m));  d = 1: m / (n0 + n + m).
 VECNORM_HD double stable_weight(const Decay& p, std::int64_t n, std::int64_t m) {
+  if (p.prior > 0.0) {
+    if (p.cumulative) return static_cast<double>(m) / (p.prior + static_cast<double>(n + m));
+    const double t = static_cast<double>(n + m);
+    // (1 - d) = -expm1(ln d); d^(n+m) = 1 - (1 - d^(n+m))
+    const double total = one_minus_pow(p, t) + p.prior * one_minus_pow(p, 1.0) * (1.0 - one_minus_pow(p, t));
+    return one_minus_pow(p, static_cast<double>(m)) / total;
+  }
   return p.cumulative ? static_cast<double>(m) / static_cast<double>(n + m)
                       : one_minus_pow(p, static_cast<double>(m)) / one_minus_pow(p, static_cast<double>(n + m));
 }
@@ -64,12 +93,49 @@ VECNORM_HD T lerp(T start, T end, T w) {
   return w < T(0.5) ? from_start : from_end;
 }
 
-/// max(sqrt(max(v, 0)), eps). NaN propagates (as in the reference): the
+/// How a variance becomes a scale, and the bound of normalized outputs
+/// (Options::scale, eps, clip): scale = max(sqrt(max(v, 0) + in) + out, lo),
+/// y = clamp((x - mu) / scale, -clip, clip). The three forms of Options::scale
+/// are three settings of (lo, in, out) (make_scale_rule); the zeros they add
+/// change no bits.
+template <class T>
+struct ScaleRule {
+  T lo = T(0);    ///< lower bound of the scale (the clamp form's eps)
+  T in = T(0);    ///< added to the variance under the square root
+  T out = T(0);   ///< added to the square root
+  T clip = T(0);  ///< outputs bounded to [-clip, clip]; +inf: unbounded
+  template <class U>
+  VECNORM_HD ScaleRule<U> as() const {
+    return {static_cast<U>(lo), static_cast<U>(in), static_cast<U>(out), static_cast<U>(clip)};
+  }
+};
+
+/// The rule of `form` with `eps`, outputs bounded by `clip` (+inf: none).
+VECNORM_HD ScaleRule<double> make_scale_rule(ScaleForm form, double eps, double clip) {
+  ScaleRule<double> r;
+  r.clip = clip;
+  if (form == ScaleForm::sqrt_var_plus_eps)
+    r.in = eps;
+  else if (form == ScaleForm::std_plus_eps)
+    r.out = eps;
+  else
+    r.lo = eps;
+  return r;
+}
+
+/// The scale of variance v. NaN propagates (as in the reference): the
 /// comparisons are written so that a NaN variance gives a NaN scale.
 template <class T>
-VECNORM_HD T clamp_scale(T v, T eps) {
-  const T s = std::sqrt(v < T(0) ? T(0) : v);
-  return s < eps ? eps : s;
+VECNORM_HD T scale_of(T v, const ScaleRule<T>& r) {
+  const T s = std::sqrt((v < T(0) ? T(0) : v) + r.in) + r.out;
+  return s < r.lo ? r.lo : s;
+}
+
+/// y bounded to [-clip, clip]; NaN stays NaN.
+template <class T>
+VECNORM_HD T clip_to(T y, T clip) {
+  const T lo = -clip;
+  return y < lo ? lo : (y > clip ? clip : y);
 }
 
 /// The affine map of normalization: y = (x - mu) * r with r = 1 / scale.
@@ -81,6 +147,11 @@ struct Affine {
 template <class T>
 VECNORM_HD T apply(const Affine<T>& a, T x) {
   return (x - a.mu) * a.r;
+}
+/// apply(), bounded to [-clip, clip] (Options::clip).
+template <class T>
+VECNORM_HD T apply(const Affine<T>& a, T x, T clip) {
+  return clip_to((x - a.mu) * a.r, clip);
 }
 /// The inverse map, from mu and scale: x = y * scale + mu.
 template <class T>

@@ -99,7 +99,8 @@ struct PooledOps {
   /// count after (MapKind::normalize, in double).
   template <class S>
   static VECNORM_HD Stored<S> finalize(const Coeffs<double>& uc, double loc, double var, const Moments& b) {
-    if (b.n > 0.0) Est::update_pooled(uc, loc, var, b.mean, b.m2 / b.n);
+    // The batch's variance: M2 / n, or M2 / (n - 1) when unbiased (n > 1; one row has none).
+    if (b.n > 0.0) Est::update_pooled(uc, loc, var, b.mean, b.m2 / (b.n > 1.0 ? b.n - uc.ddof : b.n));
     return {static_cast<S>(loc), static_cast<S>(var)};
   }
 };
