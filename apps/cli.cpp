@@ -105,6 +105,13 @@ vecnorm::NonFinite parse_nonfinite(const std::string& text, const std::string& o
   throw UsageError("option " + option + " expects propagate, skip or error, got '" + text + "'");
 }
 
+vecnorm::ScaleForm parse_scale(const std::string& text, const std::string& option) {
+  if (text == "clamp") return vecnorm::ScaleForm::clamp;
+  if (text == "sqrt_var_plus_eps") return vecnorm::ScaleForm::sqrt_var_plus_eps;
+  if (text == "std_plus_eps") return vecnorm::ScaleForm::std_plus_eps;
+  throw UsageError("option " + option + " expects clamp, sqrt_var_plus_eps or std_plus_eps, got '" + text + "'");
+}
+
 vecnorm::Backend parse_backend(const std::string& text, const std::string& option) {
   if (text == "cpu") return vecnorm::Backend::cpu;
   if (text == "cuda") return vecnorm::Backend::cuda;

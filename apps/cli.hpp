@@ -70,6 +70,7 @@ std::int64_t parse_int(const std::string& text, const std::string& option, std::
 double parse_double(const std::string& text, const std::string& option);
 vecnorm::Estimator parse_estimator(const std::string& text, const std::string& option);
 vecnorm::NonFinite parse_nonfinite(const std::string& text, const std::string& option);
+vecnorm::ScaleForm parse_scale(const std::string& text, const std::string& option);
 vecnorm::Backend parse_backend(const std::string& text, const std::string& option);
 vecnorm::DType parse_stats_dtype(const std::string& text, const std::string& option);
 

@@ -4,6 +4,7 @@
 // into an unconfigured VecNorm (which adopts it), and the read-outs (loc and
 // scale as normalize uses them) are printed per key: as a table, or as JSON.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -110,6 +111,17 @@ std::string state_json(const std::string& path, const vecnorm::VecNorm& vn) {
   json_string(out, vecnorm::to_string(o.stats_dtype));
   out += ", \"nonfinite\": ";
   json_string(out, vecnorm::to_string(o.nonfinite));
+  out += ", \"scale\": ";
+  json_string(out, vecnorm::to_string(o.scale));
+  out += ", \"clip\": ";
+  if (std::isfinite(o.clip))
+    json_number(out, o.clip);
+  else
+    out += "null";
+  out += ", \"prior_count\": ";
+  json_number(out, o.prior_count);
+  out += ", \"unbiased\": ";
+  out += o.unbiased ? "true" : "false";
   out += ", \"batch_shape\": ";
   json_shape(out, table.batch_shape);
   out += ",\n \"keys\": {";
@@ -180,6 +192,10 @@ int run_inspect(int argc, char** argv, int first) {
     else std::printf("  statistics    per element of batch %s\n", table.batch_shape.str().c_str());
     std::printf("  stats dtype   %s\n", vecnorm::to_string(o.stats_dtype));
     std::printf("  nonfinite     %s\n", vecnorm::to_string(o.nonfinite));
+    std::printf("  scale         %s\n", vecnorm::to_string(o.scale));
+    if (std::isfinite(o.clip)) std::printf("  clip          %s\n", shortest(o.clip).c_str());
+    if (o.prior_count > 0) std::printf("  prior count   %s\n", shortest(o.prior_count).c_str());
+    if (o.unbiased) std::printf("  batch var     unbiased (m - 1)\n");
     std::printf("  keys          %zu\n", table.keys.size());
     for (const auto& spec : table.keys) print_table(vn, spec, all);
   }

@@ -70,6 +70,10 @@ vecnorm::Options statistics_options(const Args& a, const std::optional<vecnorm::
     if (!a.eps_set) opt.eps = so.eps;
     if (!a.stats_set) opt.stats_dtype = so.stats_dtype;
     if (!a.nonfinite_set) opt.nonfinite = so.nonfinite;
+    if (!a.scale_set) opt.scale = so.scale;
+    if (!a.clip_set) opt.clip = so.clip;
+    if (!a.prior_set) opt.prior_count = so.prior_count;
+    if (!a.unbiased_set) opt.unbiased = so.unbiased;
     if (!a.options.reduce_batch_dims && !a.stateless) opt.reduce_batch_dims = so.reduce_batch_dims;
     if (a.stateless && so.reduce_batch_dims)
       throw InputError("--load-state " + a.load_state +

@@ -18,7 +18,13 @@ const char* const kHelp =
     "options:\n"
     "  --batch-dims N        dims after the time dim that are batch dims (default 1)\n"
     "  --decay D             EMA decay, 0 < D <= 1 (default 0.9999)\n"
-    "  --eps E               lower bound of the scale (default 1e-4)\n"
+    "  --eps E               the scale's epsilon (default 1e-4; see --scale)\n"
+    "  --scale FORM          clamp: max(std, eps) (default, TorchRL), sqrt_var_plus_eps:\n"
+    "                        sqrt(var + eps) (SB3, Gymnasium, rl_games) or std_plus_eps:\n"
+    "                        std + eps (rsl_rl, skrl)\n"
+    "  --clip C              bound the outputs to [-C, C] (default: none)\n"
+    "  --prior-count N       start from N samples of mean 0, var 1 (estimator stable)\n"
+    "  --unbiased            pooled batch variance over m - 1 (skrl)\n"
     "  --estimator NAME      torchrl (VecNormV2's formulas, default) or stable\n"
     "  --nonfinite MODE      NaN/inf input: skip (default: left out of the statistics,\n"
     "                        counted), propagate (the reference) or error (stop)\n"
@@ -87,6 +93,10 @@ Args parse_args(int argc, char** argv, int first) {
       given_option("--eps", a.options.eps, a.eps_set, parse_double),
       given_option("--estimator", a.options.estimator, a.estimator_set, parse_estimator),
       given_option("--nonfinite", a.options.nonfinite, a.nonfinite_set, parse_nonfinite),
+      given_option("--scale", a.options.scale, a.scale_set, parse_scale),
+      given_option("--clip", a.options.clip, a.clip_set, parse_double),
+      given_option("--prior-count", a.options.prior_count, a.prior_set, parse_double),
+      {"--unbiased", false, [&](const std::string&) { a.options.unbiased = a.unbiased_set = true; }},
       {"--reduce-batch-dims", false, [&](const std::string&) { a.options.reduce_batch_dims = true; }},
       {"--stateless", false, [&](const std::string&) { a.stateless = true; }},
       given_option("--stats-dtype", a.options.stats_dtype, a.stats_set, parse_stats_dtype),

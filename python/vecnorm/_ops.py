@@ -15,6 +15,8 @@ config: make_config(...). Few arguments, because a dispatcher call from
 Python costs per argument (docs/python.md)."""
 from __future__ import annotations
 
+import math
+import struct
 from typing import List
 
 import torch
@@ -22,6 +24,7 @@ import torch
 _INT_TYPES = (torch.int32, torch.int64, torch.uint8)
 ESTIMATORS = {"torchrl": 0, "stable": 1}
 NONFINITE = {"propagate": 0, "skip": 1, "error": 2}
+SCALES = {"clamp": 0, "sqrt_var_plus_eps": 1, "std_plus_eps": 2}
 STATS_PER_KEY = 5
 
 
@@ -30,15 +33,25 @@ def output_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _INT_TYPES else dtype
 
 
+def _bits(v: float) -> int:
+    """A double as the int64 of its bits (how config carries clip and prior_count)."""
+    return struct.unpack("<q", struct.pack("<d", float(v)))[0]
+
+
 def make_config(batch_dims: int, reduce_batch_dims: bool, estimator: str, nonfinite: str,
-                per_element_counts: bool, cpu_threads: int) -> List[int]:
-    """The operators' int[] config (src/torch/ops.cpp, ConfigField)."""
+                per_element_counts: bool, cpu_threads: int, scale: str = "clamp", unbiased: bool = False,
+                clip: float = math.inf, prior_count: float = 0.0) -> List[int]:
+    """The operators' int[] config (src/torch/call.hpp, ConfigField); the values
+    themselves are checked by the library (Options::validate)."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"vecnorm: estimator: expected 'torchrl' or 'stable', got '{estimator}'")
     if nonfinite not in NONFINITE:
         raise ValueError(f"vecnorm: nonfinite: expected 'propagate', 'skip' or 'error', got '{nonfinite}'")
+    if scale not in SCALES:
+        raise ValueError(f"vecnorm: scale: expected 'clamp', 'sqrt_var_plus_eps' or 'std_plus_eps', got '{scale}'")
     return [int(batch_dims), int(bool(reduce_batch_dims)), ESTIMATORS[estimator], NONFINITE[nonfinite],
-            int(bool(per_element_counts)), int(cpu_threads)]
+            int(bool(per_element_counts)), int(cpu_threads), SCALES[scale], int(bool(unbiased)), _bits(clip),
+            _bits(prior_count)]
 
 
 @torch.library.register_fake("vecnorm::step")

@@ -18,6 +18,7 @@ from torch's caching allocator, no host synchronization) and traces under
 from __future__ import annotations
 
 import copy
+import math
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -93,8 +94,15 @@ class VecNorm(nn.Module):
             statistics have the shape ``batch_shape + feature``); with
             ``reduce_batch_dims`` any batch is accepted and pooled.
         decay, eps, reduce_batch_dims, estimator, stats_dtype, nonfinite,
-        cpu_threads: the options of the C++ API (include/vecnorm/options.hpp),
-            under their C++ names; ``cpu_threads=0`` uses ``torch.get_num_threads()``.
+        cpu_threads, scale, clip, prior_count, unbiased: the options of the C++
+            API (include/vecnorm/options.hpp), under their C++ names;
+            ``cpu_threads=0`` uses ``torch.get_num_threads()``. ``scale``:
+            ``"clamp"`` (max(std, eps), TorchRL), ``"sqrt_var_plus_eps"`` (SB3,
+            Gymnasium, rl_games) or ``"std_plus_eps"`` (rsl_rl, skrl); ``clip``
+            bounds the outputs to [-clip, clip]; ``prior_count`` (estimator
+            ``"stable"``) starts the statistics as that many samples of mean 0,
+            variance 1; ``unbiased``: pooled batch variance over m - 1.
+            ``vecnorm.presets`` configures them as each library does.
         dtypes: the input dtype of each key, where it is not ``stats_dtype``
             (it decides the compute type of ``loc``/``scale``/``to_affine``).
         device: where the statistics live (they move with ``.to()``).
@@ -117,6 +125,10 @@ class VecNorm(nn.Module):
         stats_dtype: torch.dtype = torch.float32,
         nonfinite: str = "skip",
         cpu_threads: int = 0,
+        scale: str = "clamp",
+        clip: float = math.inf,
+        prior_count: float = 0.0,
+        unbiased: bool = False,
         dtypes: Optional[Mapping[Key, torch.dtype]] = None,
         device: Optional[Union[str, torch.device]] = None,
         process_group=None,
@@ -139,25 +151,29 @@ class VecNorm(nn.Module):
         self.stats_dtype = stats_dtype
         self.nonfinite = str(nonfinite)
         self.cpu_threads = int(cpu_threads)
+        self.scale_form = str(scale)
+        self.clip = float(clip)
+        self.prior_count = float(prior_count)
+        self.unbiased = bool(unbiased)
         dt = dict(dtypes or {})
         self.dtypes: Dict[str, torch.dtype] = {n: dt.get(k, stats_dtype) for k, n in zip(self.keys, self.names)}
         for n, d in self.dtypes.items():
             if d not in _DTYPE_CODE:
                 raise TypeError(f"vecnorm: key '{n}': dtype {d} is not supported")
         dims = [d for n in self.names for d in self.feature_shapes[n]]
+        # Pooled statistics have the feature shape; per-element ones batch + feature.
+        self._batch_dims = 0 if self.reduce_batch_dims else len(self.batch_shape)
+        self._config = make_config(self._batch_dims, self.reduce_batch_dims, self.estimator, self.nonfinite,
+                                   False, self.cpu_threads, self.scale_form, self.unbiased, self.clip,
+                                   self.prior_count)
         torch.ops.vecnorm.validate(
             self.names, [len(self.feature_shapes[n]) for n in self.names], dims, list(self.batch_shape),
-            self.decay, self.eps, self.reduce_batch_dims, self.estimator, self.nonfinite,
-            _DTYPE_CODE[stats_dtype],
+            self.decay, self.eps, self._config, _DTYPE_CODE[stats_dtype],
         )
         self._frozen = False
         # The group by its registered name (the operator resolves it; a name
         # also survives deepcopy and pickling, a ProcessGroup does not).
         self._group: Optional[str] = group_name(process_group) if self.reduce_batch_dims else None
-        # Pooled statistics have the feature shape; per-element ones batch + feature.
-        self._batch_dims = 0 if self.reduce_batch_dims else len(self.batch_shape)
-        self._config = make_config(self._batch_dims, self.reduce_batch_dims, self.estimator, self.nonfinite,
-                                   False, self.cpu_threads)
         self._stat_names = [f"{n}_{s}" for n in self.names for s in _STATS]
         self._bound = None  # the eager fast path (src/torch/eager.cpp), made on first use
         per_element_skips = self.nonfinite == "skip" and not self.reduce_batch_dims and bool(self.batch_shape)
@@ -344,7 +360,7 @@ class VecNorm(nn.Module):
             raise ValueError(f"vecnorm: unknown key '{n}' (keys: {', '.join(self.names)})")
         lo, va, co, sk, _ = self._stats(n)
         mu, p = torch.ops.vecnorm.maps(lo, va, int(co.item()), sk, n, _DTYPE_CODE[self.dtypes[n]],
-                                       self.reduce_batch_dims, self.decay, self.eps, self.estimator, inverse_scale)
+                                       self.decay, self.eps, self._config, inverse_scale)
         return mu.to(lo.device), p.to(lo.device)
 
     def loc(self, key: Key) -> Tensor:
@@ -352,7 +368,7 @@ class VecNorm(nn.Module):
         return self._maps(key, False)[0]
 
     def scale(self, key: Key) -> Tensor:
-        """The scale a normalize divides by now: max(sqrt(max(var, 0)), eps)."""
+        """The scale a normalize divides by now (the ``scale`` form: max(std, eps) by default)."""
         return self._maps(key, False)[1]
 
     def count(self, key: Key) -> int:
@@ -366,12 +382,13 @@ class VecNorm(nn.Module):
 
     def to_affine(self, key: Optional[Key] = None) -> nn.Module:
         """A plain-torch module with the current loc and scale as buffers,
-        ``(x - loc) / scale``: over the dict (``AffineNorm``), or for one key
-        taking and returning one tensor (``AffineKeyNorm``). Both script with
-        TorchScript and export to ONNX. Every key must have been updated."""
+        ``(x - loc) / scale`` (bounded by ``clip`` where one is set): over the
+        dict (``AffineNorm``), or for one key taking and returning one tensor
+        (``AffineKeyNorm``). Both script with TorchScript and export to ONNX.
+        Every key must have been updated."""
         if key is not None:
             loc, scale = self._maps(key, False)
-            return AffineKeyNorm(loc, scale)
+            return AffineKeyNorm(loc, scale, self.clip)
         return AffineNorm({n: self.to_affine(k) for k, n in zip(self.keys, self.names)})
 
     @property
@@ -383,19 +400,26 @@ class VecNorm(nn.Module):
         shapes = ", ".join(f"{n}: {tuple(s)}" for n, s in self.feature_shapes.items())
         return (f"{{{shapes}}}, batch_shape={self.batch_shape}, decay={self.decay}, eps={self.eps}, "
                 f"reduce_batch_dims={self.reduce_batch_dims}, estimator='{self.estimator}', "
-                f"stats_dtype={self.stats_dtype}, frozen={self._frozen}")
+                f"stats_dtype={self.stats_dtype}, scale='{self.scale_form}', clip={self.clip}, "
+                f"prior_count={self.prior_count}, unbiased={self.unbiased}, frozen={self._frozen}")
 
 
 class AffineKeyNorm(nn.Module):
-    """``(x - loc) / scale`` with fixed buffers: one key's frozen normalization."""
+    """``(x - loc) / scale`` with fixed buffers, bounded to [-clip, clip] when
+    ``clip`` is finite: one key's frozen normalization."""
 
-    def __init__(self, loc: Tensor, scale: Tensor) -> None:
+    def __init__(self, loc: Tensor, scale: Tensor, clip: float = math.inf) -> None:
         super().__init__()
         self.register_buffer("loc", loc.clone())
         self.register_buffer("scale", scale.clone())
+        self.clip = float(clip)
+        self.bounded = math.isfinite(self.clip)
 
     def forward(self, x: Tensor) -> Tensor:
-        return (x.to(self.loc.dtype) - self.loc) / self.scale
+        y = (x.to(self.loc.dtype) - self.loc) / self.scale
+        if self.bounded:
+            y = torch.clamp(y, -self.clip, self.clip)
+        return y
 
     def inverse(self, y: Tensor) -> Tensor:
         return y.to(self.loc.dtype) * self.scale + self.loc

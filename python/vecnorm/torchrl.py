@@ -142,7 +142,7 @@ class VecNormV2(Transform):
                 raise VecNormConfigError(f"vecnorm: key '{n}': names starting with '_vecnorm' are reserved")
         # Options and key names checked by the library (ValueError naming what is wrong).
         torch.ops.vecnorm.validate(names, [0] * len(names), [], [], float(decay), float(eps),
-                                   bool(reduce_batch_dims), str(estimator), "propagate", 0)
+                                   make_config(0, bool(reduce_batch_dims), str(estimator), "propagate", False, 0), 0)
         self.stateful = bool(stateful)
         super().__init__(in_keys=in_keys, out_keys=out_keys)
         self.lock = mp.Lock() if lock is None else lock
@@ -478,8 +478,9 @@ class VecNormV2(Transform):
     def _maps(self, key: NestedKey) -> Tuple[Tensor, Tensor]:
         lo, va, co = self._loc.get(key), self._var.get(key), self._count.get(key)
         mu, scale = torch.ops.vecnorm.maps(lo, va, int(co.item()), torch.empty(0, dtype=torch.int64),
-                                           self._name(key), _STATS_CODE[lo.dtype], self.reduce_batch_dims,
-                                           self.decay, self.eps, self.estimator, False)
+                                           self._name(key), _STATS_CODE[lo.dtype], self.decay, self.eps,
+                                           make_config(0, self.reduce_batch_dims, self.estimator, "propagate",
+                                                       False, 0), False)
         return mu.to(lo.device), scale.to(lo.device)
 
     def _get_loc_scale(self, loc_only: bool = False):

@@ -116,19 +116,6 @@ inline ConstTensorView const_view_of(const Tensor& t, const std::string& key, co
   return ConstTensorView{t.data_ptr(), dtype_of(t, key, what), shape_of(t), vn_device_of(t)};
 }
 
-inline Estimator estimator_of(const std::string& s) {
-  if (s == "torchrl") return Estimator::torchrl;
-  if (s == "stable") return Estimator::stable;
-  C10_THROW_ERROR(ValueError, "vecnorm: estimator: expected 'torchrl' or 'stable', got '" + s + "'");
-}
-
-inline NonFinite nonfinite_of(const std::string& s) {
-  if (s == "propagate") return NonFinite::propagate;
-  if (s == "skip") return NonFinite::skip;
-  if (s == "error") return NonFinite::error;
-  C10_THROW_ERROR(ValueError, "vecnorm: nonfinite: expected 'propagate', 'skip' or 'error', got '" + s + "'");
-}
-
 // ---------------------------------------------------------------- scratch
 // Scratch comes from torch: device blocks from its caching allocator on the
 // call's stream (graph capture sees no cudaMalloc once warmed up), host
@@ -165,9 +152,48 @@ inline void deallocate(void*, void* p, std::size_t, Device device, Stream) noexc
 //           skipped empty where unused)
 //   config  batch_dims, reduce_batch_dims, estimator (0 torchrl, 1 stable),
 //           nonfinite (0 propagate, 1 skip, 2 error), per_element_counts,
-//           cpu_threads (0: torch.get_num_threads())
+//           cpu_threads (0: torch.get_num_threads()), scale (0 clamp,
+//           1 sqrt_var_plus_eps, 2 std_plus_eps), unbiased, then clip and
+//           prior_count as the bits of their doubles (an int[] carries them
+//           without another argument)
 inline constexpr std::size_t kStatsPerKey = 5;
-enum ConfigField : std::size_t { kBatchDims, kReduce, kEstimator, kNonFinite, kPerElement, kThreads, kConfigSize };
+enum ConfigField : std::size_t {
+  kBatchDims,
+  kReduce,
+  kEstimator,
+  kNonFinite,
+  kPerElement,
+  kThreads,
+  kScale,
+  kUnbiased,
+  kClipBits,
+  kPriorBits,
+  kConfigSize
+};
+
+/// The options of config (above) and decay/eps: the one decoding of the
+/// operators' calling convention (steps, read-outs and construction checks).
+inline void apply_config(Options& o, at::IntArrayRef config, double decay, double eps) {
+  if (config.size() != kConfigSize)
+    C10_THROW_ERROR(ValueError, "vecnorm: config: expected " + std::to_string(kConfigSize) + " values, got " +
+                                    std::to_string(config.size()));
+  auto bits = [](int64_t v) {
+    double d;
+    std::memcpy(&d, &v, sizeof d);
+    return d;
+  };
+  o.decay = decay;
+  o.eps = eps;
+  o.reduce_batch_dims = config[kReduce] != 0;
+  o.estimator = config[kEstimator] == 1 ? Estimator::stable : Estimator::torchrl;
+  o.nonfinite = config[kNonFinite] == 0 ? NonFinite::propagate
+                : config[kNonFinite] == 2 ? NonFinite::error
+                                          : NonFinite::skip;
+  o.scale = static_cast<ScaleForm>(config[kScale]);
+  o.unbiased = config[kUnbiased] != 0;
+  o.clip = bits(config[kClipBits]);
+  o.prior_count = bits(config[kPriorBits]);
+}
 
 struct Call {
   Options options;
@@ -222,22 +248,13 @@ inline const char* const kStatNames[kStatsPerKey] = {"loc", "var", "count", "ski
 inline void configure(Call& c, at::TensorList x, at::TensorList stats, const std::vector<std::string>& keys,
                at::IntArrayRef config, double decay, double eps, const std::string& group = {}) {
   const std::size_t n = keys.size();
-  if (config.size() != kConfigSize)
-    C10_THROW_ERROR(ValueError, "vecnorm: config: expected " + std::to_string(kConfigSize) + " values, got " +
-                                    std::to_string(config.size()));
+  apply_config(c.options, config, decay, eps);
   if ((group.empty() ? x.size() != n : x.size() > n) || stats.size() != kStatsPerKey * n)
     C10_THROW_ERROR(ValueError, "vecnorm: " + std::to_string(n) + " keys but " + std::to_string(x.size()) +
                                     " inputs and " + std::to_string(stats.size()) + " statistics tensors (" +
                                     std::to_string(kStatsPerKey) + " per key)");
   const bool reduce = config[kReduce] != 0;
   const int64_t batch_dims = config[kBatchDims];
-  c.options.decay = decay;
-  c.options.eps = eps;
-  c.options.reduce_batch_dims = reduce;
-  c.options.estimator = config[kEstimator] == 1 ? Estimator::stable : Estimator::torchrl;
-  c.options.nonfinite = config[kNonFinite] == 0 ? NonFinite::propagate
-                        : config[kNonFinite] == 2 ? NonFinite::error
-                                                  : NonFinite::skip;
   c.options.cpu_threads = static_cast<int>(config[kThreads] > 0 ? config[kThreads] : at::get_num_threads());
   c.options.allocator = Allocator{&allocate, &deallocate, nullptr};
   c.counts = config[kPerElement] != 0 ? CountLayout::per_element : CountLayout::per_key;

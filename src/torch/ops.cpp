@@ -85,22 +85,19 @@ TensorList denormalize(at::TensorList x, at::TensorList stats, const std::vector
 }
 
 // The options a read-out or a construction check gives the library to validate.
-Options options_of(double decay, double eps, bool reduce_batch_dims, const std::string& estimator) {
+Options options_of(double decay, double eps, at::IntArrayRef config) {
   Options o;
-  o.decay = decay;
-  o.eps = eps;
-  o.reduce_batch_dims = reduce_batch_dims;
-  o.estimator = estimator_of(estimator);
+  apply_config(o, config, decay, eps);
   return o;
 }
 
 // The read-out of one key on the host: (loc, scale) that a normalize applies,
 // in the key's compute dtype (the core's own formula; src/frontend/readout.hpp).
 std::tuple<Tensor, Tensor> maps(const Tensor& loc, const Tensor& var, int64_t count, const Tensor& skips,
-                                const std::string& key, int64_t key_dtype, bool reduce_batch_dims, double decay,
-                                double eps, const std::string& estimator, bool inverse_scale) {
+                                const std::string& key, int64_t key_dtype, double decay, double eps,
+                                at::IntArrayRef config, bool inverse_scale) {
   try {
-    Options o = options_of(decay, eps, reduce_batch_dims, estimator);
+    Options o = options_of(decay, eps, config);
     o.validate();
     const Tensor l = loc.contiguous().cpu(), v = var.contiguous().cpu();
     o.stats_dtype = dtype_of(l, key, "loc");
@@ -131,11 +128,9 @@ std::tuple<Tensor, Tensor> maps(const Tensor& loc, const Tensor& var, int64_t co
 // KeyTable::validate (keys[k] has feature shape dims[sum(ndims[:k]) : +ndims[k]]).
 void validate(const std::vector<std::string>& keys, const std::vector<int64_t>& ndims,
               const std::vector<int64_t>& dims, const std::vector<int64_t>& batch_shape, double decay, double eps,
-              bool reduce_batch_dims, const std::string& estimator, const std::string& nonfinite,
-              int64_t stats_dtype) {
+              const std::vector<int64_t>& config, int64_t stats_dtype) {
   try {
-    Options o = options_of(decay, eps, reduce_batch_dims, estimator);
-    o.nonfinite = nonfinite_of(nonfinite);
+    Options o = options_of(decay, eps, config);
     o.stats_dtype = static_cast<DType>(stats_dtype);
     o.validate();
     if (ndims.size() != keys.size())
@@ -181,11 +176,11 @@ TORCH_LIBRARY(vecnorm, m) {
       "denormalize(Tensor[] x, Tensor[] stats, str[] keys, int[] config, float decay, float eps, int[] key_dtypes) "
       "-> Tensor[]");
   m.def(
-      "maps(Tensor loc, Tensor var, int count, Tensor skips, str key, int key_dtype, bool reduce_batch_dims, "
-      "float decay, float eps, str estimator, bool inverse_scale) -> (Tensor, Tensor)");
+      "maps(Tensor loc, Tensor var, int count, Tensor skips, str key, int key_dtype, float decay, float eps, "
+      "int[] config, bool inverse_scale) -> (Tensor, Tensor)");
   m.def(
-      "validate(str[] keys, int[] ndims, int[] dims, int[] batch_shape, float decay, float eps, "
-      "bool reduce_batch_dims, str estimator, str nonfinite, int stats_dtype) -> ()",
+      "validate(str[] keys, int[] ndims, int[] dims, int[] batch_shape, float decay, float eps, int[] config, "
+      "int stats_dtype) -> ()",
       &vecnorm::torch_ops::validate);
   m.def("build_info() -> str", &vecnorm::torch_ops::build_info);
 }

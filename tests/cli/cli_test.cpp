@@ -1191,6 +1191,55 @@ TEST_F(BadInput, UnknownCommand) {
   expect_failure(run(dir_, {"inspect", "--verbose", "x"}), 2, {"unknown option '--verbose'"}, "");
 }
 
+// ---------------------------------------------------------------- anchor options
+
+// --scale, --clip, --prior-count, --unbiased reach the normalizer (SB3's
+// settings, pooled: one batch of 5 rows of [-2, -1, 0, 1, 10] per step), the
+// saved state keeps them (inspect), and a bad value is named.
+TEST(AnchorFlags, ReplayUsesThemAndTheStateKeepsThem) {
+  TempDir dir;
+  const std::int64_t T = 3, B = 5;
+  const double row[B] = {-2.0, -1.0, 0.0, 1.0, 10.0};
+  std::vector<double> v;
+  for (std::int64_t t = 0; t < T; ++t) v.insert(v.end(), row, row + B);
+  const std::string in = dir / "obs.npy", out = dir / "out", state = dir / "s.vnck";
+  write_npy(in, DType::float32, {T, B}, v);
+  const RunResult r = run(dir, {"replay", "--estimator", "stable", "--decay", "1", "--reduce-batch-dims", "--scale",
+                                "sqrt_var_plus_eps", "--eps", "1e-8", "--clip", "1.5", "--prior-count", "1e-4",
+                                "--unbiased", "--save-state", state, "--out", out, "obs=" + in});
+  ASSERT_EQ(r.code, 0) << describe(r);
+  // The naive reference: the prior (1e-4, 0, 1) merged with 3 batches of mean
+  // 1.6 and unbiased variance sum((x - 1.6)^2) / 4 = 93.2 / 4.
+  double n = 1e-4, mean = 0.0, var = 1.0;
+  for (std::int64_t t = 0; t < T; ++t) {
+    const double bm = 1.6, bv = 93.2 / 4.0, m = 5.0, tot = n + m, d = bm - mean;
+    const double m2 = var * n + bv * m + d * d * n * m / tot;
+    mean += d * m / tot;
+    var = m2 / tot;
+    n = tot;
+  }
+  const NpyContent c = read_npy(out + "/obs.npy");
+  ASSERT_TRUE(c.ok) << c.error;
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::int64_t i = 0; i < B; ++i) {
+      const double want = std::clamp((row[i] - mean) / std::sqrt(var + 1e-8), -1.5, 1.5);
+      // Step t normalizes with the statistics after t + 1 batches: compare the last step only.
+      if (t == T - 1) EXPECT_NEAR(c.values[static_cast<std::size_t>(t * B + i)], want, 1e-5) << "row " << i;
+    }
+  const RunResult ri = run(dir, {"inspect", "--json", state});
+  ASSERT_EQ(ri.code, 0) << describe(ri);
+  Json j;
+  ASSERT_NO_THROW(j = parse_json(ri.out)) << ri.out;
+  EXPECT_EQ(j["scale"].str, "sqrt_var_plus_eps");
+  EXPECT_DOUBLE_EQ(j["clip"].num, 1.5);
+  EXPECT_DOUBLE_EQ(j["prior_count"].num, 1e-4);
+  EXPECT_TRUE(j["unbiased"].flag);
+  expect_failure(run(dir, {"replay", "--scale", "std", "obs=" + in}), 2,
+                 {"--scale expects clamp, sqrt_var_plus_eps or std_plus_eps, got 'std'"}, "");
+  expect_failure(run(dir, {"replay", "--prior-count", "1", "obs=" + in}), 2,
+                 {"prior_count: expected 0 with estimator torchrl"}, "");
+}
+
 // ---------------------------------------------------------------- interrupts
 
 TEST(Interrupt, LeavesNoPartialFile) {

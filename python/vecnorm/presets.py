@@ -1,0 +1,96 @@
+"""Presets: a ``vecnorm.torch.VecNorm`` configured as another library's
+observation normalizer, so that a team that switches keeps the normalization
+its results were tuned with (docs/anchors.md has each library's formulas and
+the options they map to).
+
+    import vecnorm.presets as presets
+    norm = presets.sb3({"observation": (48,)})       # VecNormalize's obs_rms
+    y = norm({"observation": obs})                     # update, then normalize
+
+Every preset takes the feature shape of each key and any option of
+``VecNorm`` as a keyword (which wins over the preset's value): ``device``,
+``dtypes``, ``cpu_threads``, ``process_group``, or a different ``clip``.
+
+| preset | statistics | scale | clip | prior (count, mean, var) |
+|---|---|---|---|---|
+| ``torchrl_v2`` | TorchRL's EMA (decay 0.9999), per element | max(std, 1e-4) | none | none |
+| ``sb3`` | cumulative, pooled, float64 | sqrt(var + 1e-8) | 10 | (1e-4, 0, 1) |
+| ``gymnasium`` | cumulative, pooled, float32 | sqrt(var + 1e-8) | none | (1e-4, 0, 1) |
+| ``rsl_rl`` | cumulative, pooled, float32 | std + 1e-2 | none | none |
+| ``rl_games`` | cumulative, pooled, float64 | sqrt(var + 1e-5) | 5 | (1, 0, 1) |
+| ``skrl`` | cumulative, pooled, float64, unbiased batch variance | std + 1e-8 | 5 | (1, 0, 1) |
+
+Not yet (issue 18): rsl_rl's ``until``, masks and weights (brax), the reward
+scaling by the discounted return (SB3, Gymnasium), drop-in classes with the
+originals' state_dict names, and brax.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Mapping
+
+import torch
+
+from .torch import Key, VecNorm
+
+__all__ = ["torchrl_v2", "sb3", "gymnasium", "rsl_rl", "rl_games", "skrl", "PRESETS"]
+
+
+def _cumulative(stats_dtype: torch.dtype, scale: str, eps: float, clip: float, prior_count: float,
+                unbiased: bool = False) -> Dict[str, Any]:
+    """A running mean/variance over every sample so far (Chan's merge), pooled
+    over the batch, as the libraries other than TorchRL keep them."""
+    return dict(estimator="stable", decay=1.0, reduce_batch_dims=True, stats_dtype=stats_dtype, scale=scale,
+                eps=eps, clip=clip, prior_count=prior_count, unbiased=unbiased)
+
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    # torchrl.envs.transforms.VecNormV2's defaults.
+    "torchrl_v2": dict(estimator="torchrl", decay=0.9999, eps=1e-4, reduce_batch_dims=False),
+    # stable_baselines3 VecNormalize: obs_rms = RunningMeanStd(epsilon=1e-4), clip_obs=10, epsilon=1e-8.
+    "sb3": _cumulative(torch.float64, "sqrt_var_plus_eps", 1e-8, 10.0, 1e-4),
+    # gymnasium.wrappers(.vector).NormalizeObservation (1.x): float32 statistics, epsilon=1e-8, no clip.
+    "gymnasium": _cumulative(torch.float32, "sqrt_var_plus_eps", 1e-8, math.inf, 1e-4),
+    # rsl_rl.modules.EmpiricalNormalization(eps=1e-2): float32 buffers, std + eps, no prior.
+    "rsl_rl": _cumulative(torch.float32, "std_plus_eps", 1e-2, math.inf, 0.0),
+    # rl_games.algos_torch.running_mean_std.RunningMeanStd: count starts at 1, sqrt(var + 1e-5), clamp 5.
+    "rl_games": _cumulative(torch.float64, "sqrt_var_plus_eps", 1e-5, 5.0, 1.0),
+    # skrl RunningStandardScaler: count starts at 1, unbiased batch variance, std + 1e-8, clip 5.
+    "skrl": _cumulative(torch.float64, "std_plus_eps", 1e-8, 5.0, 1.0, unbiased=True),
+}
+
+
+def _make(name: str, shapes: Mapping[Key, Any], options: Dict[str, Any]) -> VecNorm:
+    kw = dict(PRESETS[name])
+    kw.update(options)
+    return VecNorm(shapes, **kw)
+
+
+def torchrl_v2(shapes: Mapping[Key, Any], **options: Any) -> VecNorm:
+    """TorchRL's VecNormV2 (per-element EMA statistics; pass ``batch_shape``)."""
+    return _make("torchrl_v2", shapes, options)
+
+
+def sb3(shapes: Mapping[Key, Any], **options: Any) -> VecNorm:
+    """Stable-Baselines3's VecNormalize observation normalization."""
+    return _make("sb3", shapes, options)
+
+
+def gymnasium(shapes: Mapping[Key, Any], **options: Any) -> VecNorm:
+    """Gymnasium's NormalizeObservation (vector and single-env wrappers, 1.x)."""
+    return _make("gymnasium", shapes, options)
+
+
+def rsl_rl(shapes: Mapping[Key, Any], **options: Any) -> VecNorm:
+    """rsl_rl's EmpiricalNormalization (``until`` is not supported yet)."""
+    return _make("rsl_rl", shapes, options)
+
+
+def rl_games(shapes: Mapping[Key, Any], **options: Any) -> VecNorm:
+    """rl_games' RunningMeanStd (train mode: update, then normalize and clamp to ±5)."""
+    return _make("rl_games", shapes, options)
+
+
+def skrl(shapes: Mapping[Key, Any], **options: Any) -> VecNorm:
+    """skrl's RunningStandardScaler (``train=True``: update, then normalize and clip to ±5)."""
+    return _make("skrl", shapes, options)

@@ -1,0 +1,141 @@
+"""vecnorm.presets against each anchor's own implementation (installed from
+PyPI, wrapped by tests/python/anchor_refs.py): the same random stream through
+the anchor and through the preset, hundreds of steps, equal outputs and
+statistics within rounding. Also: the options reach the library (a wrong one
+is refused naming it), clip bounds to_affine() too, and a state_dict round
+trip keeps the options' effect.
+
+The largest differences seen are printed (pytest -s) for the closing note."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import anchor_refs  # noqa: E402
+
+import vecnorm.presets as presets  # noqa: E402
+from vecnorm.torch import VecNorm  # noqa: E402
+
+# preset name -> (anchor, output tolerance, statistics tolerance (relative)).
+# Every anchor takes a float32 batch's mean and variance in float32 (numpy's
+# np.mean/np.var, torch's mean/var), vecnorm in double: the anchor's batch mean
+# is off by up to a few u32 |mean| (u32 = 2^-24), which moves its statistics by
+# that much relative to their spread, and its outputs by that over the scale
+# (the term K_U32 |mean| / scale below). Float32 statistics (Gymnasium, rsl_rl)
+# also round every merge.
+U32 = 2.0 ** -24
+K_U32 = 64
+CASES = {
+    "sb3": ("sb3", 2e-6, K_U32 * U32),
+    "gymnasium": ("gymnasium", 2e-5, 2e-5),
+    "rsl_rl": ("rsl_rl", 2e-5, 2e-5),
+    "rl_games": ("rl_games", 2e-6, K_U32 * U32),
+    "skrl": ("skrl", 2e-6, K_U32 * U32),
+}
+PRIOR = {"sb3": 1e-4, "gymnasium": 1e-4, "rsl_rl": 0.0, "rl_games": 1.0, "skrl": 1.0}
+
+
+def stream(steps: int, batch: int, shape, seed: int = 0):
+    """Batches whose location and spread drift, with rare outliers (clipped by
+    the anchors that clip), float32."""
+    rng = np.random.default_rng(seed)
+    f = int(np.prod(shape))
+    loc = rng.uniform(-50, 50, f)
+    sd = 10.0 ** rng.uniform(-2, 2, f)
+    for t in range(steps):
+        x = loc + sd * rng.standard_normal((batch, f)) + 0.01 * t * sd
+        if t % 37 == 5:
+            x[0, 0] += 1e3 * sd[0]
+        yield x.reshape((batch,) + tuple(shape)).astype(np.float32)
+
+
+def rel(a: np.ndarray, b: np.ndarray, scale: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b) / np.maximum(scale, 1e-30)))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_preset_matches_the_anchor(name, capsys):
+    anchor, out_tol, stat_tol = CASES[name]
+    if not anchor_refs.available(anchor):
+        pytest.skip(f"{anchor} not installed: {anchor_refs.import_error(anchor)}")
+    shape = (7,)
+    ref = anchor_refs.REFS[anchor](shape)
+    norm = getattr(presets, name)({"obs": shape})
+    worst_y = worst_m = worst_v = raw_y = 0.0
+    clipped = 0
+    for t, x in enumerate(stream(300, 32, shape, seed=sum(map(ord, name)))):
+        want = ref.step(x)
+        got = norm({"obs": torch.from_numpy(x)})["obs"].double().numpy()
+        # Outputs: float32 values (the anchors' own), relative to max(1, |y|),
+        # beyond the anchor's own float32 batch-mean rounding (K_U32 |mean| / scale).
+        st = ref.stats()
+        batch_err = K_U32 * U32 * np.abs(st["mean"]) / np.maximum(norm.scale("obs").double().numpy(), 1e-30)
+        excess = np.abs(got - want) - batch_err
+        dy = float(np.max(excess / np.maximum(1.0, np.abs(want))))
+        worst_y = max(worst_y, dy)
+        raw_y = max(raw_y, float(np.max(np.abs(got - want) / np.maximum(1.0, np.abs(want)))))
+        assert dy <= out_tol, f"{name} step {t}: outputs differ by {dy:.3g} (relative, past the batch rounding)"
+        bound = norm.clip
+        if math.isfinite(bound):
+            clipped += int(np.sum(np.abs(want) >= bound))
+        loc = norm._buffers["obs_loc"].double().numpy()
+        var = norm._buffers["obs_var"].double().numpy()
+        spread = np.sqrt(st["var"]) + np.abs(st["mean"])
+        dm, dv = rel(loc, st["mean"], spread), rel(var, st["var"], st["var"] + st["mean"] ** 2)
+        worst_m, worst_v = max(worst_m, dm), max(worst_v, dv)
+        assert dm <= stat_tol and dv <= stat_tol, f"{name} step {t}: mean {dm:.3g}, var {dv:.3g} (relative)"
+        assert norm.count("obs") + PRIOR[name] == pytest.approx(st["count"], rel=1e-12)
+    if math.isfinite(norm.clip):
+        assert clipped > 0, f"{name}: the stream never reached the bound"
+    with capsys.disabled():
+        print(f"\n[presets] {name} vs {anchor}: 300 steps x 32 rows x 7 features; largest difference: "
+              f"outputs {raw_y:.2g} ({worst_y:.2g} past the anchor's batch rounding), mean {worst_m:.2g}, var {worst_v:.2g} (relative); {clipped} outputs clipped")
+
+
+def test_frozen_preset_normalizes_as_the_anchor_in_eval_mode():
+    if not anchor_refs.available("rl_games"):
+        pytest.skip("rl_games not installed")
+    shape = (4,)
+    ref = anchor_refs.REFS["rl_games"](shape)
+    norm = presets.rl_games({"obs": shape})
+    batches = list(stream(20, 16, shape, seed=3))
+    for x in batches[:10]:
+        ref.step(x)
+        norm({"obs": torch.from_numpy(x)})
+    norm.freeze()
+    for x in batches[10:]:
+        want = ref.step(x, update=False)
+        got = norm({"obs": torch.from_numpy(x)})["obs"].double().numpy()
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
+
+
+def test_clip_bounds_to_affine_and_a_state_dict_round_trip_keeps_it():
+    shape = (3,)
+    norm = presets.sb3({"obs": shape}, clip=0.5)
+    xs = list(stream(10, 8, shape, seed=5))
+    for x in xs:
+        y = norm({"obs": torch.from_numpy(x)})["obs"]
+        assert float(y.abs().max()) <= 0.5
+    x = torch.from_numpy(xs[-1])
+    frozen = norm.normalize({"obs": x})["obs"]
+    aff = norm.to_affine("obs")(x)
+    torch.testing.assert_close(aff.float(), frozen, rtol=1e-6, atol=1e-6)
+    assert float(aff.abs().max()) == pytest.approx(0.5)
+    other = presets.sb3({"obs": shape}, clip=0.5)
+    other.load_state_dict(norm.state_dict())
+    torch.testing.assert_close(other.normalize({"obs": x})["obs"], frozen)
+
+
+def test_bad_options_are_refused_naming_them():
+    with pytest.raises(ValueError, match="prior_count: expected 0 with estimator torchrl"):
+        VecNorm({"obs": (2,)}, prior_count=1.0)
+    with pytest.raises(ValueError, match="clip: expected clip > 0"):
+        VecNorm({"obs": (2,)}, clip=-1.0)
+    with pytest.raises(ValueError, match="scale: expected 'clamp', 'sqrt_var_plus_eps' or 'std_plus_eps', got 'std'"):
+        VecNorm({"obs": (2,)}, scale="std")
