@@ -23,7 +23,16 @@ void elementwise_loop_to(const X* x, const core::ElementStats<S> st, Y* out, std
                          const core::Coeffs<C> c, const core::ScaleRule<C> eps) {
   VECNORM_IVDEP
   for (std::int64_t i = b; i < e; ++i)
-    core::element_step<Est, S, C, kUpdate, kNormalize, kKeep, kIn>(x, st, out, i, i - b, c, eps);
+    core::element_step<Est, S, C, kUpdate, kNormalize, kKeep, kIn, false>(x, st, out, i, i - b, c, eps);
+}
+
+/// Options::clip over out[0, n) (values of C), where there is a bound: a pass of
+/// its own over values still in L1, so that the step's loop stays a vector loop.
+template <class C>
+void clip_block(C* out, std::int64_t n, C clip) {
+  if (!(clip < std::numeric_limits<C>::infinity())) return;
+  VECNORM_IVDEP
+  for (std::int64_t j = 0; j < n; ++j) out[j] = core::clip_to(out[j], clip);
 }
 
 /// The loop above; outputs of a narrower type than C (float16/bfloat16) are
@@ -40,11 +49,13 @@ void elementwise_loop(const X* x, const core::ElementStats<S>& st, out_t<X>* out
     for (std::int64_t b2 = b; b2 < e; b2 += kBlock) {
       const std::int64_t e2 = std::min(e, b2 + kBlock);
       elementwise_loop_to<Est, X, S, C, kUpdate, kNormalize, kKeep, kIn, C>(x, st, block, b2, e2, c, eps);
+      clip_block(block, e2 - b2, eps.clip);
       Y* o2 = out + (b2 - b);
       for (std::int64_t j = 0; j < e2 - b2; ++j) core::store(o2 + j, block[j]);
     }
   } else {
     elementwise_loop_to<Est, X, S, C, kUpdate, kNormalize, kKeep, kIn, Y>(x, st, out, b, e, c, eps);
+    if constexpr (kNormalize) clip_block(out, e - b, eps.clip);
   }
 }
 

@@ -128,10 +128,12 @@ enum class StatsIn : std::uint8_t {
 /// a kernel reads them from its parameter space instead of holding copies in
 /// registers). kSkip and `skip`: a non-finite x is left out of the statistics
 /// (NonFinite::skip; the runtime flag for callers that decide per call). `sr`:
-/// the scale rule and the output bound (Options::scale, eps, clip).
+/// the scale rule and the output bound (Options::scale, eps, clip); !kClip:
+/// the caller bounds the outputs itself (the CPU vector loops, in a pass of
+/// their own: the selects of the bound in this loop kept GCC from vectorizing it).
 /// Returns whether the element was left out.
 template <class Est, class S, class C, bool kUpdate, bool kNormalize, bool kSkip, StatsIn kIn = StatsIn::maybe_null,
-          class X, class Y, class Stats>
+          bool kClip = true, class X, class Y, class Stats>
 VECNORM_HD bool element_step(const X* x, const Stats& st, Y* out, std::int64_t i, std::int64_t j, const Coeffs<C>& c,
                              const ScaleRule<C>& sr, bool skip = true) {
   const S* loc_in = static_cast<const S*>(st.loc_in);
@@ -153,7 +155,10 @@ VECNORM_HD bool element_step(const X* x, const Stats& st, Y* out, std::int64_t i
   } else if constexpr (kUpdate) {
     update_stored<Est, S, C>(loc, var, xi, c, static_cast<S*>(st.loc_out)[i], static_cast<S*>(st.var_out)[i]);
   }
-  if constexpr (kNormalize) store(out + j, apply(element_affine<Est, C>(loc, var, c, sr), xi, sr.clip));
+  if constexpr (kNormalize) {
+    const C y = apply(element_affine<Est, C>(loc, var, c, sr), xi);
+    store(out + j, kClip ? clip_to(y, sr.clip) : y);
+  }
   return kept_out;
 }
 

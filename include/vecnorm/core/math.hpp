@@ -131,11 +131,14 @@ VECNORM_HD T scale_of(T v, const ScaleRule<T>& r) {
   return s < r.lo ? r.lo : s;
 }
 
-/// y bounded to [-clip, clip]; NaN stays NaN.
+/// y bounded to [-clip, clip]; NaN stays NaN. Two plain selects (the forms of
+/// maxps/minps that return the NaN operand), which if-conversion turns into
+/// vector instructions; a nested conditional left the loops scalar.
 template <class T>
 VECNORM_HD T clip_to(T y, T clip) {
   const T lo = -clip;
-  return y < lo ? lo : (y > clip ? clip : y);
+  const T z = lo > y ? lo : y;
+  return clip < z ? clip : z;
 }
 
 /// The affine map of normalization: y = (x - mu) * r with r = 1 / scale.
