@@ -79,6 +79,7 @@ struct Plan {
   core::Decay decay;  ///< with the prior and the batch-variance rule
   core::ScaleRule<double> rule;  ///< scale form, eps and output bound (Options::scale, eps, clip)
   int threads = 0;  ///< CPU threads, 0 = default
+  CpuExecutor executor;  ///< whose threads (Options::cpu_executor; default: vecnorm's pool)
   /// Updates: propagate (reference), or skip non-finite input. NonFinite::error
   /// is handled before dispatch (the pipeline scans the inputs); a backend sees
   /// propagate or skip.

@@ -10,6 +10,7 @@
 
 #include "vecnorm/allocator.hpp"
 #include "vecnorm/core/estimator.hpp"  // enum class Estimator (with its policy types)
+#include "vecnorm/executor.hpp"
 #include "vecnorm/tensor.hpp"
 
 namespace vecnorm {
@@ -74,6 +75,11 @@ struct Options {
   /// "Threads"); 0 = every CPU the process may run on (or VECNORM_NUM_THREADS);
   /// 1 = the calling thread only. Results do not depend on it.
   int cpu_threads = 0;
+  /// Whose threads run a CPU call's chunks (vecnorm/executor.hpp): a
+  /// framework's intra-op pool, so that vecnorm's pool and the framework's
+  /// never compete for the cores. Default: vecnorm's pool. Results do not
+  /// depend on it. Not part of a State.
+  CpuExecutor cpu_executor;
   NonFinite nonfinite = NonFinite::skip;  ///< non-finite input in updates
   /// Where the normalizer's scratch memory comes from (default: operator new /
   /// cudaMalloc). Not part of a State.

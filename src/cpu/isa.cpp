@@ -8,6 +8,7 @@
 
 #include "../backends.hpp"
 #include "entries.hpp"
+#include "pool.hpp"
 #include "vecnorm/version.hpp"
 
 namespace vecnorm::detail::cpu {
@@ -76,6 +77,7 @@ struct Avx512 {
 }  // namespace
 
 void run(const Plan& plan, Scratch& ws) {
+  const ExecutorScope executor(plan.executor);
 #if defined(VECNORM_CPU_AVX2)
   switch (chosen_isa()) {
     case Isa::avx512: return run_with<Avx512>(plan, ws);

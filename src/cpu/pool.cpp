@@ -152,9 +152,50 @@ Pool& pool() {
   return *p;
 }
 
+thread_local const CpuExecutor* current_executor = nullptr;
+
+/// A call on an executor's team: members claim chunks from one ticket, [front,
+/// back) in 32 bits each; member 0 (the caller, where the executor keeps it
+/// there) from the front, the others from the back (task.reverse: the other
+/// way round), so that each thread streams through a contiguous part.
+struct TeamCall {
+  const ChunkTask* task;
+  std::atomic<std::uint64_t> ticket;
+
+  std::int64_t claim(bool front) noexcept {
+    std::uint64_t t = ticket.load(std::memory_order_relaxed);
+    for (;;) {
+      const std::uint64_t f = t >> 32, b = t & 0xffffffffu;
+      if (f >= b) return -1;
+      const std::uint64_t next = front ? t + (std::uint64_t{1} << 32) : t - 1;
+      if (ticket.compare_exchange_weak(t, next, std::memory_order_relaxed, std::memory_order_relaxed))
+        return static_cast<std::int64_t>(front ? f : b - 1);
+    }
+  }
+  static void body(void* arg, int member) noexcept {
+    TeamCall& c = *static_cast<TeamCall*>(arg);
+    const bool front = (member == 0) != c.task->reverse;
+    for (std::int64_t i; (i = c.claim(front)) >= 0;) c.task->call(c.task->ctx, i);
+  }
+};
+
 }  // namespace
 
-void run_chunks(const ChunkTask& task, int threads) { pool().run(task, threads); }
+void run_chunks(const ChunkTask& task, int threads) {
+  const CpuExecutor* ex = current_executor;
+  if (ex == nullptr || !ex->custom() || task.chunks <= 0) return pool().run(task, threads);
+  const int team = static_cast<int>(std::min<std::int64_t>(std::max(threads, 1), task.chunks));
+  TeamCall call{&task, {static_cast<std::uint64_t>(task.chunks)}};
+  // The executor's join orders the chunks' writes before its return.
+  ex->run(ex->context, team, &TeamCall::body, &call);
+  // A member the executor never ran would leave chunks undone: run them here.
+  TeamCall::body(&call, 0);
+}
+
+ExecutorScope::ExecutorScope(const CpuExecutor& executor) noexcept : saved_(current_executor) {
+  current_executor = executor.custom() ? &executor : nullptr;
+}
+ExecutorScope::~ExecutorScope() { current_executor = saved_; }
 
 int default_threads() {
   static const int n = [] {

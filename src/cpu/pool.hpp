@@ -20,6 +20,8 @@
 
 #include <cstdint>
 
+#include "vecnorm/executor.hpp"
+
 namespace vecnorm::detail::cpu {
 
 /// One parallel call: call(ctx, i) for every chunk i in [0, chunks).
@@ -36,8 +38,22 @@ struct ChunkTask {
 
 /// Runs every chunk of `task` exactly once, on this thread and up to
 /// `threads` - 1 workers, and returns when all are done. Chunk bodies must not
-/// throw and must not call run_chunks.
+/// throw and must not call run_chunks. The workers are the pool's, or the
+/// threads of this thread's current executor (ExecutorScope).
 void run_chunks(const ChunkTask& task, int threads);
+
+/// While it lives, run_chunks on this thread hands its chunks to `executor`
+/// (Options::cpu_executor; one that is not custom() leaves vecnorm's pool).
+class ExecutorScope {
+ public:
+  explicit ExecutorScope(const CpuExecutor& executor) noexcept;
+  ~ExecutorScope();
+  ExecutorScope(const ExecutorScope&) = delete;
+  ExecutorScope& operator=(const ExecutorScope&) = delete;
+
+ private:
+  const CpuExecutor* saved_;
+};
 
 /// The threads a call uses when Options::cpu_threads is 0: the CPUs this
 /// process may run on (sched_getaffinity), or VECNORM_NUM_THREADS when set.

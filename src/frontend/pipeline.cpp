@@ -22,6 +22,7 @@ CallConfig make_config(const Options& o, Backend backend, CountLayout counts) {
   c.decay = core::make_decay(o.decay, o.prior_count, o.unbiased);
   c.rule = core::make_scale_rule(o.scale, o.eps, o.clip);
   c.threads = o.cpu_threads;
+  c.executor = o.cpu_executor;
   c.nonfinite = o.nonfinite;
   c.backend = backend;
   c.device = backend_device(backend);
@@ -96,6 +97,7 @@ Plan make_plan(const CallConfig& cfg, std::span<const Segment> segments) {
   p.decay = cfg.decay;
   p.rule = cfg.rule;
   p.threads = cfg.threads;
+  p.executor = cfg.executor;
   p.nonfinite = cfg.nonfinite == NonFinite::propagate ? NonFinite::propagate : NonFinite::skip;
   p.segments = segments;
   return p;

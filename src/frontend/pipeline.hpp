@@ -45,6 +45,7 @@ struct CallConfig {
   core::Decay decay;
   core::ScaleRule<double> rule;
   int threads = 0;
+  CpuExecutor executor;
   NonFinite nonfinite = NonFinite::skip;
   Backend backend = Backend::cpu;  ///< resolved
   Device device;                   ///< where the views of the call must live

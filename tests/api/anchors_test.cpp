@@ -194,7 +194,9 @@ TEST_P(AnchorOptions, StatisticsAndOutputsFollowTheReference) {
       }
   }
   // The bound was reached where there is one (the outliers).
-  if (a.clip < kInf && pooled()) EXPECT_GT(clipped, 0) << a.name;
+  if (a.clip < kInf && pooled()) {
+    EXPECT_GT(clipped, 0) << a.name;
+  }
 }
 
 TEST_P(AnchorOptions, NormalizeToAffineAndDenormalizeAgree) {
@@ -222,9 +224,11 @@ TEST_P(AnchorOptions, NormalizeToAffineAndDenormalizeAgree) {
   // Denormalize inverts the map (not the bound): values inside it come back.
   vn.denormalize({{"obs", y1.cview(), back.view()}});
   const std::vector<double> y = y1.values(), xr = back.values();
-  for (std::size_t j = 0; j < x.size(); ++j)
-    if (std::abs(y[j]) < a.clip)
+  for (std::size_t j = 0; j < x.size(); ++j) {
+    if (std::abs(y[j]) < a.clip) {
       EXPECT_NEAR(xr[j], x[j], 1e-4 * std::max(1.0, std::abs(x[j]))) << a.name << " x[" << j << "]";
+    }
+  }
 }
 
 TEST_P(AnchorOptions, CheckpointKeepsTheOptions) {

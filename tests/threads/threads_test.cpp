@@ -405,3 +405,114 @@ INSTANTIATE_TEST_SUITE_P(All, UnderLoad,
                          });
 
 }  // namespace
+
+namespace {
+
+// Options::cpu_executor: a framework's threads run the chunks. Three
+// executors: members on threads of their own, members one after the other
+// on the caller, and a faulty one that runs no member at all (the chunks must
+// still run, on the caller). Every one gives the bits of
+// cpu_threads = 1 and the reference's values, and is the one that ran.
+struct ExecutorLog {
+  std::atomic<int> calls{0};
+  std::atomic<int> members{0};
+  std::atomic<int> max_team{0};
+  std::atomic<int> other_threads{0};  ///< members that ran off the calling thread
+};
+enum class ExecKind { threads, serial, none };
+
+template <ExecKind kKind>
+void log_run(void* context, int team, void (*body)(void*, int) noexcept, void* arg) noexcept {
+  auto& log = *static_cast<ExecutorLog*>(context);
+  log.calls.fetch_add(1);
+  int prev = log.max_team.load();
+  while (prev < team && !log.max_team.compare_exchange_weak(prev, team)) {
+  }
+  if constexpr (kKind == ExecKind::threads) {
+    std::vector<std::thread> others;
+    for (int m = 1; m < team; ++m)
+      others.emplace_back([&, m] {
+        body(arg, m);
+        log.members.fetch_add(1);
+        log.other_threads.fetch_add(1);
+      });
+    body(arg, 0);
+    log.members.fetch_add(1);
+    for (std::thread& t : others) t.join();
+  } else if constexpr (kKind == ExecKind::serial) {
+    for (int m = 0; m < team; ++m) {
+      body(arg, m);
+      log.members.fetch_add(1);
+    }
+  } else {
+    (void)body, (void)arg;
+  }
+}
+
+using ExecParam = std::tuple<Estimator, bool /*pooled*/>;
+class CpuExecutor : public ::testing::TestWithParam<ExecParam> {};
+
+TEST_P(CpuExecutor, RunsTheChunksWithTheBitsOfOneThread) {
+  const auto& [est, pooled] = GetParam();
+  const std::int64_t B = 1 << 16, F = 4;  // 16 chunks of 16K elements
+  std::vector<std::vector<double>> data;
+  std::mt19937_64 rng(78);
+  const auto dist = vntest::random_distribution(rng, F);
+  for (int s = 0; s < 3; ++s) data.push_back(vntest::random_values(rng, DType::float32, B, F, dist));
+
+  auto run = [&](int threads, vecnorm::CpuExecutor ex, const std::string& what) {
+    vecnorm::Options o = vntest::options_for(Backend::cpu);
+    o.estimator = est;
+    o.reduce_batch_dims = pooled;
+    o.decay = 0.99;
+    o.cpu_threads = threads;
+    o.cpu_executor = ex;
+    vecnorm::VecNorm vn(o, vecnorm::KeyTable{Shape{B}, {{"obs", Shape{F}, DType::float32}}});
+    vnref::StatefulKey ref({vntest::to_ref(est), o.decay, o.eps}, pooled, F, B);
+    std::vector<std::byte> bits;
+    for (int s = 0; s < 3; ++s) {
+      const auto y = vntest::call_one(vntest::Call::step, vn, Backend::cpu, "obs", DType::float32, Shape{B, F}, data[s]);
+      ref.update(data[s], B);
+      EXPECT_TRUE(vntest::AllClose(
+          what + " step " + std::to_string(s + 1), ref.normalize(data[s], B), vntest::decode(DType::float32, y),
+          vntest::y_tolerances(ref.readouts(), pooled, F, data[s], vntest::rtol_for(DType::float32, s + 1), o.eps,
+                               DType::float32)));
+      bits.insert(bits.end(), y.begin(), y.end());
+    }
+    EXPECT_EQ(vn.count("obs"), 3 * (pooled ? B : 1)) << what;
+    return bits;
+  };
+  const std::vector<std::byte> one = run(1, {}, "cpu_threads 1");
+
+  ExecutorLog threads_log, serial_log, faulty_log;
+  const auto on_threads = run(3, {&log_run<ExecKind::threads>, &threads_log}, "executor on threads");
+  EXPECT_TRUE(vntest::BitEqual("executor on threads vs 1 thread", DType::float32, one, on_threads));
+  EXPECT_GE(threads_log.calls.load(), 3);  // at least one parallel call per step
+  EXPECT_EQ(threads_log.max_team.load(), 3);  // cpu_threads members, fewer than the chunks
+  EXPECT_EQ(threads_log.members.load(), 3 * threads_log.calls.load());
+  EXPECT_EQ(threads_log.other_threads.load(), 2 * threads_log.calls.load());
+
+  const auto serial = run(0, {&log_run<ExecKind::serial>, &serial_log}, "serial executor");
+  EXPECT_TRUE(vntest::BitEqual("serial executor vs 1 thread", DType::float32, one, serial));
+  EXPECT_GE(serial_log.calls.load(), 3);
+
+  const auto faulty = run(4, {&log_run<ExecKind::none>, &faulty_log}, "executor running no member");
+  EXPECT_TRUE(vntest::BitEqual("executor running no member vs 1 thread", DType::float32, one, faulty));
+  EXPECT_GE(faulty_log.calls.load(), 3);
+
+  // cpu_threads = 1: one thread, no parallel call, the executor is never asked.
+  ExecutorLog unused;
+  const auto single = run(1, {&log_run<ExecKind::threads>, &unused}, "cpu_threads 1 with an executor");
+  EXPECT_TRUE(vntest::BitEqual("cpu_threads 1 with an executor", DType::float32, one, single));
+  EXPECT_EQ(unused.calls.load(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, CpuExecutor,
+                         ::testing::Combine(::testing::Values(Estimator::torchrl, Estimator::stable), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<ExecParam>& info) {
+                           return std::string(vntest::estimator_name(std::get<0>(info.param))) + "_" +
+                                  (std::get<1>(info.param) ? "pooled" : "per_element");
+                         });
+
+}  // namespace
+
