@@ -96,7 +96,8 @@ class VecNorm(nn.Module):
         decay, eps, reduce_batch_dims, estimator, stats_dtype, nonfinite,
         cpu_threads, scale, clip, prior_count, unbiased: the options of the C++
             API (include/vecnorm/options.hpp), under their C++ names;
-            ``cpu_threads=0`` uses ``torch.get_num_threads()``. ``scale``:
+            ``cpu_threads=0`` runs CPU calls on torch's intra-op threads
+            (``torch.get_num_threads()``), N > 0 on vecnorm's own pool of N. ``scale``:
             ``"clamp"`` (max(std, eps), TorchRL), ``"sqrt_var_plus_eps"`` (SB3,
             Gymnasium, rl_games) or ``"std_plus_eps"`` (rsl_rl, skrl); ``clip``
             bounds the outputs to [-clip, clip]; ``prior_count`` (estimator

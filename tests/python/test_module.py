@@ -5,6 +5,9 @@ nothing, torch.compile(fullgraph=True), to_affine under TorchScript and ONNX."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -312,3 +315,46 @@ def test_hooks_still_run():
     n({"observation": torch.ones(3, 2)})
     assert seen == [["observation"], ["observation"]]
     assert n.count("observation") == 3
+
+
+_THREADS_SCRIPT = r"""
+import os, sys, torch
+import vecnorm.torch as vt
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+torch.set_num_threads(2)
+x = torch.randn(1 << 22)
+for _ in range(3):
+    (x * 2).sum()  # torch's intra-op (OpenMP) threads now exist
+B, F = 1 << 14, 8  # 8 chunks of 16K elements: a parallel call
+g = torch.Generator().manual_seed(0)
+batches = [{"obs": torch.randn(B, F, generator=g) * 3 + 1} for _ in range(4)]
+outs = {}
+before = threads()
+for cpu_threads in (0, 1, 2):
+    for pooled in (False, True):
+        n = vt.VecNorm({"obs": (F,)}, batch_shape=(B,), decay=0.99, reduce_batch_dims=pooled, cpu_threads=cpu_threads)
+        outs[cpu_threads, pooled] = [n(b)["obs"] for b in batches]
+    if cpu_threads == 1:
+        after_torch_threads = threads()
+after_own_pool = threads()
+same = all(torch.equal(a, b) for k in outs for a, b in zip(outs[k], outs[0, k[1]]))
+print(before, after_torch_threads, after_own_pool, int(same))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or not torch.backends.openmp.is_available(),
+                    reason="needs Linux /proc and torch built with OpenMP")
+def test_cpu_calls_run_on_torchs_threads():
+    """cpu_threads=0 runs a CPU call on torch's intra-op threads (no thread of
+    vecnorm's own is started); cpu_threads=2 on vecnorm's pool (one worker);
+    every setting gives the same bits."""
+    r = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "2", "VECNORM_NUM_THREADS": "2"})
+    assert r.returncode == 0, r.stderr
+    before, after_torch, after_own, same = (int(v) for v in r.stdout.split())
+    assert after_torch == before, "a call with cpu_threads=0 or 1 started threads of vecnorm's own"
+    assert after_own == before + 1, "cpu_threads=2 should start one worker of vecnorm's pool"
+    assert same == 1, "the thread setting changed the outputs"
