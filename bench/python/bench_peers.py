@@ -11,8 +11,11 @@ set when present): one training step of an observation [B, F] and a reward [B]
   C++ API          vecnorm::VecNorm::step, from bench/bench_cpu.cpp (--cpp-bench, run in the same job)
 
 Run by scripts/bench.sh --python (or directly with the environment of
-scripts/python-env.sh). Timings on shared machines are noisy: compare the
-columns of one run, not runs.
+scripts/python-env.sh). The rounds of the Python columns are interleaved
+(round r of each, then round r + 1), so that each sees the same load and the
+torch threads the others leave spinning, as a training loop would; the C++
+API's figures come from its own run just before. Timings on shared machines
+are noisy: compare the columns of one run, not runs.
 """
 from __future__ import annotations
 
@@ -29,16 +32,23 @@ import vecnorm.torch as vt
 CASES = [("per-element", 1, 17, False), ("per-element", 4096, 48, False), ("pooled", 4096, 48, True)]
 
 
-def timeit(fn, rounds: int, inner: int) -> float:
-    for _ in range(3):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(inner):
+def timeit_interleaved(fns: dict, rounds: int, inner: dict) -> dict:
+    """Median microseconds per call of each function, the rounds interleaved
+    (round r of every function, then round r + 1): all of them see the same
+    load of this shared machine, so that their ratios hold where absolute
+    figures drift between seconds."""
+    for fn in fns.values():
+        for _ in range(3):
             fn()
-        samples.append((time.perf_counter() - t0) / inner * 1e6)
-    return statistics.median(samples)
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            n = inner[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / n * 1e6)
+    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def compiled_ema(B, F, pooled, decay=0.9999, eps=1e-4):
@@ -93,7 +103,8 @@ def main() -> None:
     ap.add_argument("--cpp-bench", help="path of vecnorm_bench_cpu: adds the C++ API's figures of the same cases")
     args = ap.parse_args()
     cpp = cpp_figures(args.cpp_bench) if args.cpp_bench else {}
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; median us per step, {args.rounds} rounds")
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; median us per step, {args.rounds} rounds, "
+          "interleaved (the C++ API: its own run just before)")
     print("| case | vecnorm module | vecnorm op | vecnorm C++ API | torchrl VecNormV2 | compiled EMA | SB3 RunningMeanStd "
           "| compiled / module | torchrl / module | SB3 / module |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -104,29 +115,26 @@ def main() -> None:
         rew = torch.randn(B, generator=g)
         norm = vt.VecNorm({"observation": (F,), "reward": ()}, batch_shape=(B,), decay=0.9999, reduce_batch_dims=pooled)
         batch = {"observation": obs, "reward": rew}
-        t_mod = timeit(lambda: norm(batch), args.rounds, inner)
+        fns, inners = {"module": lambda: norm(batch)}, {"module": inner}
 
         # the operator alone: what the module passes it, prepared once
         keys, names, xs, stats = norm._gather(batch)
         op = torch.ops.vecnorm.step_alloc.default
         cfg = norm._config
-        t_op = timeit(lambda: op(xs, stats, names, cfg, 0.9999, 1e-4), args.rounds, inner)
+        fns["op"], inners["op"] = (lambda: op(xs, stats, names, cfg, 0.9999, 1e-4)), inner
 
-        t_rl = float("nan")
         if not args.no_torchrl:
             from tensordict import TensorDict
             from torchrl.envs.transforms import VecNormV2
 
             t = VecNormV2(in_keys=["observation", "reward"], decay=0.9999, eps=1e-4, reduce_batch_dims=pooled)
             td = TensorDict({"observation": obs, "reward": rew}, batch_size=[B])
-            t_rl = timeit(lambda: t._step(td, td.clone(False)), args.rounds, max(1, inner // 10))
+            fns["torchrl"], inners["torchrl"] = (lambda: t._step(td, td.clone(False))), max(1, inner // 10)
 
-        t_c = float("nan")
         if not args.no_compile:
             step = compiled_ema(B, F, pooled)
-            t_c = timeit(lambda: step(obs, rew), args.rounds, inner)
+            fns["compiled"], inners["compiled"] = (lambda: step(obs, rew)), inner
 
-        t_sb3 = float("nan")
         if pooled and not args.no_sb3:
             try:
                 import numpy as np
@@ -142,7 +150,12 @@ def main() -> None:
                     rr.update(r)
                     return (o - ro.mean) / np.sqrt(ro.var + 1e-8), (r - rr.mean) / np.sqrt(rr.var + 1e-8)
 
-                t_sb3 = timeit(sb3_step, args.rounds, max(1, inner // 2))
+                fns["sb3"], inners["sb3"] = sb3_step, max(1, inner // 2)
+
+        med = timeit_interleaved(fns, args.rounds, inners)
+        nan = float("nan")
+        t_mod, t_op = med["module"], med["op"]
+        t_rl, t_c, t_sb3 = med.get("torchrl", nan), med.get("compiled", nan), med.get("sb3", nan)
 
         def ratio(t):
             return "—" if t != t else f"{t / t_mod:.1f}x"
