@@ -20,9 +20,11 @@ Every preset takes the feature shape of each key and any option of
 | ``rl_games`` | cumulative, pooled, float64 | sqrt(var + 1e-5) | 5 | (1, 0, 1) |
 | ``skrl`` | cumulative, pooled, float64, unbiased batch variance | std + 1e-8 | 5 | (1, 0, 1) |
 
-Not yet (issue 18): rsl_rl's ``until``, masks and weights (brax), the reward
-scaling by the discounted return (SB3, Gymnasium), drop-in classes with the
-originals' state_dict names, and brax.
+Drop-in classes with the originals' constructors and state_dict names:
+``vecnorm.rsl_rl.EmpiricalNormalization`` (with ``until``),
+``vecnorm.rl_games.RunningMeanStd``, ``vecnorm.sb3.RunningMeanStd``.
+Not yet (issue 18): masks and weights (brax), the reward scaling by the
+discounted return (SB3, Gymnasium), and brax.
 """
 from __future__ import annotations
 
