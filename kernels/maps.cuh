@@ -42,7 +42,7 @@ __device__ __forceinline__ void affine_block(const LaunchPlan& p, const DevSegme
     const std::int64_t j = s.broadcast ? i % s.feat : i;
     const C xi = core::load<C>(x + i);
     const C out = p.invert ? core::unapply(mu[j], q[j], xi)
-                           : core::apply(core::Affine<C>{mu[j], q[j]}, xi, static_cast<C>(p.rule.clip));
+                           : core::clip_to(core::apply(core::Affine<C>{mu[j], q[j]}, xi), static_cast<C>(p.rule.clip));
     core::store(y + i, out);
   }
 }

@@ -151,11 +151,6 @@ template <class T>
 VECNORM_HD T apply(const Affine<T>& a, T x) {
   return (x - a.mu) * a.r;
 }
-/// apply(), bounded to [-clip, clip] (Options::clip).
-template <class T>
-VECNORM_HD T apply(const Affine<T>& a, T x, T clip) {
-  return clip_to((x - a.mu) * a.r, clip);
-}
 /// The inverse map, from mu and scale: x = y * scale + mu.
 template <class T>
 VECNORM_HD T unapply(T mu, T scale, T y) {
