@@ -76,8 +76,8 @@ struct Avx512 {
 
 }  // namespace
 
-void run(const Plan& plan, Scratch& ws) {
-  const ExecutorScope executor(plan.executor);
+namespace {
+void run_isa(const Plan& plan, Scratch& ws) {
 #if defined(VECNORM_CPU_AVX2)
   switch (chosen_isa()) {
     case Isa::avx512: return run_with<Avx512>(plan, ws);
@@ -86,6 +86,17 @@ void run(const Plan& plan, Scratch& ws) {
   }
 #endif
   run_with<Baseline>(plan, ws);
+}
+}  // namespace
+
+void run(const Plan& plan, Scratch& ws) {
+  // The executor's scope only where there is one: a thread_local costs a
+  // __tls_get_addr call in a shared library, measurable on a 1x17 step.
+  if (plan.executor.custom()) {
+    const ExecutorScope executor(plan.executor);
+    return run_isa(plan, ws);
+  }
+  run_isa(plan, ws);
 }
 
 std::size_t scratch_bytes(const Plan& plan) {

@@ -149,16 +149,15 @@ void exchange_and_dispatch(const CallConfig& cfg, const KeyTable& table, PlanBuf
     try {
       Plan update = make_plan(cfg, buf.segments);
       update.ranks = ranks;  // (takes the maps of keys this rank has no rows of)
-      const WorkspaceSize need = scratch_size(cfg.backend, update);
-      if (need.host_bytes > 0) ws.host(need.host_bytes);
-      if (need.device_bytes > 0) ws.device(need.device_bytes, cfg.device, stream);
+      reserve_scratch(cfg, update, ws, stream);
       buf.moments.assign(buf.segments.begin(), buf.segments.end());
       for (Segment& s : buf.moments) s.y = send + key_offset(table, s.key);
       CallConfig mc = cfg;
       mc.work = Work::moments;
-      reserve_scratch(mc, buf.moments, ws, stream);
+      const Plan moments = make_plan(mc, buf.moments);
+      reserve_scratch(mc, moments, ws, stream);
       put_message();
-      dispatch(cfg.backend, make_plan(mc, buf.moments), ws, stream);
+      dispatch(cfg.backend, moments, ws, stream);
     } catch (...) {
       local = std::current_exception();
     }

@@ -124,6 +124,8 @@ WorkspaceSize scratch_bound(const Options& options, const KeyTable& table, std::
 /// that a call that cannot get it fails changing nothing (the backends then
 /// find it there and allocate nothing).
 void reserve_scratch(const CallConfig& cfg, std::span<const Segment> segments, Scratch& ws, Stream stream);
+/// The same for a plan already made (of cfg).
+void reserve_scratch(const CallConfig& cfg, const Plan& plan, Scratch& ws, Stream stream);
 
 /// NonFinite::error, for a call that updates: the first non-finite input
 /// value throws Error(nonfinite_input) naming the key and the element (batch
@@ -159,8 +161,9 @@ void run_call(const CallConfig& cfg, const KeyTable& table, std::span<const Item
   plan_keys(cfg, table, items, buf);
   bind_keys(cfg, table, store, buf);
   check_finite(cfg, table, buf.segments, ws, stream);
-  reserve_scratch(cfg, buf.segments, ws, stream);
-  dispatch(cfg.backend, make_plan(cfg, buf.segments), ws, stream);
+  const Plan plan = make_plan(cfg, buf.segments);
+  reserve_scratch(cfg, plan, ws, stream);
+  dispatch(cfg.backend, plan, ws, stream);
 }
 
 }  // namespace vecnorm::detail
