@@ -17,7 +17,13 @@ struct CpuExecutor {
   /// the calling thread where it can, the others on the pool's threads or,
   /// when none is free (a call from inside one of its parallel regions),
   /// one after the other on the caller -- and returns when all have returned.
-  /// body does not throw; run must not either.
+  /// body does not throw; run must not either. Every write of a body must
+  /// happen before run returns (a join, as an OpenMP barrier or a thread join
+  /// gives; the members claim their chunks with relaxed atomics). run must not
+  /// make the calling thread run other vecnorm CPU calls meanwhile (a
+  /// work-stealing pool that would: the nested call would see this executor).
+  /// `context` must outlive every normalizer (and copy of its Options) that
+  /// uses it, and run must accept calls from several threads at once.
   void (*run)(void* context, int team, void (*body)(void* arg, int member) noexcept, void* arg) noexcept = nullptr;
   void* context = nullptr;
 

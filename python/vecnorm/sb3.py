@@ -9,10 +9,10 @@ SB3's attributes do; ``copy()``; it pickles (VecNormalize saves itself with
 pickle). SB3's statistics start as ``epsilon`` samples of mean 0 and
 variance 1: vecnorm's prior (``prior_count``), so that the merge is SB3's
 exactly, in one pass with double accumulation (SB3 takes a float32 batch's
-moments in float32). ``combine`` and ``update_from_moments`` (merging moments
-rather than data) are SB3's own where SB3 is installed, through the same
-attributes (a count must stay ``epsilon`` plus a whole number of rows; assign
-``count`` before ``mean`` and ``var``)."""
+moments in float32). The count must stay ``epsilon`` plus a whole number of
+rows (assign ``count`` before ``mean`` and ``var``), so ``combine`` and
+``update_from_moments`` (merging moments rather than data; the count of a
+combination carries two epsilons) raise NotImplementedError."""
 from __future__ import annotations
 
 from typing import Tuple
@@ -101,6 +101,14 @@ class RunningMeanStd(_Base):
             self._loc.copy_(torch.from_numpy(np.array(new_mean)))
             self._var.copy_(torch.from_numpy(np.array(new_var)))
         self._count.fill_(n)
+
+    def update_from_moments(self, batch_mean, batch_var, batch_count) -> None:
+        raise NotImplementedError("vecnorm.sb3.RunningMeanStd: update_from_moments is not supported: vecnorm "
+                                  "merges data (update(arr)), and its count is epsilon plus whole rows")
+
+    def combine(self, other) -> None:
+        raise NotImplementedError("vecnorm.sb3.RunningMeanStd: combine is not supported (the combined count would "
+                                  "carry two epsilons); merge the data with update(arr)")
 
     def copy(self) -> "RunningMeanStd":
         new = RunningMeanStd(epsilon=self._epsilon, shape=self._shape)

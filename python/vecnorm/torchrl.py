@@ -106,7 +106,8 @@ class VecNormV2(Transform):
         estimator: ``"torchrl"`` (TorchRL's arithmetic, the default) or
             ``"stable"`` (exact bias correction, no cancellation; its state
             has a different meaning and must not be loaded into TorchRL's).
-        cpu_threads: threads of the CPU operators (0: ``torch.get_num_threads()``).
+        cpu_threads: threads of the CPU operators (0: torch's intra-op threads,
+            ``torch.get_num_threads()`` of them; N > 0: vecnorm's own pool of N).
     """
 
     SEP = ".-|-."

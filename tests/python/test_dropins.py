@@ -193,6 +193,10 @@ def test_sb3_dropin_matches_sb3(capsys):
     np.testing.assert_array_equal(fresh.mean, ref.mean), np.testing.assert_array_equal(fresh.var, ref.var)
     with pytest.raises(ValueError, match="count: expected epsilon"):
         fresh.count = 3.5
+    for call in (lambda: fresh.combine(ref), lambda: fresh.update_from_moments(ref.mean, ref.var, 5)):
+        with pytest.raises(NotImplementedError):
+            call()
+    np.testing.assert_array_equal(fresh.mean, ref.mean)  # nothing changed
     with capsys.disabled():
         print(f"\n[dropins] sb3 RunningMeanStd: 300 steps x 32 x 7; largest difference: mean {worst_m:.2g}, "
               f"var {worst_v:.2g} (relative)")
