@@ -73,6 +73,7 @@ inline int max_threads(int requested) { return requested > 0 ? requested : defau
 constexpr std::int64_t kGrain = 16384;
 /// At most this many chunks per call (the partials of a reduction are per chunk).
 constexpr std::int64_t kMaxChunks = 64;
+static_assert(kMaxChunks <= kMaxTaskChunks);
 
 /// The chunks of [0, n): boundaries that depend on n only (never on the
 /// thread count), multiples of `align`, at least `grain` elements each but

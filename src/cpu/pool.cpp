@@ -4,6 +4,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cassert>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -27,6 +28,40 @@ constexpr auto kWorkerSpin = std::chrono::microseconds(50);
 constexpr int kCallerSpins = 2000;
 constexpr int kMaxWorkers = 255;
 
+/// The unclaimed chunks of one call, in one atomic word: the call's epoch
+/// (high 32 bits) and the range [front, back) (16 bits each: kMaxTaskChunks).
+/// One thread claims from the front, the others from the back, so that with
+/// two threads each streams through one contiguous half of the data (as a static split does:
+/// interleaved chunks cost a third of a 64 MB step's memory bandwidth here).
+/// The epoch ends a stale claim: a pool worker that wakes late for call e
+/// finds call e + 1's ticket and takes nothing of it.
+class Ticket {
+ public:
+  /// Opens call `e` with chunks [0, chunks); a release store, which the
+  /// claims' acquire orders before their reads of the call's fields.
+  void open(std::uint32_t e, std::int64_t chunks) noexcept {
+    assert(chunks >= 0 && chunks <= kMaxTaskChunks);
+    word_.store(std::uint64_t{e} << 32 | static_cast<std::uint64_t>(chunks), std::memory_order_release);
+  }
+
+  /// The next unclaimed chunk of call `e`, or -1 when none is left (or the
+  /// call is over).
+  std::int64_t claim(std::uint32_t e, bool front) noexcept {
+    std::uint64_t t = word_.load(std::memory_order_acquire);
+    for (;;) {
+      if (static_cast<std::uint32_t>(t >> 32) != e) return -1;
+      const std::uint64_t f = (t >> 16) & 0xffffu, b = t & 0xffffu;
+      if (f >= b) return -1;
+      const std::uint64_t next = front ? t + (std::uint64_t{1} << 16) : t - 1;
+      if (word_.compare_exchange_weak(t, next, std::memory_order_acq_rel, std::memory_order_acquire))
+        return static_cast<std::int64_t>(front ? f : b - 1);
+    }
+  }
+
+ private:
+  std::atomic<std::uint64_t> word_{0};
+};
+
 class Pool {
  public:
   void run(const ChunkTask& task, int threads) {
@@ -48,12 +83,12 @@ class Pool {
     done_.store(0, std::memory_order_relaxed);
     seats_.store(team - 1, std::memory_order_relaxed);
     const std::uint32_t e = ++epoch_value_;
-    ticket_.store(std::uint64_t{e} << 32 | static_cast<std::uint64_t>(chunks), std::memory_order_release);
+    ticket_.open(e, chunks);
     epoch_.store(e, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) epoch_.notify_all();
     // Work alongside them.
     std::int64_t mine = 0;
-    for (std::int64_t i; (i = claim(e, !task.reverse)) >= 0; ++mine) task.call(task.ctx, i);
+    for (std::int64_t i; (i = ticket_.claim(e, !task.reverse)) >= 0; ++mine) task.call(task.ctx, i);
     done_.fetch_add(mine, std::memory_order_acq_rel);
     // Only chunks a worker has started remain: wait for them.
     for (int spins = 0; done_.load(std::memory_order_acquire) < chunks; ++spins) {
@@ -72,24 +107,6 @@ class Pool {
   std::int64_t inline_calls() const { return inline_calls_.load(std::memory_order_relaxed); }
 
  private:
-  /// The next unclaimed chunk of call `e`, or -1 when none is left (or the
-  /// call is over). The ticket holds the epoch (high 32 bits) and the range
-  /// of unclaimed chunks [front, back) (16 bits each): the caller takes chunks
-  /// from the front, the workers from the back, so that with two threads each
-  /// streams through one contiguous half of the data (as a static split does:
-  /// interleaved chunks cost a third of a 64 MB step's memory bandwidth here).
-  std::int64_t claim(std::uint32_t e, bool front) noexcept {
-    std::uint64_t t = ticket_.load(std::memory_order_acquire);
-    for (;;) {
-      if (static_cast<std::uint32_t>(t >> 32) != e) return -1;
-      const std::uint64_t f = (t >> 16) & 0xffffu, b = t & 0xffffu;
-      if (f >= b) return -1;
-      const std::uint64_t next = front ? t + (std::uint64_t{1} << 16) : t - 1;
-      if (ticket_.compare_exchange_weak(t, next, std::memory_order_acq_rel, std::memory_order_acquire))
-        return static_cast<std::int64_t>(front ? f : b - 1);
-    }
-  }
-
   void ensure_workers(int n) {
     n = std::min(n, kMaxWorkers);
     if (started_.load(std::memory_order_acquire) >= n) return;
@@ -122,7 +139,7 @@ class Pool {
       if (seats_.fetch_sub(1, std::memory_order_acq_rel) <= 0) continue;
       std::int64_t mine = 0;
       const bool front = reverse_.load(std::memory_order_relaxed);
-      for (std::int64_t i; (i = claim(e, front)) >= 0; ++mine)
+      for (std::int64_t i; (i = ticket_.claim(e, front)) >= 0; ++mine)
         call_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), i);
       if (mine > 0) done_.fetch_add(mine, std::memory_order_acq_rel);
     }
@@ -134,7 +151,7 @@ class Pool {
   std::atomic<bool> busy_{false};
   std::uint32_t epoch_value_ = 0;  // written by the caller holding busy_
   std::atomic<std::uint32_t> epoch_{0};
-  std::atomic<std::uint64_t> ticket_{0};
+  Ticket ticket_;
   std::atomic<void (*)(void*, std::int64_t) noexcept> call_{nullptr};
   std::atomic<void*> ctx_{nullptr};
   std::atomic<std::int64_t> chunks_{0};
@@ -154,28 +171,17 @@ Pool& pool() {
 
 thread_local const CpuExecutor* current_executor = nullptr;
 
-/// A call on an executor's team: members claim chunks from one ticket, [front,
-/// back) in 32 bits each; member 0 (the caller, where the executor keeps it
-/// there) from the front, the others from the back (task.reverse: the other
-/// way round), so that each thread streams through a contiguous part.
+/// A call on an executor's team: member 0 (the caller, where the executor
+/// keeps it there) claims from the front, the others from the back
+/// (task.reverse: the other way round). One call, one epoch (0).
 struct TeamCall {
   const ChunkTask* task;
-  std::atomic<std::uint64_t> ticket;
+  Ticket ticket;
 
-  std::int64_t claim(bool front) noexcept {
-    std::uint64_t t = ticket.load(std::memory_order_relaxed);
-    for (;;) {
-      const std::uint64_t f = t >> 32, b = t & 0xffffffffu;
-      if (f >= b) return -1;
-      const std::uint64_t next = front ? t + (std::uint64_t{1} << 32) : t - 1;
-      if (ticket.compare_exchange_weak(t, next, std::memory_order_relaxed, std::memory_order_relaxed))
-        return static_cast<std::int64_t>(front ? f : b - 1);
-    }
-  }
   static void body(void* arg, int member) noexcept {
     TeamCall& c = *static_cast<TeamCall*>(arg);
     const bool front = (member == 0) != c.task->reverse;
-    for (std::int64_t i; (i = c.claim(front)) >= 0;) c.task->call(c.task->ctx, i);
+    for (std::int64_t i; (i = c.ticket.claim(0, front)) >= 0;) c.task->call(c.task->ctx, i);
   }
 };
 
@@ -185,7 +191,8 @@ void run_chunks(const ChunkTask& task, int threads) {
   const CpuExecutor* ex = current_executor;
   if (ex == nullptr || !ex->custom() || task.chunks <= 0) return pool().run(task, threads);
   const int team = static_cast<int>(std::min<std::int64_t>(std::max(threads, 1), task.chunks));
-  TeamCall call{&task, {static_cast<std::uint64_t>(task.chunks)}};
+  TeamCall call{&task, {}};
+  call.ticket.open(0, task.chunks);
   // The executor's join orders the chunks' writes before its return.
   ex->run(ex->context, team, &TeamCall::body, &call);
   // A member the executor never ran would leave chunks undone: run them here.

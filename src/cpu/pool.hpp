@@ -24,7 +24,11 @@
 
 namespace vecnorm::detail::cpu {
 
-/// One parallel call: call(ctx, i) for every chunk i in [0, chunks).
+/// The most chunks one call may have (the ticket's 16-bit fields).
+constexpr std::int64_t kMaxTaskChunks = 0xffff;
+
+/// One parallel call: call(ctx, i) for every chunk i in [0, chunks),
+/// chunks <= kMaxTaskChunks.
 struct ChunkTask {
   void (*call)(void* ctx, std::int64_t chunk) noexcept = nullptr;
   void* ctx = nullptr;
