@@ -25,6 +25,8 @@ const char* const kHelp =
     "  --clip C              bound the outputs to [-C, C] (default: none)\n"
     "  --prior-count N       start from N samples of mean 0, var 1 (estimator stable)\n"
     "  --unbiased            pooled batch variance over m - 1 (skrl)\n"
+    "  --until N             a key's updates stop once its count reaches N samples\n"
+    "                        (rsl_rl; default 0: no bound; not with --stateless)\n"
     "  --estimator NAME      torchrl (VecNormV2's formulas, default) or stable\n"
     "  --nonfinite MODE      NaN/inf input: skip (default: left out of the statistics,\n"
     "                        counted), propagate (the reference) or error (stop)\n"
@@ -97,6 +99,11 @@ Args parse_args(int argc, char** argv, int first) {
       given_option("--clip", a.options.clip, a.clip_set, parse_double),
       given_option("--prior-count", a.options.prior_count, a.prior_set, parse_double),
       {"--unbiased", false, [&](const std::string&) { a.options.unbiased = a.unbiased_set = true; }},
+      {"--until", true,
+       [&](const std::string& v) {
+         a.options.until = parse_int(v, "--until", 0);
+         a.until_set = true;
+       }},
       {"--reduce-batch-dims", false, [&](const std::string&) { a.options.reduce_batch_dims = true; }},
       {"--stateless", false, [&](const std::string&) { a.stateless = true; }},
       given_option("--stats-dtype", a.options.stats_dtype, a.stats_set, parse_stats_dtype),
@@ -125,6 +132,9 @@ Args parse_args(int argc, char** argv, int first) {
   if (a.stateless && a.options.reduce_batch_dims)
     throw UsageError("--stateless and --reduce-batch-dims cannot be combined: stateless statistics are per element "
                      "(pooling is stateful only)");
+  if (a.stateless && a.options.until > 0)
+    throw UsageError("--stateless and --until cannot be combined: stateless statistics count per element (the "
+                     "bound is on a key's one count)");
   return a;
 }
 

@@ -66,9 +66,29 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
   }
 }
 
+/// A per-key segment whose updates have stopped (Options::until): the block's
+/// elements keep their statistics, copied where the call writes them elsewhere.
+template <class S>
+__device__ __forceinline__ void keep_block(const DevSegment& s, std::int64_t local_block) {
+  const S* loc_in = static_cast<const S*>(s.loc_in);
+  const S* var_in = static_cast<const S*>(s.var_in);
+  S* loc_out = static_cast<S*>(s.loc_out);
+  S* var_out = static_cast<S*>(s.var_out);
+  if (loc_out == loc_in && var_out == var_in) return;
+  const std::int64_t n_elem = s.rows * s.feat;
+  const std::int64_t base = local_block * (kThreads * kItems) + threadIdx.x;
+  for (int it = 0; it < kItems; ++it) {
+    const std::int64_t i = base + static_cast<std::int64_t>(it) * kThreads;
+    if (i >= n_elem) break;
+    loc_out[i] = loc_in ? loc_in[i] : S(0);
+    var_out[i] = var_in ? var_in[i] : S(0);
+  }
+}
+
 /// Per-element statistics for all segments of the launch. With one count per
 /// key, the last block moves every segment's count by one (after all blocks
-/// have read it). Launch bounds with a minimum of one block: without it ptxas
+/// have read it), or leaves it where the key's updates have stopped
+/// (core::updates_stopped: the segment's blocks only normalize). Launch bounds with a minimum of one block: without it ptxas
 /// squeezed the stable float64 normalize into 32 registers and spilled around
 /// the float64 division's slow-path call (scripts/check-ptxas.sh).
 template <class Est, class S, bool PerKeyCount, int Op>
@@ -78,13 +98,22 @@ __global__ void __launch_bounds__(kThreads, 1) elementwise_kernel(const __grid_c
   const DevSegment& s = p.seg[si];
   const std::int64_t local = block - s.block_begin;
   if (local < s.blocks) {
-    visit_x(s.x_dtype, [&](auto xt) { elementwise_block<Est, decltype(xt), S, PerKeyCount, Op>(p, s, local); });
+    bool stopped = false;
+    if constexpr (PerKeyCount && Op != op_normalize) stopped = core::updates_stopped(p.decay, s.count_in ? *s.count_in : 0);
+    if (!stopped) {
+      visit_x(s.x_dtype, [&](auto xt) { elementwise_block<Est, decltype(xt), S, PerKeyCount, Op>(p, s, local); });
+    } else {
+      keep_block<S>(s, local);
+      if constexpr (Op == op_update_and_normalize)
+        visit_x(s.x_dtype, [&](auto xt) { elementwise_block<Est, decltype(xt), S, true, op_normalize>(p, s, local); });
+    }
   }
   if constexpr (PerKeyCount && Op != op_normalize) {
     if (last_block_done(p.ticket) && threadIdx.x == 0) {
       for (int k = 0; k < p.nseg; ++k) {
         const DevSegment& sk = p.seg[k];
-        *sk.count_out = (sk.count_in ? *sk.count_in : 0) + 1;
+        const std::int64_t n = sk.count_in ? *sk.count_in : 0;
+        *sk.count_out = core::updates_stopped(p.decay, n) ? n : n + 1;
       }
     }
   }

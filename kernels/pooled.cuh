@@ -188,7 +188,9 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_stats_kernel(const __grid_
   const int si = find_segment(p, block);
   const DevSegment& s = p.seg[si];
   const std::int64_t local = block - s.block_begin;
-  if (local < s.blocks) {
+  // A key whose updates have stopped (Options::until) adds nothing: no
+  // partials, no skips counted, its map at the count as it is.
+  if (local < s.blocks && !core::updates_stopped(p.decay, s.count_in ? *s.count_in : 0)) {
     visit_x(s.x_dtype, [&](auto xt) { pooled_partial_block<Est, decltype(xt), S>(p, s, local, sh1, sh2); });
   }
   if (!last_block_done(p.ticket)) return;
@@ -196,12 +198,13 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_stats_kernel(const __grid_
   __shared__ int bad;
   for (int k = 0; k < p.nseg; ++k) {
     const DevSegment& sk = p.seg[k];
-    std::int64_t m = sk.rows;
+    const bool stopped = core::updates_stopped(p.decay, sk.count_in ? *sk.count_in : 0);
+    std::int64_t m = stopped ? 0 : sk.rows;
     double* part = p.partials + 3 * sk.partials;
     // Every feature's partials merged in block order, kept in block 0's slots.
     if (threadIdx.x == 0) bad = 0;
     __syncthreads();
-    for (std::int64_t f = threadIdx.x; f < sk.feat; f += kThreads) {
+    for (std::int64_t f = threadIdx.x; f < (stopped ? 0 : sk.feat); f += kThreads) {
       core::Moments b;
       for (std::int64_t blk = 0; blk < sk.blocks; ++blk) {
         const double* q = part + 3 * (blk * sk.feat + f);
@@ -240,7 +243,8 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_stats_kernel(const __grid_
     } else {
       finalize_segment<Est, S>(p, sk, m, [&](std::int64_t f) {
         core::Moments b;
-        b.n = m > 0 ? part[3 * f + 0] : 0.0;
+        if (m == 0) return b;  // nothing to add (a stopped key's partials were never written)
+        b.n = part[3 * f + 0];
         b.mean = part[3 * f + 1];
         b.m2 = part[3 * f + 2];
         return b;
@@ -277,8 +281,10 @@ __global__ void __launch_bounds__(kThreads, 1) gathered_stats_kernel(const __gri
   for (int k = 0; k < p.nseg; ++k) {
     const DevSegment& sk = p.seg[k];
     const core::GatheredKey g{p.gathered + sk.partials, p.stride, p.ranks, sk.feat};
-    const std::int64_t m = agree ? static_cast<std::int64_t>(g.rows()) : 0;
-    if (threadIdx.x == 0 && agree && sk.skipped != nullptr) {
+    // Stopped (Options::until): every rank sent no rows (the ranks share the count).
+    const bool stopped = core::updates_stopped(p.decay, sk.count_in ? *sk.count_in : 0);
+    const std::int64_t m = agree && !stopped ? static_cast<std::int64_t>(g.rows()) : 0;
+    if (threadIdx.x == 0 && agree && !stopped && sk.skipped != nullptr) {
       const double own = g.rows_of(p.rank);
       if (own < static_cast<double>(sk.rows)) add_counter(sk.skipped, sk.rows - static_cast<std::int64_t>(own > 0.0 ? own : 0.0));
     }

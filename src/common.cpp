@@ -190,6 +190,9 @@ void Options::validate() const {
     detail::fail(ErrorCode::invalid_option,
                  "option prior_count: expected 0 with estimator torchrl (a prior needs estimator stable), got " +
                      num(prior_count));
+  if (until < 0)
+    detail::fail(ErrorCode::invalid_option,
+                 "option until: expected until >= 0 (0: no bound), got " + std::to_string(until));
   if (stats_dtype != DType::float32 && stats_dtype != DType::float64)
     detail::fail(ErrorCode::invalid_option, std::string("option stats_dtype: expected float32 or float64, got ") +
                                                 to_string(stats_dtype));

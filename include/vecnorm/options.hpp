@@ -66,6 +66,14 @@ struct Options {
   double prior_count = 0.0;
   /// Pooled updates take the batch's variance with m - 1 (skrl) instead of m.
   bool unbiased = false;
+  /// Updates stop once a key's count has reached `until` samples (rsl_rl's
+  /// EmpiricalNormalization): an update of a key whose count is >= until
+  /// leaves its statistics and count as they are (its outputs are still
+  /// produced, from the statistics as they are). The batch that crosses the
+  /// bound is merged whole. Decided where the count lives (on the device for
+  /// the CUDA backend: no host synchronization). 0 (the default): no bound.
+  /// >= 0; needs one count per key (not stateless per-element steps).
+  std::int64_t until = 0;
   bool reduce_batch_dims = false;   ///< pool the batch dims (stateful only)
   Estimator estimator = Estimator::torchrl;
   DType stats_dtype = DType::float32;  ///< float32 or float64 storage of loc/var

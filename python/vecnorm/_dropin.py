@@ -19,6 +19,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from ._ops import until_count
 from .torch import VecNorm
 
 KEY = "x"
@@ -55,10 +56,10 @@ class Updater:
         self._local: Optional[VecNorm] = None
         self._grouped: Optional[VecNorm] = None
 
-    def _make(self, group) -> VecNorm:
+    def _make(self, group, until: int) -> VecNorm:
         return VecNorm({KEY: self.shape}, reduce_batch_dims=True, estimator="stable", decay=1.0,
                        nonfinite="propagate", prior_count=self.prior_count, unbiased=self.unbiased,
-                       process_group=group)
+                       until=until or None, process_group=group)
 
     def __getstate__(self):
         # The VecNorms are rebuilt on first use (a process group does not pickle).
@@ -66,18 +67,20 @@ class Updater:
         state["_local"] = state["_grouped"] = None
         return state
 
-    def update(self, x: Tensor, loc: Tensor, var: Tensor, count: Tensor) -> None:
+    def update(self, x: Tensor, loc: Tensor, var: Tensor, count: Tensor, until=None) -> None:
         """Merges the rows of x (batch dims first, then the feature shape) into
         (loc, var, count): the mean, the population variance and the int64
-        number of samples, updated in place."""
+        number of samples, updated in place; while count < until (None: no
+        bound), decided where the count lives (no host synchronization)."""
         group = _world_group() if self.all_ranks else None
+        u = until_count(until)
         if group is not None:
-            if self._grouped is None:
-                self._grouped = self._make(group)
+            if self._grouped is None or self._grouped.until != u:
+                self._grouped = self._make(group, u)
             vn = self._grouped
         else:
-            if self._local is None:
-                self._local = self._make(None)
+            if self._local is None or self._local.until != u:
+                self._local = self._make(None, u)
             vn = self._local
         b = vn._buffers
         b[f"{KEY}_loc"], b[f"{KEY}_var"], b[f"{KEY}_count"] = loc, var, count

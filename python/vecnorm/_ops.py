@@ -38,9 +38,21 @@ def _bits(v: float) -> int:
     return struct.unpack("<q", struct.pack("<d", float(v)))[0]
 
 
+def until_count(until) -> int:
+    """Options::until from Python's spelling: None (no bound: 0) or a number of
+    samples > 0, which may be a float as rsl_rl's ``until=1.0e8``: a count (an
+    integer) reaches it where it reaches its ceiling."""
+    if until is None:
+        return 0
+    u = float(until)
+    if not u > 0:
+        raise ValueError(f"vecnorm: until: expected None or a number of samples > 0, got {until!r}")
+    return min(math.ceil(u), 2**63 - 1) if math.isfinite(u) else 2**63 - 1
+
+
 def make_config(batch_dims: int, reduce_batch_dims: bool, estimator: str, nonfinite: str,
                 per_element_counts: bool, cpu_threads: int, scale: str = "clamp", unbiased: bool = False,
-                clip: float = math.inf, prior_count: float = 0.0) -> List[int]:
+                clip: float = math.inf, prior_count: float = 0.0, until: int = 0) -> List[int]:
     """The operators' int[] config (src/torch/call.hpp, ConfigField); the values
     themselves are checked by the library (Options::validate)."""
     if estimator not in ESTIMATORS:
@@ -51,7 +63,7 @@ def make_config(batch_dims: int, reduce_batch_dims: bool, estimator: str, nonfin
         raise ValueError(f"vecnorm: scale: expected 'clamp', 'sqrt_var_plus_eps' or 'std_plus_eps', got '{scale}'")
     return [int(batch_dims), int(bool(reduce_batch_dims)), ESTIMATORS[estimator], NONFINITE[nonfinite],
             int(bool(per_element_counts)), int(cpu_threads), SCALES[scale], int(bool(unbiased)), _bits(clip),
-            _bits(prior_count)]
+            _bits(prior_count), int(until)]
 
 
 @torch.library.register_fake("vecnorm::step")

@@ -6,9 +6,10 @@ state_dict keys (``_mean``, ``_var``, ``_std`` of shape ``(1, *shape)``,
 ``count`` int64), so that a checkpoint of either loads into the other; the
 same behaviour: ``forward`` normalizes only, ``(x - mean) / (std + eps)``
 (scriptable: rsl_rl's exporters script or trace it); ``update`` merges a
-batch into the statistics in training mode until ``count >= until`` (reading
-the count on the host, as rsl_rl does, only when ``until`` is set) and, where
-torch.distributed is initialized, over every rank of the default group;
+batch into the statistics in training mode until ``count >= until`` (decided
+where the count lives: no host synchronization, where rsl_rl reads the count
+on the host) and, where torch.distributed is initialized, over every rank of
+the default group;
 ``inverse`` maps back; ``mean`` and ``std`` are copies.
 
 The update is vecnorm's pooled cumulative update (estimator ``stable``, Chan's
@@ -64,9 +65,7 @@ class EmpiricalNormalization(nn.Module):
         mode and while fewer than ``until`` samples were seen."""
         if not self.training:
             return
-        if self.until is not None and int(self.count) >= self.until:
-            return
-        self._updater.update(x, self._mean[0], self._var[0], self.count)
+        self._updater.update(x, self._mean[0], self._var[0], self.count, self.until)
         torch.sqrt(self._var, out=self._std)
 
     @torch.jit.unused

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _C
-from ._ops import STATS_PER_KEY, group_name, make_config, output_dtype
+from ._ops import STATS_PER_KEY, group_name, make_config, output_dtype, until_count
 
 _step = torch.ops.vecnorm.step.default
 _step_alloc = torch.ops.vecnorm.step_alloc.default
@@ -94,7 +94,7 @@ class VecNorm(nn.Module):
             statistics have the shape ``batch_shape + feature``); with
             ``reduce_batch_dims`` any batch is accepted and pooled.
         decay, eps, reduce_batch_dims, estimator, stats_dtype, nonfinite,
-        cpu_threads, scale, clip, prior_count, unbiased: the options of the C++
+        cpu_threads, scale, clip, prior_count, unbiased, until: the options of the C++
             API (include/vecnorm/options.hpp), under their C++ names;
             ``cpu_threads=0`` runs CPU calls on torch's intra-op threads
             (``torch.get_num_threads()``), N > 0 on vecnorm's own pool of N. ``scale``:
@@ -102,7 +102,9 @@ class VecNorm(nn.Module):
             Gymnasium, rl_games) or ``"std_plus_eps"`` (rsl_rl, skrl); ``clip``
             bounds the outputs to [-clip, clip]; ``prior_count`` (estimator
             ``"stable"``) starts the statistics as that many samples of mean 0,
-            variance 1; ``unbiased``: pooled batch variance over m - 1.
+            variance 1; ``unbiased``: pooled batch variance over m - 1;
+            ``until`` (None: no bound) stops a key's updates once its count
+            has reached that many samples (rsl_rl), decided on the device.
             ``vecnorm.presets`` configures them as each library does.
         dtypes: the input dtype of each key, where it is not ``stats_dtype``
             (it decides the compute type of ``loc``/``scale``/``to_affine``).
@@ -130,6 +132,7 @@ class VecNorm(nn.Module):
         clip: float = math.inf,
         prior_count: float = 0.0,
         unbiased: bool = False,
+        until: Optional[float] = None,
         dtypes: Optional[Mapping[Key, torch.dtype]] = None,
         device: Optional[Union[str, torch.device]] = None,
         process_group=None,
@@ -156,6 +159,7 @@ class VecNorm(nn.Module):
         self.clip = float(clip)
         self.prior_count = float(prior_count)
         self.unbiased = bool(unbiased)
+        self.until = until_count(until)  # 0: no bound
         dt = dict(dtypes or {})
         self.dtypes: Dict[str, torch.dtype] = {n: dt.get(k, stats_dtype) for k, n in zip(self.keys, self.names)}
         for n, d in self.dtypes.items():
@@ -166,7 +170,7 @@ class VecNorm(nn.Module):
         self._batch_dims = 0 if self.reduce_batch_dims else len(self.batch_shape)
         self._config = make_config(self._batch_dims, self.reduce_batch_dims, self.estimator, self.nonfinite,
                                    False, self.cpu_threads, self.scale_form, self.unbiased, self.clip,
-                                   self.prior_count)
+                                   self.prior_count, self.until)
         torch.ops.vecnorm.validate(
             self.names, [len(self.feature_shapes[n]) for n in self.names], dims, list(self.batch_shape),
             self.decay, self.eps, self._config, _DTYPE_CODE[stats_dtype],
@@ -402,7 +406,8 @@ class VecNorm(nn.Module):
         return (f"{{{shapes}}}, batch_shape={self.batch_shape}, decay={self.decay}, eps={self.eps}, "
                 f"reduce_batch_dims={self.reduce_batch_dims}, estimator='{self.estimator}', "
                 f"stats_dtype={self.stats_dtype}, scale='{self.scale_form}', clip={self.clip}, "
-                f"prior_count={self.prior_count}, unbiased={self.unbiased}, frozen={self._frozen}")
+                f"prior_count={self.prior_count}, unbiased={self.unbiased}, "
+                f"until={self.until or None}, frozen={self._frozen}")
 
 
 class AffineKeyNorm(nn.Module):

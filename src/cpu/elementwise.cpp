@@ -178,15 +178,23 @@ void elementwise_segment(const Plan& p, const Segment& s, Scratch& ws) {
   rule.key_count = !rule.per_element && s.count_in != nullptr ? *s.count_in : 0;
   // Counts per element also when the key's elements have skipped before.
   rule.use_skips = !rule.per_element && s.skips != nullptr && s.skipped != nullptr && *s.skipped != 0;
-  const bool stream = writes_output(p.work) && static_cast<std::size_t>(n) * sizeof(out_t<X>) >= kStreamBytes;
+  Work work = p.work;
+  if (updates(work) && !rule.per_element && core::updates_stopped(p.decay, rule.key_count)) {
+    // Options::until: the key's updates have stopped; a step only normalizes.
+    keep_stats<S>(s, n);
+    *s.count_out = rule.key_count;
+    if (work == Work::update) return;
+    work = Work::normalize;
+  }
+  const bool stream = writes_output(work) && static_cast<std::size_t>(n) * sizeof(out_t<X>) >= kStreamBytes;
   // One count for the whole key: its coefficients once, shared with the keys
   // of the call that have the same count.
   core::Coeffs<double> kc{0.0, 1.0};
   if (!core::varying_counts(rule))
-    kc = updates(p.work) ? memo_coeffs<Est>(ws.memo, kMemoUpdate, p.decay, rule.key_count, 1)
-                         : memo_coeffs<Est>(ws.memo, kMemoNormalize, p.decay, rule.key_count, 0);
+    kc = updates(work) ? memo_coeffs<Est>(ws.memo, kMemoUpdate, p.decay, rule.key_count, 1)
+                       : memo_coeffs<Est>(ws.memo, kMemoNormalize, p.decay, rule.key_count, 0);
   std::int64_t kept = 0;
-  switch (p.work) {
+  switch (work) {
     case Work::update_and_normalize:
       kept = skip ? elementwise_all<Est, X, S, Work::update_and_normalize, true>(p, s, rule, kc, stream)
                   : elementwise_all<Est, X, S, Work::update_and_normalize, false>(p, s, rule, kc, stream);
@@ -197,7 +205,7 @@ void elementwise_segment(const Plan& p, const Segment& s, Scratch& ws) {
       break;
     default: elementwise_all<Est, X, S, Work::normalize, false>(p, s, rule, kc, stream); break;
   }
-  if (!updates(p.work)) return;
+  if (!updates(work)) return;
   // One count per key moves once per step (after the elements are done), and
   // the health counter by the elements left out.
   if (!rule.per_element) *s.count_out = rule.key_count + 1;

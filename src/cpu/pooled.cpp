@@ -151,7 +151,10 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   const S* var_in = static_cast<const S*>(s.var_in);
   const std::int64_t n = s.count_in ? *s.count_in : 0;
   // A distributed update (p.ranks > 0) updates even when this rank has no rows.
-  const bool update = (updates(p.work) && (m > 0 || p.ranks > 0)) || (p.work == Work::moments && m > 0);
+  // A key whose updates have stopped (Options::until) takes none, as an empty
+  // batch (a distributed update's moments: n = 0; every rank has the same count).
+  const bool update = ((updates(p.work) && (m > 0 || p.ranks > 0)) || (p.work == Work::moments && m > 0)) &&
+                      !core::updates_stopped(p.decay, n);
   const bool normalize = writes_output(p.work);
   const int threads = max_threads(p.threads);
 
@@ -173,17 +176,13 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   double* sums_f = base + W * (1 + 2 * (nt + 1)) + 2 * F;
 
   if (!update) {
-    if (p.work == Work::moments) {  // no rows: a block of zeros (n = 0)
+    if (p.work == Work::moments) {  // no rows to add: a block of zeros (n = 0)
       std::fill(static_cast<double*>(s.y), static_cast<double*>(s.y) + core::exchange_key_doubles(F), 0.0);
       return;
     }
     if (updates(p.work)) {
       // An empty batch adds nothing: statistics and count stay (copied if out != in).
-      if (s.loc_out != s.loc_in)
-        for (std::int64_t f = 0; f < F; ++f) {
-          static_cast<S*>(s.loc_out)[f] = loc_in ? loc_in[f] : S(0);
-          static_cast<S*>(s.var_out)[f] = var_in ? var_in[f] : S(0);
-        }
+      keep_stats<S>(s, F);
       *s.count_out = n;
     }
     if (!normalize || m == 0) return;

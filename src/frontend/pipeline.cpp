@@ -19,7 +19,7 @@ CallConfig make_config(const Options& o, Backend backend, CountLayout counts) {
   c.pooled = o.reduce_batch_dims;
   c.counts = counts;
   c.stats_dtype = o.stats_dtype;
-  c.decay = core::make_decay(o.decay, o.prior_count, o.unbiased);
+  c.decay = core::make_decay(o.decay, o.prior_count, o.unbiased, o.until);
   c.rule = core::make_scale_rule(o.scale, o.eps, o.clip);
   c.threads = o.cpu_threads;
   c.executor = o.cpu_executor;

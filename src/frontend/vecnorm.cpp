@@ -388,6 +388,7 @@ void VecNorm::import_state(const State& state) {
     o.clip = state.options.clip;
     o.prior_count = state.options.prior_count;
     o.unbiased = state.options.unbiased;
+    o.until = state.options.until;
     o.reduce_batch_dims = state.options.reduce_batch_dims;
     o.stats_dtype = state.options.stats_dtype;
     o.nonfinite = state.options.nonfinite;

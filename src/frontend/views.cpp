@@ -164,6 +164,10 @@ void run_views(const Options& options, const KeyTable& table, CountLayout counts
     fail(ErrorCode::invalid_option,
          "option reduce_batch_dims: expected false in stateless mode and with one count per element (pooled "
          "statistics are stateful, one count per key), got true");
+  if (options.until > 0 && counts == CountLayout::per_element)
+    fail(ErrorCode::invalid_option,
+         "option until: expected 0 in stateless mode and with one count per element (the bound is on a key's "
+         "one count), got " + std::to_string(options.until));
   table.validate();
   CallConfig cfg = make_config(options, resolve(options.backend), counts);
   cfg.work = work;

@@ -60,6 +60,8 @@ struct Header {
   std::uint32_t unbiased;           // 0 or 1
   double clip;
   double prior_count;
+  // Layout version 4: Options::until.
+  std::int64_t until;
 };
 static_assert(std::is_standard_layout_v<Header> && std::is_trivially_copyable_v<Header>);
 static_assert(offsetof(Header, seq) == 104 && offsetof(Header, skips_offset) == 136 &&

@@ -1,6 +1,7 @@
 // src/state/checkpoint.cpp -- the bytes of a checkpoint file (docs/state-format.md):
-// encode_state writes format version 2, or 3 where the options need it
-// (scale, clip, prior_count, unbiased not the defaults); decode_state reads 1 to 3.
+// encode_state writes format version 2, or 3 or 4 where the options need it
+// (scale, clip, prior_count, unbiased not the defaults: 3; until: 4);
+// decode_state reads 1 to 4.
 // Files on disk are files.cpp's; the shapes, key specs and codes it shares
 // with shared segments are binary_io.hpp's and schema.hpp's.
 #include <algorithm>
@@ -23,6 +24,7 @@ constexpr std::size_t kFixedHeader = 24;    // magic, version, flags, file size
 constexpr std::size_t kHeaderV1 = 60;       // ... + options, number of keys, batch ndim
 constexpr std::size_t kHeaderV2 = 64;       // ... + nonfinite
 constexpr std::size_t kHeaderV3 = 88;       // ... + scale, unbiased, clip, prior_count
+constexpr std::size_t kHeaderV4 = 96;       // ... + until
 constexpr std::size_t kChecksumBytes = 4;   // CRC-32C trailer
 constexpr std::size_t kMinStatsRecordV1 = 8 + 8 + 8;  // count, loc length, var length
 constexpr std::size_t kMinStatsRecordV2 = 8 + 8 + 8 + 8 + 8;  // count, skipped, loc/var/skips lengths
@@ -103,7 +105,7 @@ bool checked_numel(const Shape& s, std::int64_t& numel) {
   return true;
 }
 
-// ---------------------------------------------------------------- decode (versions 1 to 3)
+// ---------------------------------------------------------------- decode (versions 1 to 4)
 //
 // One parser for both versions: version 2 is version 1 with the nonfinite code
 // after eps, and per key the skipped counter after count and the skips after
@@ -146,6 +148,11 @@ State decode_records(std::span<const std::uint8_t> d, std::uint32_t version) {
     st.options.unbiased = ub == 1;
     st.options.clip = r.f64("clip");
     st.options.prior_count = r.f64("prior_count");
+  }
+  // Version 4 adds the bound on updates (earlier files: none).
+  if (version >= 4) {
+    st.options.until = r.i64("until");
+    if (st.options.until < 0) bad("until: expected until >= 0, got " + std::to_string(st.options.until));
   }
   st.table.batch_shape = detail::read_shape(r, "batch shape");
   // Every key takes at least a key spec + the smallest statistics record:
@@ -248,9 +255,9 @@ std::vector<std::uint8_t> encode_state(const State& state) {
   }
   // The oldest version that holds the options: files of default options stay
   // readable by a vecnorm that knows only version 2.
-  const bool v3 = !detail::format2_options(state.options);
-  std::size_t size =
-      (v3 ? kHeaderV3 : kHeaderV2) + 8 * static_cast<std::size_t>(state.table.batch_shape.ndim()) + kChecksumBytes;
+  const std::uint32_t version = detail::checkpoint_format_for(state.options);
+  std::size_t size = (version == 4 ? kHeaderV4 : version == 3 ? kHeaderV3 : kHeaderV2) +
+                     8 * static_cast<std::size_t>(state.table.batch_shape.ndim()) + kChecksumBytes;
   for (std::size_t k = 0; k < state.keys.size(); ++k) {
     const KeySpec& spec = state.table.keys[k];
     if (spec.name.size() > kMaxNameBytes)
@@ -268,7 +275,7 @@ std::vector<std::uint8_t> encode_state(const State& state) {
   const detail::OptionCodes codes = detail::option_codes(state.options);
   detail::Writer w(size);
   w.bytes(kMagic.data(), kMagic.size());
-  w.u32(v3 ? 3u : 2u);
+  w.u32(version);
   w.u32(0);  // flags
   const std::size_t size_at = w.size();
   w.u64(0);  // file size, patched below
@@ -279,12 +286,13 @@ std::vector<std::uint8_t> encode_state(const State& state) {
   w.f64(codes.decay);
   w.f64(codes.eps);
   w.u32(codes.nonfinite);
-  if (v3) {
+  if (version >= 3) {
     w.u32(codes.scale);
     w.u32(codes.unbiased);
     w.f64(codes.clip);
     w.f64(codes.prior_count);
   }
+  if (version >= 4) w.i64(codes.until);
   detail::write_shape(w, state.table.batch_shape);
   for (const KeySpec& spec : state.table.keys) detail::write_key_spec(w, spec);
   const std::size_t elem = dtype_size(state.options.stats_dtype);
@@ -324,7 +332,7 @@ State decode_state(std::span<const std::uint8_t> d) {
   if (recorded != n)
     bad((recorded > n ? "truncated: expected " : "size mismatch: expected ") + std::to_string(recorded) +
         " bytes (the size recorded in the header), got " + std::to_string(n));
-  const std::size_t header = version == 1 ? kHeaderV1 : version == 2 ? kHeaderV2 : kHeaderV3;
+  const std::size_t header = version == 1 ? kHeaderV1 : version == 2 ? kHeaderV2 : version == 3 ? kHeaderV3 : kHeaderV4;
   if (n < header + kChecksumBytes)
     bad("truncated: expected at least " + std::to_string(header + kChecksumBytes) + " bytes for a version " +
         std::to_string(version) + " header and checksum, got " + std::to_string(n));

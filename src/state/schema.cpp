@@ -68,9 +68,11 @@ ScaleForm scale_of_code(std::uint32_t code) {
 
 std::string scale_name(std::uint32_t code) { return code <= 2 ? to_string(scale_of_code(code)) : code_text(code); }
 
-bool format2_options(const Options& o) {
+std::uint32_t checkpoint_format_for(const Options& o) {
   const Options d;
-  return o.scale == d.scale && o.clip == d.clip && o.prior_count == d.prior_count && o.unbiased == d.unbiased;
+  if (o.until != d.until) return 4;
+  const bool v2 = o.scale == d.scale && o.clip == d.clip && o.prior_count == d.prior_count && o.unbiased == d.unbiased;
+  return v2 ? 2 : 3;
 }
 
 std::string estimator_name(std::uint32_t code) {
@@ -89,7 +91,7 @@ std::string nonfinite_name(std::uint32_t code) {
 OptionCodes option_codes(const Options& o) {
   return {estimator_code(o.estimator), o.reduce_batch_dims ? 1u : 0u, stats_dtype_code(o.stats_dtype),
           nonfinite_code(o.nonfinite), o.decay, o.eps, scale_code(o.scale), o.unbiased ? 1u : 0u, o.clip,
-          o.prior_count};
+          o.prior_count, o.until};
 }
 
 std::string shortest(double v) {
@@ -127,6 +129,8 @@ void check_same_options(const Roles& roles, const OptionCodes& mine, const Optio
     fail_mismatch(roles, "prior_count", shortest(mine.prior_count), shortest(theirs.prior_count));
   if (mine.unbiased != theirs.unbiased)
     fail_mismatch(roles, "unbiased", flag_name(mine.unbiased), flag_name(theirs.unbiased));
+  if (mine.until != theirs.until)
+    fail_mismatch(roles, "until", std::to_string(mine.until), std::to_string(theirs.until));
 }
 
 void check_same_table(const Roles& roles, bool pooled, const KeyTable& mine, const KeyTable& theirs) {

@@ -172,7 +172,7 @@ inline void torch_executor_run(void*, int team, void (*body)(void*, int) noexcep
 //           cpu_threads (0: torch's intra-op threads, N: vecnorm's pool), scale (0 clamp,
 //           1 sqrt_var_plus_eps, 2 std_plus_eps), unbiased, then clip and
 //           prior_count as the bits of their doubles (an int[] carries them
-//           without another argument)
+//           without another argument), then until (0: no bound)
 inline constexpr std::size_t kStatsPerKey = 5;
 enum ConfigField : std::size_t {
   kBatchDims,
@@ -185,6 +185,7 @@ enum ConfigField : std::size_t {
   kUnbiased,
   kClipBits,
   kPriorBits,
+  kUntil,
   kConfigSize
 };
 
@@ -210,6 +211,7 @@ inline void apply_config(Options& o, at::IntArrayRef config, double decay, doubl
   o.unbiased = config[kUnbiased] != 0;
   o.clip = bits(config[kClipBits]);
   o.prior_count = bits(config[kPriorBits]);
+  o.until = config[kUntil];
 }
 
 struct Call {

@@ -24,6 +24,7 @@
 #include "support/check.hpp"
 #include "support/data.hpp"
 #include "support/device_buffer.hpp"
+#include "support/ranks.hpp"
 #include "support/dtypes.hpp"
 #include "support/harness.hpp"
 #include "vecnorm/collective.hpp"
@@ -43,22 +44,7 @@ vecnorm::KeyTable table() {
   return {Shape{8}, {{"obs", Shape{kF}, DType::float32}, {"reward", Shape{}, DType::float32}}};
 }
 
-/// Runs body(rank) on `ranks` threads at once; rethrows the first failure.
-void on_ranks(int ranks, const std::function<void(int)>& body) {
-  std::vector<std::thread> threads;
-  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(ranks));
-  for (int r = 0; r < ranks; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        body(r);
-      } catch (...) {
-        errors[static_cast<std::size_t>(r)] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-}
+using vntest::on_ranks;
 
 /// What a rank steps at one step: rows of obs and of reward (absent: no reward).
 struct RankBatch {

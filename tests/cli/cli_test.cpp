@@ -1240,6 +1240,46 @@ TEST(AnchorFlags, ReplayUsesThemAndTheStateKeepsThem) {
                  {"prior_count: expected 0 with estimator torchrl"}, "");
 }
 
+// --until reaches the normalizer (pooled, 5 rows a step, bound 7: steps 0 and
+// 1 are merged, count 10, then no more), the saved state keeps it, and
+// --stateless refuses it naming the option.
+TEST(AnchorFlags, UntilStopsTheUpdatesAndTheStateKeepsIt) {
+  TempDir dir;
+  const std::int64_t T = 4, B = 5;
+  const double row[B] = {-2.0, -1.0, 0.0, 1.0, 10.0};
+  std::vector<double> v;
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::int64_t i = 0; i < B; ++i) v.push_back(row[i] + 10.0 * static_cast<double>(t));
+  const std::string in = dir / "obs.npy", out = dir / "out", state = dir / "s.vnck";
+  write_npy(in, DType::float32, {T, B}, v);
+  const RunResult r = run(dir, {"replay", "--estimator", "stable", "--decay", "1", "--reduce-batch-dims", "--scale",
+                                "sqrt_var_plus_eps", "--eps", "1e-8", "--until", "7", "--save-state", state, "--out",
+                                out, "obs=" + in});
+  ASSERT_EQ(r.code, 0) << describe(r);
+  // The naive reference: the mean and population variance of steps 0 and 1.
+  double mean = 0.0, var = 0.0;
+  for (std::int64_t i = 0; i < 2 * B; ++i) mean += v[static_cast<std::size_t>(i)] / (2.0 * B);
+  for (std::int64_t i = 0; i < 2 * B; ++i) {
+    const double d = v[static_cast<std::size_t>(i)] - mean;
+    var += d * d / (2.0 * B);
+  }
+  const NpyContent c = read_npy(out + "/obs.npy");
+  ASSERT_TRUE(c.ok) << c.error;
+  for (std::int64_t t = 1; t < T; ++t)
+    for (std::int64_t i = 0; i < B; ++i) {
+      const std::size_t j = static_cast<std::size_t>(t * B + i);
+      EXPECT_NEAR(c.values[j], (v[j] - mean) / std::sqrt(var + 1e-8), 1e-5) << "step " << t << " row " << i;
+    }
+  const RunResult ri = run(dir, {"inspect", "--json", state});
+  ASSERT_EQ(ri.code, 0) << describe(ri);
+  Json j;
+  ASSERT_NO_THROW(j = parse_json(ri.out)) << ri.out;
+  EXPECT_DOUBLE_EQ(j["until"].num, 7.0);
+  expect_failure(run(dir, {"replay", "--stateless", "--until", "7", "obs=" + in}), 2,
+                 {"--stateless and --until cannot be combined"}, "");
+  expect_failure(run(dir, {"replay", "--until", "-1", "obs=" + in}), 2, {"--until"}, "");
+}
+
 // ---------------------------------------------------------------- interrupts
 
 TEST(Interrupt, LeavesNoPartialFile) {

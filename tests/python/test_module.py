@@ -118,6 +118,34 @@ def test_freeze_clone_frozen_copy():
     assert torch.equal(f.observation_loc, loc_before)
 
 
+@pytest.mark.parametrize("pooled", [False, True])
+def test_until_stops_updates_at_the_bound(pooled):
+    """Options::until against the float64 reference stepped by rsl_rl's rule
+    (no update once the count has reached the bound; the batch that crosses it
+    is merged whole); the statistics after the stop keep their bits."""
+    batch = (5,)
+    until = 12.5 if pooled else 4  # a float bound counts up to its ceiling (13)
+    data = make_data(8, batch, (3,), seed=4, dtype=torch.float64)
+    n = vt.VecNorm({"observation": (3,)}, batch_shape=batch, decay=0.99, reduce_batch_dims=pooled,
+                   stats_dtype=torch.float64, until=until)
+    assert n.until == (13 if pooled else 4)
+    ref = Reference((3,) if pooled else (*batch, 3), 0.99, 1e-4, "torchrl", pooled)
+    kept = None
+    for x in data:
+        if ref.count < until:
+            ref.update(x.numpy())
+        y = n({"observation": x})["observation"]
+        assert_normalized(y.numpy(), ref, x.numpy(), torch.float64)
+        assert n.count("observation") == ref.count
+        if ref.count >= until:
+            if kept is None:
+                kept = n.observation_loc.clone(), n.observation_var.clone()
+            assert torch.equal(n.observation_loc, kept[0]) and torch.equal(n.observation_var, kept[1])
+    assert ref.count == (15 if pooled else 4)
+    with pytest.raises(ValueError, match="until: expected None or a number of samples > 0, got 0"):
+        vt.VecNorm({"observation": (3,)}, until=0)
+
+
 def test_update_then_normalize_equals_step():
     data = make_data(5, (3,), (4,), seed=5)
     a = vt.VecNorm({"observation": (4,)}, batch_shape=(3,), decay=0.95)

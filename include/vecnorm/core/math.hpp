@@ -37,16 +37,28 @@ struct Decay {
   double prior = 0.0;
   /// The batch variance of a pooled update divides by m - 1 (m > 1) instead of m.
   bool unbiased = false;
+  /// until > 0: a key whose count has reached `until` takes no more updates
+  /// (Options::until, rsl_rl's EmpiricalNormalization). 0: no bound.
+  std::int64_t until = 0;
 };
 
-VECNORM_HD Decay make_decay(double decay, double prior = 0.0, bool unbiased = false) {
+VECNORM_HD Decay make_decay(double decay, double prior = 0.0, bool unbiased = false, std::int64_t until = 0) {
   Decay p;
   p.cumulative = !(decay < 1.0);
   p.log_decay = p.cumulative ? 0.0 : core::log(decay);
   p.prior = prior;
   p.unbiased = unbiased;
+  p.until = until;
   return p;
 }
+
+/// Options::until: an update of a key whose count (before the update) is
+/// `count` leaves its statistics and count as they are once the count has
+/// reached the bound. The batch that crosses the bound is merged whole (as
+/// rsl_rl's). A stopped update is not a skip: no health counter moves. The
+/// count is the key's one count (per-key layout); per-element counts take no
+/// bound (the pipeline refuses the option there).
+VECNORM_HD bool updates_stopped(const Decay& d, std::int64_t count) { return d.until > 0 && count >= d.until; }
 
 /// 1 - d^n without cancellation (-expm1(n ln d)): the total EMA weight of n
 /// samples, and torchrl's bias correction after n updates.
