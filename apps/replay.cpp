@@ -75,6 +75,9 @@ vecnorm::Options statistics_options(const Args& a, const std::optional<vecnorm::
     if (!a.prior_set) opt.prior_count = so.prior_count;
     if (!a.unbiased_set) opt.unbiased = so.unbiased;
     if (!a.until_set) opt.until = so.until;
+    if (a.stateless && so.until > 0)
+      throw InputError("--load-state " + a.load_state + " holds a bound on updates (until = " +
+                       std::to_string(so.until) + "), which --stateless cannot use (it counts per element)");
     if (!a.options.reduce_batch_dims && !a.stateless) opt.reduce_batch_dims = so.reduce_batch_dims;
     if (a.stateless && so.reduce_batch_dims)
       throw InputError("--load-state " + a.load_state +

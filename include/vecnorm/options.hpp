@@ -73,6 +73,9 @@ struct Options {
   /// bound is merged whole. Decided where the count lives (on the device for
   /// the CUDA backend: no host synchronization). 0 (the default): no bound.
   /// >= 0; needs one count per key (not stateless per-element steps).
+  /// NonFinite::error still scans the input of a stopped key (the scan runs
+  /// before the count is known on a device). Across ranks the counts are
+  /// the same (every rank merges the same batches), so every rank stops at once.
   std::int64_t until = 0;
   bool reduce_batch_dims = false;   ///< pool the batch dims (stateful only)
   Estimator estimator = Estimator::torchrl;

@@ -63,8 +63,8 @@ class EmpiricalNormalization(nn.Module):
     def update(self, x: Tensor) -> None:
         """Merges the batch x (rows first) into the statistics, in training
         mode and while fewer than ``until`` samples were seen."""
-        if not self.training:
-            return
+        if not self.training or (self.until is not None and self.until <= 0):
+            return  # (a bound of 0 or less: rsl_rl never updates)
         self._updater.update(x, self._mean[0], self._var[0], self.count, self.until)
         torch.sqrt(self._var, out=self._std)
 

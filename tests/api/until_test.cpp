@@ -94,7 +94,11 @@ TEST_P(Until, UpdatesStopOnceTheCountHasReachedTheBound) {
   bool stopped = false;
   for (int t = 0; t < 9; ++t) {
     const std::string at = "step " + std::to_string(t);
-    const std::vector<double> x = batch(t, rows);
+    std::vector<double> x = batch(t, rows);
+    // Past the stop, a NaN (NonFinite::skip, the default): a stopped key
+    // counts no skip (its update was not left out: there is none).
+    const std::size_t nan_at = static_cast<std::size_t>(kF + 2);
+    if (t == 7) x[nan_at] = std::nan("");
     // The rule, stated again: a key whose count has reached the bound takes no update.
     const bool merges = ref.count() < until;
     if (merges) ref.update(x, rows);
@@ -115,6 +119,7 @@ TEST_P(Until, UpdatesStopOnceTheCountHasReachedTheBound) {
       EXPECT_EQ(st.keys[0].loc, at_stop.keys[0].loc) << at;
       EXPECT_EQ(st.keys[0].var, at_stop.keys[0].var) << at;
       EXPECT_EQ(st.keys[0].skipped, 0) << at;
+      EXPECT_TRUE(st.keys[0].skips.empty()) << at;
     } else {
       at_stop = st;
     }
@@ -130,8 +135,13 @@ TEST_P(Until, UpdatesStopOnceTheCountHasReachedTheBound) {
     // Outputs: normalized with the statistics after this step's update (or as
     // they are, once stopped).
     const std::vector<double> y = yb.values(), want = ref.normalize(x, rows);
-    for (std::size_t j = 0; j < y.size(); ++j)
+    for (std::size_t j = 0; j < y.size(); ++j) {
+      if (t == 7 && j == nan_at) {
+        EXPECT_TRUE(std::isnan(y[j])) << at;
+        continue;
+      }
       EXPECT_NEAR(y[j], want[j], 2e-6 * std::max(1.0, std::abs(want[j]))) << at << " y[" << j << "]";
+    }
   }
   EXPECT_TRUE(stopped);
 }
@@ -202,6 +212,8 @@ TEST(UntilRanks, EveryRankStopsAtTheSameCount) {
       std::vector<double> all;
       for (int r = 0; r < kRanks; ++r) {
         xs[static_cast<std::size_t>(r)] = batch(t, 2 + r, 7u + static_cast<unsigned>(r));
+        // Past the stop (step 3 on), a NaN on rank 1: no skip counted.
+        if (t == 4 && r == 1) xs[1][kF + 1] = std::nan("");
         all.insert(all.end(), xs[static_cast<std::size_t>(r)].begin(), xs[static_cast<std::size_t>(r)].end());
       }
       if (ref.count() < base.until) ref.update(all, 9);
@@ -227,9 +239,11 @@ TEST(UntilRanks, EveryRankStopsAtTheSameCount) {
         EXPECT_NEAR(mean[i], want[i], 1e-10 * (std::abs(want[i]) + 1.0)) << at << " mean[" << i << "]";
       for (int r = 0; r < kRanks; ++r) {
         const std::vector<double> w = ref.normalize(xs[static_cast<std::size_t>(r)], 2 + r);
-        for (std::size_t j = 0; j < w.size(); ++j)
+        for (std::size_t j = 0; j < w.size(); ++j) {
+          if (std::isnan(w[j])) continue;
           EXPECT_NEAR(ys[static_cast<std::size_t>(r)][j], w[j], 2e-6 * std::max(1.0, std::abs(w[j])))
               << at << " rank " << r << " y[" << j << "]";
+        }
       }
     }
     EXPECT_EQ(ref.count(), 27);

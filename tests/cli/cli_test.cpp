@@ -1224,7 +1224,9 @@ TEST(AnchorFlags, ReplayUsesThemAndTheStateKeepsThem) {
     for (std::int64_t i = 0; i < B; ++i) {
       const double want = std::clamp((row[i] - mean) / std::sqrt(var + 1e-8), -1.5, 1.5);
       // Step t normalizes with the statistics after t + 1 batches: compare the last step only.
-      if (t == T - 1) EXPECT_NEAR(c.values[static_cast<std::size_t>(t * B + i)], want, 1e-5) << "row " << i;
+      if (t == T - 1) {
+        EXPECT_NEAR(c.values[static_cast<std::size_t>(t * B + i)], want, 1e-5) << "row " << i;
+      }
     }
   const RunResult ri = run(dir, {"inspect", "--json", state});
   ASSERT_EQ(ri.code, 0) << describe(ri);

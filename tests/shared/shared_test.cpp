@@ -1564,4 +1564,46 @@ TEST(SharedNonFiniteKill, KilledWorkersNeverTearTheSkips) {
   }
 }
 
+// ---------------------------------------------------------------- until
+
+// Options::until on a segment: a step writes the other slot, so a stopped key
+// copies its statistics there (the copy a plain VecNorm, updated in place,
+// never makes): the same bits as a VecNorm, step by step; the header keeps the
+// bound, and an attach with another one is refused naming it.
+TEST(SharedUntil, StopsAsAVecNormDoesAndAttachNamesADifferentBound) {
+  for (const bool pooled : {false, true}) {
+    Options o;
+    o.reduce_batch_dims = pooled;
+    o.until = pooled ? 10 : 3;  // pooled: 4 rows a step, merged at 0, 4, 8; per element: 3 steps
+    const KeyTable table{Shape{4}, {{"obs", Shape{2}, DType::float32}}};
+    const std::string name = unique_name(pooled ? "until-pooled" : "until");
+    Unlinker unlink{name};
+    SharedVecNorm shared = SharedVecNorm::create(name, o, table);
+    VecNorm plain(o, table);
+    for (int t = 0; t < 6; ++t) {
+      std::vector<float> x(8), y1(8), y2(8);
+      for (int i = 0; i < 8; ++i) x[static_cast<std::size_t>(i)] = static_cast<float>(i * (t + 1)) + 0.25f * t;
+      const vecnorm::ConstTensorView xv(x.data(), DType::float32, Shape{4, 2});
+      shared.step({{"obs", xv, vecnorm::TensorView{y1.data(), DType::float32, Shape{4, 2}}}});
+      plain.step({{"obs", xv, vecnorm::TensorView{y2.data(), DType::float32, Shape{4, 2}}}});
+      const State a = shared.export_state(), b = plain.export_state();
+      EXPECT_EQ(a.keys[0].count, b.keys[0].count) << "step " << t;
+      EXPECT_EQ(a.keys[0].loc, b.keys[0].loc) << "step " << t;
+      EXPECT_EQ(a.keys[0].var, b.keys[0].var) << "step " << t;
+      EXPECT_EQ(y1, y2) << "step " << t;
+    }
+    EXPECT_EQ(plain.export_state().keys[0].count, pooled ? 12 : 3);
+    EXPECT_EQ(shared.export_state().options.until, o.until);
+    Options other = o;
+    other.until = 0;
+    try {
+      (void)SharedVecNorm::attach(name, other, table);
+      ADD_FAILURE() << "attach with another until succeeded";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::state_mismatch);
+      EXPECT_NE(std::string(e.what()).find("until: expected 0"), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace
