@@ -67,6 +67,19 @@ inline void step(const Options& options, const KeyTable& table, CountLayout coun
   step(options, table, counts, std::span<const ExternalItem>(items.begin(), items.size()), op, stream, workspace);
 }
 
+/// Every check step() makes for the same arguments (options, table, keys,
+/// views, the counts of a normalize, non-finite input with NonFinite::error),
+/// without running it: nothing is written. A caller that makes several calls
+/// which must all happen or none checks them all first. The collective, if
+/// any, is not involved (each rank checks its own).
+void check(const Options& options, const KeyTable& table, CountLayout counts, std::span<const ExternalItem> items,
+           Op op = Op::update_and_normalize, Stream stream = {}, Workspace* workspace = nullptr);
+inline void check(const Options& options, const KeyTable& table, CountLayout counts,
+                  std::initializer_list<ExternalItem> items, Op op = Op::update_and_normalize, Stream stream = {},
+                  Workspace* workspace = nullptr) {
+  check(options, table, counts, std::span<const ExternalItem>(items.begin(), items.size()), op, stream, workspace);
+}
+
 /// The inverse, y = x * scale + loc, with the current statistics (x holds
 /// normalized values). One count per key only.
 void denormalize(const Options& options, const KeyTable& table, std::span<const ExternalItem> items,

@@ -106,8 +106,13 @@ class VecNorm(nn.Module):
             ``until`` (None: no bound) stops a key's updates once its count
             has reached that many samples (rsl_rl), decided on the device.
             ``vecnorm.presets`` configures them as each library does.
-        dtypes: the input dtype of each key, where it is not ``stats_dtype``
-            (it decides the compute type of ``loc``/``scale``/``to_affine``).
+            ``stats_dtype`` None (the default): each key's statistics have
+            the dtype of its input (``dtypes``), as TorchRL's VecNormV2 keeps
+            them: float64 for float64 keys, float32 for the others (float16,
+            bfloat16, integers); a dtype: every key's.
+        dtypes: the input dtype of each key (default float32, or
+            ``stats_dtype`` where it is given); it decides the statistics'
+            dtype (above) and the compute type of ``loc``/``scale``/``to_affine``.
         device: where the statistics live (they move with ``.to()``).
         process_group: pooled statistics (``reduce_batch_dims=True``) across
             the ranks of this ``torch.distributed`` group (gloo on the CPU,
@@ -125,7 +130,7 @@ class VecNorm(nn.Module):
         eps: float = 1e-4,
         reduce_batch_dims: bool = False,
         estimator: str = "torchrl",
-        stats_dtype: torch.dtype = torch.float32,
+        stats_dtype: Optional[torch.dtype] = None,
         nonfinite: str = "skip",
         cpu_threads: int = 0,
         scale: str = "clamp",
@@ -140,8 +145,8 @@ class VecNorm(nn.Module):
         super().__init__()
         if not isinstance(shapes, Mapping) or not shapes:
             raise ValueError("vecnorm: shapes must be a non-empty dict {key: feature shape}")
-        if stats_dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"vecnorm: stats_dtype: expected torch.float32 or torch.float64, got {stats_dtype}")
+        if stats_dtype not in (None, torch.float32, torch.float64):
+            raise TypeError(f"vecnorm: stats_dtype: expected None, torch.float32 or torch.float64, got {stats_dtype}")
         self.keys: List[Key] = list(shapes.keys())
         self.names: List[str] = [key_name(k) for k in self.keys]
         self.feature_shapes: Dict[str, Tuple[int, ...]] = {
@@ -161,10 +166,16 @@ class VecNorm(nn.Module):
         self.unbiased = bool(unbiased)
         self.until = until_count(until)  # 0: no bound
         dt = dict(dtypes or {})
-        self.dtypes: Dict[str, torch.dtype] = {n: dt.get(k, stats_dtype) for k, n in zip(self.keys, self.names)}
+        self.dtypes: Dict[str, torch.dtype] = {n: dt.get(k, stats_dtype or torch.float32)
+                                               for k, n in zip(self.keys, self.names)}
         for n, d in self.dtypes.items():
             if d not in _DTYPE_CODE:
                 raise TypeError(f"vecnorm: key '{n}': dtype {d} is not supported")
+        # Each key's statistics dtype: the given one, or its input's (float64
+        # stays float64, everything else is float32).
+        self.stats_dtypes: Dict[str, torch.dtype] = {
+            n: stats_dtype or (torch.float64 if d == torch.float64 else torch.float32) for n, d in self.dtypes.items()
+        }
         dims = [d for n in self.names for d in self.feature_shapes[n]]
         # Pooled statistics have the feature shape; per-element ones batch + feature.
         self._batch_dims = 0 if self.reduce_batch_dims else len(self.batch_shape)
@@ -173,12 +184,15 @@ class VecNorm(nn.Module):
                                    self.prior_count, self.until)
         torch.ops.vecnorm.validate(
             self.names, [len(self.feature_shapes[n]) for n in self.names], dims, list(self.batch_shape),
-            self.decay, self.eps, self._config, _DTYPE_CODE[stats_dtype],
+            self.decay, self.eps, self._config, _DTYPE_CODE[stats_dtype or torch.float32],
         )
         self._frozen = False
         # The group by its registered name (the operator resolves it; a name
         # also survives deepcopy and pickling, a ProcessGroup does not).
         self._group: Optional[str] = group_name(process_group) if self.reduce_batch_dims else None
+        if self._group is not None and len(set(self.stats_dtypes.values())) > 1:
+            raise ValueError("vecnorm: process_group: statistics pooled across ranks have one dtype; the keys' "
+                             f"inputs give {sorted({str(d) for d in self.stats_dtypes.values()})}: pass stats_dtype")
         self._stat_names = [f"{n}_{s}" for n in self.names for s in _STATS]
         self._bound = None  # the eager fast path (src/torch/eager.cpp), made on first use
         per_element_skips = self.nonfinite == "skip" and not self.reduce_batch_dims and bool(self.batch_shape)
@@ -186,8 +200,8 @@ class VecNorm(nn.Module):
             p = _buffer_prefix(n)
             shape = self.feature_shapes[n] if self.reduce_batch_dims else self.batch_shape + self.feature_shapes[n]
             kw = dict(device=device)
-            self.register_buffer(f"{p}_loc", torch.zeros(shape, dtype=stats_dtype, **kw))
-            self.register_buffer(f"{p}_var", torch.zeros(shape, dtype=stats_dtype, **kw))
+            self.register_buffer(f"{p}_loc", torch.zeros(shape, dtype=self.stats_dtypes[n], **kw))
+            self.register_buffer(f"{p}_var", torch.zeros(shape, dtype=self.stats_dtypes[n], **kw))
             self.register_buffer(f"{p}_count", torch.zeros((), dtype=torch.int64, **kw))
             # Unused ones are empty and not saved (the operator reads "none").
             self.register_buffer(f"{p}_skips", torch.zeros(shape if per_element_skips else (0,),

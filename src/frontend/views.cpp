@@ -156,9 +156,11 @@ class ViewStore final : public Store {
   Stream stream_;
 };
 
+/// A call over caller-owned views; `check_only`: every check of the call
+/// (options, table, keys, views, counts, NonFinite::error's scan), nothing run.
 template <class Item>
 void run_views(const Options& options, const KeyTable& table, CountLayout counts, Work work,
-               std::span<const Item> items, Stream stream, Workspace* ws) {
+               std::span<const Item> items, Stream stream, Workspace* ws, bool check_only = false) {
   options.validate();
   if (options.reduce_batch_dims && counts == CountLayout::per_element)
     fail(ErrorCode::invalid_option,
@@ -172,7 +174,15 @@ void run_views(const Options& options, const KeyTable& table, CountLayout counts
   CallConfig cfg = make_config(options, resolve(options.backend), counts);
   cfg.work = work;
   ViewStore<Item> store(items, stream);
-  run_call(cfg, table, items, store, thread_buffers(), scratch_of(ws, options.allocator, stream), stream);
+  Scratch& scratch = scratch_of(ws, options.allocator, stream);
+  if (check_only) {
+    PlanBuffers& buf = thread_buffers();
+    plan_keys(cfg, table, items, buf);
+    bind_keys(cfg, table, store, buf);
+    check_finite(cfg, table, buf.segments, scratch, stream);
+    return;
+  }
+  run_call(cfg, table, items, store, thread_buffers(), scratch, stream);
 }
 
 Work work_of(Op op) {
@@ -200,6 +210,11 @@ namespace external {
 void step(const Options& options, const KeyTable& table, CountLayout counts, std::span<const ExternalItem> items,
           Op op, Stream stream, Workspace* workspace) {
   detail::run_views(options, table, counts, detail::work_of(op), items, stream, workspace);
+}
+
+void check(const Options& options, const KeyTable& table, CountLayout counts, std::span<const ExternalItem> items,
+           Op op, Stream stream, Workspace* workspace) {
+  detail::run_views(options, table, counts, detail::work_of(op), items, stream, workspace, true);
 }
 
 void denormalize(const Options& options, const KeyTable& table, std::span<const ExternalItem> items, Stream stream,

@@ -385,12 +385,61 @@ inline void run(Call& c, at::TensorList x, at::TensorList y, at::TensorList stat
     if (key_dtypes[k] >= 0) c.table.keys[k].dtype = static_cast<DType>(key_dtypes[k]);
   if (c.items.empty() && group.empty()) return;
   const DeviceScope scope(c);
-  const std::span<const ExternalItem> items(c.items);
-  switch (what) {
-    case What::step: external::step(c.options, c.table, c.counts, items, Op::update_and_normalize, c.stream); break;
-    case What::update: external::step(c.options, c.table, c.counts, items, Op::update, c.stream); break;
-    case What::normalize: external::step(c.options, c.table, c.counts, items, Op::normalize, c.stream); break;
-    case What::denormalize: external::denormalize(c.options, c.table, items, c.stream); break;
+  auto call = [&](std::span<const ExternalItem> items) {
+    switch (what) {
+      case What::step: external::step(c.options, c.table, c.counts, items, Op::update_and_normalize, c.stream); break;
+      case What::update: external::step(c.options, c.table, c.counts, items, Op::update, c.stream); break;
+      case What::normalize: external::step(c.options, c.table, c.counts, items, Op::normalize, c.stream); break;
+      case What::denormalize: external::denormalize(c.options, c.table, items, c.stream); break;
+    }
+  };
+  // Keys whose statistics have different dtypes (a module's statistics follow
+  // each key's input dtype): one library call per statistics dtype, in the
+  // order of the first key of each, after every one of them has passed its
+  // checks (a step changes all keys or none).
+  const at::ScalarType t0 = stats[0].scalar_type();
+  std::size_t k_mixed = 0;
+  for (std::size_t k = 1; k < keys.size() && k_mixed == 0; ++k)
+    if (stats[kStatsPerKey * k].scalar_type() != t0) k_mixed = k;
+  if (k_mixed == 0) return call(c.items);
+  if (!group.empty())  // an exchange each would let one pass and the next fail
+    C10_THROW_ERROR(ValueError, "vecnorm: key '" + keys[k_mixed] + "': statistics dtype " +
+                                    to_string(dtype_of(stats[kStatsPerKey * k_mixed], keys[k_mixed], "loc")) +
+                                    ": expected " + to_string(dtype_of(stats[0], keys[0], "loc")) + " (key '" +
+                                    keys[0] + "'s): statistics pooled across ranks have one dtype");
+  // Pooled keys of one call share the batch shape: a check the library makes
+  // within one call, made here across the calls.
+  if (c.options.reduce_batch_dims)
+    for (std::size_t i = 1; i < c.items.size(); ++i) {
+      const auto batch_of = [&](std::size_t j) {
+        const Shape& s = c.items[j].x.shape;
+        return s.slice(0, std::max(0, s.ndim() - static_cast<int>(stats[kStatsPerKey * j].dim())));
+      };
+      if (batch_of(i) != batch_of(0))
+        C10_THROW_ERROR(ValueError, "vecnorm: key '" + keys[i] + "': batch shape: expected " + batch_of(0).str() +
+                                        " (the batch shape of key '" + keys[0] + "' in this call), got " +
+                                        batch_of(i).str());
+    }
+  std::vector<std::vector<ExternalItem>> groups;
+  std::vector<DType> dtypes;
+  for (std::size_t i = 0; i < c.items.size(); ++i) {
+    const DType d = dtype_of(stats[kStatsPerKey * i], keys[i], "loc");
+    const auto at = std::find(dtypes.begin(), dtypes.end(), d);
+    if (at == dtypes.end()) {
+      dtypes.push_back(d);
+      groups.emplace_back();
+    }
+    groups[static_cast<std::size_t>(std::find(dtypes.begin(), dtypes.end(), d) - dtypes.begin())].push_back(c.items[i]);
+  }
+  const Op op = what == What::update ? Op::update : Op::update_and_normalize;
+  if (what == What::step || what == What::update)
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      c.options.stats_dtype = dtypes[g];
+      external::check(c.options, c.table, c.counts, groups[g], op, c.stream);
+    }
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    c.options.stats_dtype = dtypes[g];
+    call(groups[g]);
   }
 }
 

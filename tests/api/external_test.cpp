@@ -243,18 +243,21 @@ template <class F>
   return ::testing::AssertionFailure() << "no exception";
 }
 
-class ExternalErrors : public ::testing::TestWithParam<Backend> {};
-
-TEST_P(ExternalErrors, NameTheKeyAndChangeNothing) {
+/// One key "obs" of 4 x 2 float32 values, its statistics, and an output.
+class ExternalErrors : public ::testing::TestWithParam<Backend> {
+ protected:
   const Backend b = GetParam();
   vecnorm::Options o = vntest::options_for(b);
   const vecnorm::KeyTable t{Shape{4}, {{"obs", Shape{2}, DType::float32}}};
   const Shape shape{4, 2};
-  OwnedStats st(b, DType::float32, shape, Shape{}, true);
-  auto x = DeviceBuffer::from_values(b, DType::float32, shape, {1, 2, 3, 4, 5, 6, 7, 8});
-  DeviceBuffer y(b, DType::float32, shape);
+  OwnedStats st{b, DType::float32, shape, Shape{}, true};
+  DeviceBuffer x = DeviceBuffer::from_values(b, DType::float32, shape, {1, 2, 3, 4, 5, 6, 7, 8});
+  DeviceBuffer y = DeviceBuffer::from_values(b, DType::float32, shape, {-9, -9, -9, -9, -9, -9, -9, -9});
+};
+
+TEST_P(ExternalErrors, NameTheKeyAndChangeNothing) {
   auto step = [&](vecnorm::ExternalStats s, Op op = Op::update_and_normalize, CountLayout c = CountLayout::per_key) {
-    return [=, &x, &y, &t, &o] { vecnorm::external::step(o, t, c, {{"obs", x.cview(), y.view(), s}}, op); };
+    return [this, s, op, c] { vecnorm::external::step(o, t, c, {{"obs", x.cview(), y.view(), s}}, op); };
   };
   // Normalizing statistics that were never updated.
   EXPECT_TRUE(Throws(step(st.views(), Op::normalize), ErrorCode::zero_count, {"key 'obs'", "count > 0, got 0"}));
@@ -297,6 +300,34 @@ TEST_P(ExternalErrors, NameTheKeyAndChangeNothing) {
   EXPECT_EQ(st.loc.bytes(), loc);
   EXPECT_EQ(st.var.bytes(), var);
   EXPECT_EQ(st.count.values(), count);
+}
+
+// external::check: the step's checks, the same errors, and nothing written.
+TEST_P(ExternalErrors, CheckMakesTheStepsChecksAndWritesNothing) {
+  auto check = [&](vecnorm::ExternalStats s, Op op = Op::update_and_normalize) {
+    return [this, s, op] { vecnorm::external::check(o, t, CountLayout::per_key, {{"obs", x.cview(), y.view(), s}}, op); };
+  };
+  EXPECT_TRUE(Throws(check(st.views(), Op::normalize), ErrorCode::zero_count, {"key 'obs'", "count > 0, got 0"}));
+  DeviceBuffer wide(b, DType::float64, shape);
+  vecnorm::ExternalStats bad_loc = st.views();
+  bad_loc.loc = wide.view();
+  EXPECT_TRUE(Throws(check(bad_loc), ErrorCode::dtype_mismatch, {"key 'obs'", "loc", "expected float32, got float64"}));
+  // NonFinite::error scans the input.
+  auto nan_x = DeviceBuffer::from_values(b, DType::float32, shape, {1, 2, 3, std::nan(""), 5, 6, 7, 8});
+  vecnorm::Options strict = o;
+  strict.nonfinite = vecnorm::NonFinite::error;
+  EXPECT_TRUE(Throws([&] { vecnorm::external::check(strict, t, CountLayout::per_key, {{"obs", nan_x.cview(), y.view(), st.views()}}); },
+                     ErrorCode::nonfinite_input, {"key 'obs'", "batch row 1"}));
+  // A call that would pass: no error, and nothing written (statistics, count, output).
+  const auto loc = st.loc.bytes(), var = st.var.bytes();
+  EXPECT_NO_THROW(check(st.views())());
+  EXPECT_EQ(st.loc.bytes(), loc);
+  EXPECT_EQ(st.var.bytes(), var);
+  EXPECT_EQ(st.count.values(), std::vector<double>{0.0});
+  EXPECT_EQ(y.values(), std::vector<double>(8, -9.0));
+  // ... and the step itself then runs.
+  vecnorm::external::step(o, t, CountLayout::per_key, {{"obs", x.cview(), y.view(), st.views()}});
+  EXPECT_EQ(st.count.values(), std::vector<double>{1.0});
 }
 
 INSTANTIATE_TEST_SUITE_P(All, ExternalErrors, ::testing::ValuesIn(vntest::test_backends()),

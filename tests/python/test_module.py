@@ -188,6 +188,58 @@ def test_errors_name_the_key_and_change_nothing():
         assert torch.equal(v, before[k]), k
 
 
+@pytest.mark.parametrize("pooled", [False, True])
+def test_statistics_dtype_follows_each_keys_input(pooled):
+    """stats_dtype None (the default): float64 keys keep float64 statistics,
+    the others float32, in one module; each key against the float64
+    reference at its own statistics dtype (float32 statistics of the same
+    float64 data miss the float64 bound)."""
+    batch = (6,)
+    n = vt.VecNorm({"observation": (3,), "reward": ()}, batch_shape=batch, decay=0.99,
+                   reduce_batch_dims=pooled, dtypes={"observation": torch.float64})
+    assert n.observation_loc.dtype == torch.float64 and n.observation_var.dtype == torch.float64
+    assert n.reward_loc.dtype == torch.float32
+    obs = make_data(5, batch, (3,), seed=6, dtype=torch.float64)
+    obs = [o * 1e3 + 1e4 for o in obs]  # values whose float32 rounding is far above eps
+    rew = make_data(5, batch, (), seed=7)
+    ro = Reference((3,) if pooled else (*batch, 3), 0.99, 1e-4, "torchrl", pooled)
+    rr = Reference(() if pooled else batch, 0.99, 1e-4, "torchrl", pooled)
+    m32 = vt.VecNorm({"observation": (3,)}, batch_shape=batch, decay=0.99, reduce_batch_dims=pooled,
+                     dtypes={"observation": torch.float64}, stats_dtype=torch.float32)
+    for t in range(5):
+        out = n({"observation": obs[t], "reward": rew[t]})
+        ro.update(obs[t].numpy())
+        rr.update(rew[t].numpy())
+        assert out["observation"].dtype == torch.float64
+        assert_normalized(out["observation"].numpy(), ro, obs[t].numpy(), torch.float64)
+        assert_normalized(out["reward"].numpy(), rr, rew[t].numpy(), torch.float32)
+        # The same float64 data through float32 statistics misses the float64
+        # bound above (what the default no longer does to a float64 key).
+        y32 = m32({"observation": obs[t]})["observation"]
+        if t > 0:
+            with pytest.raises(AssertionError):
+                assert_normalized(y32.numpy(), ro, obs[t].numpy(), torch.float64)
+    # All keys or none: a bad float32 key leaves the float64 key unchanged too.
+    before = {k: v.clone() for k, v in n.state_dict().items()}
+    with pytest.raises(ValueError, match="reward"):
+        n({"observation": obs[0], "reward": torch.ones(7)})
+    for k, v in n.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # The dispatcher operators (a TensorDict: dicts took the eager fast path above).
+    from tensordict import TensorDict
+
+    n.update(TensorDict({"observation": obs[1], "reward": rew[1]}, batch_size=batch))
+    ro.update(obs[1].numpy())
+    rr.update(rew[1].numpy())
+    y = n.normalize(TensorDict({"observation": obs[2], "reward": rew[2]}, batch_size=batch))
+    assert_normalized(y["observation"].numpy(), ro, obs[2].numpy(), torch.float64)
+    assert_normalized(y["reward"].numpy(), rr, rew[2].numpy(), torch.float32)
+    # An explicit stats_dtype is every key's.
+    m = vt.VecNorm({"observation": (3,), "reward": ()}, dtypes={"observation": torch.float64},
+                   stats_dtype=torch.float32)
+    assert m.observation_loc.dtype == torch.float32 and m.reward_loc.dtype == torch.float32
+
+
 def test_nonfinite_skip_leaves_element_out():
     n = vt.VecNorm({"observation": (2,)}, batch_shape=(2,), decay=1.0)
     n({"observation": torch.tensor([[1.0, 2.0], [3.0, 4.0]])})
