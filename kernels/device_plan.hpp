@@ -39,6 +39,7 @@ struct DevSegment {
   void* p;                   ///< 1/scale (apply) or scale (invert)
   std::int64_t* skips;       ///< per-element stateful: updates each element left out (null: none)
   std::int64_t* skipped;     ///< the key's health counter (null: not counted)
+  const std::uint8_t* mask;  ///< pooled updates: one byte per row, 0 = left out (null: every row)
   std::uint8_t x_dtype;      ///< XType
   std::uint8_t wide;         ///< compute type: 1 = double, 0 = float
   std::uint8_t broadcast;    ///< affine: params per feature (1) or per element (0)

@@ -18,10 +18,41 @@ __host__ __device__ __forceinline__ std::int64_t pooled_rows_per_block(std::int6
   return static_cast<std::int64_t>(kThreads / pooled_cols(feat)) * kRowsPerThread;
 }
 
-/// One block's partial moments of rows [r0, r1) of every feature: shifted sums
-/// in the compute type per thread, added in double across the row groups (they
-/// share the shift), written as (n, mean, M2) per feature; blocks are merged
-/// with Chan's formula by the last block.
+/// The rows of [r0, r1) a row mask keeps (KeyData::mask; null: all of them),
+/// and the first of them (r1: none). Every thread of the block.
+__device__ __forceinline__ void kept_rows(const std::uint8_t* mask, std::int64_t r0, std::int64_t r1,
+                                          std::int64_t& kept, std::int64_t& first) {
+  __shared__ unsigned long long count, least;
+  if (mask == nullptr) {
+    kept = r1 - r0;
+    first = r0;
+    return;
+  }
+  if (threadIdx.x == 0) {
+    count = 0;
+    least = static_cast<unsigned long long>(r1);
+  }
+  __syncthreads();
+  unsigned long long mine = 0, low = static_cast<unsigned long long>(r1);
+  for (std::int64_t r = r0 + threadIdx.x; r < r1; r += kThreads)
+    if (mask[r] != 0) {
+      ++mine;
+      if (static_cast<unsigned long long>(r) < low) low = static_cast<unsigned long long>(r);
+    }
+  if (mine > 0) {
+    atomicAdd(&count, mine);
+    atomicMin(&least, low);
+  }
+  __syncthreads();
+  kept = static_cast<std::int64_t>(count);
+  first = static_cast<std::int64_t>(least);
+  __syncthreads();  // (the next call's thread 0 resets them)
+}
+
+/// One block's partial moments of rows [r0, r1) of every feature (the rows a
+/// row mask keeps): shifted sums in the compute type per thread, added in
+/// double across the row groups (they share the shift), written as (n, mean,
+/// M2) per feature; blocks are merged with Chan's formula by the last block.
 template <class Est, class X, class S>
 __device__ __forceinline__ void pooled_partial_block(const LaunchPlan& p, const DevSegment& s, std::int64_t local,
                                                      double* sh1, double* sh2) {
@@ -41,14 +72,20 @@ __device__ __forceinline__ void pooled_partial_block(const LaunchPlan& p, const 
   const int g = tid / cols;
   double* part = p.partials + 3 * (s.partials + local * F);
   const core::Coeffs<double> shift_c = Ops::shift_coeffs(decay, n);
+  // With a row mask, the block's kept rows; the first of them stands in for
+  // the first sample (row 0 may be a left-out row holding anything).
+  std::int64_t kept = 0, first = 0;
+  kept_rows(s.mask, r0, r1, kept, first);
+  const std::int64_t sample = s.mask != nullptr ? first : 0;
   for (std::int64_t fc = 0; fc < F; fc += cols) {
     const std::int64_t f = fc + col;
-    const bool active = g < groups && f < F;
+    const bool active = g < groups && f < F && kept > 0;
     C shift = C(0), a1 = C(0), a2 = C(0);
     if (active) {
       const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
-      shift = static_cast<C>(Ops::shift(shift_c, loc, n, core::load<double>(x + f)));
-      for (std::int64_t r = r0 + g; r < r1; r += groups) Ops::reduce(a1, a2, core::load<C>(x + r * F + f) - shift);
+      shift = static_cast<C>(Ops::shift(shift_c, loc, n, core::load<double>(x + sample * F + f)));
+      for (std::int64_t r = r0 + g; r < r1; r += groups)
+        if (s.mask == nullptr || s.mask[r] != 0) Ops::reduce(a1, a2, core::load<C>(x + r * F + f) - shift);
     }
     sh1[tid] = static_cast<double>(a1);
     sh2[tid] = static_cast<double>(a2);
@@ -57,7 +94,7 @@ __device__ __forceinline__ void pooled_partial_block(const LaunchPlan& p, const 
       // The row groups share the shift: their sums add (in double, in group order).
       double t1 = 0.0, t2 = 0.0;
       for (int gg = 0; gg < groups; ++gg) Ops::combine(t1, t2, sh1[gg * cols + col], sh2[gg * cols + col]);
-      const core::Moments m = Ops::project(static_cast<double>(r1 - r0), static_cast<double>(shift), t1, t2);
+      const core::Moments m = Ops::project(static_cast<double>(kept), static_cast<double>(shift), t1, t2);
       part[3 * f + 0] = m.n;
       part[3 * f + 1] = m.mean;
       part[3 * f + 2] = m.m2;
@@ -67,7 +104,7 @@ __device__ __forceinline__ void pooled_partial_block(const LaunchPlan& p, const 
 }
 
 /// NonFinite::skip, pooled, in the last block: the moments (n, mean, M2) of
-/// the rows of segment k whose values are all finite, written to part[3 f ..]
+/// the rows of segment k whose values are all finite (of those a row mask keeps), written to part[3 f ..]
 /// for every feature f (n = the number of such rows, 0 when none). Sums in
 /// double, shifted as PooledOps::shift with the first finite row standing in
 /// for the first sample. Returns the number of rows. Slow (one block), and rare.
@@ -84,6 +121,7 @@ __device__ __forceinline__ std::int64_t masked_moments(const LaunchPlan& p, int 
   const std::int64_t F = s.feat, m = s.rows;
   const std::int64_t n = s.count_in ? *s.count_in : 0;
   auto row_ok = [&](std::int64_t r) {
+    if (s.mask != nullptr && s.mask[r] == 0) return 0;  // left out by the row mask
     for (std::int64_t f = 0; f < F; ++f)
       if (!core::is_finite(load_as_double(x, xt, r * F + f))) return 0;
     return 1;
@@ -199,7 +237,10 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_stats_kernel(const __grid_
   for (int k = 0; k < p.nseg; ++k) {
     const DevSegment& sk = p.seg[k];
     const bool stopped = core::updates_stopped(p.decay, sk.count_in ? *sk.count_in : 0);
-    std::int64_t m = stopped ? 0 : sk.rows;
+    // The rows the update takes: those a row mask keeps (all threads: uniform).
+    std::int64_t m_in = sk.rows, first = 0;
+    if (!stopped && sk.mask != nullptr) kept_rows(sk.mask, 0, sk.rows, m_in, first);
+    std::int64_t m = stopped ? 0 : m_in;
     double* part = p.partials + 3 * sk.partials;
     // Every feature's partials merged in block order, kept in block 0's slots.
     if (threadIdx.x == 0) bad = 0;
@@ -225,8 +266,8 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_stats_kernel(const __grid_
     if (bad != 0 && p.skip != 0) {
       m = masked_moments<Est, S>(p, k, part);
       // (A distributed update counts them in its second half.)
-      if (threadIdx.x == 0 && sk.skipped != nullptr && m < sk.rows && p.op != op_moments)
-        add_counter(sk.skipped, sk.rows - m);
+      if (threadIdx.x == 0 && sk.skipped != nullptr && m < m_in && p.op != op_moments)
+        add_counter(sk.skipped, m_in - m);
     }
     if (threadIdx.x == 0) added[k] = m;
     if (p.op == op_moments) {
@@ -284,9 +325,13 @@ __global__ void __launch_bounds__(kThreads, 1) gathered_stats_kernel(const __gri
     // Stopped (Options::until): every rank sent no rows (the ranks share the count).
     const bool stopped = core::updates_stopped(p.decay, sk.count_in ? *sk.count_in : 0);
     const std::int64_t m = agree && !stopped ? static_cast<std::int64_t>(g.rows()) : 0;
+    // This rank's rows the update took: those its row mask keeps; the others
+    // its message left out were non-finite (skips).
+    std::int64_t m_in = sk.rows, first = 0;
+    if (sk.mask != nullptr) kept_rows(sk.mask, 0, sk.rows, m_in, first);
     if (threadIdx.x == 0 && agree && !stopped && sk.skipped != nullptr) {
       const double own = g.rows_of(p.rank);
-      if (own < static_cast<double>(sk.rows)) add_counter(sk.skipped, sk.rows - static_cast<std::int64_t>(own > 0.0 ? own : 0.0));
+      if (own < static_cast<double>(m_in)) add_counter(sk.skipped, m_in - static_cast<std::int64_t>(own > 0.0 ? own : 0.0));
     }
     finalize_segment<Est, S>(p, sk, m, [&](std::int64_t f) { return m > 0 ? g.moments(f) : core::Moments{}; });
     __syncthreads();

@@ -37,7 +37,7 @@ constexpr bool uses_maps(Work w) noexcept { return w == Work::apply_map || w == 
 /// x holds normalized values (the inverse maps): its dtype is output_dtype(key dtype).
 constexpr bool inverts(Work w) noexcept { return w == Work::denormalize || w == Work::invert_map; }
 
-/// One key of a call. Small fields first: 120 bytes, which GCC zero-fills
+/// One key of a call. Small fields first: 128 bytes, which GCC zero-fills
 /// with vector stores (past 128 it used `rep stos`, whose start-up and the
 /// failed store forwarding after it cost ~10% of a 1x17 step).
 struct Segment {
@@ -48,6 +48,8 @@ struct Segment {
   void* y = nullptr;               ///< output (null for Work::update), output_dtype(x_dtype)
   std::int64_t rows = 0;           ///< batch elements m in this call
   std::int64_t feat = 0;           ///< feature elements per batch element
+  /// Pooled updates: one byte per row, 0 = the row is left out (KeyData::mask); null: every row.
+  const std::uint8_t* mask = nullptr;
   // Statistics, stats dtype. Per-element: rows*feat values; pooled: feat values.
   const void* loc_in = nullptr;  ///< null: zeros
   const void* var_in = nullptr;  ///< null: zeros
@@ -67,7 +69,7 @@ struct Segment {
   const void* mu = nullptr;
   const void* p = nullptr;
 };
-static_assert(sizeof(Segment) <= 120, "see above: keep a Segment small");
+static_assert(sizeof(Segment) <= 128, "see above: keep a Segment small");
 
 /// One call over several keys.
 struct Plan {

@@ -49,6 +49,7 @@ struct ExternalItem {
   ConstTensorView x;  ///< batch + feature, the key's dtype (denormalize: output_dtype of it)
   TensorView y;       ///< batch + feature, output_dtype(x); may alias x. Unused by Op::update.
   ExternalStats stats;
+  ConstTensorView mask{};  ///< as KeyData::mask (pooled updates: rows with 0 left out)
 };
 
 namespace external {

@@ -15,10 +15,15 @@ namespace vecnorm {
 
 /// One key of a stateful step: input x and output y (same shape; y has
 /// output_dtype(x.dtype) and may alias x). y is unused by VecNorm::update.
+/// `mask` (pooled statistics): one uint8 per batch row, the batch shape of x;
+/// a row whose value is 0 is left out of the update, as if it had not
+/// arrived (done or truncated environments), and its output is still
+/// produced. Empty (the default): every row. Read by updates only.
 struct KeyData {
   std::string_view key;
   ConstTensorView x;
   TensorView y;
+  ConstTensorView mask{};
 };
 
 /// Statistics of one key in a State, exactly as stored (bit for bit).

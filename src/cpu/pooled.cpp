@@ -91,17 +91,20 @@ void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, con
   }
 }
 
-/// NonFinite::skip, pooled, when the batch holds a non-finite value (rare):
-/// the shifted sums of the rows whose values are all finite, in double, one
-/// thread. Shifts as PooledOps::shift, the first finite row standing in for the
-/// first sample. Returns the number of such rows.
+/// The shifted sums of the rows an update keeps, in double, one thread: the
+/// rows a row mask keeps (KeyData::mask; null: all) and, with `finite_only`
+/// (NonFinite::skip, when the batch holds a non-finite value: rare), whose
+/// values are all finite. Shifts as PooledOps::shift, the first kept row
+/// standing in for the first sample. Returns the number of kept rows.
 template <class Est, class X, class S, class C>
-std::int64_t masked_sums(const Plan& p, const X* x, std::int64_t m, std::int64_t F, const S* loc_in, std::int64_t n,
-                         C* shift, double* s1, double* s2) {
+std::int64_t masked_sums(const Plan& p, const X* x, const std::uint8_t* mask, bool finite_only, std::int64_t m,
+                         std::int64_t F, const S* loc_in, std::int64_t n, C* shift, double* s1, double* s2) {
   using Ops = core::PooledOps<Est>;
   auto row_ok = [&](std::int64_t r) {
-    for (std::int64_t f = 0; f < F; ++f)
-      if (!core::is_finite(core::load<double>(x + r * F + f))) return false;
+    if (mask != nullptr && mask[r] == 0) return false;
+    if (finite_only)
+      for (std::int64_t f = 0; f < F; ++f)
+        if (!core::is_finite(core::load<double>(x + r * F + f))) return false;
     return true;
   };
   std::int64_t first = 0;
@@ -157,6 +160,10 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
                       !core::updates_stopped(p.decay, n);
   const bool normalize = writes_output(p.work);
   const int threads = max_threads(p.threads);
+  // The rows an update would take: those a row mask keeps (rows it leaves
+  // out are not skips: the health counter counts non-finite rows only).
+  std::int64_t m_in = m;
+  if (s.mask != nullptr) m_in = std::count_if(s.mask, s.mask + m, [](std::uint8_t b) { return b != 0; });
 
   // The data as super rows of width W: R full ones and a last partial one of
   // `tail` elements (a whole number of rows).
@@ -243,7 +250,7 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     const core::GatheredKey g = p.gathered(s);
     const std::int64_t added = static_cast<std::int64_t>(g.rows());
     const std::int64_t own = static_cast<std::int64_t>(std::max(g.rows_of(p.rank), 0.0));
-    if (own < m && s.skipped != nullptr) *s.skipped += m - own;
+    if (own < m_in && s.skipped != nullptr) *s.skipped += m_in - own;
     store(added, added > 0 ? memo_coeffs<Est>(ws.memo, kMemoUpdate, p.decay, n, added) : core::Coeffs<double>{0.0, 1.0},
           [&](std::int64_t f) { return g.moments(f); });
     if (normalize && m > 0) {
@@ -272,7 +279,10 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   // Each feature's sums into s1/s2; returns the rows they hold.
   double* s1 = sums_f;
   double* s2 = sums_f + F;
+  const bool finite_only = p.nonfinite == NonFinite::skip && !std::is_integral_v<X>;
   auto feature_sums = [&]() -> std::int64_t {
+    // A row mask: the kept rows' sums, one pass (the fast reduction was not run).
+    if (s.mask != nullptr) return masked_sums<Est, X, S, C>(p, x, s.mask, finite_only, m, F, loc_in, n, shift, s1, s2);
     if (tail > 0) reduce_rows<Ops, X, C>(x + R * W, W, tail, shift, 0, 1, sums + 2 * W * nt, sums + 2 * W * nt + W);
     // Each feature's sums: chunk slots, then the tail, columns f, f + F, ...,
     // in that fixed order.
@@ -289,8 +299,7 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     // 128-row tile, added in double) are finite unless |x - K| passes ~1e19 in
     // float: a non-finite sum means a non-finite input (or such a value), and
     // NonFinite::skip sums again, leaving out the rows that have one.
-    if (!finite && p.nonfinite == NonFinite::skip && !std::is_integral_v<X>)
-      return masked_sums<Est, X, S, C>(p, x, m, F, loc_in, n, shift, s1, s2);
+    if (!finite && finite_only) return masked_sums<Est, X, S, C>(p, x, nullptr, true, m, F, loc_in, n, shift, s1, s2);
     return m;
   };
   auto batch_moments = [&](std::int64_t m_ok) {
@@ -300,13 +309,13 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   };
   auto finish = [&]() {
     const std::int64_t m_ok = feature_sums();
-    if (m_ok < m && s.skipped != nullptr) *s.skipped += m - m_ok;
+    if (m_ok < m_in && s.skipped != nullptr) *s.skipped += m_in - m_ok;
     store(m_ok, m_ok > 0 ? memo_coeffs<Est>(ws.memo, kMemoUpdate, p.decay, n, m_ok) : core::Coeffs<double>{0.0, 1.0},
           batch_moments(m_ok));
   };
 
   if (p.work == Work::moments) {
-    for_chunks(nt, threads, reduce_part);
+    if (s.mask == nullptr) for_chunks(nt, threads, reduce_part);
     const std::int64_t m_ok = feature_sums();
     double* block = static_cast<double*>(s.y);
     block[0] = static_cast<double>(m_ok);
@@ -333,7 +342,7 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   // Reduce the chunks (any thread), merge and update (this thread), then
   // normalize the chunks (any thread; a chunk's rows were read last by
   // whoever reduced them, the last rows first).
-  for_chunks(nt, threads, reduce_part);
+  if (s.mask == nullptr) for_chunks(nt, threads, reduce_part);
   finish();
   if (normalize) for_chunks(nt, threads, normalize_part, /*reverse=*/true);
 }

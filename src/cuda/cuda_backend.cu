@@ -132,6 +132,7 @@ k::DevSegment dev_segment(const Plan& p, const Segment& s) {
   d.loc_out = s.loc_out;
   d.var_out = s.var_out;
   d.count_in = s.count_in;
+  d.mask = s.mask;
   d.count_out = s.count_out;
   d.skips = s.skips;
   d.skipped = s.skipped;

@@ -77,6 +77,17 @@ void plan_key(const CallConfig& cfg, const KeyTable& table, const CallItem& item
            key_prefix(spec.name) + "batch shape: expected " + buf.batch.str() + " (the batch shape of key '" +
                table.keys[static_cast<std::size_t>(buf.keys.front())].name + "' in this call), got " + io.batch.str());
   }
+  // A row mask: pooled updates only (per-element statistics would need a
+  // count per element); read by updates only.
+  const std::uint8_t* mask = nullptr;
+  if (item.mask != nullptr && !(item.mask->data == nullptr && item.mask->shape.ndim() == 0) && updates(cfg.work)) {
+    if (!cfg.pooled)
+      fail(ErrorCode::invalid_argument,
+           key_prefix(spec.name) + "mask: expected none with per-element statistics (a row mask needs pooled "
+                                   "statistics: reduce_batch_dims), got one of shape " + item.mask->shape.str());
+    check_stats_view(spec.name, "mask", *item.mask, DType::uint8, io.batch, cfg.device);
+    mask = static_cast<const std::uint8_t*>(item.mask->data);
+  }
   buf.keys.push_back(k);
   // Designated: each member written once (assigning those of a
   // value-initialized Segment had GCC zero it first with a `rep stos`).
@@ -85,7 +96,8 @@ void plan_key(const CallConfig& cfg, const KeyTable& table, const CallItem& item
                                  .x = item.x->data,
                                  .y = out ? item.y->data : nullptr,
                                  .rows = io.rows,
-                                 .feat = io.feat});
+                                 .feat = io.feat,
+                                 .mask = mask});
 }
 
 void bind_keys(const CallConfig& cfg, const KeyTable& table, Store& store, PlanBuffers& buf) {
