@@ -19,6 +19,7 @@
 
 #include "reference.hpp"
 #include "support/device_buffer.hpp"
+#include "support/errors.hpp"
 #include "support/ranks.hpp"
 #include "support/dtypes.hpp"
 #include "vecnorm/checkpoint.hpp"
@@ -49,15 +50,7 @@ std::vector<double> batch(int t, std::int64_t m, unsigned seed = 5) {
   return v;
 }
 
-std::string message_of(const std::function<void()>& f, ErrorCode code) {
-  try {
-    f();
-  } catch (const vecnorm::Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    return e.what();
-  }
-  return "no error";
-}
+using vntest::message_of;
 
 // ---------------------------------------------------------------- one process
 
@@ -199,13 +192,7 @@ TEST(UntilRanks, EveryRankStopsAtTheSameCount) {
     base.decay = 1.0;
     base.stats_dtype = DType::float64;
     base.until = 25;  // 2 + 3 + 4 = 9 rows a step: merged at 0, 9, 18; stops at 27
-    const auto group = vecnorm::thread_group(kRanks);
-    std::vector<std::unique_ptr<vecnorm::VecNorm>> vns;
-    for (int r = 0; r < kRanks; ++r) {
-      vecnorm::Options o = base;
-      o.collective = group[static_cast<std::size_t>(r)];
-      vns.push_back(std::make_unique<vecnorm::VecNorm>(o, vecnorm::KeyTable{Shape{}, {{"obs", Shape{kF}, DType::float32}}}));
-    }
+    const auto vns = vntest::ranks_of(base, {Shape{}, {{"obs", Shape{kF}, DType::float32}}}, kRanks);
     vnref::StatefulKey ref({vnref::Estimator::stable, 1.0, base.eps}, true, kF);
     for (int t = 0; t < 6; ++t) {
       std::vector<std::vector<double>> xs(kRanks), ys(kRanks);

@@ -1,11 +1,15 @@
 // tests/support/ranks.hpp -- ranks of an in-process collective
-// (vecnorm::thread_group) as threads of one test.
+// (vecnorm::thread_group) as threads of one test, and their normalizers.
 #pragma once
 
 #include <exception>
 #include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
+
+#include "vecnorm/collective.hpp"
+#include "vecnorm/vecnorm.hpp"
 
 namespace vntest {
 
@@ -24,6 +28,20 @@ inline void on_ranks(int ranks, const std::function<void(int)>& body) {
   for (auto& t : threads) t.join();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
+}
+
+/// `ranks` normalizers of `base` over `table`, the ranks of one in-process
+/// group (vecnorm::thread_group).
+inline std::vector<std::unique_ptr<vecnorm::VecNorm>> ranks_of(const vecnorm::Options& base,
+                                                               const vecnorm::KeyTable& table, int ranks) {
+  const auto group = vecnorm::thread_group(ranks);
+  std::vector<std::unique_ptr<vecnorm::VecNorm>> vns;
+  for (int r = 0; r < ranks; ++r) {
+    vecnorm::Options o = base;
+    o.collective = group[static_cast<std::size_t>(r)];
+    vns.push_back(std::make_unique<vecnorm::VecNorm>(o, table));
+  }
+  return vns;
 }
 
 }  // namespace vntest
