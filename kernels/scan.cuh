@@ -5,8 +5,9 @@
 
 namespace vecnorm::kernels {
 
-/// The least index of a non-finite element of seg[0].x, into *p.found (atomicMin;
-/// all ones when there is none).
+/// The least index of a non-finite element of seg[0].x (rows x feat) in a
+/// row its mask keeps (null: every row), into *p.found (atomicMin; all ones
+/// when there is none).
 __global__ void __launch_bounds__(kThreads) nonfinite_scan_kernel(const __grid_constant__ LaunchPlan p) {
   const DevSegment& s = p.seg[0];
   const std::int64_t n_elem = s.rows * s.feat;
@@ -18,6 +19,7 @@ __global__ void __launch_bounds__(kThreads) nonfinite_scan_kernel(const __grid_c
     for (int it = 0; it < kItems; ++it) {
       const std::int64_t i = base + static_cast<std::int64_t>(it) * kThreads;
       if (i >= n_elem) break;
+      if (s.mask != nullptr && s.mask[i / s.feat] == 0) continue;  // a row the update leaves out
       if (!core::is_finite(core::load<double>(x + i))) {
         atomicMin(p.found, static_cast<unsigned long long>(i));
         break;  // later items of this thread have larger indices

@@ -13,8 +13,9 @@ namespace cpu {
 void run(const Plan& plan, Scratch& ws);
 /// The host scratch run() takes from the workspace for `plan`.
 std::size_t scratch_bytes(const Plan& plan);
-/// Index of the first non-finite element of x (n elements of dtype d), or -1.
-std::int64_t first_nonfinite(const void* x, DType d, std::int64_t n);
+/// Index of the first non-finite element of x (rows x feat elements of dtype
+/// d) in a row `mask` keeps (null: every row), or -1.
+std::int64_t first_nonfinite(const void* x, DType d, std::int64_t rows, std::int64_t feat, const std::uint8_t* mask);
 }  // namespace cpu
 
 /// The CUDA backend (src/cuda/cuda_backend.cu). In a build without it, every
@@ -39,8 +40,10 @@ void put_message(double* dst, const double* msg, std::size_t n, Stream stream);
 void run(const Plan& plan, Scratch& ws, Stream stream);
 /// The device scratch run() takes from the workspace for `plan`.
 std::size_t scratch_bytes(const Plan& plan);
-/// Index of the first non-finite element of device array x, or -1 (waits for `stream`).
-std::int64_t first_nonfinite(const void* x, DType d, std::int64_t n, Stream stream, Scratch& ws);
+/// Index of the first non-finite element of device array x (rows x feat) in
+/// a row `mask` keeps (null: every row), or -1 (waits for `stream`).
+std::int64_t first_nonfinite(const void* x, DType d, std::int64_t rows, std::int64_t feat, const std::uint8_t* mask,
+                             Stream stream, Scratch& ws);
 }  // namespace cuda
 
 /// Resolve Backend::automatic (cuda when built and usable, else cpu).
@@ -52,7 +55,9 @@ Device backend_device(Backend resolved);
 void dispatch(Backend backend, const Plan& plan, Scratch& ws, Stream stream);
 /// The scratch dispatch() takes for `plan` on `backend`.
 WorkspaceSize scratch_size(Backend backend, const Plan& plan);
-/// Index of the first non-finite element of x on `backend`'s device, or -1.
-std::int64_t first_nonfinite(Backend backend, const void* x, DType d, std::int64_t n, Stream stream, Scratch& ws);
+/// Index of the first non-finite element of x (rows x feat) on `backend`'s
+/// device, in the rows a row `mask` keeps (null: every row), or -1.
+std::int64_t first_nonfinite(Backend backend, const void* x, DType d, std::int64_t rows, std::int64_t feat,
+                             const std::uint8_t* mask, Stream stream, Scratch& ws);
 
 }  // namespace vecnorm::detail

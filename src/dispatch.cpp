@@ -61,12 +61,13 @@ WorkspaceSize scratch_size(Backend backend, const Plan& plan) {
   unresolved();
 }
 
-std::int64_t first_nonfinite(Backend backend, const void* x, DType d, std::int64_t n, Stream stream, Scratch& ws) {
+std::int64_t first_nonfinite(Backend backend, const void* x, DType d, std::int64_t rows, std::int64_t feat,
+                             const std::uint8_t* mask, Stream stream, Scratch& ws) {
   switch (backend) {
     case Backend::cpu:
-      return cpu::first_nonfinite(x, d, n);
+      return cpu::first_nonfinite(x, d, rows, feat, mask);
     case Backend::cuda:
-      return cuda::first_nonfinite(x, d, n, stream, ws);
+      return cuda::first_nonfinite(x, d, rows, feat, mask, stream, ws);
     case Backend::automatic:
       break;
   }

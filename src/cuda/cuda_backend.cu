@@ -354,7 +354,9 @@ std::size_t scratch_bytes(const Plan& plan) {
   return need_of(plan, plan.segments).bytes();
 }
 
-std::int64_t first_nonfinite(const void* x, DType d, std::int64_t n, Stream stream, detail::Scratch& ws) {
+std::int64_t first_nonfinite(const void* x, DType d, std::int64_t rows, std::int64_t feat, const std::uint8_t* mask,
+                             Stream stream, detail::Scratch& ws) {
+  const std::int64_t n = rows * feat;
   if (n <= 0 || !is_floating(d)) return -1;
   const cudaStream_t st = stream_of(stream);
   const DeviceScratch sc = scratch(ws, Need{}, stream);
@@ -363,8 +365,9 @@ std::int64_t first_nonfinite(const void* x, DType d, std::int64_t n, Stream stre
   VECNORM_CUDA_CHECK(cudaMemsetAsync(lp.found, 0xFF, sizeof(unsigned long long), st));
   lp.nseg = 1;
   lp.seg[0].x = x;
-  lp.seg[0].rows = 1;
-  lp.seg[0].feat = n;
+  lp.seg[0].rows = rows;
+  lp.seg[0].feat = feat;
+  lp.seg[0].mask = mask;
   lp.seg[0].x_dtype = xtype(d);
   launch(&k::nonfinite_scan_kernel, div_up(n, kElemsPerBlock), st, lp);
   unsigned long long found = 0;

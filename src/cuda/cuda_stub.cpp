@@ -28,7 +28,9 @@ void synchronize(Stream) { unavailable(); }
 void put_message(double*, const double*, std::size_t, Stream) { unavailable(); }
 void run(const Plan&, Scratch&, Stream) { unavailable(); }
 std::size_t scratch_bytes(const Plan&) { unavailable(); }
-std::int64_t first_nonfinite(const void*, DType, std::int64_t, Stream, Scratch&) { unavailable(); }
+std::int64_t first_nonfinite(const void*, DType, std::int64_t, std::int64_t, const std::uint8_t*, Stream, Scratch&) {
+  unavailable();
+}
 
 }  // namespace detail::cuda
 }  // namespace vecnorm

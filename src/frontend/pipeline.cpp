@@ -157,7 +157,7 @@ void check_finite(const CallConfig& cfg, const KeyTable& table, std::span<const 
   if (!updates(cfg.work) || cfg.nonfinite != NonFinite::error) return;
   for (const Segment& s : segments) {
     if (!is_floating(s.x_dtype)) continue;
-    const std::int64_t i = first_nonfinite(cfg.backend, s.x, s.x_dtype, s.rows * s.feat, stream, ws);
+    const std::int64_t i = first_nonfinite(cfg.backend, s.x, s.x_dtype, s.rows, s.feat, s.mask, stream, ws);
     if (i < 0) continue;
     const double v = value_at(cfg.backend, s.x, s.x_dtype, i, stream);
     const KeySpec& spec = table.keys[static_cast<std::size_t>(s.key)];

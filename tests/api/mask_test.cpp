@@ -153,6 +153,74 @@ TEST(MaskSkips, ANonFiniteKeptRowIsASkipALeftOutOneIsNot) {
   }
 }
 
+// NonFinite::error reads the mask: a NaN in a left-out row is nothing, in a kept row an error.
+TEST(MaskSkips, ErrorModeScansTheKeptRowsOnly) {
+  for (const Backend backend : vntest::test_backends()) {
+    vecnorm::Options o = vntest::options_for(backend);
+    o.reduce_batch_dims = true;
+    o.nonfinite = vecnorm::NonFinite::error;
+    vecnorm::VecNorm vn(o, {Shape{}, {{"obs", Shape{2}, DType::float32}}});
+    const double nan = std::nan("");
+    const std::vector<double> x = {1.0, 2.0, nan, 5.0, nan, nan, 3.0, 6.0};
+    auto xb = DeviceBuffer::from_values(backend, DType::float32, Shape{4, 2}, x);
+    auto left_out = DeviceBuffer::from_values(backend, DType::uint8, Shape{4}, {1, 0, 0, 1});
+    auto kept = DeviceBuffer::from_values(backend, DType::uint8, Shape{4}, {1, 1, 0, 1});
+    DeviceBuffer yb(backend, DType::float32, Shape{4, 2});
+    vn.update({{"obs", xb.cview(), yb.view(), left_out.cview()}});
+    EXPECT_EQ(vn.export_state().keys[0].count, 2) << vntest::backend_name(backend);
+    try {
+      vn.update({{"obs", xb.cview(), yb.view(), kept.cview()}});
+      ADD_FAILURE() << "a NaN in a kept row was accepted";
+    } catch (const vecnorm::Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::nonfinite_input);
+      EXPECT_NE(std::string(e.what()).find("batch row 1"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(vn.export_state().keys[0].count, 2) << vntest::backend_name(backend);
+  }
+}
+
+// At count 0 the sums shift by a sample: with a mask, a kept one. Every
+// block's first rows are left out holding NaN (rows r with r % 16 < 2: the
+// first rows of every CUDA statistics block, whose row counts are multiples
+// of 16), and NonFinite::propagate would let a NaN shift poison the statistics.
+TEST(MaskSkips, ALeftOutFirstRowIsNeverTheShift) {
+  for (const Backend backend : vntest::test_backends()) {
+    vecnorm::Options o = vntest::options_for(backend);
+    o.reduce_batch_dims = true;
+    o.nonfinite = vecnorm::NonFinite::propagate;
+    o.estimator = vecnorm::Estimator::stable;
+    o.decay = 1.0;
+    o.stats_dtype = DType::float64;
+    constexpr std::int64_t m = 3001;
+    vecnorm::VecNorm vn(o, {Shape{}, {{"obs", Shape{kF}, DType::float32}}});
+    Batch b = batch(5, m);  // every row kept, then the left-out ones set
+    b.kept.clear();
+    b.kept_rows = 0;
+    for (std::int64_t r = 0; r < m; ++r) {
+      const bool keep = r % 16 >= 2;
+      b.mask[static_cast<std::size_t>(r)] = keep ? 1.0 : 0.0;
+      for (std::int64_t f = 0; f < kF; ++f) {
+        double& v = b.x[static_cast<std::size_t>(r * kF + f)];
+        if (!keep) v = std::nan("");
+        else b.kept.push_back(v);
+      }
+      if (keep) ++b.kept_rows;
+    }
+    vnref::StatefulKey ref({vnref::Estimator::stable, 1.0, o.eps}, true, kF);
+    ref.update(b.kept, b.kept_rows);
+    auto xb = DeviceBuffer::from_values(backend, DType::float32, Shape{m, kF}, b.x);
+    auto mb = DeviceBuffer::from_values(backend, DType::uint8, Shape{m}, b.mask);
+    DeviceBuffer yb(backend, DType::float32, Shape{m, kF});
+    vn.update({{"obs", xb.cview(), yb.view(), mb.cview()}});
+    EXPECT_EQ(vn.export_state().keys[0].count, ref.count());
+    const std::vector<double> mean = vn.loc("obs"), scale = vn.scale("obs"), want = ref.loc(), ws = ref.scale();
+    for (std::size_t f = 0; f < static_cast<std::size_t>(kF); ++f) {
+      EXPECT_NEAR(mean[f], want[f], 1e-10 * (std::abs(want[f]) + ws[f])) << vntest::backend_name(backend) << " mean[" << f << "]";
+      EXPECT_NEAR(scale[f], ws[f], 1e-8 * ws[f]) << vntest::backend_name(backend) << " scale[" << f << "]";
+    }
+  }
+}
+
 // Across ranks: each rank's kept rows, merged; the same bits on every rank,
 // the reference over the concatenation of the kept rows.
 TEST(MaskRanks, RanksMergeTheirKeptRows) {
