@@ -1,9 +1,9 @@
 """The operators' calling convention and their fake (meta) implementations:
 shapes and dtypes only, so that torch.compile(fullgraph=True) traces them.
 
-    torch.ops.vecnorm.step(x, y, stats, keys, config, decay, eps, update_only) -> ()
-    torch.ops.vecnorm.step_alloc(x, stats, keys, config, decay, eps) -> list[Tensor]  (eager only)
-    torch.ops.vecnorm.step_group(x, y, stats, keys, config, decay, eps, update_only, group) -> ()
+    torch.ops.vecnorm.step(x, y, stats, keys, config, decay, eps, update_only, mask=None) -> ()
+    torch.ops.vecnorm.step_alloc(x, stats, keys, config, decay, eps, mask=None) -> list[Tensor]  (eager only)
+    torch.ops.vecnorm.step_group(x, y, stats, keys, config, decay, eps, update_only, group, mask=None) -> ()
         (a distributed pooled step over the process group registered as `group`;
         keys: every key of the normalizer, the call's first)
     torch.ops.vecnorm.normalize(x, stats, keys, config, decay, eps) -> list[Tensor]
@@ -11,6 +11,8 @@ shapes and dtypes only, so that torch.compile(fullgraph=True) traces them.
 
 x and y: one tensor per key; stats: five per key (loc, var, count, skips,
 skipped; the last two empty where unused), mutated in place by step;
+mask: None, or the step's row mask (bool or uint8, the batch shape; pooled
+statistics): rows where it is False are left out of the update;
 config: make_config(...). Few arguments, because a dispatcher call from
 Python costs per argument (docs/python.md)."""
 from __future__ import annotations
@@ -67,12 +69,12 @@ def make_config(batch_dims: int, reduce_batch_dims: bool, estimator: str, nonfin
 
 
 @torch.library.register_fake("vecnorm::step")
-def _step_fake(x, y, stats, keys, config, decay, eps, update_only):
+def _step_fake(x, y, stats, keys, config, decay, eps, update_only, mask=None):
     return None  # writes y and the statistics in place
 
 
 @torch.library.register_fake("vecnorm::step_group")
-def _step_group_fake(x, y, stats, keys, config, decay, eps, update_only, group):
+def _step_group_fake(x, y, stats, keys, config, decay, eps, update_only, group, mask=None):
     return None  # writes y and the statistics in place (after the ranks' all-gather)
 
 

@@ -258,14 +258,14 @@ class VecNorm(nn.Module):
             td.set(k, y)
         return td
 
-    def _fast(self, batch, mode: int):
+    def _fast(self, batch, mode: int, mask: Optional[Tensor] = None):
         """The eager fast path for a dict: one C++ call (None: not applicable)."""
         if _is_compiling() or type(batch) is not dict or self._group is not None:
             return None
         b = self._bound
         if b is None:
             b = self._bound = _C.Bound(self._buffers, list(self.keys), list(self.names), list(self._config))
-        return b.call(batch, mode, self.decay, self.eps)
+        return b.call(batch, mode, self.decay, self.eps, mask)
 
     def __call__(self, *args, **kwargs):
         # nn.Module.__call__ costs about 1 us (two Python frames and the hook
@@ -282,15 +282,22 @@ class VecNorm(nn.Module):
         return state
 
     # ------------------------------------------------------------ calls
-    def forward(self, batch):
+    def forward(self, batch, mask: Optional[Tensor] = None):
         """Updates the statistics with the keys present (unless frozen), then
         normalizes them; returns the normalized keys (a dict, or a TensorDict
-        for a TensorDict). Absent keys are neither updated nor returned."""
+        for a TensorDict). Absent keys are neither updated nor returned.
+
+        ``mask`` (pooled statistics, ``reduce_batch_dims=True``): a bool or
+        uint8 tensor of the batch shape on the inputs' device; the rows where
+        it is False are left out of the update, as if they had not arrived
+        (done- or truncation-aware updates: they may hold anything, NaN
+        included), and are still normalized. Read on the device, no
+        synchronization. Ignored when frozen."""
         if not _is_compiling() and type(batch) is dict:  # the eager fast path, inline: 1x17 steps
             b = self._bound
             if b is not None:
-                return b.call(batch, 2 if self._frozen else 0, self.decay, self.eps)
-        out = self._fast(batch, 2 if self._frozen else 0)
+                return b.call(batch, 2 if self._frozen else 0, self.decay, self.eps, mask)
+        out = self._fast(batch, 2 if self._frozen else 0, mask)
         if out is not None:
             return out
         if self._frozen:
@@ -298,30 +305,30 @@ class VecNorm(nn.Module):
         keys, names, xs, stats = self._gather(batch)
         if self._group is not None:
             ys = [torch.empty(x.shape, dtype=output_dtype(x.dtype), device=x.device) for x in xs]
-            self._step_group(names, xs, ys, stats, False)
+            self._step_group(names, xs, ys, stats, False, mask)
             return self._result(batch, keys, ys)
         if not xs:
             return self._result(batch, [], [])
         if torch.compiler.is_compiling():
             # Traced: the outputs are mutated arguments (auto-functionalized).
             ys = [torch.empty(x.shape, dtype=output_dtype(x.dtype), device=x.device) for x in xs]
-            _step(xs, ys, stats, names, self._config, self.decay, self.eps, False)
+            _step(xs, ys, stats, names, self._config, self.decay, self.eps, False, mask)
         else:
-            ys = _step_alloc(xs, stats, names, self._config, self.decay, self.eps)
+            ys = _step_alloc(xs, stats, names, self._config, self.decay, self.eps, mask)
         return self._result(batch, keys, ys)
 
-    def update(self, batch) -> None:
-        """Updates the statistics only (nothing when frozen)."""
-        if self._frozen or self._fast(batch, 1) is not None:
+    def update(self, batch, mask: Optional[Tensor] = None) -> None:
+        """Updates the statistics only (nothing when frozen); ``mask`` as in forward."""
+        if self._frozen or self._fast(batch, 1, mask) is not None:
             return
         keys, names, xs, stats = self._gather(batch)
         if self._group is not None:
-            self._step_group(names, xs, [], stats, True)
+            self._step_group(names, xs, [], stats, True, mask)
         elif xs:
-            _step(xs, [], stats, names, self._config, self.decay, self.eps, True)
+            _step(xs, [], stats, names, self._config, self.decay, self.eps, True, mask)
 
     def _step_group(self, names: List[str], xs: List[Tensor], ys: List[Tensor], stats: List[Tensor],
-                    update_only: bool) -> None:
+                    update_only: bool, mask: Optional[Tensor] = None) -> None:
         """A distributed update: every key of the normalizer goes to the
         operator (those of the call first), so that every rank sends the same
         message, even one whose batch has none of the keys."""
@@ -330,7 +337,7 @@ class VecNorm(nn.Module):
             rest = [n for n in self.names if n not in have]
             names = names + rest
             stats = stats + [self._buffers[f"{n}_{s}"] for n in rest for s in _STATS]
-        _step_group(xs, ys, stats, names, self._config, self.decay, self.eps, update_only, self._group)
+        _step_group(xs, ys, stats, names, self._config, self.decay, self.eps, update_only, self._group, mask)
 
     def normalize(self, batch):
         """Normalizes with the current statistics; nothing is updated."""

@@ -223,6 +223,7 @@ struct Call {
   std::vector<ExternalItem> items;
   std::vector<Tensor> outputs;
   std::vector<Tensor> inputs;  ///< the x that were not contiguous, made so
+  Tensor mask;                 ///< the call's row mask as uint8 (a bool mask viewed so); undefined: none
 };
 
 /// This thread's Call, its containers kept between calls (no allocation in a
@@ -240,6 +241,7 @@ class CallScope {
   ~CallScope() {
     c_.inputs.clear();
     c_.outputs.clear();
+    c_.mask.reset();
     // The collective holds its process group: kept past the call, a group
     // the program destroyed would live on until this thread's exit (and be
     // torn down then, after gloo's own statics: std::terminate).
@@ -370,17 +372,28 @@ struct DeviceScope {
 /// What one call does.
 enum class What { step, update, normalize, denormalize };
 
+/// A step's row mask (Python: a bool or uint8 tensor of the batch shape,
+/// False/0 = the row is left out of the update) on every key of the call; the
+/// library checks it per key (pooled statistics, shape, dtype, device).
+inline void apply_mask(Call& c, const Tensor& mask, const std::vector<std::string>& keys) {
+  if (!mask.defined() || c.items.empty()) return;
+  // A bool is one byte of 0 or 1: the same bytes as the uint8 the library reads.
+  c.mask = (mask.scalar_type() == at::kBool ? mask.view(at::kByte) : mask).contiguous();
+  for (std::size_t k = 0; k < c.items.size(); ++k) c.items[k].mask = const_view_of(c.mask, keys[k], "mask");
+}
+
 /// The whole call on `c` (a CallScope's): configure, build the items (outputs
 /// `y` when given, else allocated into c.outputs; none for an update), then
 /// the library's step. `key_dtypes` (denormalize): each key's own dtype code,
-/// -1 for x's.
+/// -1 for x's; `mask` (steps and updates): the row mask of every key.
 inline void run(Call& c, at::TensorList x, at::TensorList y, at::TensorList stats,
                 const std::vector<std::string>& keys, at::IntArrayRef config, double decay, double eps, What what,
-                at::IntArrayRef key_dtypes = {}, const std::string& group = {}) {
+                at::IntArrayRef key_dtypes = {}, const std::string& group = {}, const Tensor& mask = {}) {
   configure(c, x, stats, keys, config, decay, eps, group);
   if (keys.empty()) return;
   const bool update = what == What::update;
   build_items(c, x, y, stats, keys, update, !update && y.empty(), what == What::denormalize);
+  if (what == What::step || what == What::update) apply_mask(c, mask, keys);
   for (std::size_t k = 0; k < keys.size() && k < key_dtypes.size(); ++k)
     if (key_dtypes[k] >= 0) c.table.keys[k].dtype = static_cast<DType>(key_dtypes[k]);
   if (c.items.empty() && group.empty()) return;

@@ -35,7 +35,7 @@ constexpr std::int64_t kReleaseGilElements = 1 << 14;
 /// tensor that has a Python object increments and decrements that object's
 /// reference count under the GIL (torch's PyObject preservation), ~40 ns each.
 struct Gathered {
-  std::vector<at::Tensor> xs, stats;  ///< borrowed (MaybeOwnedTraits<Tensor>::createBorrow)
+  std::vector<at::Tensor> xs, stats, mask;  ///< borrowed (MaybeOwnedTraits<Tensor>::createBorrow); mask: 0 or 1
   std::vector<PyObject*> refs;        ///< strong references to their Python objects
   std::vector<std::string> names;
   std::vector<std::size_t> present;
@@ -56,8 +56,10 @@ class GatheredScope {
   void clear() {
     for (at::Tensor& t : g_.xs) c10::MaybeOwnedTraits<at::Tensor>::destroyBorrow(t);
     for (at::Tensor& t : g_.stats) c10::MaybeOwnedTraits<at::Tensor>::destroyBorrow(t);
+    for (at::Tensor& t : g_.mask) c10::MaybeOwnedTraits<at::Tensor>::destroyBorrow(t);
     g_.xs.clear();
     g_.stats.clear();
+    g_.mask.clear();
     for (PyObject* o : g_.refs) Py_DECREF(o);
     g_.refs.clear();
     g_.names.clear();
@@ -83,7 +85,7 @@ class Bound {
 
   /// A step, update or normalize of the keys present in `batch` (a dict);
   /// returns the dict of normalized keys (empty for an update).
-  py::dict call(py::dict batch, int mode, double decay, double eps) {
+  py::dict call(py::dict batch, int mode, double decay, double eps, PyObject* mask = nullptr) {
     const std::size_t n = keys_.size();
     GatheredScope gathered;
     Gathered& g = gathered.get();
@@ -113,6 +115,12 @@ class Bound {
       }
     }
     if (static_cast<std::size_t>(PyDict_Size(batch.ptr())) != present.size()) unknown_key(batch);
+    // The row mask (None: none), borrowed as the inputs are.
+    if (mask != nullptr && mask != Py_None) {
+      if (!THPVariable_Check(mask))
+        throw py::type_error("vecnorm: mask: expected a Tensor or None, got " + std::string(Py_TYPE(mask)->tp_name));
+      g.borrow(g.mask, mask);
+    }
     // The names of the keys present (all of them, usually: the bound list as it is).
     const bool all = present.size() == n;
     if (!all)
@@ -134,7 +142,8 @@ class Bound {
         const What what = static_cast<Mode>(mode) == Mode::step     ? What::step
                           : static_cast<Mode>(mode) == Mode::update ? What::update
                                                                     : What::normalize;
-        run(*call, xs, {}, stats, call_names, config_, decay, eps, what);
+        run(*call, xs, {}, stats, call_names, config_, decay, eps, what, {}, {},
+            g.mask.empty() ? at::Tensor() : g.mask[0]);
       } catch (const Error& e) {
         error = e.what();
         kind = e.code() == ErrorCode::dtype_mismatch                                           ? 2
@@ -174,31 +183,31 @@ class Bound {
   std::vector<int64_t> config_;
 };
 
-/// Bound.call(batch, mode, decay, eps) as a METH_FASTCALL method: pybind11's
+/// Bound.call(batch, mode, decay, eps, mask=None) as a METH_FASTCALL method: pybind11's
 /// dispatcher (function records, argument loaders, keyword matching) costs
 /// more than the parsing here. The conversions are pybind11's: batch a dict,
 /// mode an int (or an object with __index__), decay and eps anything
 /// float() takes; errors are translated as its dispatcher does.
 PyObject* bound_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
-  static const char* const kNames[4] = {"batch", "mode", "decay", "eps"};
+  static const char* const kNames[5] = {"batch", "mode", "decay", "eps", "mask"};
   try {
     const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject* a[4] = {nullptr, nullptr, nullptr, nullptr};
-    if (nargs > 4)
-      throw py::type_error("Bound.call(): expected 4 arguments (batch, mode, decay, eps), got " +
+    PyObject* a[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
+    if (nargs > 5)
+      throw py::type_error("Bound.call(): expected 4 or 5 arguments (batch, mode, decay, eps[, mask]), got " +
                            std::to_string(nargs));
     for (Py_ssize_t i = 0; i < nargs; ++i) a[i] = args[i];
     const Py_ssize_t nkw = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
     for (Py_ssize_t j = 0; j < nkw; ++j) {
       PyObject* name = PyTuple_GET_ITEM(kwnames, j);
       int i = 0;
-      while (i < 4 && PyUnicode_CompareWithASCIIString(name, kNames[i]) != 0) ++i;
-      if (i == 4 || a[i] != nullptr)
-        throw py::type_error("Bound.call(): " + std::string(i == 4 ? "unexpected" : "repeated") + " argument '" +
+      while (i < 5 && PyUnicode_CompareWithASCIIString(name, kNames[i]) != 0) ++i;
+      if (i == 5 || a[i] != nullptr)
+        throw py::type_error("Bound.call(): " + std::string(i == 5 ? "unexpected" : "repeated") + " argument '" +
                              py::cast<std::string>(py::handle(name)) + "'");
       a[i] = args[nargs + j];
     }
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < 4; ++i)  // (mask may be left out)
       if (a[i] == nullptr) throw py::type_error("Bound.call(): missing argument '" + std::string(kNames[i]) + "'");
     if (!PyDict_Check(a[0]))
       throw py::type_error("Bound.call(): batch: expected a dict, got " + std::string(Py_TYPE(a[0])->tp_name));
@@ -212,7 +221,9 @@ PyObject* bound_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, P
     const double eps = PyFloat_AsDouble(a[3]);
     if (eps == -1.0 && PyErr_Occurred()) throw py::error_already_set();
     Bound& bound = py::cast<Bound&>(py::handle(self));
-    return bound.call(py::reinterpret_borrow<py::dict>(a[0]), static_cast<int>(mode), decay, eps).release().ptr();
+    return bound.call(py::reinterpret_borrow<py::dict>(a[0]), static_cast<int>(mode), decay, eps, a[4])
+        .release()
+        .ptr();
   } catch (py::error_already_set& e) {
     e.restore();
     return nullptr;
@@ -240,8 +251,9 @@ PYBIND11_MODULE(_C, m) {
       "call",
       reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&vecnorm::torch_ops::bound_call)),
       METH_FASTCALL | METH_KEYWORDS,
-      "call(batch: dict, mode: int, decay: float, eps: float) -> dict: a step (mode 0), update (1) or normalize (2) "
-      "of the keys present in batch; returns the normalized keys (empty for an update)"};
+      "call(batch: dict, mode: int, decay: float, eps: float, mask: Tensor | None = None) -> dict: a step (mode 0), "
+      "update (1) or normalize (2) of the keys present in batch, the rows where mask is False left out of the "
+      "update; returns the normalized keys (empty for an update)"};
   PyObject* descr = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(bound.ptr()), &call_def);
   if (descr == nullptr) throw py::error_already_set();
   bound.attr("call") = py::reinterpret_steal<py::object>(descr);

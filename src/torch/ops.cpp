@@ -23,13 +23,15 @@ namespace {
 
 // ---------------------------------------------------------------- operators
 
-// A training step (or an update only): y and the statistics written in place.
+// A training step (or an update only): y and the statistics written in place;
+// `mask` (pooled statistics): a bool/uint8 row mask of the batch shape, rows
+// with False/0 left out of the update (their outputs still produced).
 void step(at::TensorList x, at::TensorList y, at::TensorList stats, const std::vector<std::string>& keys,
-          at::IntArrayRef config, double decay, double eps, bool update_only) {
+          at::IntArrayRef config, double decay, double eps, bool update_only, const std::optional<Tensor>& mask) {
   try {
     CallScope scope;
     run(*scope, x, update_only ? at::TensorList{} : y, stats, keys, config, decay, eps,
-        update_only ? What::update : What::step);
+        update_only ? What::update : What::step, {}, {}, mask.value_or(Tensor()));
   } catch (const Error& e) {
     rethrow(e);
   }
@@ -40,7 +42,8 @@ void step(at::TensorList x, at::TensorList y, at::TensorList stats, const std::v
 // call's (x, y) first, so that every rank sends the same message layout
 // (vecnorm/collective.hpp).
 void step_group(at::TensorList x, at::TensorList y, at::TensorList stats, const std::vector<std::string>& keys,
-                at::IntArrayRef config, double decay, double eps, bool update_only, const std::string& group) {
+                at::IntArrayRef config, double decay, double eps, bool update_only, const std::string& group,
+                const std::optional<Tensor>& mask) {
   // The gather waits for the other ranks: other Python threads run meanwhile
   // (as during torch.distributed's own collectives). Nothing here touches a
   // Python object.
@@ -49,7 +52,7 @@ void step_group(at::TensorList x, at::TensorList y, at::TensorList stats, const 
   try {
     CallScope scope;
     run(*scope, x, update_only ? at::TensorList{} : y, stats, keys, config, decay, eps,
-        update_only ? What::update : What::step, {}, group);
+        update_only ? What::update : What::step, {}, group, mask.value_or(Tensor()));
   } catch (const Error& e) {
     rethrow(e);
   }
@@ -58,10 +61,11 @@ void step_group(at::TensorList x, at::TensorList y, at::TensorList stats, const 
 // The operators that return their outputs, allocated here (step_alloc serves
 // eager calls: torch.compile traces `step`, whose outputs are arguments).
 TensorList returning(What what, at::TensorList x, at::TensorList stats, const std::vector<std::string>& keys,
-                     at::IntArrayRef config, double decay, double eps, at::IntArrayRef key_dtypes = {}) {
+                     at::IntArrayRef config, double decay, double eps, at::IntArrayRef key_dtypes = {},
+                     const Tensor& mask = {}) {
   try {
     CallScope scope;
-    run(*scope, x, {}, stats, keys, config, decay, eps, what, key_dtypes);
+    run(*scope, x, {}, stats, keys, config, decay, eps, what, key_dtypes, {}, mask);
     return (*scope).outputs;  // copies the handles: the scope keeps its capacity
   } catch (const Error& e) {
     rethrow(e);
@@ -69,8 +73,8 @@ TensorList returning(What what, at::TensorList x, at::TensorList stats, const st
 }
 
 TensorList step_alloc(at::TensorList x, at::TensorList stats, const std::vector<std::string>& keys,
-                      at::IntArrayRef config, double decay, double eps) {
-  return returning(What::step, x, stats, keys, config, decay, eps);
+                      at::IntArrayRef config, double decay, double eps, const std::optional<Tensor>& mask) {
+  return returning(What::step, x, stats, keys, config, decay, eps, {}, mask.value_or(Tensor()));
 }
 
 // Op::normalize reads the statistics and writes none of them.
@@ -166,11 +170,13 @@ std::string build_info() {
 TORCH_LIBRARY(vecnorm, m) {
   m.def(
       "step(Tensor[] x, Tensor(a!)[] y, Tensor(b!)[] stats, str[] keys, int[] config, float decay, float eps, "
-      "bool update_only) -> ()");
+      "bool update_only, Tensor? mask=None) -> ()");
   m.def(
       "step_group(Tensor[] x, Tensor(a!)[] y, Tensor(b!)[] stats, str[] keys, int[] config, float decay, "
-      "float eps, bool update_only, str group) -> ()");
-  m.def("step_alloc(Tensor[] x, Tensor(a!)[] stats, str[] keys, int[] config, float decay, float eps) -> Tensor[]");
+      "float eps, bool update_only, str group, Tensor? mask=None) -> ()");
+  m.def(
+      "step_alloc(Tensor[] x, Tensor(a!)[] stats, str[] keys, int[] config, float decay, float eps, "
+      "Tensor? mask=None) -> Tensor[]");
   m.def("normalize(Tensor[] x, Tensor[] stats, str[] keys, int[] config, float decay, float eps) -> Tensor[]");
   m.def(
       "denormalize(Tensor[] x, Tensor[] stats, str[] keys, int[] config, float decay, float eps, int[] key_dtypes) "

@@ -52,6 +52,12 @@ def concatenated(step: int, dtype):
     return out
 
 
+def mask_of(rank: int, step: int):
+    """Rank `rank`'s row mask at `step` (about half the rows kept)."""
+    g = torch.Generator().manual_seed(7000 + 1000 * step + rank)
+    return torch.rand(batch_of(rank, step, torch.float64)["obs"].shape[0], generator=g) < 0.5
+
+
 def _init(rank: int, store: str, timeout_s: float = 60.0):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=RANKS,
                             timeout=datetime.timedelta(seconds=timeout_s))
@@ -90,6 +96,12 @@ def _rollouts(rank: int, store: str, out: str):
         assert all(torch.equal(ya[k], yb[k]) for k in ya), "the resumed module normalizes differently"
     results["resumed"] = {k: v.clone() for k, v in b.state_dict().items()}
     results["continued"] = {k: v.clone() for k, v in a.state_dict().items()}
+    # Row masks: each rank sends the moments of its kept rows (float64).
+    m = vt.VecNorm({"obs": (F,), "reward": ()}, process_group=dist.group.WORLD, reduce_batch_dims=True,
+                   decay=0.99, stats_dtype=torch.float64)
+    for s in range(1, 7):
+        m(batch_of(rank, s, torch.float64), mask=mask_of(rank, s))
+    results["masked"] = {k: v.clone() for k, v in m.state_dict().items()}
     # update() and a key absent on every rank.
     c = vt.VecNorm({"obs": (F,), "reward": ()}, process_group=dist.group.WORLD, **kw)
     c.update(batch_of(rank, 0, torch.float32))
@@ -164,6 +176,22 @@ def test_ranks_store_the_statistics_of_the_concatenated_batches_bit_identically(
             assert torch.equal(v, res[r]["resumed"][k]), f"rank {r}: resumed {k} differs"
     for r in range(RANKS):
         assert res[r]["torchrl"] in (True, None), f"rank {r}: the TorchRL transform's outputs differ from the module's"
+    # Masks: the same bits on every rank, the statistics of every rank's kept
+    # rows (the float64 reference over their concatenation).
+    ref = {"obs": Reference((F,), 0.99, 1e-4, pooled=True), "reward": Reference((), 0.99, 1e-4, pooled=True)}
+    for s in range(1, 7):
+        for k in ref:
+            kept = torch.cat([batch_of(r, s, torch.float64)[k][mask_of(r, s)] for r in range(RANKS)])
+            if kept.shape[0]:
+                ref[k].update(kept.numpy())
+    for r in range(RANKS):
+        for k, v in res[0]["masked"].items():
+            assert torch.equal(v, res[r]["masked"][k]), f"masked: rank {r} {k} differs from rank 0"
+    for k in ref:
+        st = res[0]["masked"]
+        assert st[f"{k}_count"].item() == ref[k].count < sum(3 + 5 * r for r in range(RANKS)) * 6
+        for name, want in (("loc", ref[k].loc), ("var", ref[k].var)):
+            np.testing.assert_allclose(st[f"{k}_{name}"].numpy(), want, rtol=1e-12, atol=1e-12, err_msg=f"{k}_{name}")
     # update(): the rows of every rank; the reward, absent everywhere, untouched.
     assert res[0]["update"]["obs_count"].item() == sum(3 + 5 * r for r in range(RANKS))
     assert res[0]["update"]["reward_count"].item() == 0

@@ -146,6 +146,86 @@ def test_until_stops_updates_at_the_bound(pooled):
         vt.VecNorm({"observation": (3,)}, until=0)
 
 
+def _masks(steps, rows, seed):
+    """Row masks: the first step keeps rows (a key never updated would
+    normalize at count 0), one step keeps none, one all, the rest at random."""
+    g = torch.Generator().manual_seed(seed)
+    m = [torch.rand(rows, generator=g) < 0.6 for _ in range(steps)]
+    m[0][0] = True
+    m[2][:] = False
+    m[3][:] = True
+    return m
+
+
+@pytest.mark.parametrize("path", ["dict", "tensordict", "update", "uint8"])
+@pytest.mark.parametrize("estimator", ["torchrl", "stable"])
+def test_row_mask_leaves_rows_out_of_the_update(path, estimator):
+    """forward(batch, mask=) / update(batch, mask=) on pooled statistics: the
+    rows where the mask is False are left out of the update as if they had
+    not arrived (NaN in them is nothing, not a skip), and still normalized;
+    against the float64 reference updated with the kept rows only. Paths: the
+    eager fast path (dict), the operators (TensorDict), update then
+    normalize, and a uint8 mask."""
+    rows, steps = 7, 9
+    obs = make_data(steps, (rows,), (3,), seed=21, dtype=torch.float64)
+    rew = make_data(steps, (rows,), (), seed=22, dtype=torch.float64)
+    masks = _masks(steps, rows, seed=23)
+    n = vt.VecNorm({"observation": (3,), "reward": ()}, decay=0.95, reduce_batch_dims=True,
+                   estimator=estimator, stats_dtype=torch.float64)
+    ro = Reference((3,), 0.95, 1e-4, estimator, pooled=True)
+    rr = Reference((), 0.95, 1e-4, estimator, pooled=True)
+    for t in range(steps):
+        m = masks[t]
+        x, r = obs[t].clone(), rew[t].clone()
+        x[~m, 1] = float("nan")  # left out: never read into the statistics
+        r[~m] = float("inf")
+        d = {"observation": x, "reward": r}
+        mask = m.to(torch.uint8) if path == "uint8" else m
+        if path == "tensordict":
+            tensordict = pytest.importorskip("tensordict")
+            out = n(tensordict.TensorDict(d, batch_size=[rows]), mask=mask)
+        elif path == "update":
+            n.update(d, mask=mask)
+            out = n.normalize(d)
+        else:
+            out = n(d, mask=mask)
+        if m.any():
+            ro.update(obs[t][m].numpy())
+            rr.update(rew[t][m].numpy())
+        keep = m.numpy()
+        if keep.any():
+            assert_normalized(out["observation"].numpy()[keep], ro, obs[t].numpy()[keep], torch.float64)
+            assert_normalized(out["reward"].numpy()[keep], rr, rew[t].numpy()[keep], torch.float64)
+        # every row is still produced by the same map (NaN stays NaN, inf inf)
+        np.testing.assert_allclose(out["observation"].numpy(), ro.normalize(x.numpy()), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(out["reward"].numpy(), rr.normalize(r.numpy()), rtol=1e-9, atol=1e-9)
+        assert n.count("observation") == ro.count and n.count("reward") == rr.count
+    assert n.skipped("observation") == 0 and n.skipped("reward") == 0
+
+
+def test_row_mask_errors_name_the_key_and_change_nothing():
+    pooled = vt.VecNorm({"observation": (3,)}, reduce_batch_dims=True)
+    per_element = vt.VecNorm({"observation": (3,)}, batch_shape=(4,))
+    x = torch.ones(4, 3)
+    pooled({"observation": x})
+    per_element({"observation": x})
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in (pooled, per_element)]
+    with pytest.raises(ValueError, match=r"key 'observation': mask shape: expected \[4\], got \[5\]"):
+        pooled({"observation": x}, mask=torch.ones(5, dtype=torch.bool))
+    with pytest.raises(TypeError, match="key 'observation': mask.*uint8.*float32"):
+        pooled.update({"observation": x}, mask=torch.ones(4))
+    with pytest.raises(TypeError, match="mask: expected a Tensor or None, got list"):
+        pooled({"observation": x}, mask=[1, 1, 1, 1])
+    with pytest.raises(ValueError, match="key 'observation': mask: expected none with per-element statistics"):
+        per_element({"observation": x}, mask=torch.ones(4, dtype=torch.bool))
+    for m, b in zip((pooled, per_element), before):
+        for k, v in m.state_dict().items():
+            assert torch.equal(v, b[k]), k
+    # a frozen module normalizes: the mask is not read
+    assert torch.equal(pooled.freeze()({"observation": x}, mask=torch.ones(5))["observation"],
+                       pooled.normalize({"observation": x})["observation"])
+
+
 def test_update_then_normalize_equals_step():
     data = make_data(5, (3,), (4,), seed=5)
     a = vt.VecNorm({"observation": (4,)}, batch_shape=(3,), decay=0.95)
@@ -279,6 +359,14 @@ def test_torch_compile_fullgraph_matches_eager():
             torch.testing.assert_close(compiled(comp, x, r), policy(eager, x, r), rtol=0, atol=0)
     for k, v in eager.state_dict().items():
         assert torch.equal(v, comp.state_dict()[k]), k
+    # a masked pooled step traces too (the mask an operator argument)
+    eager = vt.VecNorm({"observation": (5,)}, decay=0.99, reduce_batch_dims=True)
+    comp = vt.VecNorm({"observation": (5,)}, decay=0.99, reduce_batch_dims=True)
+    masked = torch.compile(lambda norm, obs, m: norm({"observation": obs}, mask=m)["observation"], fullgraph=True)
+    for x, m in zip(data, _masks(6, 8, seed=9)):
+        torch.testing.assert_close(masked(comp, x, m), eager({"observation": x}, mask=m)["observation"],
+                                   rtol=0, atol=0)
+    assert comp.count("observation") == eager.count("observation") < 6 * 8
 
 
 def test_to_affine_matches_frozen_and_exports():
@@ -324,6 +412,12 @@ def test_cuda_equals_cpu(pooled):
             torch.testing.assert_close(yg.cpu(), yc, rtol=1e-5, atol=1e-5)
         else:  # per element: the same bits
             assert torch.equal(yg.cpu(), yc)
+    if pooled:  # a row mask, read on the device
+        for x, m in zip(data, _masks(6, 64, seed=11)):
+            yc = cpu({"observation": x}, mask=m)["observation"]
+            yg = gpu({"observation": x.cuda()}, mask=m.cuda())["observation"]
+            torch.testing.assert_close(yg.cpu(), yc, rtol=1e-5, atol=1e-5)
+        assert cpu.count("observation") == gpu.count("observation") < 12 * 64
 
 
 @pytest.mark.skipif(not CUDA, reason="no CUDA device")
