@@ -324,6 +324,30 @@ void bm_vecnorm(benchmark::State& st, bool pooled, Estimator e, DType d, vb::Sha
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * vb::floor_bytes(pooled, d, s)));
 }
 
+/// A pooled step with a row mask on both keys that leaves out about one row
+/// in ten (done environments), spread over the batch: the masked reduction's
+/// cost next to vecnorm/pooled/... of the same shape.
+void bm_vecnorm_masked(benchmark::State& st, DType d, vb::Shape2 s) {
+  Data data(d, s.batch, s.feat);
+  vecnorm::Options o;
+  o.reduce_batch_dims = true;
+  o.backend = vecnorm::Backend::cpu;
+  vecnorm::KeyTable table;
+  table.batch_shape = vecnorm::Shape{s.batch};
+  table.keys = {{"observation", vecnorm::Shape{s.feat}, d}, {"reward", vecnorm::Shape{}, d}};
+  vecnorm::VecNorm vn(o, table);
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(s.batch));
+  for (std::size_t r = 0; r < mask.size(); ++r) mask[r] = (r * 2654435761u) % 10 == 3 ? 0 : 1;
+  const vecnorm::Shape xs{s.batch, s.feat}, rs{s.batch};
+  const vecnorm::ConstTensorView mv{mask.data(), DType::uint8, rs};
+  const vecnorm::KeyData batch[2] = {
+      {"observation", vecnorm::ConstTensorView{data.obs(), d, xs}, vecnorm::TensorView{data.yobs(), d, xs}, mv},
+      {"reward", vecnorm::ConstTensorView{data.rew(), d, rs}, vecnorm::TensorView{data.yrew(), d, rs}, mv}};
+  for (int i = 0; i < 3; ++i) vn.step(batch);
+  run_loop(st, vb::floor_bytes(true, d, s), [&] { vn.step(batch); });
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * vb::floor_bytes(true, d, s)));
+}
+
 void register_all() {
   for (const vb::Shape2& s : vb::shapes()) {
     for (DType d : {DType::float32, DType::bfloat16}) {
@@ -339,6 +363,10 @@ void register_all() {
         }
       }
     }
+    if (s.batch >= 4096)  // (not "vecnorm/": scripts/bench_load.py parses those names)
+      benchmark::RegisterBenchmark(("vecnorm_masked/" + vb::case_name(true, Estimator::torchrl, DType::float32, s)).c_str(),
+                                   bm_vecnorm_masked, DType::float32, s)
+          ->UseRealTime();
   }
 }
 

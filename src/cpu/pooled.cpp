@@ -32,12 +32,56 @@ inline void load_vec(const X* p, Vec<C>& v) {
   }
 }
 
+/// A row mask over super rows (KeyData::mask; m null: none): super row r
+/// holds the k batch rows [r k, r k + k) of F elements each, so that column j
+/// of a super row is in its row j / F.
+struct SuperMask {
+  const std::uint8_t* m = nullptr;
+  std::int64_t k = 1;
+  std::int64_t F = 1;
+  const std::uint8_t* row_of = nullptr;  ///< column j's row in its super row (j / F), when 1 < k and 1 < F
+  /// How many of super row r's rows the mask keeps.
+  std::int64_t kept(std::int64_t r) const {
+    std::int64_t n = 0;
+    for (std::int64_t i = 0; i < k; ++i) n += m[r * k + i] != 0;
+    return n;
+  }
+  bool keeps(std::int64_t r, std::int64_t j) const { return m[r * k + j / F] != 0; }
+  /// One byte per column [j0, j0 + n) of super row r (several rows), its
+  /// row's mask byte: the mask itself when F is 1, else gathered into `buf`.
+  template <int N>
+  const std::uint8_t* lanes(std::int64_t r, std::int64_t j0, std::uint8_t (&buf)[N]) const {
+    if (F == 1) return m + r * k + j0;
+    const std::uint8_t* mr = m + r * k;
+    for (int j = 0; j < N; ++j) buf[j] = mr[row_of[j0 + j]];
+    return buf;
+  }
+};
+
+/// The integer vector of Vec<C>'s lane width (a lane mask: all ones or zero).
+template <class C>
+struct LaneMaskOf;
+template <>
+struct LaneMaskOf<float> {
+  typedef std::int32_t type __attribute__((vector_size(kVecBytes)));
+};
+template <>
+struct LaneMaskOf<double> {
+  typedef std::int64_t type __attribute__((vector_size(kVecBytes)));
+};
+
 /// Shifted sums of rows [t0, t1), columns [j0, j0 + NV lanes), in registers
-/// (each column in row order), added to the double sums s1/s2.
-template <class Ops, int NV, class X, class C>
+/// (each column in row order), added to the double sums s1/s2. Masked: a
+/// super row the mask leaves out whole is not read; in one it leaves out in
+/// part, the lanes of its left-out rows add 0 (their values, NaN included,
+/// are masked to zero after the shift, bit by bit).
+template <class Ops, int NV, bool Masked, class X, class C>
 inline void block_sums(const X* __restrict x, std::int64_t ld, const C* __restrict shift, std::int64_t j0,
-                       std::int64_t t0, std::int64_t t1, double* __restrict s1, double* __restrict s2) {
+                       std::int64_t t0, std::int64_t t1, double* __restrict s1, double* __restrict s2,
+                       const SuperMask& mask) {
   constexpr int L = kLanes<C>;
+  using LM = typename LaneMaskOf<C>::type;
+  using I = std::remove_cvref_t<decltype(LM{}[0])>;
   Vec<C> a1[NV], a2[NV], sh[NV];
 #pragma GCC unroll 4
   for (int v = 0; v < NV; ++v) {
@@ -47,6 +91,25 @@ inline void block_sums(const X* __restrict x, std::int64_t ld, const C* __restri
   }
   for (std::int64_t r = t0; r < t1; ++r) {
     const X* row = x + r * ld + j0;
+    if constexpr (Masked) {
+      const std::int64_t kept = mask.kept(r);
+      if (kept == 0) continue;
+      if (kept < mask.k) {
+        alignas(64) std::uint8_t buf[NV * L];
+        const std::uint8_t* lanes = mask.lanes(r, j0, buf);
+        // All ones where the row is kept (a loop of fixed length: vectorized).
+        alignas(64) I keep[NV * L];
+        for (int j = 0; j < NV * L; ++j) keep[j] = lanes[j] != 0 ? I(-1) : I(0);
+        for (int v = 0; v < NV; ++v) {
+          Vec<C> d;
+          load_vec<X, C>(row + v * L, d);
+          LM lm;
+          std::memcpy(&lm, keep + v * L, sizeof lm);
+          Ops::reduce(a1[v], a2[v], reinterpret_cast<Vec<C>>(reinterpret_cast<LM>(d - sh[v]) & lm));
+        }
+        continue;
+      }
+    }
     for (int v = 0; v < NV; ++v) {
       Vec<C> d;
       load_vec<X, C>(row + v * L, d);
@@ -62,28 +125,30 @@ inline void block_sums(const X* __restrict x, std::int64_t ld, const C* __restri
 }
 
 /// Adds the shifted sums of rows [row_b, row_e) of a [*, ld] matrix, columns
-/// [0, width), to s1/s2.
+/// [0, width), to s1/s2; the rows (and lanes) `mask` keeps when it has one.
 ///
 /// Each column's sums run in C over a tile of at most kTileRows rows, in row
 /// order, in registers (eight accumulators of four vectors of columns at a
 /// time: enough independent adds to hide their latency; rows in L1 between
 /// two blocks), then are added to the double sums.
-template <class Ops, class X, class C>
+template <class Ops, bool Masked, class X, class C>
 void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, const C* __restrict shift,
-                 std::int64_t row_b, std::int64_t row_e, double* __restrict s1, double* __restrict s2) {
+                 std::int64_t row_b, std::int64_t row_e, double* __restrict s1, double* __restrict s2,
+                 const SuperMask& mask = {}) {
   constexpr int L = kLanes<C>;
   for (std::int64_t t0 = row_b; t0 < row_e; t0 += kTileRows) {
     const std::int64_t t1 = std::min(row_e, t0 + kTileRows);
     std::int64_t j0 = 0;
-    for (; j0 + 4 * L <= width; j0 += 4 * L) block_sums<Ops, 4>(x, ld, shift, j0, t0, t1, s1, s2);
-    for (; j0 + 2 * L <= width; j0 += 2 * L) block_sums<Ops, 2>(x, ld, shift, j0, t0, t1, s1, s2);
-    for (; j0 + L <= width; j0 += L) block_sums<Ops, 1>(x, ld, shift, j0, t0, t1, s1, s2);
+    for (; j0 + 4 * L <= width; j0 += 4 * L) block_sums<Ops, 4, Masked>(x, ld, shift, j0, t0, t1, s1, s2, mask);
+    for (; j0 + 2 * L <= width; j0 += 2 * L) block_sums<Ops, 2, Masked>(x, ld, shift, j0, t0, t1, s1, s2, mask);
+    for (; j0 + L <= width; j0 += L) block_sums<Ops, 1, Masked>(x, ld, shift, j0, t0, t1, s1, s2, mask);
     if (j0 < width) {
       const std::int64_t w = width - j0;
       C a1[kLanes<C>] = {}, a2[kLanes<C>] = {};
       for (std::int64_t r = t0; r < t1; ++r) {
         const X* row = x + r * ld + j0;
-        for (std::int64_t j = 0; j < w; ++j) Ops::reduce(a1[j], a2[j], core::load<C>(row + j) - shift[j0 + j]);
+        for (std::int64_t j = 0; j < w; ++j)
+          if (!Masked || mask.keeps(r, j0 + j)) Ops::reduce(a1[j], a2[j], core::load<C>(row + j) - shift[j0 + j]);
       }
       for (std::int64_t j = 0; j < w; ++j)
         Ops::combine(s1[j0 + j], s2[j0 + j], static_cast<double>(a1[j]), static_cast<double>(a2[j]));
@@ -91,10 +156,10 @@ void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, con
   }
 }
 
-/// The shifted sums of the rows an update keeps, in double, one thread: the
-/// rows a row mask keeps (KeyData::mask; null: all) and, with `finite_only`
-/// (NonFinite::skip, when the batch holds a non-finite value: rare), whose
-/// values are all finite. Shifts as PooledOps::shift, the first kept row
+/// The shifted sums of the rows an update keeps, in double, one thread, when
+/// the batch holds a non-finite value under NonFinite::skip (rare): the rows
+/// a row mask keeps (KeyData::mask; null: all) whose values are all finite
+/// (with `finite_only`). Shifts as PooledOps::shift, the first kept row
 /// standing in for the first sample. Returns the number of kept rows.
 template <class Est, class X, class S, class C>
 std::int64_t masked_sums(const Plan& p, const X* x, const std::uint8_t* mask, bool finite_only, std::int64_t m,
@@ -164,6 +229,10 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   // out are not skips: the health counter counts non-finite rows only).
   std::int64_t m_in = m;
   if (s.mask != nullptr) m_in = std::count_if(s.mask, s.mask + m, [](std::uint8_t b) { return b != 0; });
+  // The first row an update takes: its values stand in for the first sample
+  // of the shift (row 0 when none is kept: the sums are then empty).
+  const std::int64_t first =
+      s.mask == nullptr || m_in == 0 ? 0 : std::find_if(s.mask, s.mask + m, [](std::uint8_t b) { return b != 0; }) - s.mask;
 
   // The data as super rows of width W: R full ones and a last partial one of
   // `tail` elements (a whole number of rows).
@@ -267,23 +336,39 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   const core::Coeffs<double> shift_c = memo_coeffs<Est>(ws.memo, kMemoShift, p.decay, n, 0);
   for (std::int64_t f = 0; f < F; ++f) {
     const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
-    shift[f] = static_cast<C>(Ops::shift(shift_c, loc, n, core::load<double>(x + f)));
+    shift[f] = static_cast<C>(Ops::shift(shift_c, loc, n, core::load<double>(x + first * F + f)));
   }
   if (W != F) repeat_period(shift, F, shift, W);
+  // A row mask over the super rows (W / F batch rows each; the tail's tail / F).
+  std::uint8_t row_of[kMaxSuper];
+  const bool rows_per_super = s.mask != nullptr && F > 1 && W > F;  // (then W <= kMaxSuper)
+  if (rows_per_super)
+    for (std::int64_t j = 0; j < W; ++j) row_of[j] = static_cast<std::uint8_t>(j / F);
+  const SuperMask rows_kept{s.mask, F > 0 ? W / F : 1, F, rows_per_super ? row_of : nullptr};
+  const SuperMask tail_kept{s.mask == nullptr ? nullptr : s.mask + R * rows_kept.k, F > 0 ? tail / F : 1, F,
+                            rows_per_super ? row_of : nullptr};
   std::fill(sums, sums + 2 * W * (nt + 1), 0.0);
 
   auto reduce_part = [&](std::int64_t t) {
     const std::int64_t b = rc.begin(t), e = rc.end(t);
-    if (b < e) reduce_rows<Ops, X, C>(x, W, W, shift, b, e, sums + 2 * W * t, sums + 2 * W * t + W);
+    if (b >= e) return;
+    if (s.mask != nullptr)
+      reduce_rows<Ops, true, X, C>(x, W, W, shift, b, e, sums + 2 * W * t, sums + 2 * W * t + W, rows_kept);
+    else
+      reduce_rows<Ops, false, X, C>(x, W, W, shift, b, e, sums + 2 * W * t, sums + 2 * W * t + W);
   };
   // Each feature's sums into s1/s2; returns the rows they hold.
   double* s1 = sums_f;
   double* s2 = sums_f + F;
   const bool finite_only = p.nonfinite == NonFinite::skip && !std::is_integral_v<X>;
   auto feature_sums = [&]() -> std::int64_t {
-    // A row mask: the kept rows' sums, one pass (the fast reduction was not run).
-    if (s.mask != nullptr) return masked_sums<Est, X, S, C>(p, x, s.mask, finite_only, m, F, loc_in, n, shift, s1, s2);
-    if (tail > 0) reduce_rows<Ops, X, C>(x + R * W, W, tail, shift, 0, 1, sums + 2 * W * nt, sums + 2 * W * nt + W);
+    if (tail > 0) {
+      if (s.mask != nullptr)
+        reduce_rows<Ops, true, X, C>(x + R * W, W, tail, shift, 0, 1, sums + 2 * W * nt, sums + 2 * W * nt + W,
+                                     tail_kept);
+      else
+        reduce_rows<Ops, false, X, C>(x + R * W, W, tail, shift, 0, 1, sums + 2 * W * nt, sums + 2 * W * nt + W);
+    }
     // Each feature's sums: chunk slots, then the tail, columns f, f + F, ...,
     // in that fixed order.
     bool finite = true;
@@ -299,8 +384,8 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     // 128-row tile, added in double) are finite unless |x - K| passes ~1e19 in
     // float: a non-finite sum means a non-finite input (or such a value), and
     // NonFinite::skip sums again, leaving out the rows that have one.
-    if (!finite && finite_only) return masked_sums<Est, X, S, C>(p, x, nullptr, true, m, F, loc_in, n, shift, s1, s2);
-    return m;
+    if (!finite && finite_only) return masked_sums<Est, X, S, C>(p, x, s.mask, true, m, F, loc_in, n, shift, s1, s2);
+    return m_in;
   };
   auto batch_moments = [&](std::int64_t m_ok) {
     return [=](std::int64_t f) {
@@ -315,7 +400,7 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   };
 
   if (p.work == Work::moments) {
-    if (s.mask == nullptr) for_chunks(nt, threads, reduce_part);
+    for_chunks(nt, threads, reduce_part);
     const std::int64_t m_ok = feature_sums();
     double* block = static_cast<double*>(s.y);
     block[0] = static_cast<double>(m_ok);
@@ -342,7 +427,7 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   // Reduce the chunks (any thread), merge and update (this thread), then
   // normalize the chunks (any thread; a chunk's rows were read last by
   // whoever reduced them, the last rows first).
-  if (s.mask == nullptr) for_chunks(nt, threads, reduce_part);
+  for_chunks(nt, threads, reduce_part);
   finish();
   if (normalize) for_chunks(nt, threads, normalize_part, /*reverse=*/true);
 }

@@ -129,6 +129,62 @@ INSTANTIATE_TEST_SUITE_P(All, Masks,
                                   "_rows" + std::to_string(std::get<2>(info.param));
                          });
 
+// The CPU's vector reduction over super rows of W / F batch rows (F < 64) or
+// one row (F >= 64): super rows the mask keeps whole, leaves out whole, and
+// keeps in part (lanes masked), several chunks on 2 threads, a partial last
+// super row, a first row left out holding NaN or a far-off value; float32 input summed in float
+// per 128-row tile. Against the naive reference over the kept rows.
+TEST(MaskWidths, EveryFeatureWidthAndChunkingOnTheCpu) {
+  for (const std::int64_t F : {std::int64_t{1}, std::int64_t{3}, std::int64_t{48}, std::int64_t{64}, std::int64_t{70}}) {
+    const std::int64_t m = F == 1 ? 40001 : 5003;  // several chunks, a partial last super row
+    vecnorm::Options o = vntest::options_for(Backend::cpu);
+    o.reduce_batch_dims = true;
+    o.stats_dtype = DType::float64;
+    o.cpu_threads = 2;
+    o.decay = 0.99;
+    vecnorm::VecNorm vn(o, {Shape{}, {{"obs", Shape{F}, DType::float32}}});
+    vnref::StatefulKey ref({vnref::Estimator::torchrl, o.decay, o.eps}, true, F);
+    std::mt19937_64 rng(static_cast<unsigned>(F));
+    std::normal_distribution<double> z(0.0, 1.0);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (int t = 0; t < 4; ++t) {
+      const std::string at = "F " + std::to_string(F) + " step " + std::to_string(t);
+      std::vector<double> x, mask, kept;
+      std::int64_t kept_rows = 0;
+      for (std::int64_t r = 0; r < m; ++r) {
+        // Runs of 100 rows left out whole at step 1, none left out at step 2,
+        // about one row in four elsewhere; row 0 always left out (but at step 2).
+        const bool keep = t == 2 || (r > 0 && (t == 1 ? (r / 100) % 3 != 0 : u(rng) > 0.25));
+        mask.push_back(keep ? 1.0 : 0.0);
+        for (std::int64_t f = 0; f < F; ++f) {
+          const double v = static_cast<double>(static_cast<float>(100.0 * static_cast<double>(f % 7) - 250.0 + (1.0 + static_cast<double>(f % 3)) * z(rng)));
+          // left out: NaN (the fast sums turn non-finite and the one-thread
+          // pass of NonFinite::skip takes over) or, at odd steps, finite
+          // values far off (which only the vector reduction's mask keeps out)
+          x.push_back(keep ? v : t % 2 == 1 ? v + 1e4 : std::nan(""));
+          if (keep) kept.push_back(v);
+        }
+        kept_rows += keep;
+      }
+      ref.update(kept, kept_rows);
+      auto xb = DeviceBuffer::from_values(Backend::cpu, DType::float32, Shape{m, F}, x);
+      auto mb = DeviceBuffer::from_values(Backend::cpu, DType::uint8, Shape{m}, mask);
+      DeviceBuffer yb(Backend::cpu, DType::float32, Shape{m, F});
+      vn.step({{"obs", xb.cview(), yb.view(), mb.cview()}});
+      const vecnorm::State st = vn.export_state();
+      ASSERT_EQ(st.keys[0].count, ref.count()) << at;
+      EXPECT_EQ(st.keys[0].skipped, 0) << at;
+      const std::vector<double> mean = vn.loc("obs"), scale = vn.scale("obs"), want_mu = ref.loc(),
+                                want_scale = ref.scale();
+      for (std::size_t f = 0; f < static_cast<std::size_t>(F); ++f) {
+        // float sums over 128-row tiles: relative errors of ~1e-7 per tile, in the spread
+        EXPECT_NEAR(mean[f], want_mu[f], 1e-6 * want_scale[f]) << at << " mean[" << f << "]";
+        EXPECT_NEAR(scale[f], want_scale[f], 1e-5 * want_scale[f]) << at << " scale[" << f << "]";
+      }
+    }
+  }
+}
+
 // A NaN in a kept row is a skip, as without a mask; in a left-out row it is nothing.
 TEST(MaskSkips, ANonFiniteKeptRowIsASkipALeftOutOneIsNot) {
   for (const Backend backend : vntest::test_backends()) {
