@@ -237,10 +237,6 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_stats_kernel(const __grid_
   for (int k = 0; k < p.nseg; ++k) {
     const DevSegment& sk = p.seg[k];
     const bool stopped = core::updates_stopped(p.decay, sk.count_in ? *sk.count_in : 0);
-    // The rows the update takes: those a row mask keeps (all threads: uniform).
-    std::int64_t m_in = sk.rows, first = 0;
-    if (!stopped && sk.mask != nullptr) kept_rows(sk.mask, 0, sk.rows, m_in, first);
-    std::int64_t m = stopped ? 0 : m_in;
     double* part = p.partials + 3 * sk.partials;
     // Every feature's partials merged in block order, kept in block 0's slots.
     if (threadIdx.x == 0) bad = 0;
@@ -260,6 +256,20 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_stats_kernel(const __grid_
       part[3 * f + 2] = b.m2;
       if (!core::is_finite(b.mean) || !core::is_finite(b.m2)) atomicOr(&bad, 1);
     }
+    __syncthreads();
+    // The rows the update takes: those a row mask keeps, which the blocks
+    // counted (the merged n of feature 0; a key of no features counts them
+    // here). All threads read it before masked_moments may write part.
+    std::int64_t m_in = sk.rows;
+    if (!stopped && sk.mask != nullptr) {
+      if (sk.feat > 0) {
+        m_in = static_cast<std::int64_t>(part[0]);
+      } else {
+        std::int64_t first = 0;
+        kept_rows(sk.mask, 0, sk.rows, m_in, first);
+      }
+    }
+    std::int64_t m = stopped ? 0 : m_in;
     __syncthreads();
     // NonFinite::skip with a non-finite value in the batch (rare): the moments
     // again over the rows whose values are all finite, by this block alone.
