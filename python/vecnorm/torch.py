@@ -84,6 +84,12 @@ def _shape(value, name: str) -> Tuple[int, ...]:
         raise TypeError(f"vecnorm: key '{name}': the feature shape must be a tuple of ints, got {value!r}") from None
 
 
+def _check_mask(mask) -> None:
+    """A row mask is a tensor or None (its dtype, shape and device: the library's checks)."""
+    if mask is not None and not isinstance(mask, Tensor):
+        raise TypeError(f"vecnorm: mask: expected a Tensor or None, got {type(mask).__name__}")
+
+
 class VecNorm(nn.Module):
     """Running normalization of several keys (TorchRL's VecNormV2, stateful).
 
@@ -300,6 +306,7 @@ class VecNorm(nn.Module):
         out = self._fast(batch, 2 if self._frozen else 0, mask)
         if out is not None:
             return out
+        _check_mask(mask)
         if self._frozen:
             return self.normalize(batch)
         keys, names, xs, stats = self._gather(batch)
@@ -321,6 +328,7 @@ class VecNorm(nn.Module):
         """Updates the statistics only (nothing when frozen); ``mask`` as in forward."""
         if self._frozen or self._fast(batch, 1, mask) is not None:
             return
+        _check_mask(mask)
         keys, names, xs, stats = self._gather(batch)
         if self._group is not None:
             self._step_group(names, xs, [], stats, True, mask)

@@ -223,7 +223,7 @@ struct Call {
   std::vector<ExternalItem> items;
   std::vector<Tensor> outputs;
   std::vector<Tensor> inputs;  ///< the x that were not contiguous, made so
-  Tensor mask;                 ///< the call's row mask as uint8 (a bool mask viewed so); undefined: none
+  Tensor mask;                 ///< a bool or strided row mask made a contiguous uint8 (else undefined)
 };
 
 /// This thread's Call, its containers kept between calls (no allocation in a
@@ -377,9 +377,15 @@ enum class What { step, update, normalize, denormalize };
 /// library checks it per key (pooled statistics, shape, dtype, device).
 inline void apply_mask(Call& c, const Tensor& mask, const std::vector<std::string>& keys) {
   if (!mask.defined() || c.items.empty()) return;
-  // A bool is one byte of 0 or 1: the same bytes as the uint8 the library reads.
-  c.mask = (mask.scalar_type() == at::kBool ? mask.view(at::kByte) : mask).contiguous();
-  for (std::size_t k = 0; k < c.items.size(); ++k) c.items[k].mask = const_view_of(c.mask, keys[k], "mask");
+  const bool is_bool = mask.scalar_type() == at::kBool;
+  if (!is_bool && mask.scalar_type() != at::kByte)
+    C10_THROW_ERROR(TypeError, "vecnorm: key '" + keys[0] + "': mask has dtype " +
+                                   std::string(c10::toString(mask.scalar_type())) + ", expected bool or uint8");
+  // A bool is one byte of 0 or 1: the same bytes as the uint8 the library
+  // reads. A contiguous uint8 mask is read as it is (no handle copied).
+  if (is_bool || !mask.is_contiguous()) c.mask = (is_bool ? mask.view(at::kByte) : mask).contiguous();
+  const Tensor& m = c.mask.defined() ? c.mask : mask;
+  for (std::size_t k = 0; k < c.items.size(); ++k) c.items[k].mask = const_view_of(m, keys[k], "mask");
 }
 
 /// The whole call on `c` (a CallScope's): configure, build the items (outputs

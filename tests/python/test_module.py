@@ -157,7 +157,7 @@ def _masks(steps, rows, seed):
     return m
 
 
-@pytest.mark.parametrize("path", ["dict", "tensordict", "update", "uint8"])
+@pytest.mark.parametrize("path", ["dict", "tensordict", "update", "uint8", "strided"])
 @pytest.mark.parametrize("estimator", ["torchrl", "stable"])
 def test_row_mask_leaves_rows_out_of_the_update(path, estimator):
     """forward(batch, mask=) / update(batch, mask=) on pooled statistics: the
@@ -165,7 +165,7 @@ def test_row_mask_leaves_rows_out_of_the_update(path, estimator):
     not arrived (NaN in them is nothing, not a skip), and still normalized;
     against the float64 reference updated with the kept rows only. Paths: the
     eager fast path (dict), the operators (TensorDict), update then
-    normalize, and a uint8 mask."""
+    normalize, a uint8 mask and a strided bool one (a column of a [rows, 2] mask)."""
     rows, steps = 7, 9
     obs = make_data(steps, (rows,), (3,), seed=21, dtype=torch.float64)
     rew = make_data(steps, (rows,), (), seed=22, dtype=torch.float64)
@@ -180,7 +180,8 @@ def test_row_mask_leaves_rows_out_of_the_update(path, estimator):
         x[~m, 1] = float("nan")  # left out: never read into the statistics
         r[~m] = float("inf")
         d = {"observation": x, "reward": r}
-        mask = m.to(torch.uint8) if path == "uint8" else m
+        mask = m.to(torch.uint8) if path == "uint8" else torch.stack([m, ~m], 1)[:, 0] if path == "strided" else m
+        assert path != "strided" or not mask.is_contiguous()
         if path == "tensordict":
             tensordict = pytest.importorskip("tensordict")
             out = n(tensordict.TensorDict(d, batch_size=[rows]), mask=mask)
@@ -203,21 +204,29 @@ def test_row_mask_leaves_rows_out_of_the_update(path, estimator):
     assert n.skipped("observation") == 0 and n.skipped("reward") == 0
 
 
-def test_row_mask_errors_name_the_key_and_change_nothing():
+@pytest.mark.parametrize("path", ["dict", "tensordict"])
+def test_row_mask_errors_name_the_key_and_change_nothing(path):
     pooled = vt.VecNorm({"observation": (3,)}, reduce_batch_dims=True)
     per_element = vt.VecNorm({"observation": (3,)}, batch_shape=(4,))
     x = torch.ones(4, 3)
     pooled({"observation": x})
     per_element({"observation": x})
     before = [{k: v.clone() for k, v in m.state_dict().items()} for m in (pooled, per_element)]
+    if path == "tensordict":  # the operators' path
+        tensordict = pytest.importorskip("tensordict")
+        batch = tensordict.TensorDict({"observation": x}, batch_size=[4])
+    else:  # the eager fast path
+        batch = {"observation": x}
     with pytest.raises(ValueError, match=r"key 'observation': mask shape: expected \[4\], got \[5\]"):
-        pooled({"observation": x}, mask=torch.ones(5, dtype=torch.bool))
-    with pytest.raises(TypeError, match="key 'observation': mask.*uint8.*float32"):
-        pooled.update({"observation": x}, mask=torch.ones(4))
+        pooled(batch, mask=torch.ones(5, dtype=torch.bool))
+    with pytest.raises(TypeError, match="key 'observation': mask has dtype Float, expected bool or uint8"):
+        pooled.update(batch, mask=torch.ones(4))
+    with pytest.raises(TypeError, match="key 'observation': mask has dtype Char, expected bool or uint8"):
+        pooled(batch, mask=torch.ones(4, dtype=torch.int8))
     with pytest.raises(TypeError, match="mask: expected a Tensor or None, got list"):
-        pooled({"observation": x}, mask=[1, 1, 1, 1])
+        pooled(batch, mask=[1, 1, 1, 1])
     with pytest.raises(ValueError, match="key 'observation': mask: expected none with per-element statistics"):
-        per_element({"observation": x}, mask=torch.ones(4, dtype=torch.bool))
+        per_element(batch, mask=torch.ones(4, dtype=torch.bool))
     for m, b in zip((pooled, per_element), before):
         for k, v in m.state_dict().items():
             assert torch.equal(v, b[k]), k
