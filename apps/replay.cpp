@@ -152,16 +152,59 @@ void allocate(Normalizer& norm, Inputs& inputs, const std::optional<vecnorm::Sta
   }
 }
 
+// ---------------------------------------------------------------- the mask
+
+/// --mask's file: one uint8 per batch row per step, [T, *batch], read a step
+/// at a time (and staged on the device when steps run there).
+class RowMask {
+ public:
+  RowMask(const std::string& path, std::int64_t T, const vecnorm::Shape& batch, vecnorm::Backend backend)
+      : file_(path), batch_(batch), row_bytes_(static_cast<std::size_t>(batch.numel())), row_(row_bytes_) {
+    const NpyHeader& h = file_.header();
+    if (h.dtype != vecnorm::DType::uint8)
+      throw InputError("--mask " + path + ": dtype " + vecnorm::to_string(h.dtype) +
+                       ", expected uint8 '|u1' (numpy: mask.astype(np.uint8))");
+    std::vector<std::int64_t> want{T};
+    for (int d = 0; d < batch.ndim(); ++d) want.push_back(batch[d]);
+    if (h.shape != want)
+      throw InputError("--mask " + path + ": shape " + shape_text(h.shape) + ", expected " + shape_text(want) +
+                       " (the steps, then the inputs' batch shape)");
+    if (backend == vecnorm::Backend::cuda) device_ = vecnorm::Buffer(backend, row_bytes_);
+  }
+  /// Step t's row mask.
+  vecnorm::ConstTensorView row(std::int64_t t) {
+    file_.read(static_cast<std::uint64_t>(t) * row_bytes_, row_.data(), row_bytes_);
+    if (device_.size() > 0) {
+      device_.copy_from_host(row_.data(), row_bytes_);
+      return device_.view(vecnorm::DType::uint8, batch_);
+    }
+    return vecnorm::ConstTensorView{row_.data(), vecnorm::DType::uint8, batch_};
+  }
+
+ private:
+  static std::string shape_text(const std::vector<std::int64_t>& s) {
+    std::string t = "[";
+    for (std::size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
+    return t + "]";
+  }
+  NpyReader file_;
+  vecnorm::Shape batch_;
+  std::size_t row_bytes_;
+  std::vector<std::uint8_t> row_;
+  vecnorm::Buffer device_;
+};
+
 // ---------------------------------------------------------------- the steps
 
 /// Steps 0..T-1: the keys present at a step go into one call, and their
 /// outputs come back to the host slices (and, with --out, to the files).
 class StepLoop {
  public:
-  StepLoop(Normalizer& norm, Inputs& inputs, std::optional<std::int64_t> freeze_after)
+  StepLoop(Normalizer& norm, Inputs& inputs, std::optional<std::int64_t> freeze_after, RowMask* mask)
       : norm_(norm),
         inputs_(inputs),
         freeze_after_(freeze_after),
+        mask_(mask),
         on_device_(norm.opt.backend == vecnorm::Backend::cuda) {
     batch_.reserve(inputs.size());
     items_.reserve(inputs.size());
@@ -189,6 +232,7 @@ class StepLoop {
     batch_.clear();
     items_.clear();
     present_.clear();
+    const vecnorm::ConstTensorView mask = mask_ != nullptr ? mask_->row(t) : vecnorm::ConstTensorView{};
     for (std::size_t k = 0; k < inputs_.size(); ++k) {
       Input& in = *inputs_[k];
       if (!in.present(t)) continue;
@@ -211,7 +255,7 @@ class StepLoop {
                                   count = b.count.view(vecnorm::DType::int64, in.step_shape);
         items_.push_back({in.spec.key, x, y, {loc, var, count}, {loc, var, count}});
       } else {
-        batch_.push_back({in.spec.key, x, y});
+        batch_.push_back({in.spec.key, x, y, mask});
       }
       present_.push_back(k);
     }
@@ -243,6 +287,7 @@ class StepLoop {
   Normalizer& norm_;
   Inputs& inputs_;
   const std::optional<std::int64_t> freeze_after_;
+  RowMask* const mask_;  ///< --mask (null: none)
   const bool on_device_;
   std::vector<vecnorm::KeyData> batch_;        ///< stateful call
   std::vector<vecnorm::StatelessItem> items_;  ///< stateless call
@@ -315,7 +360,9 @@ int run_replay(int argc, char** argv, int first) {
     out_dir.emplace(a.out_dir);
     open_outputs(inputs, a.out_dir);
   }
-  StepLoop(norm, inputs, a.freeze_after).run(T);
+  std::optional<RowMask> mask;
+  if (!a.mask.empty()) mask.emplace(a.mask, T, inputs.front()->batch, norm.opt.backend);
+  StepLoop(norm, inputs, a.freeze_after, mask ? &*mask : nullptr).run(T);
 
   if (a.stateless) import_stateless_statistics(norm, inputs, loaded);
   const std::vector<Result> results = results_of(norm.vn, inputs, a.stateless);

@@ -31,6 +31,10 @@ const char* const kHelp =
     "  --nonfinite MODE      NaN/inf input: skip (default: left out of the statistics,\n"
     "                        counted), propagate (the reference) or error (stop)\n"
     "  --reduce-batch-dims   pool the batch dims: one statistic per feature\n"
+    "  --mask FILE.npy       a row mask over time, [T, *batch] uint8 (numpy:\n"
+    "                        done.astype(np.uint8)): rows with 0 are left out of the\n"
+    "                        updates of every key and still normalized (pooled\n"
+    "                        statistics: --reduce-batch-dims; not with --stateless)\n"
     "  --stateless           stateless mode: per-element statistics and counts\n"
     "  --stats-dtype T       float32 (default) or float64 statistics\n"
     "  --freeze-after K      steps after the K-th only normalize (no update)\n"
@@ -118,6 +122,7 @@ Args parse_args(int argc, char** argv, int first) {
       {"--load-state", true, [&](const std::string& v) { a.load_state = non_empty(v, "--load-state"); }},
       {"--save-state", true, [&](const std::string& v) { a.save_state = non_empty(v, "--save-state"); }},
       {"--out", true, [&](const std::string& v) { a.out_dir = non_empty(v, "--out"); }},
+      {"--mask", true, [&](const std::string& v) { a.mask = non_empty(v, "--mask"); }},
       {"--json", false, [&](const std::string&) { a.json = true; }},
   };
   const auto positional = parse_options(argc, argv, first, "replay", specs);
@@ -132,6 +137,9 @@ Args parse_args(int argc, char** argv, int first) {
   if (a.stateless && a.options.reduce_batch_dims)
     throw UsageError("--stateless and --reduce-batch-dims cannot be combined: stateless statistics are per element "
                      "(pooling is stateful only)");
+  if (a.stateless && !a.mask.empty())
+    throw UsageError("--stateless and --mask cannot be combined: a row mask leaves rows out of pooled statistics "
+                     "(stateless statistics are per element)");
   if (a.stateless && a.options.until > 0)
     throw UsageError("--stateless and --until cannot be combined: stateless statistics count per element (the "
                      "bound is on a key's one count)");

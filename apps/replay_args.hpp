@@ -30,6 +30,7 @@ struct Args {
   bool stateless = false;
   std::optional<std::int64_t> freeze_after;
   std::string load_state, save_state, out_dir;
+  std::string mask;  ///< --mask: a row mask over time, [T, *batch] uint8 (empty: none)
   bool json = false;
   bool help = false;
   std::vector<Spec> inputs;

@@ -1282,6 +1282,82 @@ TEST(AnchorFlags, UntilStopsTheUpdatesAndTheStateKeepsIt) {
   expect_failure(run(dir, {"replay", "--until", "-1", "obs=" + in}), 2, {"--until"}, "");
 }
 
+// --mask: a [T, *batch] uint8 row mask; rows with 0 are left out of every
+// key's update and still normalized. Against the naive reference (the
+// estimator stable at decay 1: the mean and population variance of every kept
+// row so far), a step leaving out every row, left-out rows holding NaN; on the
+// CPU, and on the CUDA backend under the emulator where that build exists.
+TEST(ReplayMask, LeavesTheMaskedRowsOutOfTheUpdates) {
+  TempDir dir;
+  const std::int64_t T = 5, B = 6, F = 2;
+  std::vector<double> x, mask;
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> z(0.0, 1.0);
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::int64_t i = 0; i < B; ++i) {
+      const bool keep = t != 2 && (t + i) % 3 != 0;  // step 2 leaves out every row
+      mask.push_back(keep ? 1.0 : 0.0);
+      for (std::int64_t f = 0; f < F; ++f) {
+        const double v = static_cast<double>(static_cast<float>(3.0 * static_cast<double>(f) + 2.0 * z(rng)));
+        x.push_back(!keep && t == 3 ? std::nan("") : v);
+      }
+    }
+  const std::string in = dir / "obs.npy", m = dir / "mask.npy";
+  write_npy(in, DType::float32, {T, B, F}, x);
+  write_npy(m, DType::uint8, {T, B}, mask);
+  std::vector<std::pair<std::string, std::vector<std::string>>> runs = {{kCli, {}}};
+#ifdef VECNORM_CLI_EMULATED
+  runs.push_back({VECNORM_CLI_EMULATED, {"--backend", "cuda"}});
+#endif
+  for (const auto& [cli, extra] : runs) {
+    const std::string out = dir / ("out" + std::to_string(extra.size()));
+    std::vector<std::string> args = {"replay", "--estimator", "stable", "--decay", "1", "--reduce-batch-dims",
+                                     "--scale", "sqrt_var_plus_eps", "--eps", "1e-8", "--mask", m, "--out", out,
+                                     "--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back("obs=" + in);
+    const RunResult r = run_exe(cli, args, dir.path());
+    ASSERT_EQ(r.code, 0) << describe(r);
+    const NpyContent c = read_npy(out + "/obs.npy");
+    ASSERT_TRUE(c.ok) << c.error;
+    std::vector<double> kept[F];
+    for (std::int64_t t = 0; t < T; ++t) {
+      for (std::int64_t i = 0; i < B; ++i)
+        if (mask[static_cast<std::size_t>(t * B + i)] != 0.0)
+          for (std::int64_t f = 0; f < F; ++f) kept[f].push_back(x[static_cast<std::size_t>((t * B + i) * F + f)]);
+      for (std::int64_t f = 0; f < F; ++f) {
+        double mean = 0.0, var = 0.0;
+        for (const double v : kept[f]) mean += v / static_cast<double>(kept[f].size());
+        for (const double v : kept[f]) var += (v - mean) * (v - mean) / static_cast<double>(kept[f].size());
+        for (std::int64_t i = 0; i < B; ++i) {
+          const std::size_t j = static_cast<std::size_t>((t * B + i) * F + f);
+          if (std::isnan(x[j])) {
+            EXPECT_TRUE(std::isnan(c.values[j])) << "step " << t << " row " << i;  // still produced
+            continue;
+          }
+          EXPECT_NEAR(c.values[j], (x[j] - mean) / std::sqrt(var + 1e-8), 1e-5)
+              << cli << " step " << t << " row " << i << " feature " << f;
+        }
+      }
+    }
+    Json j;
+    ASSERT_NO_THROW(j = parse_json(r.out)) << r.out;
+    EXPECT_EQ(static_cast<std::int64_t>(j["obs"]["count"].num), static_cast<std::int64_t>(kept[0].size()));
+  }
+  // A mask of another shape or dtype, or with --stateless: one line naming it, nothing written.
+  const std::string m3 = dir / "m3.npy", mf = dir / "mf.npy";
+  write_npy(m3, DType::uint8, {T, B + 1}, std::vector<double>(static_cast<std::size_t>(T * (B + 1)), 1.0));
+  write_npy(mf, DType::float32, {T, B}, mask);
+  expect_failure(run(dir, {"replay", "--reduce-batch-dims", "--mask", m3, "--out", dir / "bad", "obs=" + in}), 1,
+                 {"--mask", "shape [5, 7], expected [5, 6]"}, dir / "bad");
+  expect_failure(run(dir, {"replay", "--reduce-batch-dims", "--mask", mf, "--out", dir / "bad", "obs=" + in}), 1,
+                 {"--mask", "dtype float32, expected uint8"}, dir / "bad");
+  expect_failure(run(dir, {"replay", "--stateless", "--mask", m, "obs=" + in}), 2,
+                 {"--stateless and --mask cannot be combined"}, "");
+  expect_failure(run(dir, {"replay", "--mask", m, "--out", dir / "bad", "obs=" + in}), 1,
+                 {"step 0", "mask", "per-element statistics"}, dir / "bad");
+}
+
 // ---------------------------------------------------------------- interrupts
 
 TEST(Interrupt, LeavesNoPartialFile) {
