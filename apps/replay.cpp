@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <vecnorm/vecnorm.hpp>
@@ -159,7 +160,11 @@ void allocate(Normalizer& norm, Inputs& inputs, const std::optional<vecnorm::Sta
 class RowMask {
  public:
   RowMask(const std::string& path, std::int64_t T, const vecnorm::Shape& batch, vecnorm::Backend backend)
-      : file_(path), batch_(batch), row_bytes_(static_cast<std::size_t>(batch.numel())), row_(row_bytes_) {
+      : file_(open(path)),
+        batch_(batch),
+        row_bytes_(static_cast<std::size_t>(batch.numel())),
+        row_(row_bytes_),
+        on_device_(backend == vecnorm::Backend::cuda) {
     const NpyHeader& h = file_.header();
     if (h.dtype != vecnorm::DType::uint8)
       throw InputError("--mask " + path + ": dtype " + vecnorm::to_string(h.dtype) +
@@ -169,19 +174,27 @@ class RowMask {
     if (h.shape != want)
       throw InputError("--mask " + path + ": shape " + shape_text(h.shape) + ", expected " + shape_text(want) +
                        " (the steps, then the inputs' batch shape)");
-    if (backend == vecnorm::Backend::cuda) device_ = vecnorm::Buffer(backend, row_bytes_);
+    if (on_device_) device_ = vecnorm::Buffer(backend, row_bytes_);
   }
-  /// Step t's row mask.
+  /// Step t's row mask (row t of the file: the global step, whatever the keys' first steps).
   vecnorm::ConstTensorView row(std::int64_t t) {
     file_.read(static_cast<std::uint64_t>(t) * row_bytes_, row_.data(), row_bytes_);
-    if (device_.size() > 0) {
-      device_.copy_from_host(row_.data(), row_bytes_);
-      return device_.view(vecnorm::DType::uint8, batch_);
+    if (on_device_) {
+      if (row_bytes_ > 0) device_.copy_from_host(row_.data(), row_bytes_);
+      return std::as_const(device_).view(vecnorm::DType::uint8, batch_);
     }
     return vecnorm::ConstTensorView{row_.data(), vecnorm::DType::uint8, batch_};
   }
 
  private:
+  /// The file, its problems named as --mask's (a numpy bool array is '|b1').
+  static NpyReader open(const std::string& path) {
+    try {
+      return NpyReader(path);
+    } catch (const InputError& e) {
+      throw InputError(std::string("--mask: ") + e.what() + " (a mask is uint8: numpy mask.astype(np.uint8))");
+    }
+  }
   static std::string shape_text(const std::vector<std::int64_t>& s) {
     std::string t = "[";
     for (std::size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
@@ -191,6 +204,7 @@ class RowMask {
   vecnorm::Shape batch_;
   std::size_t row_bytes_;
   std::vector<std::uint8_t> row_;
+  bool on_device_;
   vecnorm::Buffer device_;
 };
 
@@ -353,6 +367,14 @@ int run_replay(int argc, char** argv, int first) {
 
   const std::optional<vecnorm::State> loaded = read_loaded_state(a.load_state);
   Normalizer norm = make_normalizer(a, inputs, loaded);
+  // --mask: pooled statistics only (given, or those of a pooled --load-state).
+  std::optional<RowMask> mask;
+  if (!a.mask.empty()) {
+    if (!norm.opt.reduce_batch_dims)
+      throw UsageError("--mask needs pooled statistics (--reduce-batch-dims, or a pooled --load-state): a row mask "
+                       "leaves rows out of a pooled update");
+    mask.emplace(a.mask, T, inputs.front()->batch, norm.opt.backend);
+  }
   allocate(norm, inputs, loaded, !a.out_dir.empty());
 
   InterruptGuard interrupts;
@@ -360,8 +382,6 @@ int run_replay(int argc, char** argv, int first) {
     out_dir.emplace(a.out_dir);
     open_outputs(inputs, a.out_dir);
   }
-  std::optional<RowMask> mask;
-  if (!a.mask.empty()) mask.emplace(a.mask, T, inputs.front()->batch, norm.opt.backend);
   StepLoop(norm, inputs, a.freeze_after, mask ? &*mask : nullptr).run(T);
 
   if (a.stateless) import_stateless_statistics(norm, inputs, loaded);

@@ -1302,8 +1302,14 @@ TEST(ReplayMask, LeavesTheMaskedRowsOutOfTheUpdates) {
         x.push_back(!keep && t == 3 ? std::nan("") : v);
       }
     }
-  const std::string in = dir / "obs.npy", m = dir / "mask.npy";
+  // A second key from step 2 on (a reward absent on the first steps): its
+  // row t - 2 takes the mask's row t.
+  std::vector<double> rew;
+  for (std::int64_t t = 2; t < T; ++t)
+    for (std::int64_t i = 0; i < B; ++i) rew.push_back(static_cast<double>(static_cast<float>(1.0 + z(rng))));
+  const std::string in = dir / "obs.npy", m = dir / "mask.npy", rin = dir / "rew.npy";
   write_npy(in, DType::float32, {T, B, F}, x);
+  write_npy(rin, DType::float32, {T - 2, B}, rew);
   write_npy(m, DType::uint8, {T, B}, mask);
   std::vector<std::pair<std::string, std::vector<std::string>>> runs = {{kCli, {}}};
 #ifdef VECNORM_CLI_EMULATED
@@ -1316,6 +1322,7 @@ TEST(ReplayMask, LeavesTheMaskedRowsOutOfTheUpdates) {
                                      "--json"};
     args.insert(args.end(), extra.begin(), extra.end());
     args.push_back("obs=" + in);
+    args.push_back("rew=" + rin + "@2");
     const RunResult r = run_exe(cli, args, dir.path());
     ASSERT_EQ(r.code, 0) << describe(r);
     const NpyContent c = read_npy(out + "/obs.npy");
@@ -1340,9 +1347,25 @@ TEST(ReplayMask, LeavesTheMaskedRowsOutOfTheUpdates) {
         }
       }
     }
+    const NpyContent cr = read_npy(out + "/rew.npy");
+    ASSERT_TRUE(cr.ok) << cr.error;
+    std::vector<double> rkept;
+    for (std::int64_t t = 2; t < T; ++t) {
+      for (std::int64_t i = 0; i < B; ++i)
+        if (mask[static_cast<std::size_t>(t * B + i)] != 0.0) rkept.push_back(rew[static_cast<std::size_t>((t - 2) * B + i)]);
+      if (rkept.empty()) continue;  // never updated yet: nothing to compare with
+      double mean = 0.0, var = 0.0;
+      for (const double v : rkept) mean += v / static_cast<double>(rkept.size());
+      for (const double v : rkept) var += (v - mean) * (v - mean) / static_cast<double>(rkept.size());
+      for (std::int64_t i = 0; i < B; ++i) {
+        const std::size_t j = static_cast<std::size_t>((t - 2) * B + i);
+        EXPECT_NEAR(cr.values[j], (rew[j] - mean) / std::sqrt(var + 1e-8), 1e-5) << cli << " rew step " << t << " row " << i;
+      }
+    }
     Json j;
     ASSERT_NO_THROW(j = parse_json(r.out)) << r.out;
     EXPECT_EQ(static_cast<std::int64_t>(j["obs"]["count"].num), static_cast<std::int64_t>(kept[0].size()));
+    EXPECT_EQ(static_cast<std::int64_t>(j["rew"]["count"].num), static_cast<std::int64_t>(rkept.size()));
   }
   // A mask of another shape or dtype, or with --stateless: one line naming it, nothing written.
   const std::string m3 = dir / "m3.npy", mf = dir / "mf.npy";
@@ -1354,8 +1377,10 @@ TEST(ReplayMask, LeavesTheMaskedRowsOutOfTheUpdates) {
                  {"--mask", "dtype float32, expected uint8"}, dir / "bad");
   expect_failure(run(dir, {"replay", "--stateless", "--mask", m, "obs=" + in}), 2,
                  {"--stateless and --mask cannot be combined"}, "");
-  expect_failure(run(dir, {"replay", "--mask", m, "--out", dir / "bad", "obs=" + in}), 1,
-                 {"step 0", "mask", "per-element statistics"}, dir / "bad");
+  expect_failure(run(dir, {"replay", "--mask", m, "--out", dir / "bad", "obs=" + in}), 2,
+                 {"--mask needs pooled statistics (--reduce-batch-dims, or a pooled --load-state)"}, dir / "bad");
+  expect_failure(run(dir, {"replay", "--reduce-batch-dims", "--mask", dir / "none.npy", "obs=" + in}), 1,
+                 {"--mask: ", "none.npy", "astype(np.uint8)"}, "");
 }
 
 // ---------------------------------------------------------------- interrupts
