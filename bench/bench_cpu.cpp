@@ -305,7 +305,10 @@ void bm_eager(benchmark::State& st, bool pooled, DType d, vb::Shape2 s) {
 
 // ----------------------------------------------------------------- vecnorm
 
-void bm_vecnorm(benchmark::State& st, bool pooled, Estimator e, DType d, vb::Shape2 s) {
+/// One VecNorm::step of both keys in steady state. `masked` (pooled): a row
+/// mask on both keys that leaves out about one row in ten (done
+/// environments), spread over the batch.
+void bm_vecnorm(benchmark::State& st, bool pooled, Estimator e, DType d, vb::Shape2 s, bool masked) {
   Data data(d, s.batch, s.feat);
   vecnorm::Options o;
   o.reduce_batch_dims = pooled;
@@ -316,36 +319,16 @@ void bm_vecnorm(benchmark::State& st, bool pooled, Estimator e, DType d, vb::Sha
   table.keys = {{"observation", vecnorm::Shape{s.feat}, d}, {"reward", vecnorm::Shape{}, d}};
   vecnorm::VecNorm vn(o, table);
   const vecnorm::Shape xs{s.batch, s.feat}, rs{s.batch};
-  const vecnorm::KeyData batch[2] = {
-      {"observation", vecnorm::ConstTensorView{data.obs(), d, xs}, vecnorm::TensorView{data.yobs(), d, xs}},
-      {"reward", vecnorm::ConstTensorView{data.rew(), d, rs}, vecnorm::TensorView{data.yrew(), d, rs}}};
-  for (int i = 0; i < 3; ++i) vn.step(batch);  // steady state: workspace grown
-  run_loop(st, vb::floor_bytes(pooled, d, s), [&] { vn.step(batch); });
-  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * vb::floor_bytes(pooled, d, s)));
-}
-
-/// A pooled step with a row mask on both keys that leaves out about one row
-/// in ten (done environments), spread over the batch: the masked reduction's
-/// cost next to vecnorm/pooled/... of the same shape.
-void bm_vecnorm_masked(benchmark::State& st, DType d, vb::Shape2 s) {
-  Data data(d, s.batch, s.feat);
-  vecnorm::Options o;
-  o.reduce_batch_dims = true;
-  o.backend = vecnorm::Backend::cpu;
-  vecnorm::KeyTable table;
-  table.batch_shape = vecnorm::Shape{s.batch};
-  table.keys = {{"observation", vecnorm::Shape{s.feat}, d}, {"reward", vecnorm::Shape{}, d}};
-  vecnorm::VecNorm vn(o, table);
-  std::vector<std::uint8_t> mask(static_cast<std::size_t>(s.batch));
+  std::vector<std::uint8_t> mask(masked ? static_cast<std::size_t>(s.batch) : 0);
   for (std::size_t r = 0; r < mask.size(); ++r) mask[r] = (r * 2654435761u) % 10 == 3 ? 0 : 1;
-  const vecnorm::Shape xs{s.batch, s.feat}, rs{s.batch};
-  const vecnorm::ConstTensorView mv{mask.data(), DType::uint8, rs};
+  const vecnorm::ConstTensorView mv = masked ? vecnorm::ConstTensorView{mask.data(), DType::uint8, rs}
+                                             : vecnorm::ConstTensorView{};
   const vecnorm::KeyData batch[2] = {
       {"observation", vecnorm::ConstTensorView{data.obs(), d, xs}, vecnorm::TensorView{data.yobs(), d, xs}, mv},
       {"reward", vecnorm::ConstTensorView{data.rew(), d, rs}, vecnorm::TensorView{data.yrew(), d, rs}, mv}};
-  for (int i = 0; i < 3; ++i) vn.step(batch);
-  run_loop(st, vb::floor_bytes(true, d, s), [&] { vn.step(batch); });
-  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * vb::floor_bytes(true, d, s)));
+  for (int i = 0; i < 3; ++i) vn.step(batch);  // steady state: workspace grown
+  run_loop(st, vb::floor_bytes(pooled, d, s), [&] { vn.step(batch); });
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * vb::floor_bytes(pooled, d, s)));
 }
 
 void register_all() {
@@ -359,13 +342,13 @@ void register_all() {
           // ratio compares numbers taken seconds apart.
           benchmark::RegisterBenchmark(("copy/" + name).c_str(), bm_copy, pooled, d, s)->UseRealTime();
           benchmark::RegisterBenchmark(("eager/" + name).c_str(), bm_eager, pooled, d, s)->UseRealTime();
-          benchmark::RegisterBenchmark(("vecnorm/" + name).c_str(), bm_vecnorm, pooled, e, d, s)->UseRealTime();
+          benchmark::RegisterBenchmark(("vecnorm/" + name).c_str(), bm_vecnorm, pooled, e, d, s, false)->UseRealTime();
         }
       }
     }
     if (s.batch >= 4096)  // (not "vecnorm/": scripts/bench_load.py parses those names)
       benchmark::RegisterBenchmark(("vecnorm_masked/" + vb::case_name(true, Estimator::torchrl, DType::float32, s)).c_str(),
-                                   bm_vecnorm_masked, DType::float32, s)
+                                   bm_vecnorm, true, Estimator::torchrl, DType::float32, s, true)
           ->UseRealTime();
   }
 }
