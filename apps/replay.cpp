@@ -172,7 +172,7 @@ class RowMask {
     std::vector<std::int64_t> want{T};
     for (int d = 0; d < batch.ndim(); ++d) want.push_back(batch[d]);
     if (h.shape != want)
-      throw InputError("--mask " + path + ": shape " + shape_text(h.shape) + ", expected " + shape_text(want) +
+      throw InputError("--mask " + path + ": shape " + dims_str(h.shape) + ", expected " + dims_str(want) +
                        " (the steps, then the inputs' batch shape)");
     if (on_device_) device_ = vecnorm::Buffer(backend, row_bytes_);
   }
@@ -194,11 +194,6 @@ class RowMask {
     } catch (const InputError& e) {
       throw InputError(std::string("--mask: ") + e.what() + " (a mask is uint8: numpy mask.astype(np.uint8))");
     }
-  }
-  static std::string shape_text(const std::vector<std::int64_t>& s) {
-    std::string t = "[";
-    for (std::size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-    return t + "]";
   }
   NpyReader file_;
   vecnorm::Shape batch_;

@@ -349,26 +349,26 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
                             rows_per_super ? row_of : nullptr};
   std::fill(sums, sums + 2 * W * (nt + 1), 0.0);
 
+  // Super rows [b, e) of `from` (`width` columns of them) into sum slot t,
+  // through the row mask when there is one.
+  auto reduce = [&](const X* from, std::int64_t width, std::int64_t b, std::int64_t e, std::int64_t t,
+                    const SuperMask& kept) {
+    double* slot = sums + 2 * W * t;
+    if (s.mask != nullptr)
+      reduce_rows<Ops, true, X, C>(from, W, width, shift, b, e, slot, slot + W, kept);
+    else
+      reduce_rows<Ops, false, X, C>(from, W, width, shift, b, e, slot, slot + W);
+  };
   auto reduce_part = [&](std::int64_t t) {
     const std::int64_t b = rc.begin(t), e = rc.end(t);
-    if (b >= e) return;
-    if (s.mask != nullptr)
-      reduce_rows<Ops, true, X, C>(x, W, W, shift, b, e, sums + 2 * W * t, sums + 2 * W * t + W, rows_kept);
-    else
-      reduce_rows<Ops, false, X, C>(x, W, W, shift, b, e, sums + 2 * W * t, sums + 2 * W * t + W);
+    if (b < e) reduce(x, W, b, e, t, rows_kept);
   };
   // Each feature's sums into s1/s2; returns the rows they hold.
   double* s1 = sums_f;
   double* s2 = sums_f + F;
   const bool finite_only = p.nonfinite == NonFinite::skip && !std::is_integral_v<X>;
   auto feature_sums = [&]() -> std::int64_t {
-    if (tail > 0) {
-      if (s.mask != nullptr)
-        reduce_rows<Ops, true, X, C>(x + R * W, W, tail, shift, 0, 1, sums + 2 * W * nt, sums + 2 * W * nt + W,
-                                     tail_kept);
-      else
-        reduce_rows<Ops, false, X, C>(x + R * W, W, tail, shift, 0, 1, sums + 2 * W * nt, sums + 2 * W * nt + W);
-    }
+    if (tail > 0) reduce(x + R * W, tail, 0, 1, nt, tail_kept);
     // Each feature's sums: chunk slots, then the tail, columns f, f + F, ...,
     // in that fixed order.
     bool finite = true;
