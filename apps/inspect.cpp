@@ -124,6 +124,8 @@ std::string state_json(const std::string& path, const vecnorm::VecNorm& vn) {
   out += o.unbiased ? "true" : "false";
   out += ", \"until\": ";
   out += std::to_string(o.until);
+  out += ", \"center\": ";
+  out += o.center ? "true" : "false";
   out += ", \"batch_shape\": ";
   json_shape(out, table.batch_shape);
   out += ",\n \"keys\": {";
@@ -199,6 +201,7 @@ int run_inspect(int argc, char** argv, int first) {
     if (o.prior_count > 0) std::printf("  prior count   %s\n", shortest(o.prior_count).c_str());
     if (o.unbiased) std::printf("  batch var     unbiased (m - 1)\n");
     if (o.until > 0) std::printf("  until         %lld samples\n", static_cast<long long>(o.until));
+    if (!o.center) std::printf("  center        no (y = x / scale)\n");
     std::printf("  keys          %zu\n", table.keys.size());
     for (const auto& spec : table.keys) print_table(vn, spec, all);
   }

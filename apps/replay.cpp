@@ -76,6 +76,7 @@ vecnorm::Options statistics_options(const Args& a, const std::optional<vecnorm::
     if (!a.prior_set) opt.prior_count = so.prior_count;
     if (!a.unbiased_set) opt.unbiased = so.unbiased;
     if (!a.until_set) opt.until = so.until;
+    if (!a.center_set) opt.center = so.center;
     if (a.stateless && so.until > 0)
       throw InputError("--load-state " + a.load_state + " holds a bound on updates (until = " +
                        std::to_string(so.until) + "), which --stateless cannot use (it counts per element)");

@@ -25,6 +25,8 @@ const char* const kHelp =
     "  --clip C              bound the outputs to [-C, C] (default: none)\n"
     "  --prior-count N       start from N samples of mean 0, var 1 (estimator stable)\n"
     "  --unbiased            pooled batch variance over m - 1 (skrl)\n"
+    "  --no-center           outputs x / scale: the mean is not subtracted (reward\n"
+    "                        scalers, rl_games norm_only)\n"
     "  --until N             a key's updates stop once its count reaches N samples\n"
     "                        (rsl_rl; default 0: no bound; not with --stateless)\n"
     "  --estimator NAME      torchrl (VecNormV2's formulas, default) or stable\n"
@@ -104,6 +106,11 @@ Args parse_args(int argc, char** argv, int first) {
       given_option("--clip", a.options.clip, a.clip_set, parse_double),
       given_option("--prior-count", a.options.prior_count, a.prior_set, parse_double),
       {"--unbiased", false, [&](const std::string&) { a.options.unbiased = a.unbiased_set = true; }},
+      {"--no-center", false,
+       [&](const std::string&) {
+         a.options.center = false;
+         a.center_set = true;
+       }},
       {"--until", true,
        [&](const std::string& v) {
          a.options.until = parse_int(v, "--until", 0);

@@ -10,6 +10,7 @@
 
 #include "policy.hpp"
 #include "vecnorm/core/math.hpp"
+#include "vecnorm/core/returns.hpp"
 
 namespace vecnorm::kernels {
 
@@ -62,6 +63,21 @@ struct LaunchPlan {
   std::int64_t stride;  ///< doubles per message
   int ranks;
   int rank;
+};
+
+/// returns_kernel: one pass of a reward scaler's step (src/backends.hpp,
+/// ReturnPass) over rows x feat elements of the statistics' dtype.
+struct ReturnPlan {
+  void* state;
+  void* entered;
+  const void* reward;
+  const std::uint8_t* done;  ///< one byte per row, or null
+  std::int64_t rows;
+  std::int64_t feat;
+  double gamma;
+  ReturnReset reset;
+  std::uint8_t wide;  ///< 1: double, 0: float
+  std::uint8_t kept;  ///< 0: entered = return_entered(state, reward); 1: state = return_kept(entered)
 };
 
 /// message_kernel: base[index[i]] = value[i] for i < n (a distributed update's

@@ -12,6 +12,7 @@
 //   maps.cuh         params_kernel: the maps of stored statistics (pooled normalize-only,
 //                    denormalize); affine_kernel: y = (x - mu) * r (or its inverse)
 //   scan.cuh         nonfinite_scan_kernel: NonFinite::error's first non-finite input
+//   returns.cuh      returns_kernel: a reward scaler's discounted returns (two passes a step)
 // Shared by them: common.cuh (segment lookup, dtype visit, last-block handshake),
 // device_plan.hpp (the segment table), policy.hpp (the tuning constants).
 #pragma once
@@ -19,4 +20,5 @@
 #include "elementwise.cuh"
 #include "maps.cuh"
 #include "pooled.cuh"
+#include "returns.cuh"
 #include "scan.cuh"

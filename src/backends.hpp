@@ -4,9 +4,26 @@
 #include <cstdint>
 
 #include "plan.hpp"
+#include "vecnorm/core/returns.hpp"
 #include "workspace.hpp"
 
 namespace vecnorm::detail {
+
+/// One pass of a reward scaler's step (vecnorm/core/returns.hpp) over rows x
+/// feat elements of dtype `dtype` (float32 or float64; state, entered and
+/// reward alike): `kept` false: entered = return_entered(state, reward);
+/// true: state = return_kept(entered).
+struct ReturnPass {
+  void* state;
+  void* entered;
+  const void* reward;         ///< read by the entered pass only
+  const std::uint8_t* done;   ///< one byte per row, or null (none done)
+  std::int64_t rows, feat;
+  DType dtype;
+  double gamma;
+  ReturnReset reset;
+  bool kept;
+};
 
 namespace cpu {
 /// Runs a plan (src/cpu/isa.cpp picks the build of the loops for this CPU).
@@ -16,6 +33,7 @@ std::size_t scratch_bytes(const Plan& plan);
 /// Index of the first non-finite element of x (rows x feat elements of dtype
 /// d) in a row `mask` keeps (null: every row), or -1.
 std::int64_t first_nonfinite(const void* x, DType d, std::int64_t rows, std::int64_t feat, const std::uint8_t* mask);
+void returns(const ReturnPass& pass);
 }  // namespace cpu
 
 /// The CUDA backend (src/cuda/cuda_backend.cu). In a build without it, every
@@ -44,6 +62,8 @@ std::size_t scratch_bytes(const Plan& plan);
 /// a row `mask` keeps (null: every row), or -1 (waits for `stream`).
 std::int64_t first_nonfinite(const void* x, DType d, std::int64_t rows, std::int64_t feat, const std::uint8_t* mask,
                              Stream stream, Scratch& ws);
+/// A reward scaler's pass on `stream` (one launch, no host synchronization).
+void returns(const ReturnPass& pass, Stream stream);
 }  // namespace cuda
 
 /// Resolve Backend::automatic (cuda when built and usable, else cpu).
@@ -59,5 +79,7 @@ WorkspaceSize scratch_size(Backend backend, const Plan& plan);
 /// device, in the rows a row `mask` keeps (null: every row), or -1.
 std::int64_t first_nonfinite(Backend backend, const void* x, DType d, std::int64_t rows, std::int64_t feat,
                              const std::uint8_t* mask, Stream stream, Scratch& ws);
+/// A reward scaler's pass on `backend`'s device.
+void returns(Backend backend, const ReturnPass& pass, Stream stream);
 
 }  // namespace vecnorm::detail

@@ -6,6 +6,7 @@
 
 #include "errors.hpp"
 #include "vecnorm/error.hpp"
+#include "vecnorm/core/returns.hpp"
 #include "vecnorm/options.hpp"
 #include "vecnorm/tensor.hpp"
 #include "vecnorm/version.hpp"
@@ -66,6 +67,15 @@ const char* to_string(ScaleForm f) noexcept {
     case ScaleForm::clamp: return "clamp";
     case ScaleForm::sqrt_var_plus_eps: return "sqrt_var_plus_eps";
     case ScaleForm::std_plus_eps: return "std_plus_eps";
+  }
+  return "?";
+}
+
+const char* to_string(ReturnReset r) noexcept {
+  switch (r) {
+    case ReturnReset::after: return "after";
+    case ReturnReset::before: return "before";
+    case ReturnReset::never: return "never";
   }
   return "?";
 }

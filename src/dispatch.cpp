@@ -74,4 +74,18 @@ std::int64_t first_nonfinite(Backend backend, const void* x, DType d, std::int64
   unresolved();
 }
 
+void returns(Backend backend, const ReturnPass& pass, Stream stream) {
+  switch (backend) {
+    case Backend::cpu:
+      cpu::returns(pass);
+      return;
+    case Backend::cuda:
+      cuda::returns(pass, stream);
+      return;
+    case Backend::automatic:
+      break;
+  }
+  unresolved();
+}
+
 }  // namespace vecnorm::detail

@@ -24,9 +24,9 @@
 namespace vecnorm {
 
 /// The newest checkpoint format version. encode_state() writes the oldest
-/// version that holds the options: 4 with until set, 3 with scale, clip,
-/// prior_count or unbiased set, version 2 otherwise.
-inline constexpr std::uint32_t kCheckpointFormatVersion = 4;
+/// version that holds the options: 5 with center false, 4 with until set, 3
+/// with scale, clip, prior_count or unbiased set, version 2 otherwise.
+inline constexpr std::uint32_t kCheckpointFormatVersion = 5;
 /// The oldest format version decode_state() reads.
 inline constexpr std::uint32_t kCheckpointOldestVersion = 1;
 
@@ -34,7 +34,7 @@ inline constexpr std::uint32_t kCheckpointOldestVersion = 1;
 /// inconsistent state throws Error(state_mismatch)). Deterministic: the same
 /// state always gives the same bytes. Only the options that shape the
 /// statistics are stored (estimator, decay, eps, reduce_batch_dims,
-/// stats_dtype, nonfinite, scale, clip, prior_count, unbiased, until); backend and
+/// stats_dtype, nonfinite, scale, clip, prior_count, unbiased, until, center); backend and
 /// cpu_threads are not. Besides
 /// State::validate(), the skips rules of the format are checked (skipped >= 0;
 /// skips empty or one value 0..count per element, per-element statistics

@@ -111,8 +111,9 @@ class VecNorm {
   /// An independent copy that keeps the frozen flag.
   VecNorm clone() const;
 
-  /// The mean that normalize uses now (bias-corrected), C order over
-  /// stats_shape(key). Error(zero_count) when the key was never updated.
+  /// The mean that normalize subtracts now (bias-corrected; 0 when
+  /// Options::center is false), C order over stats_shape(key).
+  /// Error(zero_count) when the key was never updated.
   std::vector<double> loc(std::string_view key) const;
   /// The scale that normalize uses now: max(sqrt(max(var, 0)), eps).
   std::vector<double> scale(std::string_view key) const;

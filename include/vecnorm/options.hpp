@@ -66,6 +66,12 @@ struct Options {
   double prior_count = 0.0;
   /// Pooled updates take the batch's variance with m - 1 (skrl) instead of m.
   bool unbiased = false;
+  /// Normalized outputs are centred: y = (x - mean) / scale. false: y = x /
+  /// scale, the mean is not subtracted (every reward scaler -- SB3,
+  /// Gymnasium, rsl_rl -- and rl_games' norm_only). The statistics are the
+  /// same either way; loc() and to_affine() report the mean the map
+  /// subtracts (0 here), denormalize multiplies only.
+  bool center = true;
   /// Updates stop once a key's count has reached `until` samples (rsl_rl's
   /// EmpiricalNormalization): an update of a key whose count is >= until
   /// leaves its statistics and count as they are (its outputs are still

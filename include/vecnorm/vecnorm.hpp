@@ -13,6 +13,7 @@
 #include "vecnorm/external.hpp"
 #include "vecnorm/normalizer.hpp"
 #include "vecnorm/options.hpp"
+#include "vecnorm/reward.hpp"
 #include "vecnorm/shared.hpp"
 #include "vecnorm/stateless.hpp"
 #include "vecnorm/tensor.hpp"

@@ -100,7 +100,7 @@ class VecNorm(nn.Module):
             statistics have the shape ``batch_shape + feature``); with
             ``reduce_batch_dims`` any batch is accepted and pooled.
         decay, eps, reduce_batch_dims, estimator, stats_dtype, nonfinite,
-        cpu_threads, scale, clip, prior_count, unbiased, until: the options of the C++
+        cpu_threads, scale, clip, prior_count, unbiased, until, center: the options of the C++
             API (include/vecnorm/options.hpp), under their C++ names;
             ``cpu_threads=0`` runs CPU calls on torch's intra-op threads
             (``torch.get_num_threads()``), N > 0 on vecnorm's own pool of N. ``scale``:
@@ -111,6 +111,9 @@ class VecNorm(nn.Module):
             variance 1; ``unbiased``: pooled batch variance over m - 1;
             ``until`` (None: no bound) stops a key's updates once its count
             has reached that many samples (rsl_rl), decided on the device.
+            ``center=False`` divides without subtracting the mean (``x /
+            scale``: the reward scalers, rl_games' ``norm_only``); ``loc``
+            and ``to_affine`` then report a mean of 0.
             ``vecnorm.presets`` configures them as each library does.
             ``stats_dtype`` None (the default): each key's statistics have
             the dtype of its input (``dtypes``), as TorchRL's VecNormV2 keeps
@@ -144,6 +147,7 @@ class VecNorm(nn.Module):
         prior_count: float = 0.0,
         unbiased: bool = False,
         until: Optional[float] = None,
+        center: bool = True,
         dtypes: Optional[Mapping[Key, torch.dtype]] = None,
         device: Optional[Union[str, torch.device]] = None,
         process_group=None,
@@ -171,6 +175,7 @@ class VecNorm(nn.Module):
         self.prior_count = float(prior_count)
         self.unbiased = bool(unbiased)
         self.until = until_count(until)  # 0: no bound
+        self.center = bool(center)
         dt = dict(dtypes or {})
         self.dtypes: Dict[str, torch.dtype] = {n: dt.get(k, stats_dtype or torch.float32)
                                                for k, n in zip(self.keys, self.names)}
@@ -187,7 +192,7 @@ class VecNorm(nn.Module):
         self._batch_dims = 0 if self.reduce_batch_dims else len(self.batch_shape)
         self._config = make_config(self._batch_dims, self.reduce_batch_dims, self.estimator, self.nonfinite,
                                    False, self.cpu_threads, self.scale_form, self.unbiased, self.clip,
-                                   self.prior_count, self.until)
+                                   self.prior_count, self.until, self.center)
         torch.ops.vecnorm.validate(
             self.names, [len(self.feature_shapes[n]) for n in self.names], dims, list(self.batch_shape),
             self.decay, self.eps, self._config, _DTYPE_CODE[stats_dtype or torch.float32],
@@ -436,7 +441,7 @@ class VecNorm(nn.Module):
                 f"reduce_batch_dims={self.reduce_batch_dims}, estimator='{self.estimator}', "
                 f"stats_dtype={self.stats_dtype}, scale='{self.scale_form}', clip={self.clip}, "
                 f"prior_count={self.prior_count}, unbiased={self.unbiased}, "
-                f"until={self.until or None}, frozen={self._frozen}")
+                f"until={self.until or None}, center={self.center}, frozen={self._frozen}")
 
 
 class AffineKeyNorm(nn.Module):

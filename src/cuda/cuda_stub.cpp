@@ -31,6 +31,7 @@ std::size_t scratch_bytes(const Plan&) { unavailable(); }
 std::int64_t first_nonfinite(const void*, DType, std::int64_t, std::int64_t, const std::uint8_t*, Stream, Scratch&) {
   unavailable();
 }
+void returns(const ReturnPass&, Stream) { unavailable(); }
 
 }  // namespace detail::cuda
 }  // namespace vecnorm

@@ -49,6 +49,7 @@ double signature(const CallConfig& cfg, const KeyTable& table) {
   h.add(cfg.decay.prior);
   h.add(cfg.decay.unbiased);
   h.add(cfg.decay.until);
+  h.add(cfg.rule.center);
   return core::bits_to_double(h.h);
 }
 
@@ -100,7 +101,7 @@ void check_messages(const CallConfig& cfg, const KeyTable& table, const double* 
       fail(ErrorCode::collective_error,
            where + "rank " + std::to_string(r) +
                "'s normalizer differs from rank 0's: expected the same key table (names, feature shapes, dtypes) "
-               "and options (decay, eps, scale, clip, prior_count, unbiased, until, estimator, stats_dtype, "
+               "and options (decay, eps, scale, clip, prior_count, unbiased, until, center, estimator, stats_dtype, "
                "nonfinite) on every rank" +
                unchanged);
   for (int k = 0; k < static_cast<int>(table.keys.size()); ++k) {

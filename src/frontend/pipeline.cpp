@@ -20,7 +20,7 @@ CallConfig make_config(const Options& o, Backend backend, CountLayout counts) {
   c.counts = counts;
   c.stats_dtype = o.stats_dtype;
   c.decay = core::make_decay(o.decay, o.prior_count, o.unbiased, o.until);
-  c.rule = core::make_scale_rule(o.scale, o.eps, o.clip);
+  c.rule = core::make_scale_rule(o.scale, o.eps, o.clip, o.center);
   c.threads = o.cpu_threads;
   c.executor = o.cpu_executor;
   c.nonfinite = o.nonfinite;

@@ -127,6 +127,8 @@ void write_header(Header& h, const Options& o, const Layout& L, std::size_t num_
   h.clip = c.clip;
   h.prior_count = c.prior_count;
   h.until = c.until;
+  h.center = c.center;
+  h.reserved = 0;
   h.table_offset = L.table_offset;
   h.table_bytes = L.table_bytes;
   h.views_offset = L.views_offset;
@@ -139,7 +141,7 @@ void write_header(Header& h, const Options& o, const Layout& L, std::size_t num_
 
 OptionCodes option_codes_of(const Header& h) {
   return {h.estimator, h.reduce_batch_dims, h.stats_dtype, h.nonfinite, h.decay,
-          h.eps,       h.scale,             h.unbiased,    h.clip,      h.prior_count, h.until};
+          h.eps,       h.scale,             h.unbiased,    h.clip,      h.prior_count, h.until, h.center};
 }
 
 void check_identity(const Header& h, std::uint64_t size, const Roles& roles) {

@@ -62,6 +62,9 @@ struct Header {
   double prior_count;
   // Layout version 4: Options::until.
   std::int64_t until;
+  // Layout version 5: Options::center (0 or 1).
+  std::uint32_t center;
+  std::uint32_t reserved;  // 0
 };
 static_assert(std::is_standard_layout_v<Header> && std::is_trivially_copyable_v<Header>);
 static_assert(offsetof(Header, seq) == 104 && offsetof(Header, skips_offset) == 136 &&

@@ -1,7 +1,7 @@
 // src/state/checkpoint.cpp -- the bytes of a checkpoint file (docs/state-format.md):
-// encode_state writes format version 2, or 3 or 4 where the options need it
-// (scale, clip, prior_count, unbiased not the defaults: 3; until: 4);
-// decode_state reads 1 to 4.
+// encode_state writes format version 2, or 3 to 5 where the options need it
+// (scale, clip, prior_count, unbiased not the defaults: 3; until: 4; center
+// false: 5); decode_state reads 1 to 5.
 // Files on disk are files.cpp's; the shapes, key specs and codes it shares
 // with shared segments are binary_io.hpp's and schema.hpp's.
 #include <algorithm>
@@ -25,6 +25,7 @@ constexpr std::size_t kHeaderV1 = 60;       // ... + options, number of keys, ba
 constexpr std::size_t kHeaderV2 = 64;       // ... + nonfinite
 constexpr std::size_t kHeaderV3 = 88;       // ... + scale, unbiased, clip, prior_count
 constexpr std::size_t kHeaderV4 = 96;       // ... + until
+constexpr std::size_t kHeaderV5 = 100;      // ... + center
 constexpr std::size_t kChecksumBytes = 4;   // CRC-32C trailer
 constexpr std::size_t kMinStatsRecordV1 = 8 + 8 + 8;  // count, loc length, var length
 constexpr std::size_t kMinStatsRecordV2 = 8 + 8 + 8 + 8 + 8;  // count, skipped, loc/var/skips lengths
@@ -105,7 +106,7 @@ bool checked_numel(const Shape& s, std::int64_t& numel) {
   return true;
 }
 
-// ---------------------------------------------------------------- decode (versions 1 to 4)
+// ---------------------------------------------------------------- decode (versions 1 to 5)
 //
 // One parser for both versions: version 2 is version 1 with the nonfinite code
 // after eps, and per key the skipped counter after count and the skips after
@@ -153,6 +154,12 @@ State decode_records(std::span<const std::uint8_t> d, std::uint32_t version) {
   if (version >= 4) {
     st.options.until = r.i64("until");
     if (st.options.until < 0) bad("until: expected until >= 0, got " + std::to_string(st.options.until));
+  }
+  // Version 5 adds the centring of the map (earlier files: centred).
+  if (version >= 5) {
+    const std::uint32_t c = r.u32("center");
+    if (c > 1) bad("center: expected 0 or 1, got " + std::to_string(c));
+    st.options.center = c == 1;
   }
   st.table.batch_shape = detail::read_shape(r, "batch shape");
   // Every key takes at least a key spec + the smallest statistics record:
@@ -256,7 +263,10 @@ std::vector<std::uint8_t> encode_state(const State& state) {
   // The oldest version that holds the options: files of default options stay
   // readable by a vecnorm that knows only version 2.
   const std::uint32_t version = detail::checkpoint_format_for(state.options);
-  std::size_t size = (version == 4 ? kHeaderV4 : version == 3 ? kHeaderV3 : kHeaderV2) +
+  std::size_t size = (version == 5   ? kHeaderV5
+                       : version == 4 ? kHeaderV4
+                       : version == 3 ? kHeaderV3
+                                      : kHeaderV2) +
                      8 * static_cast<std::size_t>(state.table.batch_shape.ndim()) + kChecksumBytes;
   for (std::size_t k = 0; k < state.keys.size(); ++k) {
     const KeySpec& spec = state.table.keys[k];
@@ -293,6 +303,7 @@ std::vector<std::uint8_t> encode_state(const State& state) {
     w.f64(codes.prior_count);
   }
   if (version >= 4) w.i64(codes.until);
+  if (version >= 5) w.u32(codes.center);
   detail::write_shape(w, state.table.batch_shape);
   for (const KeySpec& spec : state.table.keys) detail::write_key_spec(w, spec);
   const std::size_t elem = dtype_size(state.options.stats_dtype);
@@ -332,7 +343,7 @@ State decode_state(std::span<const std::uint8_t> d) {
   if (recorded != n)
     bad((recorded > n ? "truncated: expected " : "size mismatch: expected ") + std::to_string(recorded) +
         " bytes (the size recorded in the header), got " + std::to_string(n));
-  const std::size_t header = version == 1 ? kHeaderV1 : version == 2 ? kHeaderV2 : version == 3 ? kHeaderV3 : kHeaderV4;
+  const std::size_t header = version == 1 ? kHeaderV1 : version == 2 ? kHeaderV2 : version == 3 ? kHeaderV3 : version == 4 ? kHeaderV4 : kHeaderV5;
   if (n < header + kChecksumBytes)
     bad("truncated: expected at least " + std::to_string(header + kChecksumBytes) + " bytes for a version " +
         std::to_string(version) + " header and checksum, got " + std::to_string(n));

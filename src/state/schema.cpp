@@ -70,6 +70,7 @@ std::string scale_name(std::uint32_t code) { return code <= 2 ? to_string(scale_
 
 std::uint32_t checkpoint_format_for(const Options& o) {
   const Options d;
+  if (o.center != d.center) return 5;
   if (o.until != d.until) return 4;
   const bool v2 = o.scale == d.scale && o.clip == d.clip && o.prior_count == d.prior_count && o.unbiased == d.unbiased;
   return v2 ? 2 : 3;
@@ -91,7 +92,7 @@ std::string nonfinite_name(std::uint32_t code) {
 OptionCodes option_codes(const Options& o) {
   return {estimator_code(o.estimator), o.reduce_batch_dims ? 1u : 0u, stats_dtype_code(o.stats_dtype),
           nonfinite_code(o.nonfinite), o.decay, o.eps, scale_code(o.scale), o.unbiased ? 1u : 0u, o.clip,
-          o.prior_count, o.until};
+          o.prior_count, o.until, o.center ? 1u : 0u};
 }
 
 std::string shortest(double v) {
@@ -131,6 +132,7 @@ void check_same_options(const Roles& roles, const OptionCodes& mine, const Optio
     fail_mismatch(roles, "unbiased", flag_name(mine.unbiased), flag_name(theirs.unbiased));
   if (mine.until != theirs.until)
     fail_mismatch(roles, "until", std::to_string(mine.until), std::to_string(theirs.until));
+  if (mine.center != theirs.center) fail_mismatch(roles, "center", flag_name(mine.center), flag_name(theirs.center));
 }
 
 void check_same_table(const Roles& roles, bool pooled, const KeyTable& mine, const KeyTable& theirs) {

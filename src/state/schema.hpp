@@ -40,7 +40,8 @@ std::uint32_t scale_code(ScaleForm f);  ///< Error(state_mismatch) for a value o
 ScaleForm scale_of_code(std::uint32_t code);  ///< code <= 2
 std::string scale_name(std::uint32_t code);
 /// The oldest checkpoint format that holds the options: 2, 3 where scale,
-/// clip, prior_count or unbiased are not the defaults, 4 where until is not 0.
+/// clip, prior_count or unbiased are not the defaults, 4 where until is not 0,
+/// 5 where center is false.
 std::uint32_t checkpoint_format_for(const Options& o);
 
 /// The names of codes in messages (as to_string of the enums); a code nothing
@@ -53,13 +54,14 @@ std::string nonfinite_name(std::uint32_t code);
 /// The options that shape the statistics, as stored: codes, decay and eps;
 /// then scale (0 clamp, 1 sqrt_var_plus_eps, 2 std_plus_eps), unbiased (0/1),
 /// clip and prior_count (checkpoint format 3, shared layout 3); until
-/// (checkpoint format 4, shared layout 4).
+/// (checkpoint format 4, shared layout 4); center (0/1: format 5, layout 5).
 struct OptionCodes {
   std::uint32_t estimator = 0, reduce_batch_dims = 0, stats_dtype = 0, nonfinite = 0;
   double decay = 0.0, eps = 0.0;
   std::uint32_t scale = 0, unbiased = 0;
   double clip = 0.0, prior_count = 0.0;
   std::int64_t until = 0;
+  std::uint32_t center = 1;
 };
 OptionCodes option_codes(const Options& o);
 
@@ -84,7 +86,7 @@ struct Roles {
                                 const std::string& got);
 
 /// estimator, reduce_batch_dims, stats_dtype (and with all_options decay, eps, nonfinite,
-/// scale, clip, prior_count, unbiased, until), in that order.
+/// scale, clip, prior_count, unbiased, until, center), in that order.
 void check_same_options(const Roles& roles, const OptionCodes& mine, const OptionCodes& theirs);
 
 /// Number of keys, batch shape (per-element statistics only: `pooled` is

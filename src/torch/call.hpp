@@ -172,7 +172,7 @@ inline void torch_executor_run(void*, int team, void (*body)(void*, int) noexcep
 //           cpu_threads (0: torch's intra-op threads, N: vecnorm's pool), scale (0 clamp,
 //           1 sqrt_var_plus_eps, 2 std_plus_eps), unbiased, then clip and
 //           prior_count as the bits of their doubles (an int[] carries them
-//           without another argument), then until (0: no bound)
+//           without another argument), then until (0: no bound) and center (0/1)
 inline constexpr std::size_t kStatsPerKey = 5;
 enum ConfigField : std::size_t {
   kBatchDims,
@@ -186,6 +186,7 @@ enum ConfigField : std::size_t {
   kClipBits,
   kPriorBits,
   kUntil,
+  kCenter,
   kConfigSize
 };
 
@@ -212,6 +213,7 @@ inline void apply_config(Options& o, at::IntArrayRef config, double decay, doubl
   o.clip = bits(config[kClipBits]);
   o.prior_count = bits(config[kPriorBits]);
   o.until = config[kUntil];
+  o.center = config[kCenter] != 0;
 }
 
 struct Call {

@@ -87,8 +87,8 @@ double scale_of(ScaleForm f, double v, double eps) {
   return std::max(std::sqrt(v), eps);
 }
 
-double normalized(ScaleForm f, double x, double mean, double var, double eps, double clip) {
-  const double y = (x - mean) / scale_of(f, var, eps);
+double normalized(ScaleForm f, double x, double mean, double var, double eps, double clip, bool center) {
+  const double y = (center ? x - mean : x) / scale_of(f, var, eps);
   return std::clamp(y, -clip, clip);
 }
 
@@ -99,6 +99,7 @@ struct Anchor {
   double eps, clip, prior;
   bool unbiased;
   double decay;
+  bool center = true;
 };
 // SB3 (VecNormalize + RunningMeanStd), rl_games, skrl, rsl_rl, and a decaying
 // prior (no anchor: the weighting of docs/numerics.md, "Prior").
@@ -108,6 +109,10 @@ const Anchor kAnchors[] = {
     {"skrl", ScaleForm::std_plus_eps, 1e-8, 5.0, 1.0, true, 1.0},
     {"rsl_rl", ScaleForm::std_plus_eps, 1e-2, kInf, 0.0, false, 1.0},
     {"decaying_prior", ScaleForm::sqrt_var_plus_eps, 1e-3, 3.0, 2.5, true, 0.95},
+    // Uncentred maps (Options::center false): SB3's reward (x / sqrt(var + 1e-8),
+    // clip 10, its return statistics' prior) and rl_games' norm_only (no bound).
+    {"sb3_reward", ScaleForm::sqrt_var_plus_eps, 1e-8, 10.0, 1e-4, false, 1.0, false},
+    {"rl_games_norm_only", ScaleForm::sqrt_var_plus_eps, 1e-5, kInf, 1.0, false, 1.0, false},
 };
 
 using Param = std::tuple<Backend, int /*anchor*/, bool /*pooled*/>;
@@ -128,6 +133,7 @@ class AnchorOptions : public ::testing::TestWithParam<Param> {
     o.prior_count = a.prior;
     o.unbiased = a.unbiased;
     o.decay = a.decay;
+    o.center = a.center;
     return o;
   }
 };
@@ -188,7 +194,7 @@ TEST_P(AnchorOptions, StatisticsAndOutputsFollowTheReference) {
       for (std::int64_t f = 0; f < kF; ++f) {
         const std::size_t j = static_cast<std::size_t>(r * kF + f);
         const std::size_t s = pooled() ? static_cast<std::size_t>(f) : j;
-        const double want = normalized(a.scale, x[j], ref.mean[s], ref.var[s], a.eps, a.clip);
+        const double want = normalized(a.scale, x[j], ref.mean[s], ref.var[s], a.eps, a.clip, a.center);
         EXPECT_NEAR(y[j], want, 4e-6 * std::max(1.0, std::abs(want))) << at << " y[" << r << "," << f << "]";
         if (std::abs(want) == a.clip) ++clipped;
       }
@@ -215,9 +221,13 @@ TEST_P(AnchorOptions, NormalizeToAffineAndDenormalizeAgree) {
   const vecnorm::AffineNormalizer affine = vn.to_affine();
   affine.apply({{"obs", xb.cview(), y2.view()}});
   EXPECT_EQ(y1.values(), y2.values()) << a.name << ": to_affine() applies the same map and bound";
-  // The read-outs: scale() follows the form.
+  // The read-outs: scale() follows the form; loc() is the mean the map
+  // subtracts (the stable estimator stores it), 0 for an uncentred map.
   const vecnorm::State st = vn.export_state();
-  const auto var = values_of(st.keys[0].var);
+  const auto var = values_of(st.keys[0].var), stored_loc = values_of(st.keys[0].loc);
+  const std::vector<double> loc = vn.loc("obs");
+  for (std::size_t i = 0; i < loc.size(); ++i)
+    EXPECT_EQ(loc[i], a.center ? stored_loc[i] : 0.0) << a.name << " loc[" << i << "]";
   const std::vector<double> scale = vn.scale("obs");
   for (std::size_t i = 0; i < var.size(); ++i)
     EXPECT_NEAR(scale[i], scale_of(a.scale, var[i], a.eps), 1e-6 * scale[i]) << a.name << " scale[" << i << "]";
@@ -239,12 +249,13 @@ TEST_P(AnchorOptions, CheckpointKeepsTheOptions) {
   vn.step({{"obs", xb.cview(), yb.view()}});
   const std::vector<std::uint8_t> bytes = vecnorm::encode_state(vn.export_state());
   const std::uint32_t version = static_cast<std::uint32_t>(bytes[8]) | static_cast<std::uint32_t>(bytes[9]) << 8;
-  EXPECT_EQ(version, 3u) << "options past format 2 need format 3";
+  EXPECT_EQ(version, o.center ? 3u : 5u) << "options past format 2 need format 3, center false format 5";
   const vecnorm::State back = vecnorm::decode_state(bytes);
   EXPECT_EQ(back.options.scale, o.scale);
   EXPECT_EQ(back.options.clip, o.clip);
   EXPECT_EQ(back.options.prior_count, o.prior_count);
   EXPECT_EQ(back.options.unbiased, o.unbiased);
+  EXPECT_EQ(back.options.center, o.center);
   // An unconfigured normalizer adopts them; one configured otherwise says which differs.
   vecnorm::Options fresh = vntest::options_for(backend());
   vecnorm::VecNorm adopted(fresh);

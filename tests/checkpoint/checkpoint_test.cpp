@@ -387,9 +387,10 @@ TEST(CheckpointFormat, EncodesTheDocumentedLayout) {
   ASSERT_EQ(got.size(), expected.size());
   for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], expected[i]) << "byte " << i;
   EXPECT_TRUE(SameState(vecnorm::decode_state(expected), tiny_state_v2()));
-  // Versions 3 and 4 exist (options past version 2: tests/api/anchors_test.cpp,
-  // tests/api/until_test.cpp); default options still write version 2.
-  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 4u);
+  // Versions 3 to 5 exist (options past version 2: tests/api/anchors_test.cpp,
+  // tests/api/until_test.cpp, tests/api/center_test.cpp); default options still
+  // write version 2.
+  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 5u);
   EXPECT_EQ(vecnorm::kCheckpointOldestVersion, 1u);
 }
 
@@ -1080,13 +1081,13 @@ TEST(CheckpointHeader, WrongMagicIsNamed) {
 }
 
 TEST(CheckpointHeader, FutureAndZeroVersionsAreRefusedNamingBothVersions) {
-  for (std::uint32_t v : {5u, 7u, 0xFFFFFFFFu}) {
+  for (std::uint32_t v : {6u, 7u, 0xFFFFFFFFu}) {
     Bytes b = tiny_v2_bytes();
     put_u32(b, 8, v);
     fix_up(b);  // even a well-formed file of another version is refused
     const std::string m = error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
     EXPECT_TRUE(contains(m, "vecnorm: checkpoint: unsupported format version")) << m;
-    EXPECT_TRUE(contains(m, "reads versions 1 to 4")) << m;
+    EXPECT_TRUE(contains(m, "reads versions 1 to 5")) << m;
     EXPECT_TRUE(contains(m, "the file has version " + std::to_string(v))) << m;
     EXPECT_TRUE(contains(m, "newer vecnorm")) << m;
   }
@@ -1095,7 +1096,7 @@ TEST(CheckpointHeader, FutureAndZeroVersionsAreRefusedNamingBothVersions) {
   fix_up(b);
   const std::string m = error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
   EXPECT_TRUE(contains(m, "the file has version 0")) << m;
-  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 4u);
+  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 5u);
 }
 
 // ================================================================ loading into a configured normalizer

@@ -1282,6 +1282,46 @@ TEST(AnchorFlags, UntilStopsTheUpdatesAndTheStateKeepsIt) {
   expect_failure(run(dir, {"replay", "--until", "-1", "obs=" + in}), 2, {"--until"}, "");
 }
 
+// --no-center reaches the normalizer (outputs x / scale, SB3's reward map),
+// the saved state keeps it (inspect says so), and a replay that loads the
+// state divides without centring as well.
+TEST(AnchorFlags, NoCenterDividesOnlyAndTheStateKeepsIt) {
+  TempDir dir;
+  const std::int64_t T = 3, B = 4;
+  const double row[B] = {3.0, 5.0, 6.0, 10.0};
+  std::vector<double> v;
+  for (std::int64_t t = 0; t < T; ++t) v.insert(v.end(), row, row + B);
+  const std::string in = dir / "obs.npy", out = dir / "out", out2 = dir / "out2", state = dir / "s.vnck";
+  write_npy(in, DType::float32, {T, B}, v);
+  const RunResult r = run(dir, {"replay", "--estimator", "stable", "--decay", "1", "--reduce-batch-dims", "--scale",
+                                "sqrt_var_plus_eps", "--eps", "1e-8", "--no-center", "--save-state", state, "--out",
+                                out, "obs=" + in});
+  ASSERT_EQ(r.code, 0) << describe(r);
+  // The naive reference: every step has the same rows, so the statistics
+  // after any step are the rows' mean 6 and population variance 6.5.
+  const NpyContent c = read_npy(out + "/obs.npy");
+  ASSERT_TRUE(c.ok) << c.error;
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::int64_t i = 0; i < B; ++i)
+      EXPECT_NEAR(c.values[static_cast<std::size_t>(t * B + i)], row[i] / std::sqrt(6.5 + 1e-8), 1e-6)
+          << "step " << t << " row " << i;
+  const RunResult ri = run(dir, {"inspect", "--json", state});
+  ASSERT_EQ(ri.code, 0) << describe(ri);
+  Json j;
+  ASSERT_NO_THROW(j = parse_json(ri.out)) << ri.out;
+  EXPECT_FALSE(j["center"].flag);
+  const RunResult rt = run(dir, {"inspect", state});
+  ASSERT_EQ(rt.code, 0) << describe(rt);
+  EXPECT_NE(rt.out.find("center        no (y = x / scale)"), std::string::npos) << rt.out;
+  // Loaded: the state's map, the same statistics (count 12 + 12, same rows).
+  const RunResult r2 = run(dir, {"replay", "--load-state", state, "--out", out2, "obs=" + in});
+  ASSERT_EQ(r2.code, 0) << describe(r2);
+  const NpyContent c2 = read_npy(out2 + "/obs.npy");
+  ASSERT_TRUE(c2.ok) << c2.error;
+  for (std::int64_t i = 0; i < B; ++i)
+    EXPECT_NEAR(c2.values[static_cast<std::size_t>(i)], row[i] / std::sqrt(6.5 + 1e-8), 1e-6) << "row " << i;
+}
+
 // --mask: a [T, *batch] uint8 row mask; rows with 0 are left out of every
 // key's update and still normalized. Against the naive reference (the
 // estimator stable at decay 1: the mean and population variance of every kept

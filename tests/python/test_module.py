@@ -146,6 +146,35 @@ def test_until_stops_updates_at_the_bound(pooled):
         vt.VecNorm({"observation": (3,)}, until=0)
 
 
+@pytest.mark.parametrize("pooled", [False, True])
+@pytest.mark.parametrize("estimator", ["torchrl", "stable"])
+def test_center_false_divides_only(pooled, estimator):
+    """center=False: y = x / scale (the reward scalers' map) against the float64
+    reference's scale, on every path (step, normalize, to_affine,
+    denormalize); loc() is 0; the statistics are a centred module's."""
+    batch, feature = (6,), (3,)
+    data = make_data(5, batch, feature, seed=9, dtype=torch.float64)
+    kw = dict(batch_shape=batch, decay=1.0 if estimator == "stable" else 0.9, reduce_batch_dims=pooled,
+              estimator=estimator, stats_dtype=torch.float64)
+    n = vt.VecNorm({"observation": feature}, center=False, **kw)
+    c = vt.VecNorm({"observation": feature}, **kw)
+    ref = Reference(feature if pooled else (*batch, *feature), kw["decay"], 1e-4, estimator, pooled)
+    for x in data:
+        ref.update(x.numpy())
+        y = n({"observation": x})["observation"].numpy()
+        c({"observation": x})
+        _, scale = ref.maps()
+        np.testing.assert_allclose(y, x.numpy() / scale, rtol=1e-9)
+        assert torch.equal(n.observation_loc, c.observation_loc) and torch.equal(n.observation_var, c.observation_var)
+    assert torch.equal(n.loc("observation"), torch.zeros_like(n.loc("observation")))
+    x = data[0] * 0.5
+    y = n.normalize({"observation": x})["observation"]
+    np.testing.assert_allclose(y.numpy(), x.numpy() / ref.maps()[1], rtol=1e-9)
+    torch.testing.assert_close(n.to_affine("observation")(x), y, rtol=1e-12, atol=0.0)
+    torch.testing.assert_close(n.denormalize({"observation": y})["observation"], x, rtol=1e-12, atol=1e-12)
+    assert "center=False" in repr(n)
+
+
 def _masks(steps, rows, seed):
     """Row masks: the first step keeps rows (a key never updated would
     normalize at count 0), one step keeps none, one all, the rest at random."""

@@ -37,8 +37,13 @@ CASES = {
     "rsl_rl": ("rsl_rl", 2e-5, 2e-5),
     "rl_games": ("rl_games", 2e-6, K_U32 * U32),
     "skrl": ("skrl", 2e-6, K_U32 * U32),
+    # rl_games' norm_only (input / sqrt(var + eps), no bound): the rl_games preset uncentred.
+    "rl_games_norm_only": ("rl_games", 2e-6, K_U32 * U32),
 }
-PRIOR = {"sb3": 1e-4, "gymnasium": 1e-4, "rsl_rl": 0.0, "rl_games": 1.0, "skrl": 1.0}
+PRIOR = {"sb3": 1e-4, "gymnasium": 1e-4, "rsl_rl": 0.0, "rl_games": 1.0, "skrl": 1.0, "rl_games_norm_only": 1.0}
+# Cases that are a preset with options, against the anchor with arguments:
+# name -> (preset, its options, the anchor's constructor arguments).
+VARIANTS = {"rl_games_norm_only": ("rl_games", {"center": False, "clip": math.inf}, {"norm_only": True})}
 
 
 def stream(steps: int, batch: int, shape, seed: int = 0):
@@ -65,8 +70,9 @@ def test_preset_matches_the_anchor(name, capsys):
     if not anchor_refs.available(anchor):
         pytest.skip(f"{anchor} not installed: {anchor_refs.import_error(anchor)}")
     shape = (7,)
-    ref = anchor_refs.REFS[anchor](shape)
-    norm = getattr(presets, name)({"obs": shape})
+    preset, options, anchor_kwargs = VARIANTS.get(name, (name, {}, {}))
+    ref = anchor_refs.REFS[anchor](shape, **anchor_kwargs)
+    norm = getattr(presets, preset)({"obs": shape}, **options)
     worst_y = worst_m = worst_v = raw_y = 0.0
     clipped = 0
     for t, x in enumerate(stream(300, 32, shape, seed=sum(map(ord, name)))):

@@ -1606,4 +1606,39 @@ TEST(SharedUntil, StopsAsAVecNormDoesAndAttachNamesADifferentBound) {
   }
 }
 
+// Options::center on a segment: the header keeps it, the outputs are a
+// VecNorm's, and an attach that centres is refused naming it.
+TEST(SharedCenter, KeepsTheUncentredMapAndAttachNamesADifferentOne) {
+  Options o;
+  o.reduce_batch_dims = true;
+  o.center = false;
+  o.estimator = vecnorm::Estimator::stable;  // (torchrl's early variance is about E[x^2]: VecNormV2's)
+  o.decay = 1.0;
+  const KeyTable table{Shape{4}, {{"obs", Shape{2}, DType::float32}}};
+  const std::string name = unique_name("center");
+  Unlinker unlink{name};
+  SharedVecNorm shared = SharedVecNorm::create(name, o, table);
+  VecNorm plain(o, table);
+  for (int t = 0; t < 3; ++t) {
+    std::vector<float> x(8), y1(8), y2(8);
+    for (int i = 0; i < 8; ++i) x[static_cast<std::size_t>(i)] = 50.0f + static_cast<float>(i * (t + 1));
+    const vecnorm::ConstTensorView xv(x.data(), DType::float32, Shape{4, 2});
+    shared.step({{"obs", xv, vecnorm::TensorView{y1.data(), DType::float32, Shape{4, 2}}}});
+    plain.step({{"obs", xv, vecnorm::TensorView{y2.data(), DType::float32, Shape{4, 2}}}});
+    EXPECT_EQ(y1, y2) << "step " << t;
+    for (float y : y1) EXPECT_GT(y, 1.0f) << "step " << t << ": x / scale of values far above their spread";
+  }
+  EXPECT_EQ(shared.loc("obs"), std::vector<double>(2, 0.0));
+  EXPECT_FALSE(shared.export_state().options.center);
+  Options other = o;
+  other.center = true;
+  try {
+    (void)SharedVecNorm::attach(name, other, table);
+    ADD_FAILURE() << "attach with another center succeeded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::state_mismatch);
+    EXPECT_NE(std::string(e.what()).find("center: expected true"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace

@@ -73,12 +73,12 @@ struct TorchRL {
   /// The normalization of stored (loc, var): mu = loc / bc, v = (var - loc^2) / bc.
   template <class T>
   static VECNORM_HD Affine<T> element_affine(T loc, T var, const Coeffs<T>& c, const ScaleRule<T>& r) {
-    return {loc * c.inv_bc, T(1) / scale_of((var - loc * loc) * c.inv_bc, r)};
+    return {centred_mu(loc * c.inv_bc, r), T(1) / scale_of((var - loc * loc) * c.inv_bc, r)};
   }
   /// mu and scale (not its inverse), for read-outs and denormalize.
   template <class T>
   static VECNORM_HD void loc_scale(T loc, T var, const Coeffs<T>& c, const ScaleRule<T>& r, T& mu, T& scale) {
-    mu = loc * c.inv_bc;
+    mu = centred_mu(loc * c.inv_bc, r);
     scale = scale_of((var - loc * loc) * c.inv_bc, r);
   }
   /// The mean the stored loc stands for (pooled shifts), `c` = normalize_coeffs(count).
@@ -120,11 +120,11 @@ struct Stable {
   }
   template <class T>
   static VECNORM_HD Affine<T> element_affine(T loc, T var, const Coeffs<T>&, const ScaleRule<T>& r) {
-    return {loc, T(1) / scale_of(var, r)};
+    return {centred_mu(loc, r), T(1) / scale_of(var, r)};
   }
   template <class T>
   static VECNORM_HD void loc_scale(T loc, T var, const Coeffs<T>&, const ScaleRule<T>& r, T& mu, T& scale) {
-    mu = loc;
+    mu = centred_mu(loc, r);
     scale = scale_of(var, r);
   }
   static VECNORM_HD double mean_of(const Coeffs<double>&, double loc) { return loc; }

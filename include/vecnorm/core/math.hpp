@@ -105,27 +105,31 @@ VECNORM_HD T lerp(T start, T end, T w) {
   return w < T(0.5) ? from_start : from_end;
 }
 
-/// How a variance becomes a scale, and the bound of normalized outputs
-/// (Options::scale, eps, clip): scale = max(sqrt(max(v, 0) + in) + out, lo),
-/// y = clamp((x - mu) / scale, -clip, clip). The three forms of Options::scale
-/// are three settings of (lo, in, out) (make_scale_rule); the zeros they add
-/// change no bits.
+/// How a variance becomes a scale, and the bound and centring of normalized
+/// outputs (Options::scale, eps, clip, center): scale = max(sqrt(max(v, 0) + in)
+/// + out, lo), y = clamp((x - mu) / scale, -clip, clip), where mu is the mean
+/// (center) or 0 (the reward scalers: y = x / scale). The three forms of
+/// Options::scale are three settings of (lo, in, out) (make_scale_rule); the
+/// zeros they add change no bits.
 template <class T>
 struct ScaleRule {
   T lo = T(0);    ///< lower bound of the scale (the clamp form's eps)
   T in = T(0);    ///< added to the variance under the square root
   T out = T(0);   ///< added to the square root
   T clip = T(0);  ///< outputs bounded to [-clip, clip]; +inf: unbounded
+  bool center = true;  ///< subtract the mean; false: the map is x / scale (mu = 0)
   template <class U>
   VECNORM_HD ScaleRule<U> as() const {
-    return {static_cast<U>(lo), static_cast<U>(in), static_cast<U>(out), static_cast<U>(clip)};
+    return {static_cast<U>(lo), static_cast<U>(in), static_cast<U>(out), static_cast<U>(clip), center};
   }
 };
 
-/// The rule of `form` with `eps`, outputs bounded by `clip` (+inf: none).
-VECNORM_HD ScaleRule<double> make_scale_rule(ScaleForm form, double eps, double clip) {
+/// The rule of `form` with `eps`, outputs bounded by `clip` (+inf: none),
+/// centred or not.
+VECNORM_HD ScaleRule<double> make_scale_rule(ScaleForm form, double eps, double clip, bool center = true) {
   ScaleRule<double> r;
   r.clip = clip;
+  r.center = center;
   if (form == ScaleForm::sqrt_var_plus_eps)
     r.in = eps;
   else if (form == ScaleForm::std_plus_eps)
@@ -141,6 +145,13 @@ template <class T>
 VECNORM_HD T scale_of(T v, const ScaleRule<T>& r) {
   const T s = std::sqrt((v < T(0) ? T(0) : v) + r.in) + r.out;
   return s < r.lo ? r.lo : s;
+}
+
+/// The mu of the map of mean `mean` under rule r: the mean, or 0 when the
+/// rule does not centre (a select, not a product: an infinite mean gives 0).
+template <class T>
+VECNORM_HD T centred_mu(T mean, const ScaleRule<T>& r) {
+  return r.center ? mean : T(0);
 }
 
 /// y bounded to [-clip, clip]; NaN stays NaN. Two plain selects (the forms of

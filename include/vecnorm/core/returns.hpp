@@ -1,0 +1,66 @@
+// vecnorm/core/returns.hpp -- the discounted return of reward scaling (SB3's
+// VecNormalize(norm_reward=True), Gymnasium's NormalizeReward, rsl_rl's RND
+// scaler): each environment's R = gamma R + r, reset where an episode ends.
+//
+// One formula for every backend: the CPU loops (src/cpu/returns.cpp) and the
+// CUDA kernel (kernels/returns.cuh) call these for every element. A step is
+// two passes: return_entered (the returns the statistics take), then, once the
+// update has succeeded, return_kept (the state for the next step), so that a
+// refused update leaves the returns as they were.
+#pragma once
+
+#include <cstdint>
+
+#include "vecnorm/core/hd.hpp"
+
+namespace vecnorm {
+
+/// When a done (an episode's end, one flag per environment) resets its return.
+enum class ReturnReset : std::uint8_t {
+  /// SB3: R = gamma R + r enters the statistics, then R = 0 where done (the
+  /// next episode starts from 0; the terminal reward counted in this one).
+  after,
+  /// Gymnasium: R = gamma R (1 - done) + r: the step's done zeroes R before
+  /// its reward is added (the terminal reward starts the next episode's R).
+  before,
+  /// rsl_rl's RND scaler: never reset (dones are not read).
+  never,
+};
+
+const char* to_string(ReturnReset r) noexcept;
+
+}  // namespace vecnorm
+
+namespace vecnorm::core {
+
+/// The scalars of one step of the returns.
+template <class T>
+struct ReturnRule {
+  T gamma;
+  ReturnReset reset;
+};
+
+/// Whether element i (of `feat` per environment) belongs to an environment
+/// whose episode ended this step (`done`: one byte per environment; null:
+/// none) under a rule that reads dones.
+template <class T>
+VECNORM_HD bool return_done(const std::uint8_t* done, std::int64_t i, std::int64_t feat, const ReturnRule<T>& rule) {
+  return rule.reset != ReturnReset::never && done != nullptr && done[i / feat] != 0;
+}
+
+/// The return that enters the statistics: R' = gamma R + r, or r alone where
+/// a `before` done resets (a select, not a product by (1 - done): an infinite
+/// or NaN R is reset too).
+template <class T>
+VECNORM_HD T return_entered(T state, T r, bool done, const ReturnRule<T>& rule) {
+  const T carried = state * rule.gamma + r;
+  return done && rule.reset == ReturnReset::before ? r : carried;
+}
+
+/// The state kept for the next step: R', or 0 where an `after` done resets.
+template <class T>
+VECNORM_HD T return_kept(T entered, bool done, const ReturnRule<T>& rule) {
+  return done && rule.reset == ReturnReset::after ? T(0) : entered;
+}
+
+}  // namespace vecnorm::core

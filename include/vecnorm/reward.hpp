@@ -1,0 +1,105 @@
+// vecnorm/reward.hpp -- reward scaling by the discounted return (SB3's
+// VecNormalize(norm_reward=True), Gymnasium's NormalizeReward, rsl_rl's RND
+// reward scaler): every environment keeps R = gamma R + r (reset where its
+// episode ends), the returns of all environments update pooled statistics,
+// and the reward is divided by their scale: y = clip(r / scale(var(R))).
+//
+//   vecnorm::Options stats;                 // SB3's return statistics:
+//   stats.estimator = vecnorm::Estimator::stable;
+//   stats.decay = 1.0;                      //   cumulative,
+//   stats.prior_count = 1e-4;               //   count 1e-4 (mean 0, var 1),
+//   stats.scale = vecnorm::ScaleForm::sqrt_var_plus_eps;
+//   stats.eps = 1e-8;                       //   sqrt(var + 1e-8),
+//   stats.clip = 10.0;                      //   clip 10,
+//   stats.stats_dtype = vecnorm::DType::float64;
+//   stats.reduce_batch_dims = true;         //   pooled over the environments,
+//   stats.center = false;                   //   divided, not centred
+//   vecnorm::RewardScaler rs(stats, {0.99, vecnorm::ReturnReset::after},
+//                            {vecnorm::Shape{num_envs}, {{"reward", {}, vecnorm::DType::float64}}});
+//   rs.step({{"reward", r, y, done}});     // each env step
+//
+// The statistics are a VecNorm (statistics(): freeze, read-outs, states,
+// ranks through Options::collective); the returns are state of their own,
+// one value per environment and feature, on the backend's device. A step
+// makes no host synchronization.
+#pragma once
+
+#include <initializer_list>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "vecnorm/core/returns.hpp"  // enum class ReturnReset
+#include "vecnorm/normalizer.hpp"
+
+namespace vecnorm {
+
+/// How the returns are discounted and reset.
+struct ReturnOptions {
+  double gamma = 0.99;                      ///< 0 <= gamma <= 1
+  ReturnReset reset = ReturnReset::after;   ///< SB3's rule (Gymnasium: before; rsl_rl RND: never)
+  /// Throws Error(invalid_option) naming the field, the allowed and the actual value.
+  void validate() const;
+};
+
+/// One reward key of a step.
+struct RewardData {
+  std::string_view key;
+  ConstTensorView reward;  ///< batch_shape + the key's feature shape, the key's dtype
+  TensorView out;          ///< the scaled reward, like reward (may be reward's memory); empty: not written
+  ConstTensorView done{};  ///< uint8 [batch_shape]: 1 where the episode ended this step; empty: none did
+  /// uint8 [batch_shape]: rows with 0 are left out of the statistics' update
+  /// (their returns still advance; Gymnasium's vector wrapper's inactive
+  /// environments); empty: every row.
+  ConstTensorView mask{};
+};
+
+/// Reward scaling by the discounted return (see the top of this file).
+class RewardScaler {
+ public:
+  /// `statistics`: the options of the returns' statistics. They must be pooled
+  /// (reduce_batch_dims: one statistic per reward feature over all
+  /// environments) and uncentred (center false: rewards are divided only).
+  /// `table`: the reward keys; its batch_shape is the environments' (the
+  /// shape of every step and of the returns); each key's dtype is the
+  /// statistics' dtype (float32 or float64). Error(invalid_option) or
+  /// Error(invalid_key_table) naming what is wrong.
+  RewardScaler(Options statistics, ReturnOptions returns, KeyTable table);
+  ~RewardScaler();
+  RewardScaler(RewardScaler&&) noexcept;
+  RewardScaler& operator=(RewardScaler&&) noexcept;
+
+  /// One environment step for every key given: R = gamma R + r (as
+  /// ReturnOptions::reset says), the statistics updated with R (unless
+  /// frozen), out = clip(r / scale). All arguments are checked before
+  /// anything runs; an update the statistics refuse (NonFinite::error)
+  /// leaves the returns as they were.
+  void step(std::span<const RewardData> batch, Stream stream = {});
+  void step(std::initializer_list<RewardData> batch, Stream stream = {}) {
+    step(std::span<const RewardData>(batch.begin(), batch.size()), stream);
+  }
+
+  /// Every return set to 0 (SB3's reset(), Gymnasium's vector reset).
+  void reset_returns(Stream stream = {});
+  /// Key `key`'s returns (batch_shape + feature shape, C order), copied to
+  /// the host (waits for `stream`).
+  std::vector<double> returns(std::string_view key, Stream stream = {}) const;
+  /// Sets key `key`'s returns from the host (a restored checkpoint):
+  /// batch_shape + feature numel values. Error(invalid_argument) naming the
+  /// key, the expected and the actual number.
+  void set_returns(std::string_view key, std::span<const double> values, Stream stream = {});
+
+  /// The returns' statistics: freeze()/unfreeze() (a frozen scaler still
+  /// advances the returns, as SB3 and Gymnasium do), scale(), export_state()...
+  VecNorm& statistics() noexcept;
+  const VecNorm& statistics() const noexcept;
+  const ReturnOptions& return_options() const noexcept;
+  const KeyTable& table() const noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vecnorm

@@ -1,0 +1,191 @@
+// src/frontend/reward.cpp -- vecnorm/reward.hpp: the returns as state of
+// their own (one Buffer per key on the statistics' backend), a VecNorm of
+// pooled, uncentred statistics over them. A step: the entered pass (the
+// returns the update takes, into a second buffer), the statistics' update,
+// the normalize of the rewards, then the kept pass (the returns' state for the
+// next step): a refused update or normalize leaves the returns as they were.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../backends.hpp"
+#include "../errors.hpp"
+#include "checks.hpp"
+#include "vecnorm/buffer.hpp"
+#include "vecnorm/reward.hpp"
+
+namespace vecnorm {
+
+namespace {
+std::string num(double v) {
+  char b[40];
+  std::snprintf(b, sizeof b, "%.17g", v);
+  return b;
+}
+bool empty(const ConstTensorView& v) { return v.data == nullptr && v.shape.ndim() == 0; }
+}  // namespace
+
+void ReturnOptions::validate() const {
+  if (!(gamma >= 0.0 && gamma <= 1.0))
+    detail::fail(ErrorCode::invalid_option, "return option gamma: expected 0 <= gamma <= 1, got " + num(gamma));
+  if (reset != ReturnReset::after && reset != ReturnReset::before && reset != ReturnReset::never)
+    detail::fail(ErrorCode::invalid_option, "return option reset: expected after, before or never, got value " +
+                                                std::to_string(static_cast<int>(reset)));
+}
+
+namespace {
+/// The statistics' options, checked for a reward scaler (before the VecNorm is made).
+Options checked(Options o, const ReturnOptions& r, const KeyTable& table) {
+  r.validate();
+  o.validate();
+  if (!o.reduce_batch_dims)
+    detail::fail(ErrorCode::invalid_option,
+                 "RewardScaler: option reduce_batch_dims: expected true (the returns of all environments are "
+                 "pooled into one statistic per reward feature), got false");
+  if (o.center)
+    detail::fail(ErrorCode::invalid_option,
+                 "RewardScaler: option center: expected false (a reward is divided by its return's scale, not "
+                 "centred), got true");
+  table.validate();
+  for (const KeySpec& k : table.keys)
+    if (k.dtype != o.stats_dtype)
+      detail::fail(ErrorCode::invalid_key_table, "RewardScaler: " + detail::key_prefix(k.name) + "dtype: expected " +
+                                                     to_string(o.stats_dtype) +
+                                                     " (the statistics' dtype: the returns have it), got " +
+                                                     to_string(k.dtype));
+  return o;
+}
+}  // namespace
+
+struct RewardScaler::Impl {
+  VecNorm stats;
+  ReturnOptions returns;
+  KeyTable table;
+  Backend backend;
+  Device device;
+  std::vector<Shape> shapes;                 // batch + feature, per key
+  std::vector<Buffer> state, entered;        // per key: the returns, and a step's entered returns
+  mutable std::mutex mutex;                  // a step, a reset, a read-out: one at a time
+
+  Impl(Options o, ReturnOptions r, KeyTable t)
+      : stats(checked(o, r, t), t), returns(r), table(std::move(t)), backend(stats.backend()),
+        device(detail::backend_device(backend)) {
+    for (const KeySpec& k : table.keys) {
+      const Shape s = table.batch_shape.concat(k.feature_shape);
+      const std::size_t bytes = static_cast<std::size_t>(s.numel()) * dtype_size(k.dtype);
+      shapes.push_back(s);
+      state.emplace_back(backend, bytes);
+      entered.emplace_back(backend, bytes);
+    }
+  }
+
+  detail::ReturnPass pass(int k, const RewardData* item, bool kept) {
+    const KeySpec& spec = table.keys[static_cast<std::size_t>(k)];
+    const std::int64_t rows = table.batch_shape.numel();
+    return {state[static_cast<std::size_t>(k)].data(),
+            entered[static_cast<std::size_t>(k)].data(),
+            item != nullptr ? item->reward.data : nullptr,
+            item != nullptr && !empty(item->done) ? static_cast<const std::uint8_t*>(item->done.data) : nullptr,
+            rows,
+            spec.feature_shape.numel(),
+            spec.dtype,
+            returns.gamma,
+            returns.reset,
+            kept};
+  }
+};
+
+RewardScaler::RewardScaler(Options statistics, ReturnOptions returns, KeyTable table)
+    : impl_(std::make_unique<Impl>(statistics, returns, std::move(table))) {}
+RewardScaler::~RewardScaler() = default;
+RewardScaler::RewardScaler(RewardScaler&&) noexcept = default;
+RewardScaler& RewardScaler::operator=(RewardScaler&&) noexcept = default;
+
+void RewardScaler::step(std::span<const RewardData> batch, Stream stream) {
+  Impl& im = *impl_;
+  std::lock_guard lock(im.mutex);
+  // Every argument first: nothing runs on bad input.
+  std::vector<int> keys;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const RewardData& it = batch[i];
+    const int k = detail::find_key(im.table, it.key);
+    detail::check_unique(it.key, k, keys.data(), static_cast<int>(keys.size()));
+    keys.push_back(k);
+    const bool writes = !it.out.empty_view();
+    const detail::IoShape io = detail::check_io(im.table, k, im.table.keys[static_cast<std::size_t>(k)].dtype,
+                                                it.reward, writes ? &it.out : nullptr, detail::BatchRule::exact,
+                                                im.device);
+    if (!empty(it.done)) detail::check_stats_view(it.key, "done", it.done, DType::uint8, io.batch, im.device);
+    if (!empty(it.mask)) detail::check_stats_view(it.key, "mask", it.mask, DType::uint8, io.batch, im.device);
+  }
+  if (batch.empty()) return;
+  for (std::size_t i = 0; i < batch.size(); ++i) detail::returns(im.backend, im.pass(keys[i], &batch[i], false), stream);
+  std::vector<KeyData> update, normalize;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const std::size_t k = static_cast<std::size_t>(keys[i]);
+    const RewardData& it = batch[i];
+    update.push_back({it.key, im.entered[k].view(im.table.keys[k].dtype, im.shapes[k]), TensorView{}, it.mask});
+    if (!it.out.empty_view()) normalize.push_back({it.key, it.reward, it.out});
+  }
+  im.stats.update(update, stream);
+  if (!normalize.empty()) im.stats.normalize(normalize, stream);
+  for (std::size_t i = 0; i < batch.size(); ++i) detail::returns(im.backend, im.pass(keys[i], &batch[i], true), stream);
+}
+
+void RewardScaler::reset_returns(Stream stream) {
+  std::lock_guard lock(impl_->mutex);
+  for (Buffer& b : impl_->state) b.zero(stream);
+}
+
+namespace {
+/// Copies between the host and a backend's memory (waits for `stream`).
+void host_copy(Backend backend, void* dst, const void* src, std::size_t bytes, Stream stream) {
+  if (backend == Backend::cuda)
+    detail::cuda::copy(dst, src, bytes, stream, true);
+  else if (bytes > 0)
+    std::memcpy(dst, src, bytes);
+}
+}  // namespace
+
+std::vector<double> RewardScaler::returns(std::string_view key, Stream stream) const {
+  const Impl& im = *impl_;
+  std::lock_guard lock(im.mutex);
+  const std::size_t k = static_cast<std::size_t>(detail::find_key(im.table, key));
+  const std::size_t n = static_cast<std::size_t>(im.shapes[k].numel());
+  std::vector<double> out(n);
+  if (im.table.keys[k].dtype == DType::float64) {
+    host_copy(im.backend, out.data(), im.state[k].data(), n * sizeof(double), stream);
+  } else {
+    std::vector<float> f(n);
+    host_copy(im.backend, f.data(), im.state[k].data(), n * sizeof(float), stream);
+    std::copy(f.begin(), f.end(), out.begin());
+  }
+  return out;
+}
+
+void RewardScaler::set_returns(std::string_view key, std::span<const double> values, Stream stream) {
+  Impl& im = *impl_;
+  std::lock_guard lock(im.mutex);
+  const std::size_t k = static_cast<std::size_t>(detail::find_key(im.table, key));
+  const Shape& s = im.shapes[k];
+  if (static_cast<std::int64_t>(values.size()) != s.numel())
+    detail::fail(ErrorCode::invalid_argument, "RewardScaler::set_returns: " + detail::key_prefix(key) +
+                                                  "expected " + std::to_string(s.numel()) + " values (returns of shape " +
+                                                  s.str() + "), got " + std::to_string(values.size()));
+  if (im.table.keys[k].dtype == DType::float64) {
+    host_copy(im.backend, im.state[k].data(), values.data(), values.size() * sizeof(double), stream);
+  } else {
+    const std::vector<float> f(values.begin(), values.end());
+    host_copy(im.backend, im.state[k].data(), f.data(), f.size() * sizeof(float), stream);
+  }
+}
+
+VecNorm& RewardScaler::statistics() noexcept { return impl_->stats; }
+const VecNorm& RewardScaler::statistics() const noexcept { return impl_->stats; }
+const ReturnOptions& RewardScaler::return_options() const noexcept { return impl_->returns; }
+const KeyTable& RewardScaler::table() const noexcept { return impl_->table; }
+
+}  // namespace vecnorm

@@ -1,0 +1,321 @@
+// tests/api/reward_test.cpp -- vecnorm::RewardScaler (reward scaling by the
+// discounted return) on every backend (the CUDA kernels under the emulator),
+// against a naive double-precision reference written here from the anchors'
+// rules (docs/anchors.md, "What vecnorm needs", item 10): SB3's VecNormalize
+// (R = gamma R + r, Chan's merge from count 1e-4, r / sqrt(var + 1e-8) clipped
+// to 10, R = 0 after a done), Gymnasium's NormalizeReward (R = gamma R (1 -
+// done) + r) and rsl_rl's RND scaler (never reset); row masks, freezing, a
+// refused update that changes nothing, the returns' read-out and restore, and
+// the errors.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "support/device_buffer.hpp"
+#include "support/errors.hpp"
+#include "vecnorm/reward.hpp"
+#include "vecnorm/vecnorm.hpp"
+
+namespace {
+
+using vecnorm::Backend;
+using vecnorm::DType;
+using vecnorm::ErrorCode;
+using vecnorm::ReturnReset;
+using vecnorm::Shape;
+using vntest::DeviceBuffer;
+using vntest::message_of;
+
+constexpr double kPrior = 1e-4, kEps = 1e-8, kClip = 10.0, kGamma = 0.99;
+
+/// The reference: per-environment returns and their pooled statistics (one
+/// per feature), in double.
+struct Reference {
+  ReturnReset reset;
+  std::int64_t envs, feat;
+  std::vector<double> R, mean, var;
+  double count = kPrior;
+
+  Reference(ReturnReset r, std::int64_t e, std::int64_t f)
+      : reset(r), envs(e), feat(f), R(static_cast<std::size_t>(e * f), 0.0), mean(static_cast<std::size_t>(f), 0.0),
+        var(static_cast<std::size_t>(f), 1.0) {}
+
+  /// One step: the scaled rewards. `frozen`: the statistics do not move.
+  std::vector<double> step(const std::vector<double>& r, const std::vector<std::uint8_t>& done,
+                           const std::vector<std::uint8_t>& mask, bool frozen = false) {
+    std::vector<double> entered(R.size());
+    for (std::int64_t e = 0; e < envs; ++e)
+      for (std::int64_t f = 0; f < feat; ++f) {
+        const std::size_t i = static_cast<std::size_t>(e * feat + f);
+        const bool d = reset != ReturnReset::never && done[static_cast<std::size_t>(e)] != 0;
+        entered[i] = (d && reset == ReturnReset::before) ? r[i] : R[i] * kGamma + r[i];
+      }
+    if (!frozen) {
+      double m = 0.0;
+      for (std::int64_t e = 0; e < envs; ++e) m += mask[static_cast<std::size_t>(e)] != 0 ? 1.0 : 0.0;
+      if (m > 0)
+        for (std::int64_t f = 0; f < feat; ++f) {
+          double bm = 0.0, bv = 0.0;
+          for (std::int64_t e = 0; e < envs; ++e)
+            if (mask[static_cast<std::size_t>(e)] != 0) bm += entered[static_cast<std::size_t>(e * feat + f)];
+          bm /= m;
+          for (std::int64_t e = 0; e < envs; ++e)
+            if (mask[static_cast<std::size_t>(e)] != 0) {
+              const double d = entered[static_cast<std::size_t>(e * feat + f)] - bm;
+              bv += d * d;
+            }
+          bv /= m;
+          const std::size_t fi = static_cast<std::size_t>(f);
+          const double tot = count + m, delta = bm - mean[fi];
+          const double m2 = var[fi] * count + bv * m + delta * delta * count * m / tot;
+          mean[fi] += delta * m / tot;
+          var[fi] = m2 / tot;
+        }
+      count += m;
+    }
+    std::vector<double> y(r.size());
+    for (std::size_t i = 0; i < r.size(); ++i)
+      y[i] = std::clamp(r[i] / std::sqrt(var[i % static_cast<std::size_t>(feat)] + kEps), -kClip, kClip);
+    for (std::int64_t e = 0; e < envs; ++e)
+      for (std::int64_t f = 0; f < feat; ++f) {
+        const std::size_t i = static_cast<std::size_t>(e * feat + f);
+        const bool d = reset != ReturnReset::never && done[static_cast<std::size_t>(e)] != 0;
+        R[i] = (d && reset == ReturnReset::after) ? 0.0 : entered[i];
+      }
+    return y;
+  }
+};
+
+/// SB3's return statistics (include/vecnorm/reward.hpp).
+vecnorm::Options sb3_stats(Backend b, DType dtype) {
+  vecnorm::Options o = vntest::options_for(b);
+  o.estimator = vecnorm::Estimator::stable;
+  o.decay = 1.0;
+  o.prior_count = kPrior;
+  o.scale = vecnorm::ScaleForm::sqrt_var_plus_eps;
+  o.eps = kEps;
+  o.clip = kClip;
+  o.stats_dtype = dtype;
+  o.reduce_batch_dims = true;
+  o.center = false;
+  return o;
+}
+
+/// Step t's rewards (float32 values: exact in both dtypes; two outliers), dones
+/// (about 1 in 10) and row mask (about 1 row in 5 left out; every row when !masked).
+struct Stream {
+  std::vector<double> r;
+  std::vector<std::uint8_t> done, mask;
+};
+Stream stream_at(int t, std::int64_t envs, std::int64_t feat, bool masked) {
+  std::mt19937_64 rng(1234u + static_cast<unsigned>(t));
+  std::normal_distribution<double> z(0.0, 1.0);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  Stream s;
+  for (std::int64_t i = 0; i < envs * feat; ++i)
+    s.r.push_back(static_cast<double>(static_cast<float>(0.5 + 2.0 * z(rng) + (i % 3 == 0 ? 5.0 : 0.0))));
+  // Late outliers (a count of thousands by then: one return moves the variance
+  // little, so the reward divided by the scale reaches the clip bound).
+  if (t == 120 || t == 199) s.r[0] = 3000.0;
+  for (std::int64_t e = 0; e < envs; ++e) {
+    s.done.push_back(u(rng) < 0.1 ? 1 : 0);
+    s.mask.push_back(masked && u(rng) < 0.2 ? 0 : 1);
+  }
+  return s;
+}
+
+using Param = std::tuple<Backend, ReturnReset, DType, bool /*masked*/>;
+class Rewards : public ::testing::TestWithParam<Param> {
+ protected:
+  Backend backend() const { return std::get<0>(GetParam()); }
+  ReturnReset reset() const { return std::get<1>(GetParam()); }
+  DType dtype() const { return std::get<2>(GetParam()); }
+  bool masked() const { return std::get<3>(GetParam()); }
+  double rtol() const { return dtype() == DType::float64 ? 1e-12 : 2e-5; }
+};
+
+TEST_P(Rewards, FollowTheReferenceOverAnEpisodeStream) {
+  const std::int64_t envs = 16, feat = 2;
+  vecnorm::RewardScaler rs(sb3_stats(backend(), dtype()), {kGamma, reset()},
+                           {Shape{envs}, {{"reward", Shape{feat}, dtype()}}});
+  Reference ref(reset(), envs, feat);
+  bool clipped = false;
+  for (int t = 0; t < 200; ++t) {
+    const std::string at = "step " + std::to_string(t);
+    const Stream s = stream_at(t, envs, feat, masked());
+    const std::vector<double> want = ref.step(s.r, s.done, s.mask);
+    auto r = DeviceBuffer::from_values(backend(), dtype(), Shape{envs, feat}, s.r);
+    DeviceBuffer y(backend(), dtype(), Shape{envs, feat});
+    std::vector<double> dv(s.done.begin(), s.done.end()), mv(s.mask.begin(), s.mask.end());
+    auto done = DeviceBuffer::from_values(backend(), DType::uint8, Shape{envs}, dv);
+    auto mask = DeviceBuffer::from_values(backend(), DType::uint8, Shape{envs}, mv);
+    rs.step({{"reward", r.cview(), y.view(), done.cview(), masked() ? mask.cview() : vecnorm::ConstTensorView{}}});
+    const std::vector<double> got = y.values();
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      ASSERT_NEAR(got[i], want[i], rtol() * std::max(1.0, std::abs(want[i]))) << at << " y[" << i << "]";
+      clipped = clipped || std::abs(want[i]) == kClip;
+    }
+    // The returns: the same formula in the same order (float64: the same bits).
+    const std::vector<double> R = rs.returns("reward");
+    for (std::size_t i = 0; i < R.size(); ++i)
+      ASSERT_NEAR(R[i], ref.R[i], rtol() * std::max(1.0, std::abs(ref.R[i]))) << at << " R[" << i << "]";
+  }
+  const std::vector<double> scale = rs.statistics().scale("reward");
+  for (std::int64_t f = 0; f < feat; ++f)
+    EXPECT_NEAR(scale[static_cast<std::size_t>(f)], std::sqrt(ref.var[static_cast<std::size_t>(f)] + kEps),
+                rtol() * scale[static_cast<std::size_t>(f)]);
+  EXPECT_EQ(static_cast<double>(rs.statistics().count("reward")) + kPrior, ref.count);
+  EXPECT_TRUE(clipped) << "the stream never reached the clip bound";
+}
+
+INSTANTIATE_TEST_SUITE_P(All, Rewards,
+                         ::testing::Combine(::testing::ValuesIn(vntest::test_backends()),
+                                            ::testing::Values(ReturnReset::after, ReturnReset::before,
+                                                              ReturnReset::never),
+                                            ::testing::Values(DType::float64, DType::float32), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<Param>& info) {
+                           return std::string(vntest::backend_name(std::get<0>(info.param))) + "_" +
+                                  vecnorm::to_string(std::get<1>(info.param)) + "_" +
+                                  vecnorm::to_string(std::get<2>(info.param)) +
+                                  (std::get<3>(info.param) ? "_masked" : "");
+                         });
+
+// The rules on a hand-made episode (SB3 and Gymnasium differ exactly where an
+// episode ends): one environment, rewards 1, 2, 3 with a done at the second.
+TEST(RewardRules, WhereAnEpisodeEndsTheReturnsFollowEachAnchorsRule) {
+  for (const Backend b : vntest::test_backends()) {
+    for (const ReturnReset reset : {ReturnReset::after, ReturnReset::before, ReturnReset::never}) {
+      vecnorm::RewardScaler rs(sb3_stats(b, DType::float64), {0.5, reset}, {Shape{1}, {{"r", Shape{}, DType::float64}}});
+      const double rewards[3] = {1.0, 2.0, 3.0};
+      const std::uint8_t dones[3] = {0, 1, 0};
+      std::vector<double> seen;
+      for (int t = 0; t < 3; ++t) {
+        auto r = DeviceBuffer::from_values(b, DType::float64, Shape{1}, {rewards[t]});
+        auto d = DeviceBuffer::from_values(b, DType::uint8, Shape{1}, {static_cast<double>(dones[t])});
+        rs.step({{"r", r.cview(), vecnorm::TensorView{}, d.cview()}});
+        seen.push_back(rs.returns("r")[0]);
+      }
+      // after: 1, then 0.5 + 2 enters and 0 is kept, then 3.
+      // before: 1, then 2 (reset before adding), then 1 + 3.
+      // never: 1, 2.5, 4.25.
+      const std::vector<double> want = reset == ReturnReset::after    ? std::vector<double>{1.0, 0.0, 3.0}
+                                       : reset == ReturnReset::before ? std::vector<double>{1.0, 2.0, 4.0}
+                                                                      : std::vector<double>{1.0, 2.5, 4.25};
+      EXPECT_EQ(seen, want) << vntest::backend_name(b) << " " << vecnorm::to_string(reset);
+      // The statistics took the entered returns: after's second is 2.5 (not the kept 0).
+      const double entered2 = reset == ReturnReset::before ? 2.0 : 2.5;
+      const double entered3 = reset == ReturnReset::never ? 4.25 : reset == ReturnReset::before ? 4.0 : 3.0;
+      double n = kPrior, mean = 0.0, var = 1.0;
+      for (const double x : {1.0, entered2, entered3}) {
+        const double tot = n + 1.0, delta = x - mean;
+        var = (var * n + delta * delta * n / tot) / tot;
+        mean += delta / tot;
+        n = tot;
+      }
+      EXPECT_NEAR(rs.statistics().scale("r")[0], std::sqrt(var + kEps), 1e-12) << vecnorm::to_string(reset);
+    }
+  }
+}
+
+TEST(RewardState, FrozenStatisticsStillAdvanceTheReturns) {
+  for (const Backend b : vntest::test_backends()) {
+    const std::int64_t envs = 4;
+    vecnorm::RewardScaler rs(sb3_stats(b, DType::float64), {kGamma, ReturnReset::after},
+                             {Shape{envs}, {{"reward", Shape{}, DType::float64}}});
+    Reference ref(ReturnReset::after, envs, 1);
+    for (int t = 0; t < 10; ++t) {
+      const Stream s = stream_at(t, envs, 1, false);
+      const bool frozen = t >= 5;
+      if (t == 5) rs.statistics().freeze();
+      const std::vector<double> want = ref.step(s.r, s.done, s.mask, frozen);
+      auto r = DeviceBuffer::from_values(b, DType::float64, Shape{envs}, s.r);
+      DeviceBuffer y(b, DType::float64, Shape{envs});
+      std::vector<double> dv(s.done.begin(), s.done.end());
+      auto done = DeviceBuffer::from_values(b, DType::uint8, Shape{envs}, dv);
+      rs.step({{"reward", r.cview(), y.view(), done.cview()}});
+      const std::vector<double> got = y.values();
+      for (std::size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-12 * std::max(1.0, std::abs(want[i])));
+      EXPECT_EQ(rs.returns("reward"), ref.R) << "step " << t;
+    }
+    EXPECT_EQ(rs.statistics().count("reward"), 5 * envs);
+  }
+}
+
+TEST(RewardState, ARefusedUpdateChangesNothingAndReturnsCanBeRestored) {
+  for (const Backend b : vntest::test_backends()) {
+    vecnorm::Options o = sb3_stats(b, DType::float64);
+    o.nonfinite = vecnorm::NonFinite::error;
+    vecnorm::RewardScaler rs(o, {kGamma, ReturnReset::after}, {Shape{3}, {{"reward", Shape{}, DType::float64}}});
+    auto r = DeviceBuffer::from_values(b, DType::float64, Shape{3}, {1.0, 2.0, 3.0});
+    DeviceBuffer y(b, DType::float64, Shape{3});
+    rs.step({{"reward", r.cview(), y.view()}});
+    const std::vector<double> before = rs.returns("reward");
+    const vecnorm::State stats_before = rs.statistics().export_state();
+    auto bad = DeviceBuffer::from_values(b, DType::float64, Shape{3}, {1.0, std::nan(""), 3.0});
+    const std::string m = message_of([&] { rs.step({{"reward", bad.cview(), y.view()}}); }, ErrorCode::nonfinite_input);
+    EXPECT_NE(m.find("key 'reward'"), std::string::npos) << m;
+    EXPECT_EQ(rs.returns("reward"), before);
+    EXPECT_EQ(rs.statistics().export_state().keys[0].var, stats_before.keys[0].var);
+    // Restore and reset.
+    rs.set_returns("reward", std::vector<double>{4.0, -5.0, 6.5});
+    EXPECT_EQ(rs.returns("reward"), (std::vector<double>{4.0, -5.0, 6.5}));
+    const std::string ms =
+        message_of([&] { rs.set_returns("reward", std::vector<double>{1.0}); }, ErrorCode::invalid_argument);
+    EXPECT_NE(ms.find("key 'reward': expected 3 values (returns of shape [3]), got 1"), std::string::npos) << ms;
+    rs.reset_returns();
+    EXPECT_EQ(rs.returns("reward"), (std::vector<double>{0.0, 0.0, 0.0}));
+  }
+}
+
+TEST(RewardErrors, NameTheOptionTheKeyAndTheValue) {
+  const vecnorm::KeyTable table{Shape{3}, {{"reward", Shape{}, DType::float64}}};
+  vecnorm::Options o = sb3_stats(Backend::cpu, DType::float64);
+  auto construct = [&](vecnorm::Options opts, vecnorm::ReturnOptions ro, vecnorm::KeyTable t) {
+    vecnorm::RewardScaler rs(opts, ro, t);
+  };
+  EXPECT_NE(message_of([&] { construct(o, {1.5, ReturnReset::after}, table); }, ErrorCode::invalid_option)
+                .find("return option gamma: expected 0 <= gamma <= 1, got 1.5"),
+            std::string::npos);
+  vecnorm::Options centred = o;
+  centred.center = true;
+  EXPECT_NE(message_of([&] { construct(centred, {}, table); }, ErrorCode::invalid_option)
+                .find("option center: expected false"),
+            std::string::npos);
+  vecnorm::Options per_element = o;
+  per_element.reduce_batch_dims = false;
+  EXPECT_NE(message_of([&] { construct(per_element, {}, table); }, ErrorCode::invalid_option)
+                .find("option reduce_batch_dims: expected true"),
+            std::string::npos);
+  const vecnorm::KeyTable f32{Shape{3}, {{"reward", Shape{}, DType::float32}}};
+  EXPECT_NE(message_of([&] { construct(o, {}, f32); }, ErrorCode::invalid_key_table)
+                .find("key 'reward': dtype: expected float64 (the statistics' dtype"),
+            std::string::npos);
+  // A step's arguments: all checked before anything runs.
+  vecnorm::RewardScaler rs(o, {}, table);
+  std::vector<double> r = {1.0, 2.0, 3.0}, y(3);
+  std::vector<float> done_f(3, 0.0f);
+  std::vector<std::uint8_t> done2(2, 0);
+  const std::string m1 = message_of(
+      [&] { rs.step({{"reward", vecnorm::view(static_cast<const double*>(r.data()), Shape{3}), vecnorm::view(y.data(), Shape{3}),
+                      vecnorm::view(static_cast<const float*>(done_f.data()), Shape{3})}}); },
+      ErrorCode::dtype_mismatch);
+  EXPECT_NE(m1.find("key 'reward': done dtype: expected uint8, got float32"), std::string::npos) << m1;
+  const std::string m2 = message_of(
+      [&] { rs.step({{"reward", vecnorm::view(static_cast<const double*>(r.data()), Shape{3}), vecnorm::view(y.data(), Shape{3}),
+                      vecnorm::view(static_cast<const std::uint8_t*>(done2.data()), Shape{2})}}); },
+      ErrorCode::shape_mismatch);
+  EXPECT_NE(m2.find("key 'reward': done shape: expected [3]"), std::string::npos) << m2;
+  const std::string m3 = message_of(
+      [&] { rs.step({{"reward", vecnorm::view(static_cast<const double*>(r.data()), Shape{1, 3}), vecnorm::view(y.data(), Shape{1, 3})}}); },
+      ErrorCode::shape_mismatch);
+  EXPECT_NE(m3.find("key 'reward': input shape: expected [3]"), std::string::npos) << m3;
+  EXPECT_EQ(rs.returns("reward"), (std::vector<double>{0.0, 0.0, 0.0})) << "nothing ran";
+  EXPECT_EQ(rs.statistics().count("reward"), 0);
+}
+
+}  // namespace
