@@ -31,7 +31,9 @@
 #include <vector>
 
 #include "vecnorm/core/returns.hpp"  // enum class ReturnReset
+#include "vecnorm/external.hpp"
 #include "vecnorm/normalizer.hpp"
+#include "vecnorm/workspace.hpp"
 
 namespace vecnorm {
 
@@ -91,7 +93,9 @@ class RewardScaler {
   void set_returns(std::string_view key, std::span<const double> values, Stream stream = {});
 
   /// The returns' statistics: freeze()/unfreeze() (a frozen scaler still
-  /// advances the returns, as SB3 and Gymnasium do), scale(), export_state()...
+  /// advances the returns, as Gymnasium's update_running_mean = False does;
+  /// SB3's training = False leaves them but for the zeroing at dones), scale(),
+  /// export_state()...
   VecNorm& statistics() noexcept;
   const VecNorm& statistics() const noexcept;
   const ReturnOptions& return_options() const noexcept;
@@ -101,5 +105,34 @@ class RewardScaler {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+/// One reward key of external::reward_step: statistics and returns in memory
+/// the caller owns (a framework's tensors), all on the backend's device.
+struct ExternalRewardItem {
+  std::string_view key;
+  ConstTensorView reward;  ///< [*batch, *feature], the statistics' dtype
+  TensorView out;          ///< like reward (may be reward's memory)
+  ConstTensorView done{};  ///< uint8 [*batch]; empty: none done
+  ConstTensorView mask{};  ///< uint8 [*batch]: rows left out of the update; empty: every row
+  TensorView returns;      ///< like reward: the environments' returns, read and written (start them at 0)
+  TensorView entered;      ///< like reward: scratch for the step's entered returns
+  ExternalStats stats;     ///< the returns' pooled statistics (one count per key)
+};
+
+namespace external {
+
+/// RewardScaler::step over external statistics and returns: the entered
+/// returns, the statistics' update (pooled, `statistics` with center false),
+/// out = clip(reward / scale), the kept returns. Every view is checked before
+/// anything runs; a refused update leaves the returns as they were. No host
+/// synchronization (the normalize follows the update: no zero-count check; a
+/// key whose every row was masked out at count 0 normalizes with its
+/// statistics as stored), except NonFinite::error's scan. `update` false:
+/// the statistics stay as they are (frozen), the returns still advance.
+void reward_step(const Options& statistics, const ReturnOptions& returns, const KeyTable& table,
+                 std::span<const ExternalRewardItem> items, Stream stream = {}, Workspace* workspace = nullptr,
+                 bool update = true);
+
+}  // namespace external
 
 }  // namespace vecnorm

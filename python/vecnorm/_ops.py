@@ -100,6 +100,12 @@ def group_name(process_group) -> "str | None":
     return str(name)
 
 
+@torch.library.register_fake("vecnorm::reward_step")
+def _reward_step_fake(reward, y, returns, entered, stats, key, config, decay, eps, gamma, reset, update, done=None,
+                      mask=None):
+    return None  # writes y, the returns, the entered returns and the statistics in place
+
+
 @torch.library.register_fake("vecnorm::normalize")
 def _normalize_fake(x, stats, keys, config, decay, eps):
     return [torch.empty_like(t, dtype=output_dtype(t.dtype)) for t in x]

@@ -23,8 +23,12 @@ Every preset takes the feature shape of each key and any option of
 Drop-in classes with the originals' constructors and state_dict names:
 ``vecnorm.rsl_rl.EmpiricalNormalization`` (with ``until``),
 ``vecnorm.rl_games.RunningMeanStd``, ``vecnorm.sb3.RunningMeanStd``.
-Not yet (issue 18): masks and weights (brax), the reward scaling by the
-discounted return (SB3, Gymnasium), and brax.
+Reward scalers (``vecnorm.torch.RewardScaler``: the reward divided by the
+scale of the discounted return): ``sb3_reward(num_envs)`` (VecNormalize's
+``norm_reward``: gamma 0.99, the return zeroed after a done, sqrt(var + 1e-8),
+clip 10, prior (1e-4, 0, 1), float64) and ``gymnasium_reward(num_envs)``
+(NormalizeReward: zeroed before the reward is added, no clip).
+Not yet (issue 18): weights (brax), and brax.
 """
 from __future__ import annotations
 
@@ -33,9 +37,10 @@ from typing import Any, Dict, Mapping
 
 import torch
 
-from .torch import Key, VecNorm
+from .torch import Key, RewardScaler, VecNorm
 
-__all__ = ["torchrl_v2", "sb3", "gymnasium", "rsl_rl", "rl_games", "skrl", "PRESETS"]
+__all__ = ["torchrl_v2", "sb3", "gymnasium", "rsl_rl", "rl_games", "skrl", "sb3_reward", "gymnasium_reward",
+           "PRESETS"]
 
 
 def _cumulative(stats_dtype: torch.dtype, scale: str, eps: float, clip: float, prior_count: float,
@@ -96,3 +101,16 @@ def rl_games(shapes: Mapping[Key, Any], **options: Any) -> VecNorm:
 def skrl(shapes: Mapping[Key, Any], **options: Any) -> VecNorm:
     """skrl's RunningStandardScaler (``train=True``: update, then normalize and clip to ±5)."""
     return _make("skrl", shapes, options)
+
+
+def sb3_reward(num_envs: int, *, gamma: float = 0.99, **options: Any) -> RewardScaler:
+    """SB3's ``VecNormalize(norm_reward=True)`` reward scaling (``ret_rms``,
+    ``clip_reward=10``, ``epsilon=1e-8``): the RewardScaler defaults."""
+    return RewardScaler((int(num_envs),), gamma=gamma, reset="after", **options)
+
+
+def gymnasium_reward(num_envs: int = 1, *, gamma: float = 0.99, **options: Any) -> RewardScaler:
+    """Gymnasium's ``NormalizeReward`` (``gamma=0.99``, ``epsilon=1e-8``): the
+    return zeroed where an episode terminated before the reward is added, the
+    scaled reward not clipped."""
+    return RewardScaler((int(num_envs),), gamma=gamma, reset="before", **{"clip": math.inf, **options})

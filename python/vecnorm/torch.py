@@ -44,7 +44,7 @@ def _any_hooks(m: nn.Module) -> bool:
 _STATS = ("loc", "var", "count", "skips", "skipped")
 assert len(_STATS) == STATS_PER_KEY
 
-__all__ = ["VecNorm", "AffineNorm", "AffineKeyNorm", "key_name"]
+__all__ = ["VecNorm", "RewardScaler", "AffineNorm", "AffineKeyNorm", "key_name"]
 
 # vecnorm's DType codes (include/vecnorm/tensor.hpp).
 _DTYPE_CODE = {
@@ -479,3 +479,100 @@ class AffineNorm(nn.Module):
             if name in batch:
                 out[name] = norm(batch[name])
         return out
+
+
+_RESETS = {"after": 0, "before": 1, "never": 2}
+
+
+class RewardScaler(nn.Module):
+    """Reward scaling by the discounted return (SB3's
+    ``VecNormalize(norm_reward=True)``, Gymnasium's ``NormalizeReward``,
+    rsl_rl's RND scaler): every environment keeps ``R = gamma * R + r``, reset
+    where its episode ends; the returns of all environments update pooled
+    statistics; the reward is divided by their scale, ``clip(r / scale)``
+    (C++: ``vecnorm::RewardScaler``, docs/numerics.md).
+
+    Args:
+        batch_shape: the environments' shape (``(num_envs,)``): the shape of
+            every step's rewards (before ``feature_shape``) and of the returns.
+        feature_shape: a reward's own shape (``()``: one scalar per environment).
+        gamma: the discount, ``0 <= gamma <= 1``.
+        reset: ``"after"`` (SB3: the return enters the statistics, then a done
+            zeroes it), ``"before"`` (Gymnasium: a done zeroes it before the
+            reward is added) or ``"never"`` (rsl_rl's RND scaler).
+        **options: the statistics' options (``VecNorm``'s); the defaults are
+            SB3's: ``estimator="stable"``, ``decay=1.0``, ``prior_count=1e-4``,
+            ``scale="sqrt_var_plus_eps"``, ``eps=1e-8``, ``clip=10.0``,
+            ``stats_dtype=torch.float64``. They are always pooled and uncentred.
+
+    ``forward(reward, done=None, mask=None)`` returns the scaled reward in the
+    reward's dtype (computed in the statistics' dtype); ``done`` and ``mask``
+    (bool or uint8, ``batch_shape``): episodes that ended this step, and rows
+    left out of the statistics' update (their returns still advance). Frozen
+    (``freeze()``), the statistics stay as they are and the returns advance,
+    as in Gymnasium (SB3's eval mode also stops its returns). The returns are
+    a buffer (``returns``): saved in the ``state_dict`` with the statistics
+    (``statistics.reward_loc``...). No host synchronization; traced by
+    ``torch.compile(fullgraph=True)``.
+    """
+
+    def __init__(self, batch_shape: Sequence[int], feature_shape: Sequence[int] = (), *, gamma: float = 0.99,
+                 reset: str = "after", device: Optional[Union[str, torch.device]] = None, **options) -> None:
+        super().__init__()
+        if reset not in _RESETS:
+            raise ValueError(f"vecnorm: reset: expected 'after', 'before' or 'never', got {reset!r}")
+        for fixed in ("reduce_batch_dims", "center", "shapes", "batch_shape", "dtypes"):
+            if fixed in options:
+                raise TypeError(f"vecnorm: RewardScaler: {fixed} is not an option here (the statistics are pooled "
+                                "over the environments and uncentred)")
+        stats = dict(estimator="stable", decay=1.0, prior_count=1e-4, scale="sqrt_var_plus_eps", eps=1e-8, clip=10.0,
+                     stats_dtype=torch.float64)
+        stats.update(options)
+        self.gamma = float(gamma)
+        self.reset_rule = reset
+        self.batch_shape: Tuple[int, ...] = tuple(int(d) for d in batch_shape)
+        self.feature_shape: Tuple[int, ...] = _shape(feature_shape, "reward")
+        self.statistics = VecNorm({"reward": self.feature_shape}, batch_shape=self.batch_shape,
+                                  reduce_batch_dims=True, center=False, device=device, **stats)
+        dtype = self.statistics.stats_dtypes["reward"]
+        self.register_buffer("returns", torch.zeros(self.batch_shape + self.feature_shape, dtype=dtype, device=device))
+        self.register_buffer("_entered", torch.zeros_like(self.returns), persistent=False)
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"vecnorm: gamma: expected 0 <= gamma <= 1, got {gamma}")
+
+    def forward(self, reward: Tensor, done: Optional[Tensor] = None, mask: Optional[Tensor] = None) -> Tensor:
+        if not isinstance(reward, Tensor):
+            raise TypeError(f"vecnorm: reward: expected a Tensor, got {type(reward).__name__}")
+        _check_mask(done)
+        _check_mask(mask)
+        st = self.statistics
+        r = reward if reward.dtype == self.returns.dtype else reward.to(self.returns.dtype)
+        y = torch.empty_like(r)
+        torch.ops.vecnorm.reward_step(r, y, self.returns, self._entered, list(st._stats("reward")), "reward",
+                                      st._config, st.decay, st.eps, self.gamma, _RESETS[self.reset_rule],
+                                      not st.frozen, done, mask)
+        return y if y.dtype == reward.dtype else y.to(reward.dtype)
+
+    def reset(self) -> None:
+        """Every return set to 0 (SB3's ``reset()``)."""
+        self.returns.zero_()
+
+    def freeze(self) -> "RewardScaler":
+        self.statistics.freeze()
+        return self
+
+    def unfreeze(self) -> "RewardScaler":
+        self.statistics.unfreeze()
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        return self.statistics.frozen
+
+    def scale(self) -> Tensor:
+        """The scale the rewards are divided by now (reward feature shape)."""
+        return self.statistics.scale("reward")
+
+    def extra_repr(self) -> str:
+        return (f"batch_shape={self.batch_shape}, feature_shape={self.feature_shape}, gamma={self.gamma}, "
+                f"reset='{self.reset_rule}', frozen={self.frozen}")

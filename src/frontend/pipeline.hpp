@@ -52,6 +52,11 @@ struct CallConfig {
   /// Pooled updates merge the batches of every rank of this group
   /// (Options::collective; null: this process alone).
   Collective* group = nullptr;
+  /// A normalize checks that every count is > 0 (on a device: one copy to the
+  /// host, a synchronization). false: the caller's own update came first in
+  /// the same call (external::reward_step); a key it left at count 0 (every
+  /// row masked out) normalizes with its statistics as stored.
+  bool check_counts = true;
 };
 
 /// The configuration of calls with `options` (validated by the caller) on the

@@ -14,6 +14,7 @@
 #include "../backends.hpp"
 #include "../errors.hpp"
 #include "checks.hpp"
+#include "returns.hpp"
 #include "vecnorm/buffer.hpp"
 #include "vecnorm/reward.hpp"
 
@@ -82,19 +83,10 @@ struct RewardScaler::Impl {
     }
   }
 
-  detail::ReturnPass pass(int k, const RewardData* item, bool kept) {
-    const KeySpec& spec = table.keys[static_cast<std::size_t>(k)];
-    const std::int64_t rows = table.batch_shape.numel();
-    return {state[static_cast<std::size_t>(k)].data(),
-            entered[static_cast<std::size_t>(k)].data(),
-            item != nullptr ? item->reward.data : nullptr,
-            item != nullptr && !empty(item->done) ? static_cast<const std::uint8_t*>(item->done.data) : nullptr,
-            rows,
-            spec.feature_shape.numel(),
-            spec.dtype,
-            returns.gamma,
-            returns.reset,
-            kept};
+  detail::ReturnViews views(int k, const RewardData& item, const Shape& batch) {
+    const std::size_t i = static_cast<std::size_t>(k);
+    const DType d = table.keys[i].dtype;
+    return {item.key, state[i].view(d, shapes[i]), entered[i].view(d, shapes[i]), item.reward, item.done, batch};
   }
 };
 
@@ -109,30 +101,30 @@ void RewardScaler::step(std::span<const RewardData> batch, Stream stream) {
   std::lock_guard lock(im.mutex);
   // Every argument first: nothing runs on bad input.
   std::vector<int> keys;
+  std::vector<detail::ReturnViews> views;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const RewardData& it = batch[i];
     const int k = detail::find_key(im.table, it.key);
     detail::check_unique(it.key, k, keys.data(), static_cast<int>(keys.size()));
     keys.push_back(k);
-    const bool writes = !it.out.empty_view();
     const detail::IoShape io = detail::check_io(im.table, k, im.table.keys[static_cast<std::size_t>(k)].dtype,
-                                                it.reward, writes ? &it.out : nullptr, detail::BatchRule::exact,
-                                                im.device);
-    if (!empty(it.done)) detail::check_stats_view(it.key, "done", it.done, DType::uint8, io.batch, im.device);
+                                                it.reward, it.out.empty_view() ? nullptr : &it.out,
+                                                detail::BatchRule::exact, im.device);
+    views.push_back(im.views(k, it, io.batch));
+    detail::check_returns(views.back(), im.device);
     if (!empty(it.mask)) detail::check_stats_view(it.key, "mask", it.mask, DType::uint8, io.batch, im.device);
   }
   if (batch.empty()) return;
-  for (std::size_t i = 0; i < batch.size(); ++i) detail::returns(im.backend, im.pass(keys[i], &batch[i], false), stream);
+  for (const detail::ReturnViews& v : views) detail::run_returns(im.backend, im.returns, v, false, stream);
   std::vector<KeyData> update, normalize;
   for (std::size_t i = 0; i < batch.size(); ++i) {
-    const std::size_t k = static_cast<std::size_t>(keys[i]);
     const RewardData& it = batch[i];
-    update.push_back({it.key, im.entered[k].view(im.table.keys[k].dtype, im.shapes[k]), TensorView{}, it.mask});
+    update.push_back({it.key, views[i].entered, TensorView{}, it.mask});
     if (!it.out.empty_view()) normalize.push_back({it.key, it.reward, it.out});
   }
   im.stats.update(update, stream);
   if (!normalize.empty()) im.stats.normalize(normalize, stream);
-  for (std::size_t i = 0; i < batch.size(); ++i) detail::returns(im.backend, im.pass(keys[i], &batch[i], true), stream);
+  for (const detail::ReturnViews& v : views) detail::run_returns(im.backend, im.returns, v, true, stream);
 }
 
 void RewardScaler::reset_returns(Stream stream) {
@@ -187,5 +179,65 @@ VecNorm& RewardScaler::statistics() noexcept { return impl_->stats; }
 const VecNorm& RewardScaler::statistics() const noexcept { return impl_->stats; }
 const ReturnOptions& RewardScaler::return_options() const noexcept { return impl_->returns; }
 const KeyTable& RewardScaler::table() const noexcept { return impl_->table; }
+
+namespace detail {
+
+void check_returns(const ReturnViews& v, Device device) {
+  const DType d = v.reward.dtype;
+  if (d != DType::float32 && d != DType::float64)
+    fail(ErrorCode::dtype_mismatch, key_prefix(v.key) + "reward dtype: expected float32 or float64 (the "
+                                                         "statistics' dtype, which the returns have), got " +
+                                        to_string(d));
+  const TensorView* bufs[] = {&v.state, &v.entered};
+  const char* names[] = {"returns", "entered returns"};
+  for (int b = 0; b < 2; ++b) {
+    check_stats_view(v.key, names[b], *bufs[b], d, v.reward.shape, device);
+    check_disjoint(v.key, names[b], bufs[b]->data, bufs[b]->nbytes(), "reward", v.reward.data, v.reward.nbytes());
+  }
+  check_disjoint(v.key, "returns", v.state.data, v.state.nbytes(), "entered returns", v.entered.data,
+                 v.entered.nbytes());
+  if (!empty(v.done)) check_stats_view(v.key, "done", v.done, DType::uint8, v.batch, device);
+}
+
+void run_returns(Backend backend, const ReturnOptions& options, const ReturnViews& v, bool kept, Stream stream) {
+  const std::int64_t rows = v.batch.numel();
+  returns(backend,
+          {v.state.data, v.entered.data, v.reward.data,
+           empty(v.done) ? nullptr : static_cast<const std::uint8_t*>(v.done.data), rows,
+           rows > 0 ? v.reward.numel() / rows : 0, v.reward.dtype, options.gamma, options.reset, kept},
+          stream);
+}
+
+}  // namespace detail
+
+namespace external {
+
+void reward_step(const Options& statistics, const ReturnOptions& returns, const KeyTable& table,
+                 std::span<const ExternalRewardItem> items, Stream stream, Workspace* workspace, bool update) {
+  const Options o = checked(statistics, returns, table);
+  const Backend backend = detail::resolve(o.backend);
+  const Device device = detail::backend_device(backend);
+  std::vector<detail::ReturnViews> views;
+  std::vector<ExternalItem> updates, normalize;
+  for (const ExternalRewardItem& it : items) {
+    const int k = detail::find_key(table, it.key);
+    const detail::IoShape io = detail::check_io(table, k, table.keys[static_cast<std::size_t>(k)].dtype, it.reward,
+                                                &it.out, detail::BatchRule::any, device);
+    views.push_back({it.key, it.returns, it.entered, it.reward, it.done, io.batch});
+    detail::check_returns(views.back(), device);
+    updates.push_back({it.key, it.entered, TensorView{}, it.stats, it.mask});
+    normalize.push_back({it.key, it.reward, it.out, it.stats});
+  }
+  if (items.empty()) return;
+  // The normalize's checks before anything runs; the update checks its own
+  // (and scans the entered returns under NonFinite::error) before it runs.
+  detail::normalize_after_update(o, table, normalize, stream, workspace, true);
+  for (const detail::ReturnViews& v : views) detail::run_returns(backend, returns, v, false, stream);
+  if (update) step(o, table, CountLayout::per_key, updates, Op::update, stream, workspace);
+  detail::normalize_after_update(o, table, normalize, stream, workspace, false);
+  for (const detail::ReturnViews& v : views) detail::run_returns(backend, returns, v, true, stream);
+}
+
+}  // namespace external
 
 }  // namespace vecnorm

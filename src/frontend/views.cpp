@@ -9,6 +9,7 @@
 #include "../state/schema.hpp"
 #include "checks.hpp"
 #include "pipeline.hpp"
+#include "returns.hpp"
 #include "vecnorm/external.hpp"
 #include "vecnorm/stateless.hpp"
 
@@ -79,7 +80,7 @@ void bind_views(const CallConfig& cfg, const KeyTable& table, const ViewArgs& a,
 
   if (!updates(cfg.work)) {
     // Normalizing needs every count > 0.
-    if (numel > 0) {
+    if (numel > 0 && cfg.check_counts) {
       if (a.in.count.data == nullptr)
         fail(ErrorCode::zero_count, key_prefix(key) + "cannot normalize: no statistics were given (count 0); update first");
       const std::int64_t n = per_element ? numel : 1;
@@ -160,7 +161,8 @@ class ViewStore final : public Store {
 /// (options, table, keys, views, counts, NonFinite::error's scan), nothing run.
 template <class Item>
 void run_views(const Options& options, const KeyTable& table, CountLayout counts, Work work,
-               std::span<const Item> items, Stream stream, Workspace* ws, bool check_only = false) {
+               std::span<const Item> items, Stream stream, Workspace* ws, bool check_only = false,
+               bool check_counts = true) {
   options.validate();
   if (options.reduce_batch_dims && counts == CountLayout::per_element)
     fail(ErrorCode::invalid_option,
@@ -173,6 +175,7 @@ void run_views(const Options& options, const KeyTable& table, CountLayout counts
   table.validate();
   CallConfig cfg = make_config(options, resolve(options.backend), counts);
   cfg.work = work;
+  cfg.check_counts = check_counts;
   ViewStore<Item> store(items, stream);
   Scratch& scratch = scratch_of(ws, options.allocator, stream);
   if (check_only) {
@@ -194,6 +197,12 @@ Work work_of(Op op) {
 }
 
 }  // namespace
+
+void normalize_after_update(const Options& options, const KeyTable& table, std::span<const ExternalItem> items,
+                            Stream stream, Workspace* workspace, bool check_only) {
+  run_views(options, table, CountLayout::per_key, Work::normalize, items, stream, workspace, check_only, false);
+}
+
 }  // namespace detail
 
 namespace stateless {

@@ -16,6 +16,7 @@
 
 #include "../frontend/readout.hpp"
 #include "call.hpp"
+#include "vecnorm/reward.hpp"
 #include "vecnorm/version.hpp"
 
 namespace vecnorm::torch_ops {
@@ -86,6 +87,52 @@ TensorList normalize(at::TensorList x, at::TensorList stats, const std::vector<s
 TensorList denormalize(at::TensorList x, at::TensorList stats, const std::vector<std::string>& keys,
                        at::IntArrayRef config, double decay, double eps, at::IntArrayRef key_dtypes) {
   return returning(What::denormalize, x, stats, keys, config, decay, eps, key_dtypes);
+}
+
+// Reward scaling by the discounted return over a module's buffers
+// (vecnorm/reward.hpp, external::reward_step): `returns` (read and written)
+// and `entered` (scratch) have the reward's shape and the statistics' dtype,
+// as the reward has; `done` and `mask` (bool or uint8) its batch shape;
+// `reset` a ReturnReset (0 after, 1 before, 2 never); `update` false: the
+// statistics are frozen (the returns still advance). No synchronization.
+void reward_step(const Tensor& reward, const Tensor& y, const Tensor& returns, const Tensor& entered,
+                 at::TensorList stats, const std::string& key, at::IntArrayRef config, double decay, double eps,
+                 double gamma, int64_t reset, bool update, const std::optional<Tensor>& done,
+                 const std::optional<Tensor>& mask) {
+  try {
+    CallScope scope;
+    Call& c = *scope;
+    const std::vector<std::string> keys{key};
+    configure(c, {reward}, stats, keys, config, decay, eps);
+    if (reset < 0 || reset > 2)
+      C10_THROW_ERROR(ValueError, "vecnorm: reset: expected 0 (after), 1 (before) or 2 (never), got " +
+                                      std::to_string(reset));
+    // bool flags are the bytes of 0/1 the library reads as uint8.
+    auto bytes = [](const std::optional<Tensor>& t) {
+      if (!t.has_value() || !t->defined()) return Tensor();
+      const Tensor u = t->scalar_type() == at::kBool ? t->view(at::kByte) : *t;
+      return u.contiguous();
+    };
+    const Tensor d = bytes(done), m = bytes(mask), r = reward.contiguous();
+    ExternalRewardItem item;
+    item.key = key;
+    item.reward = const_view_of(r, key, "reward");
+    item.out = view_of(y, key, "y");
+    if (d.defined()) item.done = const_view_of(d, key, "done");
+    if (m.defined()) item.mask = const_view_of(m, key, "mask");
+    item.returns = view_of(returns, key, "returns");
+    item.entered = view_of(entered, key, "entered");
+    item.stats.loc = view_of(stats[0], key, kStatNames[0]);
+    item.stats.var = view_of(stats[1], key, kStatNames[1]);
+    item.stats.count = view_of(stats[2], key, kStatNames[2]);
+    item.stats.skips = optional_view_of(stats[3], key, kStatNames[3]);
+    item.stats.skipped = optional_view_of(stats[4], key, kStatNames[4]);
+    const DeviceScope device(c);
+    external::reward_step(c.options, {gamma, static_cast<ReturnReset>(reset)}, c.table, {&item, 1}, c.stream, nullptr,
+                          update);
+  } catch (const Error& e) {
+    rethrow(e);
+  }
 }
 
 // The options a read-out or a construction check gives the library to validate.
@@ -188,6 +235,10 @@ TORCH_LIBRARY(vecnorm, m) {
       "validate(str[] keys, int[] ndims, int[] dims, int[] batch_shape, float decay, float eps, int[] config, "
       "int stats_dtype) -> ()",
       &vecnorm::torch_ops::validate);
+  m.def(
+      "reward_step(Tensor reward, Tensor(a!) y, Tensor(b!) returns, Tensor(c!) entered, Tensor(d!)[] stats, str key, "
+      "int[] config, float decay, float eps, float gamma, int reset, bool update, Tensor? done=None, "
+      "Tensor? mask=None) -> ()");
   m.def("build_info() -> str", &vecnorm::torch_ops::build_info);
 }
 
@@ -200,6 +251,7 @@ void register_kernels(torch::Library& m) {
   m.impl("normalize", &vecnorm::torch_ops::normalize);
   m.impl("denormalize", &vecnorm::torch_ops::denormalize);
   m.impl("maps", &vecnorm::torch_ops::maps);
+  m.impl("reward_step", &vecnorm::torch_ops::reward_step);
 }
 }  // namespace
 

@@ -272,6 +272,42 @@ TEST(RewardState, ARefusedUpdateChangesNothingAndReturnsCanBeRestored) {
   }
 }
 
+// external::reward_step: the same step over statistics and returns the caller
+// owns (what the PyTorch module runs), against the reference, with no host
+// synchronization in between (the CUDA backend under the emulator counts none).
+TEST(RewardExternal, FollowsTheReferenceWithCallerOwnedBuffers) {
+  for (const Backend b : vntest::test_backends()) {
+    for (const ReturnReset reset : {ReturnReset::after, ReturnReset::before}) {
+      const std::int64_t envs = 12, feat = 3;
+      const vecnorm::Options o = sb3_stats(b, DType::float64);
+      const vecnorm::KeyTable table{Shape{}, {{"reward", Shape{feat}, DType::float64}}};
+      DeviceBuffer loc(b, DType::float64, Shape{feat}), var(b, DType::float64, Shape{feat}),
+          count(b, DType::int64, Shape{}), skipped(b, DType::int64, Shape{}),
+          returns(b, DType::float64, Shape{envs, feat}), entered(b, DType::float64, Shape{envs, feat});
+      for (DeviceBuffer* z : {&loc, &var, &count, &skipped, &returns}) z->fill(0);
+      Reference ref(reset, envs, feat);
+      for (int t = 0; t < 60; ++t) {
+        const Stream s = stream_at(t, envs, feat, true);
+        const std::vector<double> want = ref.step(s.r, s.done, s.mask);
+        auto r = DeviceBuffer::from_values(b, DType::float64, Shape{envs, feat}, s.r);
+        DeviceBuffer y(b, DType::float64, Shape{envs, feat});
+        std::vector<double> dv(s.done.begin(), s.done.end()), mv(s.mask.begin(), s.mask.end());
+        auto done = DeviceBuffer::from_values(b, DType::uint8, Shape{envs}, dv);
+        auto mask = DeviceBuffer::from_values(b, DType::uint8, Shape{envs}, mv);
+        vecnorm::ExternalRewardItem item{"reward", r.cview(), y.view(), done.cview(), mask.cview(), returns.view(),
+                                         entered.view(), {loc.view(), var.view(), count.view(), {}, skipped.view()}};
+        vecnorm::external::reward_step(o, {kGamma, reset}, table, {&item, 1});
+        const std::vector<double> got = y.values(), R = returns.values();
+        for (std::size_t i = 0; i < got.size(); ++i) {
+          ASSERT_NEAR(got[i], want[i], 1e-12 * std::max(1.0, std::abs(want[i]))) << "step " << t << " y[" << i << "]";
+          ASSERT_EQ(R[i], ref.R[i]) << "step " << t << " R[" << i << "]";
+        }
+      }
+      EXPECT_EQ(count.values()[0] + kPrior, ref.count);
+    }
+  }
+}
+
 TEST(RewardErrors, NameTheOptionTheKeyAndTheValue) {
   const vecnorm::KeyTable table{Shape{3}, {{"reward", Shape{}, DType::float64}}};
   vecnorm::Options o = sb3_stats(Backend::cpu, DType::float64);

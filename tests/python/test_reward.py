@@ -1,0 +1,200 @@
+"""vecnorm.torch.RewardScaler (reward scaling by the discounted return)
+against the anchors' own wrappers, installed from PyPI: Stable-Baselines3's
+VecNormalize(norm_reward=True) over a DummyVecEnv of scripted environments,
+and Gymnasium's NormalizeReward over a scripted environment. The same rewards
+and episode ends go through both, hundreds of steps: equal scaled rewards,
+returns and return statistics within rounding. Also: frozen statistics, the
+state_dict, torch.compile(fullgraph=True), CUDA, and the errors.
+
+The largest differences seen are printed (pytest -s) for the closing note."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import vecnorm.presets as presets
+import vecnorm.torch as vt
+
+CUDA = torch.cuda.is_available()
+
+
+def script(steps: int, envs: int, seed: int):
+    """Rewards (float32 values: what a vector env hands over) and episode ends
+    (about 1 step in 20), with a few outliers that reach SB3's clip bound."""
+    rng = np.random.default_rng(seed)
+    r = (0.3 + rng.standard_normal((steps, envs)) * 2.0).astype(np.float32)
+    r[steps // 2, 0] = 500.0
+    r[steps - 3, envs - 1] = -800.0
+    done = rng.random((steps, envs)) < 0.05
+    return r, done
+
+
+def _sb3():
+    gym = pytest.importorskip("gymnasium")
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    return gym, DummyVecEnv, VecNormalize
+
+
+def sb3_run(rewards, dones, gamma):
+    """SB3's own VecNormalize over environments that return the scripted
+    rewards and terminations: its scaled rewards (float32: SB3 casts them),
+    returns and ret_rms per step. (In eval mode, training=False, SB3 leaves its
+    returns as they are but for the zeroing at dones; a frozen RewardScaler
+    advances them, as Gymnasium does: not compared here.)"""
+    gym, DummyVecEnv, VecNormalize = _sb3()
+    steps, envs = rewards.shape
+    clock = {"t": 0}
+
+    class Scripted(gym.Env):
+        observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+        action_space = gym.spaces.Discrete(2)
+
+        def __init__(self, i):
+            self.i = i
+
+        def reset(self, *, seed=None, options=None):
+            return np.zeros(1, np.float32), {}
+
+        def step(self, action):
+            t = clock["t"]
+            return np.zeros(1, np.float32), float(rewards[t, self.i]), bool(dones[t, self.i]), False, {}
+
+    vn = VecNormalize(DummyVecEnv([lambda i=i: Scripted(i) for i in range(envs)]), norm_obs=False,
+                      norm_reward=True, gamma=gamma)
+    vn.reset()
+    out = []
+    for t in range(steps):
+        clock["t"] = t
+        _, r, _, _ = vn.step(np.zeros(envs, dtype=np.int64))
+        out.append((np.asarray(r, dtype=np.float64), vn.returns.copy(), float(vn.ret_rms.mean),
+                    float(vn.ret_rms.var), float(vn.ret_rms.count)))
+    return out
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if CUDA else []))
+def test_matches_sb3_vecnormalize(device, capsys):
+    steps, envs, gamma = 300, 8, 0.99
+    rewards, dones = script(steps, envs, seed=1)
+    want = sb3_run(rewards, dones, gamma)
+    rs = presets.sb3_reward(envs, gamma=gamma, device=device)
+    worst_y = worst_r = worst_v = 0.0
+    clipped = 0
+    for t in range(steps):
+        # float32 rewards, as SB3's vector env holds them: divided in float64, returned
+        # as float32 (SB3's normalize_reward casts too).
+        y = rs(torch.from_numpy(rewards[t]).to(device), done=torch.from_numpy(dones[t]).to(device))
+        assert y.dtype == torch.float32
+        wy, wr, wm, wv, wc = want[t]
+        got = y.double().cpu().numpy()
+        dy = float(np.max(np.abs(got - wy) / np.maximum(1.0, np.abs(wy))))
+        # The returns: SB3's formula in SB3's order (R * gamma + r in float64).
+        dr = float(np.max(np.abs(rs.returns.cpu().numpy() - wr) / np.maximum(1.0, np.abs(wr))))
+        st = rs.statistics
+        dv = abs(float(st.reward_var) - wv) / wv
+        assert abs(float(st.reward_loc) - wm) <= 1e-12 * (abs(wm) + math.sqrt(wv)), f"step {t}: mean"
+        assert st.count("reward") + 1e-4 == pytest.approx(wc, rel=1e-15)
+        # y: the float32 rounding of values that agree to ~1e-15 (the batch moments
+        # are summed in another order) may differ by one float32 ulp.
+        assert dy <= 2.0**-23 and dr <= 1e-15 and dv <= 1e-12, f"step {t}: y {dy:.3g}, R {dr:.3g}, var {dv:.3g}"
+        worst_y, worst_r, worst_v = max(worst_y, dy), max(worst_r, dr), max(worst_v, dv)
+        clipped += int(np.sum(np.abs(wy) >= 10.0))
+    assert clipped > 0, "the script never reached SB3's clip bound"
+    with capsys.disabled():
+        print(f"\n[reward] sb3 VecNormalize(norm_reward) {device}: {steps} steps x {envs} envs; largest difference: "
+              f"scaled reward {worst_y:.2g}, returns {worst_r:.2g}, var {worst_v:.2g} (relative); {clipped} clipped")
+
+
+def gymnasium_run(rewards, terminated, gamma):
+    """Gymnasium's own NormalizeReward over one scripted environment."""
+    gym = pytest.importorskip("gymnasium")
+    from gymnasium.wrappers import NormalizeReward
+    clock = {"t": 0}
+
+    class Scripted(gym.Env):
+        observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+        action_space = gym.spaces.Discrete(2)
+
+        def reset(self, *, seed=None, options=None):
+            return np.zeros(1, np.float32), {}
+
+        def step(self, action):
+            t = clock["t"]
+            return np.zeros(1, np.float32), float(rewards[t]), bool(terminated[t]), False, {}
+
+    env = NormalizeReward(Scripted(), gamma=gamma)
+    env.reset()
+    out = []
+    for t in range(len(rewards)):
+        clock["t"] = t
+        _, r, _, _, _ = env.step(0)
+        out.append((float(np.asarray(r).reshape(-1)[0]), float(env.discounted_reward[0]), float(env.return_rms.var)))
+    return out
+
+
+def test_matches_gymnasium_normalize_reward(capsys):
+    steps, gamma = 400, 0.95
+    rewards, dones = script(steps, 1, seed=2)
+    want = gymnasium_run(rewards[:, 0], dones[:, 0], gamma)
+    rs = presets.gymnasium_reward(1, gamma=gamma)
+    assert rs.reset_rule == "before" and rs.statistics.clip == math.inf
+    worst = 0.0
+    for t in range(steps):
+        y = rs(torch.from_numpy(rewards[t]).double(), done=torch.from_numpy(dones[t]))
+        wy, wr, wv = want[t]
+        d = abs(float(y[0]) - wy) / max(1.0, abs(wy))
+        assert d <= 1e-12, f"step {t}: {float(y[0])} vs {wy}"
+        assert float(rs.returns[0]) == wr, f"step {t}: the return"
+        assert float(rs.statistics.reward_var) == pytest.approx(wv, rel=1e-12)
+        worst = max(worst, d)
+    with capsys.disabled():
+        print(f"\n[reward] gymnasium NormalizeReward: {steps} steps; largest difference: scaled reward {worst:.2g}")
+
+
+def test_frozen_state_dict_and_compile_follow_the_eager_module():
+    envs = 6
+    rewards, dones = script(40, envs, seed=3)
+    a = vt.RewardScaler((envs,), gamma=0.9)
+    for t in range(20):
+        a(torch.from_numpy(rewards[t]), torch.from_numpy(dones[t]))
+    # A state_dict holds the returns and the statistics; a fresh module loads it.
+    sd = a.state_dict()
+    assert {"returns", "statistics.reward_loc", "statistics.reward_var", "statistics.reward_count"} <= set(sd)
+    b = vt.RewardScaler((envs,), gamma=0.9)
+    b.load_state_dict(sd)
+    compiled = torch.compile(b, fullgraph=True)
+    for t in range(20, 30):
+        r, d = torch.from_numpy(rewards[t]), torch.from_numpy(dones[t])
+        torch.testing.assert_close(compiled(r, d), a(r, d), rtol=0, atol=0)
+        torch.testing.assert_close(b.returns, a.returns, rtol=0, atol=0)
+    # Frozen: the statistics stay, the returns advance.
+    a.freeze()
+    count, var = a.statistics.count("reward"), a.statistics.reward_var.clone()
+    before = a.returns.clone()
+    a(torch.ones(envs), torch.zeros(envs, dtype=torch.bool))
+    assert a.statistics.count("reward") == count and torch.equal(a.statistics.reward_var, var)
+    torch.testing.assert_close(a.returns, before * 0.9 + 1.0, rtol=0, atol=0)
+    a.reset()
+    assert torch.equal(a.returns, torch.zeros(envs, dtype=torch.float64))
+    # float32 rewards: computed in the statistics' float64, returned as float32.
+    y32 = a(torch.ones(envs))
+    assert y32.dtype == torch.float32
+    torch.testing.assert_close(y32, (1.0 / torch.sqrt(a.statistics.reward_var + 1e-8)).float().expand(envs))
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(ValueError, match="reset: expected 'after', 'before' or 'never', got 'sometimes'"):
+        vt.RewardScaler((2,), reset="sometimes")
+    with pytest.raises(TypeError, match="center is not an option here"):
+        vt.RewardScaler((2,), center=True)
+    with pytest.raises(ValueError, match="gamma: expected 0 <= gamma <= 1, got 1.5"):
+        vt.RewardScaler((2,), gamma=1.5)
+    rs = vt.RewardScaler((3,))
+    with pytest.raises(ValueError, match="key 'reward'"):
+        rs(torch.zeros(4))
+    with pytest.raises(Exception, match="key 'reward': done dtype: expected uint8, got float32"):
+        rs(torch.zeros(3), done=torch.zeros(3))
+    assert torch.equal(rs.returns, torch.zeros(3, dtype=torch.float64)) and rs.statistics.count("reward") == 0
