@@ -53,8 +53,12 @@ struct State {
 };
 
 class AffineNormalizer;
+class VecNorm;
 namespace detail {
 struct AffineFactory;
+/// VecNorm::normalize after the caller's own update of the same keys
+/// (RewardScaler): no zero-count check; `check_only`: its checks, nothing run.
+void normalize_after_update(const VecNorm& vn, std::span<const KeyData> batch, Stream stream, bool check_only);
 }
 
 /// The stateful normalizer (VecNormV2, stateful mode). It owns loc/var/count
@@ -148,6 +152,7 @@ class VecNorm {
   Backend backend() const noexcept;
 
  private:
+  friend void detail::normalize_after_update(const VecNorm&, std::span<const KeyData>, Stream, bool);
   struct Impl;
   explicit VecNorm(std::unique_ptr<Impl> impl);
   template <class T>

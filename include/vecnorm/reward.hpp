@@ -111,7 +111,7 @@ class RewardScaler {
 struct ExternalRewardItem {
   std::string_view key;
   ConstTensorView reward;  ///< [*batch, *feature], the statistics' dtype
-  TensorView out;          ///< like reward (may be reward's memory)
+  TensorView out;          ///< like reward (may be reward's memory); empty: not written
   ConstTensorView done{};  ///< uint8 [*batch]; empty: none done
   ConstTensorView mask{};  ///< uint8 [*batch]: rows left out of the update; empty: every row
   TensorView returns;      ///< like reward: the environments' returns, read and written (start them at 0)

@@ -102,6 +102,7 @@ struct ConstTensorView {
 
   std::int64_t numel() const noexcept { return shape.numel(); }
   std::size_t nbytes() const noexcept { return static_cast<std::size_t>(numel()) * dtype_size(dtype); }
+  bool empty_view() const noexcept { return data == nullptr && shape.ndim() == 0; }
 };
 
 namespace detail {

@@ -84,10 +84,11 @@ def _shape(value, name: str) -> Tuple[int, ...]:
         raise TypeError(f"vecnorm: key '{name}': the feature shape must be a tuple of ints, got {value!r}") from None
 
 
-def _check_mask(mask) -> None:
-    """A row mask is a tensor or None (its dtype, shape and device: the library's checks)."""
+def _check_mask(mask, what: str = "mask") -> None:
+    """A row mask (or a step's dones) is a tensor or None (its dtype, shape and
+    device: the library's checks)."""
     if mask is not None and not isinstance(mask, Tensor):
-        raise TypeError(f"vecnorm: mask: expected a Tensor or None, got {type(mask).__name__}")
+        raise TypeError(f"vecnorm: {what}: expected a Tensor or None, got {type(mask).__name__}")
 
 
 class VecNorm(nn.Module):
@@ -507,7 +508,8 @@ class RewardScaler(nn.Module):
 
     ``forward(reward, done=None, mask=None)`` returns the scaled reward in the
     reward's dtype (computed in the statistics' dtype); ``done`` and ``mask``
-    (bool or uint8, ``batch_shape``): episodes that ended this step, and rows
+    (bool or uint8, ``batch_shape``): episodes that ended this step (SB3:
+    ``terminated | truncated``; Gymnasium: ``terminated``), and rows
     left out of the statistics' update (their returns still advance). Frozen
     (``freeze()``), the statistics stay as they are and the returns advance,
     as in Gymnasium (SB3's eval mode also stops its returns). The returns are
@@ -525,12 +527,15 @@ class RewardScaler(nn.Module):
             if fixed in options:
                 raise TypeError(f"vecnorm: RewardScaler: {fixed} is not an option here (the statistics are pooled "
                                 "over the environments and uncentred)")
+        if options.get("process_group") is not None:
+            raise NotImplementedError("vecnorm: RewardScaler: process_group is not supported yet (the statistics "
+                                      "of one process; C++: vecnorm::RewardScaler with Options::collective)")
         stats = dict(estimator="stable", decay=1.0, prior_count=1e-4, scale="sqrt_var_plus_eps", eps=1e-8, clip=10.0,
                      stats_dtype=torch.float64)
         stats.update(options)
         self.gamma = float(gamma)
         self.reset_rule = reset
-        self.batch_shape: Tuple[int, ...] = tuple(int(d) for d in batch_shape)
+        self.batch_shape: Tuple[int, ...] = _shape(batch_shape, "reward")
         self.feature_shape: Tuple[int, ...] = _shape(feature_shape, "reward")
         self.statistics = VecNorm({"reward": self.feature_shape}, batch_shape=self.batch_shape,
                                   reduce_batch_dims=True, center=False, device=device, **stats)
@@ -543,11 +548,11 @@ class RewardScaler(nn.Module):
     def forward(self, reward: Tensor, done: Optional[Tensor] = None, mask: Optional[Tensor] = None) -> Tensor:
         if not isinstance(reward, Tensor):
             raise TypeError(f"vecnorm: reward: expected a Tensor, got {type(reward).__name__}")
-        _check_mask(done)
+        _check_mask(done, "done")
         _check_mask(mask)
         st = self.statistics
         r = reward if reward.dtype == self.returns.dtype else reward.to(self.returns.dtype)
-        y = torch.empty_like(r)
+        y = torch.empty(r.shape, dtype=r.dtype, device=r.device)
         torch.ops.vecnorm.reward_step(r, y, self.returns, self._entered, list(st._stats("reward")), "reward",
                                       st._config, st.decay, st.eps, self.gamma, _RESETS[self.reset_rule],
                                       not st.frozen, done, mask)

@@ -14,21 +14,38 @@
 namespace vecnorm::detail {
 
 /// One key's returns in a step: the state, the entered returns' buffer, the
-/// rewards (all of the statistics' dtype and the rewards' shape) and the dones.
+/// rewards (all of the statistics' dtype and the rewards' shape), the output,
+/// the dones and the row mask.
 struct ReturnViews {
   std::string_view key;
   TensorView state;
   TensorView entered;
   ConstTensorView reward;
+  TensorView out;        ///< empty: not written
   ConstTensorView done;  ///< uint8, the rewards' batch shape; empty: none done
+  ConstTensorView mask;  ///< checked by the update
   Shape batch;           ///< the rewards' batch shape (checked by the caller)
 };
 
-/// Checks state, entered and done against the rewards (dtype, shape, device,
-/// no overlap); Error naming the key, the expected and the actual value.
+/// Checks state, entered and done against the rewards (dtype, shape, device)
+/// and that no view of the step overlaps the returns or the entered returns;
+/// Error naming the key, the expected and the actual value.
 void check_returns(const ReturnViews& v, Device device);
 /// A pass (entered or kept) over checked views, on `backend`.
 void run_returns(Backend backend, const ReturnOptions& options, const ReturnViews& v, bool kept, Stream stream);
+
+/// The phases of a reward step over checked views, for RewardScaler::step and
+/// external::reward_step alike: the entered returns, update() (the statistics'
+/// update: it checks its own arguments, a refusal leaves the returns as they
+/// were), normalize() (checked by the caller before anything ran), the kept returns.
+template <class Update, class Normalize>
+void reward_phases(Backend backend, const ReturnOptions& options, std::span<const ReturnViews> views, Stream stream,
+                   Update&& update, Normalize&& normalize) {
+  for (const ReturnViews& v : views) run_returns(backend, options, v, false, stream);
+  update();
+  normalize();
+  for (const ReturnViews& v : views) run_returns(backend, options, v, true, stream);
+}
 
 /// Op::normalize of external statistics (one count per key) after the
 /// caller's update in the same call: no zero-count check (which would copy the

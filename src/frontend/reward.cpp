@@ -6,9 +6,11 @@
 // next step): a refused update or normalize leaves the returns as they were.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../backends.hpp"
@@ -26,7 +28,6 @@ std::string num(double v) {
   std::snprintf(b, sizeof b, "%.17g", v);
   return b;
 }
-bool empty(const ConstTensorView& v) { return v.data == nullptr && v.shape.ndim() == 0; }
 }  // namespace
 
 void ReturnOptions::validate() const {
@@ -46,6 +47,10 @@ Options checked(Options o, const ReturnOptions& r, const KeyTable& table) {
     detail::fail(ErrorCode::invalid_option,
                  "RewardScaler: option reduce_batch_dims: expected true (the returns of all environments are "
                  "pooled into one statistic per reward feature), got false");
+  if (o.estimator != Estimator::stable)
+    detail::fail(ErrorCode::invalid_option,
+                 "RewardScaler: option estimator: expected stable (the returns' running variance, with a prior: "
+                 "SB3's and Gymnasium's), got " + std::string(to_string(o.estimator)));
   if (o.center)
     detail::fail(ErrorCode::invalid_option,
                  "RewardScaler: option center: expected false (a reward is divided by its return's scale, not "
@@ -82,12 +87,6 @@ struct RewardScaler::Impl {
       entered.emplace_back(backend, bytes);
     }
   }
-
-  detail::ReturnViews views(int k, const RewardData& item, const Shape& batch) {
-    const std::size_t i = static_cast<std::size_t>(k);
-    const DType d = table.keys[i].dtype;
-    return {item.key, state[i].view(d, shapes[i]), entered[i].view(d, shapes[i]), item.reward, item.done, batch};
-  }
 };
 
 RewardScaler::RewardScaler(Options statistics, ReturnOptions returns, KeyTable table)
@@ -102,29 +101,29 @@ void RewardScaler::step(std::span<const RewardData> batch, Stream stream) {
   // Every argument first: nothing runs on bad input.
   std::vector<int> keys;
   std::vector<detail::ReturnViews> views;
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    const RewardData& it = batch[i];
+  std::vector<KeyData> update, normalize;
+  for (const RewardData& it : batch) {
     const int k = detail::find_key(im.table, it.key);
     detail::check_unique(it.key, k, keys.data(), static_cast<int>(keys.size()));
     keys.push_back(k);
-    const detail::IoShape io = detail::check_io(im.table, k, im.table.keys[static_cast<std::size_t>(k)].dtype,
-                                                it.reward, it.out.empty_view() ? nullptr : &it.out,
-                                                detail::BatchRule::exact, im.device);
-    views.push_back(im.views(k, it, io.batch));
+    const std::size_t i = static_cast<std::size_t>(k);
+    const detail::IoShape io = detail::check_io(im.table, k, im.table.keys[i].dtype, it.reward,
+                                                it.out.empty_view() ? nullptr : &it.out, detail::BatchRule::exact,
+                                                im.device);
+    const DType d = im.table.keys[i].dtype;
+    views.push_back({it.key, im.state[i].view(d, im.shapes[i]), im.entered[i].view(d, im.shapes[i]), it.reward,
+                     it.out, it.done, it.mask, io.batch});
     detail::check_returns(views.back(), im.device);
-    if (!empty(it.mask)) detail::check_stats_view(it.key, "mask", it.mask, DType::uint8, io.batch, im.device);
-  }
-  if (batch.empty()) return;
-  for (const detail::ReturnViews& v : views) detail::run_returns(im.backend, im.returns, v, false, stream);
-  std::vector<KeyData> update, normalize;
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    const RewardData& it = batch[i];
-    update.push_back({it.key, views[i].entered, TensorView{}, it.mask});
+    update.push_back({it.key, views.back().entered, TensorView{}, it.mask});
     if (!it.out.empty_view()) normalize.push_back({it.key, it.reward, it.out});
   }
-  im.stats.update(update, stream);
-  if (!normalize.empty()) im.stats.normalize(normalize, stream);
-  for (const detail::ReturnViews& v : views) detail::run_returns(im.backend, im.returns, v, true, stream);
+  if (batch.empty()) return;
+  detail::normalize_after_update(im.stats, normalize, stream, true);
+  detail::reward_phases(
+      im.backend, im.returns, views, stream, [&] { im.stats.update(update, stream); },
+      [&] {
+        if (!normalize.empty()) detail::normalize_after_update(im.stats, normalize, stream, false);
+      });
 }
 
 void RewardScaler::reset_returns(Stream stream) {
@@ -188,22 +187,33 @@ void check_returns(const ReturnViews& v, Device device) {
     fail(ErrorCode::dtype_mismatch, key_prefix(v.key) + "reward dtype: expected float32 or float64 (the "
                                                          "statistics' dtype, which the returns have), got " +
                                         to_string(d));
-  const TensorView* bufs[] = {&v.state, &v.entered};
-  const char* names[] = {"returns", "entered returns"};
-  for (int b = 0; b < 2; ++b) {
-    check_stats_view(v.key, names[b], *bufs[b], d, v.reward.shape, device);
-    check_disjoint(v.key, names[b], bufs[b]->data, bufs[b]->nbytes(), "reward", v.reward.data, v.reward.nbytes());
+  check_stats_view(v.key, "returns", v.state, d, v.reward.shape, device);
+  check_stats_view(v.key, "entered returns", v.entered, d, v.reward.shape, device);
+  if (!v.done.empty_view()) check_stats_view(v.key, "done", v.done, DType::uint8, v.batch, device);
+  // What the passes write (the returns, the entered returns) overlaps nothing
+  // the step reads or writes besides itself.
+  const struct {
+    const char* name;
+    const void* data;
+    std::size_t bytes;
+  } others[] = {{"reward", v.reward.data, v.reward.nbytes()},
+                {"output", v.out.data, v.out.empty_view() ? 0 : v.out.nbytes()},
+                {"done", v.done.data, v.done.nbytes()},
+                {"mask", v.mask.data, v.mask.nbytes()},
+                {"entered returns", v.entered.data, v.entered.nbytes()}};
+  for (const auto& o : others) {
+    if (o.data == nullptr || o.bytes == 0) continue;
+    check_disjoint(v.key, "returns", v.state.data, v.state.nbytes(), o.name, o.data, o.bytes);
+    if (o.data != v.entered.data)
+      check_disjoint(v.key, "entered returns", v.entered.data, v.entered.nbytes(), o.name, o.data, o.bytes);
   }
-  check_disjoint(v.key, "returns", v.state.data, v.state.nbytes(), "entered returns", v.entered.data,
-                 v.entered.nbytes());
-  if (!empty(v.done)) check_stats_view(v.key, "done", v.done, DType::uint8, v.batch, device);
 }
 
 void run_returns(Backend backend, const ReturnOptions& options, const ReturnViews& v, bool kept, Stream stream) {
   const std::int64_t rows = v.batch.numel();
   returns(backend,
           {v.state.data, v.entered.data, v.reward.data,
-           empty(v.done) ? nullptr : static_cast<const std::uint8_t*>(v.done.data), rows,
+           v.done.empty_view() ? nullptr : static_cast<const std::uint8_t*>(v.done.data), rows,
            rows > 0 ? v.reward.numel() / rows : 0, v.reward.dtype, options.gamma, options.reset, kept},
           stream);
 }
@@ -222,20 +232,21 @@ void reward_step(const Options& statistics, const ReturnOptions& returns, const 
   for (const ExternalRewardItem& it : items) {
     const int k = detail::find_key(table, it.key);
     const detail::IoShape io = detail::check_io(table, k, table.keys[static_cast<std::size_t>(k)].dtype, it.reward,
-                                                &it.out, detail::BatchRule::any, device);
-    views.push_back({it.key, it.returns, it.entered, it.reward, it.done, io.batch});
+                                                it.out.empty_view() ? nullptr : &it.out, detail::BatchRule::any,
+                                                device);
+    views.push_back({it.key, it.returns, it.entered, it.reward, it.out, it.done, it.mask, io.batch});
     detail::check_returns(views.back(), device);
     updates.push_back({it.key, it.entered, TensorView{}, it.stats, it.mask});
-    normalize.push_back({it.key, it.reward, it.out, it.stats});
+    if (!it.out.empty_view()) normalize.push_back({it.key, it.reward, it.out, it.stats});
   }
   if (items.empty()) return;
-  // The normalize's checks before anything runs; the update checks its own
-  // (and scans the entered returns under NonFinite::error) before it runs.
   detail::normalize_after_update(o, table, normalize, stream, workspace, true);
-  for (const detail::ReturnViews& v : views) detail::run_returns(backend, returns, v, false, stream);
-  if (update) step(o, table, CountLayout::per_key, updates, Op::update, stream, workspace);
-  detail::normalize_after_update(o, table, normalize, stream, workspace, false);
-  for (const detail::ReturnViews& v : views) detail::run_returns(backend, returns, v, true, stream);
+  detail::reward_phases(
+      backend, returns, views, stream,
+      [&] {
+        if (update) step(o, table, CountLayout::per_key, updates, Op::update, stream, workspace);
+      },
+      [&] { detail::normalize_after_update(o, table, normalize, stream, workspace, false); });
 }
 
 }  // namespace external

@@ -144,7 +144,7 @@ struct VecNorm::Impl final : detail::Store {
   /// The store: every key bound to this normalizer's own statistics.
   void bind(const detail::CallConfig& cfg, const KeyTable&, std::size_t, detail::Segment& s) override {
     const int k = s.key;
-    if (!detail::updates(cfg.work) && counts_shadow[static_cast<std::size_t>(k)] <= 0)
+    if (!detail::updates(cfg.work) && cfg.check_counts && counts_shadow[static_cast<std::size_t>(k)] <= 0)
       detail::fail_zero_count(table.keys[static_cast<std::size_t>(k)].name, 0);
     s.loc_in = loc(k);
     s.var_in = var(k);
@@ -159,10 +159,12 @@ struct VecNorm::Impl final : detail::Store {
   }
 
   /// One call of `work` over `batch`; `validate_only`: checked, nothing run.
-  void call(std::span<const KeyData> batch, detail::Work work, Stream stream, bool validate_only = false) {
+  void call(std::span<const KeyData> batch, detail::Work work, Stream stream, bool validate_only = false,
+            bool check_counts = true) {
     require_configured();
     detail::CallConfig cfg = config;
     cfg.work = work;
+    cfg.check_counts = check_counts;
     if (validate_only) {
       detail::plan_keys(cfg, table, batch, buffers);
       detail::bind_keys(cfg, table, *this, buffers);
@@ -255,6 +257,12 @@ void VecNorm::update(std::span<const KeyData> batch, Stream stream) {
 void VecNorm::normalize(std::span<const KeyData> batch, Stream stream) const {
   std::lock_guard lock(impl_->mutex);
   impl_->call(batch, detail::Work::normalize, stream);  // scratch only: the statistics are read, not written
+}
+
+void detail::normalize_after_update(const VecNorm& vn, std::span<const KeyData> batch, Stream stream,
+                                    bool check_only) {
+  std::lock_guard lock(vn.impl_->mutex);
+  vn.impl_->call(batch, detail::Work::normalize, stream, check_only, false);
 }
 
 void VecNorm::denormalize(std::span<const KeyData> batch, Stream stream) const {

@@ -198,7 +198,7 @@ TEST(CenterRanks, ARankThatCentresIsRefused) {
 
 // ---------------------------------------------------------------- the option's life
 
-TEST(CenterOption, CheckpointsKeepItInFormat5AndImportsAdoptOrRefuseIt) {
+TEST(CenterOption, CheckpointsKeepItInFormat5AndImportsAdoptItOrKeepTheirOwnMap) {
   vecnorm::Options o;
   o.reduce_batch_dims = true;
   o.center = false;

@@ -18,6 +18,7 @@
 
 #include "support/device_buffer.hpp"
 #include "support/errors.hpp"
+#include "support/ranks.hpp"
 #include "vecnorm/reward.hpp"
 #include "vecnorm/vecnorm.hpp"
 
@@ -246,6 +247,32 @@ TEST(RewardState, FrozenStatisticsStillAdvanceTheReturns) {
   }
 }
 
+// At count 0 the statistics are the prior's (mean 0, variance 1; SB3's count
+// 1e-4): a scaler frozen before its first step, or a first step that leaves
+// out every row, divides by sqrt(1 + 1e-8), as SB3 and Gymnasium do; the
+// returns advance. In place (out is the reward's memory), with two keys.
+TEST(RewardState, AtCountZeroTheScaleIsThePriorsAndOutMayBeTheReward) {
+  for (const Backend b : vntest::test_backends()) {
+    for (const bool frozen : {true, false}) {
+      vecnorm::RewardScaler rs(sb3_stats(b, DType::float64), {kGamma, ReturnReset::after},
+                               {Shape{3}, {{"a", Shape{}, DType::float64}, {"b", Shape{2}, DType::float64}}});
+      if (frozen) rs.statistics().freeze();
+      auto ra = DeviceBuffer::from_values(b, DType::float64, Shape{3}, {2.0, -4.0, 30.0});
+      auto rb = DeviceBuffer::from_values(b, DType::float64, Shape{3, 2}, {1.0, 2.0, 3.0, 4.0, 5.0, 6.0});
+      auto none = DeviceBuffer::from_values(b, DType::uint8, Shape{3}, {0.0, 0.0, 0.0});
+      const vecnorm::ConstTensorView mask = frozen ? vecnorm::ConstTensorView{} : none.cview();
+      rs.step({{"a", ra.cview(), ra.view(), {}, mask}, {"b", rb.cview(), rb.view(), {}, mask}});
+      const double s = std::sqrt(1.0 + kEps);
+      const std::vector<double> ya = ra.values(), yb = rb.values();
+      const double want_a[3] = {2.0 / s, -4.0 / s, kClip};  // 30 / s is clipped
+      for (int i = 0; i < 3; ++i) EXPECT_DOUBLE_EQ(ya[static_cast<std::size_t>(i)], want_a[i]) << "a " << i;
+      for (int i = 0; i < 6; ++i) EXPECT_DOUBLE_EQ(yb[static_cast<std::size_t>(i)], (i + 1.0) / s) << "b " << i;
+      EXPECT_EQ(rs.statistics().count("a"), 0);
+      EXPECT_EQ(rs.returns("a"), (std::vector<double>{2.0, -4.0, 30.0})) << "the returns advance";
+    }
+  }
+}
+
 TEST(RewardState, ARefusedUpdateChangesNothingAndReturnsCanBeRestored) {
   for (const Backend b : vntest::test_backends()) {
     vecnorm::Options o = sb3_stats(b, DType::float64);
@@ -308,6 +335,51 @@ TEST(RewardExternal, FollowsTheReferenceWithCallerOwnedBuffers) {
   }
 }
 
+// Across ranks (Options::collective): each rank keeps its own environments'
+// returns; the statistics pool the entered returns of every rank's
+// environments. Against one reference over all environments.
+TEST(RewardRanks, EveryRankDividesByTheScaleOfAllRanksReturns) {
+  constexpr int kRanks = 2;
+  const std::int64_t per_rank = 5, envs = kRanks * per_rank;
+  for (const Backend b : vntest::test_backends()) {
+    const auto group = vecnorm::thread_group(kRanks);
+    std::vector<std::unique_ptr<vecnorm::RewardScaler>> ranks;
+    for (int r = 0; r < kRanks; ++r) {
+      vecnorm::Options o = sb3_stats(b, DType::float64);
+      o.collective = group[static_cast<std::size_t>(r)];
+      ranks.push_back(std::make_unique<vecnorm::RewardScaler>(
+          o, vecnorm::ReturnOptions{kGamma, ReturnReset::after},
+          vecnorm::KeyTable{Shape{per_rank}, {{"reward", Shape{}, DType::float64}}}));
+    }
+    Reference ref(ReturnReset::after, envs, 1);
+    for (int t = 0; t < 30; ++t) {
+      const Stream s = stream_at(t, envs, 1, false);
+      const std::vector<double> want = ref.step(s.r, s.done, s.mask);
+      std::vector<std::vector<double>> ys(kRanks);
+      vntest::on_ranks(kRanks, [&](int r) {
+        const auto first = static_cast<std::ptrdiff_t>(r * per_rank);
+        const std::vector<double> rr(s.r.begin() + first, s.r.begin() + first + per_rank);
+        const std::vector<double> dd(s.done.begin() + first, s.done.begin() + first + per_rank);
+        auto rb = DeviceBuffer::from_values(b, DType::float64, Shape{per_rank}, rr);
+        auto db = DeviceBuffer::from_values(b, DType::uint8, Shape{per_rank}, dd);
+        DeviceBuffer y(b, DType::float64, Shape{per_rank});
+        ranks[static_cast<std::size_t>(r)]->step({{"reward", rb.cview(), y.view(), db.cview()}});
+        ys[static_cast<std::size_t>(r)] = y.values();
+      });
+      for (int r = 0; r < kRanks; ++r) {
+        const std::vector<double> R = ranks[static_cast<std::size_t>(r)]->returns("reward");
+        for (std::int64_t e = 0; e < per_rank; ++e) {
+          const std::size_t i = static_cast<std::size_t>(r * per_rank + e);
+          ASSERT_NEAR(ys[static_cast<std::size_t>(r)][static_cast<std::size_t>(e)], want[i],
+                      1e-12 * std::max(1.0, std::abs(want[i])))
+              << vntest::backend_name(b) << " step " << t << " rank " << r << " env " << e;
+          ASSERT_EQ(R[static_cast<std::size_t>(e)], ref.R[i]) << "step " << t << " rank " << r << " env " << e;
+        }
+      }
+    }
+  }
+}
+
 TEST(RewardErrors, NameTheOptionTheKeyAndTheValue) {
   const vecnorm::KeyTable table{Shape{3}, {{"reward", Shape{}, DType::float64}}};
   vecnorm::Options o = sb3_stats(Backend::cpu, DType::float64);
@@ -350,8 +422,27 @@ TEST(RewardErrors, NameTheOptionTheKeyAndTheValue) {
       [&] { rs.step({{"reward", vecnorm::view(static_cast<const double*>(r.data()), Shape{1, 3}), vecnorm::view(y.data(), Shape{1, 3})}}); },
       ErrorCode::shape_mismatch);
   EXPECT_NE(m3.find("key 'reward': input shape: expected [3]"), std::string::npos) << m3;
-  EXPECT_EQ(rs.returns("reward"), (std::vector<double>{0.0, 0.0, 0.0})) << "nothing ran";
-  EXPECT_EQ(rs.statistics().count("reward"), 0);
+  // An output that overlaps... nothing of the scaler's own: a second key's bad
+  // argument stops the step before the first key's statistics or returns move.
+  vecnorm::RewardScaler two(o, {}, {Shape{3}, {{"a", Shape{}, DType::float64}, {"b", Shape{}, DType::float64}}});
+  std::vector<double> ya(3), yb(3);
+  const std::string m4 = message_of(
+      [&] {
+        two.step({{"a", vecnorm::view(static_cast<const double*>(r.data()), Shape{3}), vecnorm::view(ya.data(), Shape{3})},
+                  {"b", vecnorm::view(static_cast<const double*>(r.data()), Shape{3}), vecnorm::view(yb.data(), Shape{3}),
+                   vecnorm::view(static_cast<const float*>(done_f.data()), Shape{3})}});
+      },
+      ErrorCode::dtype_mismatch);
+  EXPECT_NE(m4.find("key 'b': done dtype"), std::string::npos) << m4;
+  EXPECT_EQ(two.statistics().count("a"), 0) << "nothing ran";
+  EXPECT_EQ(two.returns("a"), (std::vector<double>{0.0, 0.0, 0.0})) << "nothing ran";
+  // estimator torchrl (no prior, no map at count 0) is refused.
+  vecnorm::Options ema = o;
+  ema.estimator = vecnorm::Estimator::torchrl;
+  ema.prior_count = 0.0;
+  EXPECT_NE(message_of([&] { construct(ema, {}, table); }, ErrorCode::invalid_option)
+                .find("option estimator: expected stable"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -32,6 +32,27 @@ def script(steps: int, envs: int, seed: int):
     return r, done
 
 
+def scripted_env(gym, reward_of):
+    """A gym.Env class whose step returns (reward, terminated) = reward_of(env);
+    env.i is its index in a vector env."""
+
+    class Scripted(gym.Env):
+        observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+        action_space = gym.spaces.Discrete(2)
+
+        def __init__(self, i: int = 0):
+            self.i = i
+
+        def reset(self, *, seed=None, options=None):
+            return np.zeros(1, np.float32), {}
+
+        def step(self, action):
+            reward, terminated = reward_of(self)
+            return np.zeros(1, np.float32), reward, terminated, False, {}
+
+    return Scripted
+
+
 def _sb3():
     gym = pytest.importorskip("gymnasium")
     pytest.importorskip("stable_baselines3")
@@ -49,19 +70,7 @@ def sb3_run(rewards, dones, gamma):
     steps, envs = rewards.shape
     clock = {"t": 0}
 
-    class Scripted(gym.Env):
-        observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
-        action_space = gym.spaces.Discrete(2)
-
-        def __init__(self, i):
-            self.i = i
-
-        def reset(self, *, seed=None, options=None):
-            return np.zeros(1, np.float32), {}
-
-        def step(self, action):
-            t = clock["t"]
-            return np.zeros(1, np.float32), float(rewards[t, self.i]), bool(dones[t, self.i]), False, {}
+    Scripted = scripted_env(gym, lambda env: (float(rewards[clock["t"], env.i]), bool(dones[clock["t"], env.i])))
 
     vn = VecNormalize(DummyVecEnv([lambda i=i: Scripted(i) for i in range(envs)]), norm_obs=False,
                       norm_reward=True, gamma=gamma)
@@ -99,7 +108,8 @@ def test_matches_sb3_vecnormalize(device, capsys):
         assert st.count("reward") + 1e-4 == pytest.approx(wc, rel=1e-15)
         # y: the float32 rounding of values that agree to ~1e-15 (the batch moments
         # are summed in another order) may differ by one float32 ulp.
-        assert dy <= 2.0**-23 and dr <= 1e-15 and dv <= 1e-12, f"step {t}: y {dy:.3g}, R {dr:.3g}, var {dv:.3g}"
+        assert np.array_equal(rs.returns.cpu().numpy(), wr), f"step {t}: the returns differ by {dr:.3g}"
+        assert dy <= 2.0**-23 and dv <= 1e-12, f"step {t}: y {dy:.3g}, var {dv:.3g}"
         worst_y, worst_r, worst_v = max(worst_y, dy), max(worst_r, dr), max(worst_v, dv)
         clipped += int(np.sum(np.abs(wy) >= 10.0))
     assert clipped > 0, "the script never reached SB3's clip bound"
@@ -108,22 +118,28 @@ def test_matches_sb3_vecnormalize(device, capsys):
               f"scaled reward {worst_y:.2g}, returns {worst_r:.2g}, var {worst_v:.2g} (relative); {clipped} clipped")
 
 
+def test_a_fresh_frozen_scaler_divides_as_a_fresh_sb3_in_eval_mode():
+    """Before any update (count 0, SB3's count 1e-4): the prior's scale,
+    sqrt(1 + 1e-8), against SB3's own normalize_reward of a fresh VecNormalize."""
+    gym, DummyVecEnv, VecNormalize = _sb3()
+
+    Still = scripted_env(gym, lambda env: (0.0, False))
+
+    vn = VecNormalize(DummyVecEnv([Still] * 4), norm_obs=False, norm_reward=True, training=False)
+    r = np.array([0.5, -3.0, 20.0, 1e-3], dtype=np.float32)
+    rs = presets.sb3_reward(4).freeze()
+    y = rs(torch.from_numpy(r))
+    np.testing.assert_array_equal(y.numpy(), vn.normalize_reward(r))
+    assert rs.statistics.count("reward") == 0
+
+
 def gymnasium_run(rewards, terminated, gamma):
     """Gymnasium's own NormalizeReward over one scripted environment."""
     gym = pytest.importorskip("gymnasium")
     from gymnasium.wrappers import NormalizeReward
     clock = {"t": 0}
 
-    class Scripted(gym.Env):
-        observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
-        action_space = gym.spaces.Discrete(2)
-
-        def reset(self, *, seed=None, options=None):
-            return np.zeros(1, np.float32), {}
-
-        def step(self, action):
-            t = clock["t"]
-            return np.zeros(1, np.float32), float(rewards[t]), bool(terminated[t]), False, {}
+    Scripted = scripted_env(gym, lambda env: (float(rewards[clock["t"]]), bool(terminated[clock["t"]])))
 
     env = NormalizeReward(Scripted(), gamma=gamma)
     env.reset()
@@ -190,6 +206,8 @@ def test_errors_name_the_problem():
         vt.RewardScaler((2,), reset="sometimes")
     with pytest.raises(TypeError, match="center is not an option here"):
         vt.RewardScaler((2,), center=True)
+    with pytest.raises(NotImplementedError, match="process_group is not supported yet"):
+        vt.RewardScaler((2,), process_group=object())
     with pytest.raises(ValueError, match="gamma: expected 0 <= gamma <= 1, got 1.5"):
         vt.RewardScaler((2,), gamma=1.5)
     rs = vt.RewardScaler((3,))

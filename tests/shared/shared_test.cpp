@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -1619,14 +1620,24 @@ TEST(SharedCenter, KeepsTheUncentredMapAndAttachNamesADifferentOne) {
   Unlinker unlink{name};
   SharedVecNorm shared = SharedVecNorm::create(name, o, table);
   VecNorm plain(o, table);
+  std::vector<std::vector<double>> seen(2);  // every value so far, per feature
   for (int t = 0; t < 3; ++t) {
     std::vector<float> x(8), y1(8), y2(8);
     for (int i = 0; i < 8; ++i) x[static_cast<std::size_t>(i)] = 50.0f + static_cast<float>(i * (t + 1));
+    for (int i = 0; i < 8; ++i) seen[static_cast<std::size_t>(i % 2)].push_back(x[static_cast<std::size_t>(i)]);
     const vecnorm::ConstTensorView xv(x.data(), DType::float32, Shape{4, 2});
     shared.step({{"obs", xv, vecnorm::TensorView{y1.data(), DType::float32, Shape{4, 2}}}});
     plain.step({{"obs", xv, vecnorm::TensorView{y2.data(), DType::float32, Shape{4, 2}}}});
     EXPECT_EQ(y1, y2) << "step " << t;
-    for (float y : y1) EXPECT_GT(y, 1.0f) << "step " << t << ": x / scale of values far above their spread";
+    // The closed form: x / max(std, eps), the population std of every value so far.
+    for (int i = 0; i < 8; ++i) {
+      const std::vector<double>& v = seen[static_cast<std::size_t>(i % 2)];
+      double mean = 0.0, var = 0.0;
+      for (double e : v) mean += e / static_cast<double>(v.size());
+      for (double e : v) var += (e - mean) * (e - mean) / static_cast<double>(v.size());
+      const double want = x[static_cast<std::size_t>(i)] / std::max(std::sqrt(var), 1e-4);
+      EXPECT_NEAR(y1[static_cast<std::size_t>(i)], want, 2e-6 * want) << "step " << t << " [" << i << "]";
+    }
   }
   EXPECT_EQ(shared.loc("obs"), std::vector<double>(2, 0.0));
   EXPECT_FALSE(shared.export_state().options.center);

@@ -156,7 +156,10 @@ VECNORM_HD bool element_step(const X* x, const Stats& st, Y* out, std::int64_t i
     update_stored<Est, S, C>(loc, var, xi, c, static_cast<S*>(st.loc_out)[i], static_cast<S*>(st.var_out)[i]);
   }
   if constexpr (kNormalize) {
-    const C y = apply(element_affine<Est, C>(loc, var, c, sr), xi);
+    // After an update, the normalize coefficients of the new count (an update
+    // from count 0 carries the prior's variance, which the normalize must not add again).
+    const Coeffs<C> nc = kUpdate ? Est::normalize_after(c) : c;
+    const C y = apply(element_affine<Est, C>(loc, var, nc, sr), xi);
     store(out + j, kClip ? clip_to(y, sr.clip) : y);
   }
   return kept_out;

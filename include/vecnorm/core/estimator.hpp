@@ -102,9 +102,12 @@ struct Stable {
     return {static_cast<T>(stable_weight(p, n, m)), T(1), n == 0 && p.prior > 0.0 ? T(1) : T(0),
             p.unbiased ? T(1) : T(0)};
   }
+  /// At count 0 with a prior, the stored zeros stand for the prior (mean 0,
+  /// variance 1): var0 = 1 makes the map the prior's (a pooled step that left
+  /// out every row at count 0, a frozen reward scaler before its first step).
   template <class T>
-  static VECNORM_HD Coeffs<T> normalize_coeffs(const Decay&, std::int64_t) {
-    return {T(0), T(1)};
+  static VECNORM_HD Coeffs<T> normalize_coeffs(const Decay& p, std::int64_t count) {
+    return {T(0), T(1), count == 0 && p.prior > 0.0 ? T(1) : T(0)};
   }
   template <class T>
   static VECNORM_HD Coeffs<T> normalize_after(const Coeffs<T>&) {
@@ -118,14 +121,16 @@ struct Stable {
     loc = loc + c.weight * delta;
     var = (T(1) - c.weight) * ((var + c.var0) + c.weight * delta * delta);
   }
+  /// `c` = normalize_coeffs: var0 is the prior's variance at count 0 (else 0:
+  /// adding it changes no bits).
   template <class T>
-  static VECNORM_HD Affine<T> element_affine(T loc, T var, const Coeffs<T>&, const ScaleRule<T>& r) {
-    return {centred_mu(loc, r), T(1) / scale_of(var, r)};
+  static VECNORM_HD Affine<T> element_affine(T loc, T var, const Coeffs<T>& c, const ScaleRule<T>& r) {
+    return {centred_mu(loc, r), T(1) / scale_of(var + c.var0, r)};
   }
   template <class T>
-  static VECNORM_HD void loc_scale(T loc, T var, const Coeffs<T>&, const ScaleRule<T>& r, T& mu, T& scale) {
+  static VECNORM_HD void loc_scale(T loc, T var, const Coeffs<T>& c, const ScaleRule<T>& r, T& mu, T& scale) {
     mu = centred_mu(loc, r);
-    scale = scale_of(var, r);
+    scale = scale_of(var + c.var0, r);
   }
   static VECNORM_HD double mean_of(const Coeffs<double>&, double loc) { return loc; }
   /// delta = mean - mu; mu += a delta; v = (1 - a)(v + var0) + a s2 + a (1 - a) delta^2.
