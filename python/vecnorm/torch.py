@@ -75,13 +75,13 @@ def _buffer_prefix(name: str) -> str:
     return name
 
 
-def _shape(value, name: str) -> Tuple[int, ...]:
+def _shape(value, name: str, what: str = "feature shape") -> Tuple[int, ...]:
     if isinstance(value, int):
         return (value,)
     try:
         return tuple(int(d) for d in value)
     except TypeError:
-        raise TypeError(f"vecnorm: key '{name}': the feature shape must be a tuple of ints, got {value!r}") from None
+        raise TypeError(f"vecnorm: key '{name}': the {what} must be a tuple of ints, got {value!r}") from None
 
 
 def _check_mask(mask, what: str = "mask") -> None:
@@ -535,7 +535,7 @@ class RewardScaler(nn.Module):
         stats.update(options)
         self.gamma = float(gamma)
         self.reset_rule = reset
-        self.batch_shape: Tuple[int, ...] = _shape(batch_shape, "reward")
+        self.batch_shape: Tuple[int, ...] = _shape(batch_shape, "reward", "batch shape")
         self.feature_shape: Tuple[int, ...] = _shape(feature_shape, "reward")
         self.statistics = VecNorm({"reward": self.feature_shape}, batch_shape=self.batch_shape,
                                   reduce_batch_dims=True, center=False, device=device, **stats)

@@ -51,6 +51,10 @@ Options checked(Options o, const ReturnOptions& r, const KeyTable& table) {
     detail::fail(ErrorCode::invalid_option,
                  "RewardScaler: option estimator: expected stable (the returns' running variance, with a prior: "
                  "SB3's and Gymnasium's), got " + std::string(to_string(o.estimator)));
+  if (!(o.prior_count > 0.0))
+    detail::fail(ErrorCode::invalid_option,
+                 "RewardScaler: option prior_count: expected > 0 (before the first update the scale is the "
+                 "prior's: SB3 and Gymnasium start at count 1e-4), got " + num(o.prior_count));
   if (o.center)
     detail::fail(ErrorCode::invalid_option,
                  "RewardScaler: option center: expected false (a reward is divided by its return's scale, not "
@@ -191,7 +195,10 @@ void check_returns(const ReturnViews& v, Device device) {
   check_stats_view(v.key, "entered returns", v.entered, d, v.reward.shape, device);
   if (!v.done.empty_view()) check_stats_view(v.key, "done", v.done, DType::uint8, v.batch, device);
   // What the passes write (the returns, the entered returns) overlaps nothing
-  // the step reads or writes besides itself.
+  // else of the step, and the output (written before the kept pass reads the
+  // dones) not the dones.
+  check_disjoint(v.key, "returns", v.state.data, v.state.nbytes(), "entered returns", v.entered.data,
+                 v.entered.nbytes());
   const struct {
     const char* name;
     const void* data;
@@ -199,14 +206,14 @@ void check_returns(const ReturnViews& v, Device device) {
   } others[] = {{"reward", v.reward.data, v.reward.nbytes()},
                 {"output", v.out.data, v.out.empty_view() ? 0 : v.out.nbytes()},
                 {"done", v.done.data, v.done.nbytes()},
-                {"mask", v.mask.data, v.mask.nbytes()},
-                {"entered returns", v.entered.data, v.entered.nbytes()}};
+                {"mask", v.mask.data, v.mask.nbytes()}};
   for (const auto& o : others) {
     if (o.data == nullptr || o.bytes == 0) continue;
     check_disjoint(v.key, "returns", v.state.data, v.state.nbytes(), o.name, o.data, o.bytes);
-    if (o.data != v.entered.data)
-      check_disjoint(v.key, "entered returns", v.entered.data, v.entered.nbytes(), o.name, o.data, o.bytes);
+    check_disjoint(v.key, "entered returns", v.entered.data, v.entered.nbytes(), o.name, o.data, o.bytes);
   }
+  if (others[1].bytes > 0 && others[2].bytes > 0)
+    check_disjoint(v.key, "output", others[1].data, others[1].bytes, "done", others[2].data, others[2].bytes);
 }
 
 void run_returns(Backend backend, const ReturnOptions& options, const ReturnViews& v, bool kept, Stream stream) {
@@ -229,8 +236,11 @@ void reward_step(const Options& statistics, const ReturnOptions& returns, const 
   const Device device = detail::backend_device(backend);
   std::vector<detail::ReturnViews> views;
   std::vector<ExternalItem> updates, normalize;
+  std::vector<int> keys;
   for (const ExternalRewardItem& it : items) {
     const int k = detail::find_key(table, it.key);
+    detail::check_unique(it.key, k, keys.data(), static_cast<int>(keys.size()));
+    keys.push_back(k);
     const detail::IoShape io = detail::check_io(table, k, table.keys[static_cast<std::size_t>(k)].dtype, it.reward,
                                                 it.out.empty_view() ? nullptr : &it.out, detail::BatchRule::any,
                                                 device);

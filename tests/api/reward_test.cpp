@@ -380,6 +380,38 @@ TEST(RewardRanks, EveryRankDividesByTheScaleOfAllRanksReturns) {
   }
 }
 
+// external::reward_step refuses views that overlap the returns or the entered
+// returns (the passes would read what they wrote), and a key given twice.
+TEST(RewardErrors, OverlapsAndRepeatedKeysAreRefusedBeforeAnythingRuns) {
+  const vecnorm::Options o = sb3_stats(Backend::cpu, DType::float64);
+  const vecnorm::KeyTable table{Shape{}, {{"reward", Shape{}, DType::float64}}};
+  std::vector<double> loc(1), var(1), r = {1.0, 2.0}, y(2), returns(2), entered(2);
+  std::vector<std::int64_t> count(1), skipped(1);
+  std::vector<std::uint8_t> done(2, 0);
+  auto item = [&](vecnorm::TensorView out, vecnorm::TensorView ent) {
+    return vecnorm::ExternalRewardItem{"reward", vecnorm::view(static_cast<const double*>(r.data()), Shape{2}), out,
+                                       vecnorm::view(static_cast<const std::uint8_t*>(done.data()), Shape{2}), {},
+                                       vecnorm::view(returns.data(), Shape{2}), ent,
+                                       {vecnorm::view(loc.data(), Shape{}), vecnorm::view(var.data(), Shape{}),
+                                        vecnorm::view(count.data(), Shape{}), {}, vecnorm::view(skipped.data(), Shape{})}};
+  };
+  auto run = [&](const std::vector<vecnorm::ExternalRewardItem>& items) {
+    return message_of([&] { vecnorm::external::reward_step(o, {}, table, items); }, ErrorCode::invalid_argument);
+  };
+  const std::string m1 = run({item(vecnorm::view(entered.data(), Shape{2}), vecnorm::view(entered.data(), Shape{2}))});
+  EXPECT_NE(m1.find("key 'reward': entered returns"), std::string::npos) << m1;
+  EXPECT_NE(m1.find("output"), std::string::npos) << m1;
+  const std::string m2 = run({item(vecnorm::view(y.data(), Shape{2}), vecnorm::view(returns.data(), Shape{2}))});
+  EXPECT_NE(m2.find("returns"), std::string::npos) << m2;
+  const auto ok = item(vecnorm::view(y.data(), Shape{2}), vecnorm::view(entered.data(), Shape{2}));
+  const std::string m3 =
+      message_of([&] { vecnorm::external::reward_step(o, {}, table, std::vector<vecnorm::ExternalRewardItem>{ok, ok}); },
+                 ErrorCode::duplicate_key);
+  EXPECT_NE(m3.find("reward"), std::string::npos) << m3;
+  EXPECT_EQ(count[0], 0) << "nothing ran";
+  EXPECT_EQ(returns, (std::vector<double>{0.0, 0.0})) << "nothing ran";
+}
+
 TEST(RewardErrors, NameTheOptionTheKeyAndTheValue) {
   const vecnorm::KeyTable table{Shape{3}, {{"reward", Shape{}, DType::float64}}};
   vecnorm::Options o = sb3_stats(Backend::cpu, DType::float64);
@@ -422,8 +454,10 @@ TEST(RewardErrors, NameTheOptionTheKeyAndTheValue) {
       [&] { rs.step({{"reward", vecnorm::view(static_cast<const double*>(r.data()), Shape{1, 3}), vecnorm::view(y.data(), Shape{1, 3})}}); },
       ErrorCode::shape_mismatch);
   EXPECT_NE(m3.find("key 'reward': input shape: expected [3]"), std::string::npos) << m3;
-  // An output that overlaps... nothing of the scaler's own: a second key's bad
-  // argument stops the step before the first key's statistics or returns move.
+  EXPECT_EQ(rs.returns("reward"), (std::vector<double>{0.0, 0.0, 0.0})) << "nothing ran";
+  EXPECT_EQ(rs.statistics().count("reward"), 0) << "nothing ran";
+  // A second key's bad argument stops the step before the first key's
+  // statistics or returns move.
   vecnorm::RewardScaler two(o, {}, {Shape{3}, {{"a", Shape{}, DType::float64}, {"b", Shape{}, DType::float64}}});
   std::vector<double> ya(3), yb(3);
   const std::string m4 = message_of(
@@ -436,6 +470,12 @@ TEST(RewardErrors, NameTheOptionTheKeyAndTheValue) {
   EXPECT_NE(m4.find("key 'b': done dtype"), std::string::npos) << m4;
   EXPECT_EQ(two.statistics().count("a"), 0) << "nothing ran";
   EXPECT_EQ(two.returns("a"), (std::vector<double>{0.0, 0.0, 0.0})) << "nothing ran";
+  // No prior: no scale before the first update.
+  vecnorm::Options no_prior = o;
+  no_prior.prior_count = 0.0;
+  EXPECT_NE(message_of([&] { construct(no_prior, {}, table); }, ErrorCode::invalid_option)
+                .find("option prior_count: expected > 0"),
+            std::string::npos);
   // estimator torchrl (no prior, no map at count 0) is refused.
   vecnorm::Options ema = o;
   ema.estimator = vecnorm::Estimator::torchrl;
