@@ -19,6 +19,7 @@ Every preset takes the feature shape of each key and any option of
 | ``rsl_rl`` | cumulative, pooled, float32 | std + 1e-2 | none | none |
 | ``rl_games`` | cumulative, pooled, float64 | sqrt(var + 1e-5) | 5 | (1, 0, 1) |
 | ``skrl`` | cumulative, pooled, float64, unbiased batch variance | std + 1e-8 | 5 | (1, 0, 1) |
+| ``brax`` | cumulative, pooled, float32 | max(sqrt(var + std_eps), 1e-6) | none | none |
 
 Drop-in classes with the originals' constructors and state_dict names:
 ``vecnorm.rsl_rl.EmpiricalNormalization`` (with ``until``),
@@ -28,7 +29,10 @@ scale of the discounted return): ``sb3_reward(num_envs)`` (VecNormalize's
 ``norm_reward``: gamma 0.99, the return zeroed after a done, sqrt(var + 1e-8),
 clip 10, prior (1e-4, 0, 1), float64) and ``gymnasium_reward(num_envs)``
 (NormalizeReward: zeroed before the reward is added, no clip).
-Not yet (issue 18): weights (brax), and brax.
+brax's 0/1 ``weights`` (ARS's and ES's "episode still active") are the row
+``mask`` of ``forward``/``update``. Not yet (issue 18): other weights (brax
+documents a weight of 2 as the row counted twice), brax's upper bound on the
+std (1e6) and its EMA mode's ``until_count``.
 """
 from __future__ import annotations
 
@@ -39,8 +43,8 @@ import torch
 
 from .torch import Key, RewardScaler, VecNorm
 
-__all__ = ["torchrl_v2", "sb3", "gymnasium", "rsl_rl", "rl_games", "skrl", "sb3_reward", "gymnasium_reward",
-           "PRESETS"]
+__all__ = ["torchrl_v2", "sb3", "gymnasium", "rsl_rl", "rl_games", "skrl", "brax", "sb3_reward",
+           "gymnasium_reward", "PRESETS"]
 
 
 def _cumulative(stats_dtype: torch.dtype, scale: str, eps: float, clip: float, prior_count: float,
@@ -64,6 +68,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "rl_games": _cumulative(torch.float64, "sqrt_var_plus_eps", 1e-5, 5.0, 1.0),
     # skrl RunningStandardScaler: count starts at 1, unbiased batch variance, std + 1e-8, clip 5.
     "skrl": _cumulative(torch.float64, "std_plus_eps", 1e-8, 5.0, 1.0, unbiased=True),
+    # brax.training.acme.running_statistics (Welford mode, std_eps=0, jax's float32): std =
+    # clip(sqrt(var + std_eps), 1e-6, 1e6), no prior, normalize with no bound (max_abs_value=None).
+    "brax": _cumulative(torch.float32, "clamp", 1e-6, math.inf, 0.0),
 }
 
 
@@ -101,6 +108,18 @@ def rl_games(shapes: Mapping[Key, Any], **options: Any) -> VecNorm:
 def skrl(shapes: Mapping[Key, Any], **options: Any) -> VecNorm:
     """skrl's RunningStandardScaler (``train=True``: update, then normalize and clip to ±5)."""
     return _make("skrl", shapes, options)
+
+
+def brax(shapes: Mapping[Key, Any], *, std_eps: float = 0.0, **options: Any) -> VecNorm:
+    """brax's ``running_statistics`` (``init_state(std_eps=0.0)``, Welford mode,
+    ``update`` then ``normalize(max_abs_value=None)``): statistics over every
+    batch dim (a ``(T, N, ...)`` rollout at once, as brax's PPO updates them), the
+    std ``sqrt(var + std_eps)`` kept at least 1e-6. ``std_eps > 0`` gives the
+    scale ``sqrt(var + std_eps)`` (brax's lower bound 1e-6 then binds only for
+    ``std_eps < 1e-12``). Pass 0/1 ``weights`` as ``mask=``; ``clip=`` is
+    ``max_abs_value``."""
+    kw = {} if std_eps == 0.0 else {"scale": "sqrt_var_plus_eps", "eps": float(std_eps)}
+    return _make("brax", shapes, {**kw, **options})
 
 
 def sb3_reward(num_envs: int, *, gamma: float = 0.99, **options: Any) -> RewardScaler:

@@ -18,6 +18,7 @@
 #include "reference.hpp"
 #include "support/device_buffer.hpp"
 #include "support/errors.hpp"
+#include "support/data.hpp"
 #include "support/ranks.hpp"
 #include "vecnorm/checkpoint.hpp"
 #include "vecnorm/collective.hpp"
@@ -38,15 +39,8 @@ constexpr std::int64_t kF = 4;
 /// spread, so that a centred output (about N(0, 1)) and an uncentred one
 /// (mean / std: 2 to 15) are far apart.
 std::vector<double> batch(int t, std::int64_t m, unsigned seed = 3) {
-  std::mt19937_64 rng(seed * 1000u + static_cast<unsigned>(t));
-  const double loc[kF] = {2.0, -40.0, 0.05, 300.0};
-  const double sd[kF] = {1.0, 5.0, 0.01, 20.0};
-  std::normal_distribution<double> z(0.0, 1.0);
-  std::vector<double> v(static_cast<std::size_t>(m * kF));
-  for (std::int64_t r = 0; r < m; ++r)
-    for (std::int64_t f = 0; f < kF; ++f)
-      v[static_cast<std::size_t>(r * kF + f)] = static_cast<double>(static_cast<float>(loc[f] + sd[f] * z(rng)));
-  return v;
+  static const vntest::FeatureDistribution dist{{2.0, -40.0, 0.05, 300.0}, {1.0, 5.0, 0.01, 20.0}};
+  return vntest::step_values(dist, seed, t, m);
 }
 
 /// x / scale of the reference, element by element (scale per statistics element).
@@ -137,11 +131,7 @@ INSTANTIATE_TEST_SUITE_P(All, Center,
 TEST(CenterRanks, EveryRankDividesByThePooledScale) {
   constexpr int kRanks = 3;
   for (const Backend backend : vntest::test_backends()) {
-    vecnorm::Options base = vntest::options_for(backend);
-    base.reduce_batch_dims = true;
-    base.estimator = vecnorm::Estimator::stable;
-    base.decay = 1.0;
-    base.stats_dtype = DType::float64;
+    vecnorm::Options base = vntest::pooled_cumulative_options(backend);
     base.center = false;
     const auto vns = vntest::ranks_of(base, {Shape{}, {{"obs", Shape{kF}, DType::float32}}}, kRanks);
     vnref::StatefulKey ref({vnref::Estimator::stable, 1.0, base.eps}, true, kF);

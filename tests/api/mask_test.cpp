@@ -248,12 +248,8 @@ TEST(MaskSkips, ErrorModeScansTheKeptRowsOnly) {
 // of 16), and NonFinite::propagate would let a NaN shift poison the statistics.
 TEST(MaskSkips, ALeftOutFirstRowIsNeverTheShift) {
   for (const Backend backend : vntest::test_backends()) {
-    vecnorm::Options o = vntest::options_for(backend);
-    o.reduce_batch_dims = true;
+    vecnorm::Options o = vntest::pooled_cumulative_options(backend);
     o.nonfinite = vecnorm::NonFinite::propagate;
-    o.estimator = vecnorm::Estimator::stable;
-    o.decay = 1.0;
-    o.stats_dtype = DType::float64;
     constexpr std::int64_t m = 3001;
     vecnorm::VecNorm vn(o, {Shape{}, {{"obs", Shape{kF}, DType::float32}}});
     Batch b = batch(5, m);  // every row kept, then the left-out ones set
@@ -289,11 +285,7 @@ TEST(MaskSkips, ALeftOutFirstRowIsNeverTheShift) {
 TEST(MaskRanks, RanksMergeTheirKeptRows) {
   constexpr int kRanks = 3;
   for (const Backend backend : vntest::test_backends()) {
-    vecnorm::Options base = vntest::options_for(backend);
-    base.reduce_batch_dims = true;
-    base.estimator = vecnorm::Estimator::stable;
-    base.decay = 1.0;
-    base.stats_dtype = DType::float64;
+    vecnorm::Options base = vntest::pooled_cumulative_options(backend);
     const auto vns = vntest::ranks_of(base, {Shape{}, {{"obs", Shape{kF}, DType::float32}}}, kRanks);
     vnref::StatefulKey ref({vnref::Estimator::stable, 1.0, base.eps}, true, kF);
     for (int t = 0; t < 6; ++t) {

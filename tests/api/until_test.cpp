@@ -20,6 +20,7 @@
 #include "reference.hpp"
 #include "support/device_buffer.hpp"
 #include "support/errors.hpp"
+#include "support/data.hpp"
 #include "support/ranks.hpp"
 #include "support/dtypes.hpp"
 #include "vecnorm/checkpoint.hpp"
@@ -39,15 +40,8 @@ constexpr std::int64_t kF = 4;
 
 /// Step t's batch of m rows (float32 values), features of different location and spread.
 std::vector<double> batch(int t, std::int64_t m, unsigned seed = 5) {
-  std::mt19937_64 rng(seed * 1000u + static_cast<unsigned>(t));
-  const double loc[kF] = {2.0, -40.0, 0.0, 300.0};
-  const double sd[kF] = {1.0, 5.0, 0.01, 20.0};
-  std::normal_distribution<double> z(0.0, 1.0);
-  std::vector<double> v(static_cast<std::size_t>(m * kF));
-  for (std::int64_t r = 0; r < m; ++r)
-    for (std::int64_t f = 0; f < kF; ++f)
-      v[static_cast<std::size_t>(r * kF + f)] = static_cast<double>(static_cast<float>(loc[f] + sd[f] * z(rng)));
-  return v;
+  static const vntest::FeatureDistribution dist{{2.0, -40.0, 0.0, 300.0}, {1.0, 5.0, 0.01, 20.0}};
+  return vntest::step_values(dist, seed, t, m);
 }
 
 using vntest::message_of;
@@ -186,11 +180,7 @@ using vntest::on_ranks;
 TEST(UntilRanks, EveryRankStopsAtTheSameCount) {
   constexpr int kRanks = 3;
   for (const Backend backend : vntest::test_backends()) {
-    vecnorm::Options base = vntest::options_for(backend);
-    base.reduce_batch_dims = true;
-    base.estimator = vecnorm::Estimator::stable;
-    base.decay = 1.0;
-    base.stats_dtype = DType::float64;
+    vecnorm::Options base = vntest::pooled_cumulative_options(backend);
     base.until = 25;  // 2 + 3 + 4 = 9 rows a step: merged at 0, 9, 18; stops at 27
     const auto vns = vntest::ranks_of(base, {Shape{}, {{"obs", Shape{kF}, DType::float32}}}, kRanks);
     vnref::StatefulKey ref({vnref::Estimator::stable, 1.0, base.eps}, true, kF);

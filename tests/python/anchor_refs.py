@@ -21,7 +21,7 @@ a CPU tensor of x's own dtype (``torch.from_numpy``), under ``torch.no_grad()``.
 
 Versions these wrappers were written against (scripts/python-env.sh pins them):
 stable-baselines3 2.9.2, gymnasium 1.4.0, rsl-rl-lib 5.5.1, rl-games 1.6.5,
-skrl 2.1.1.
+skrl 2.1.1, brax 0.14.2 (jax 0.10.2, CPU).
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ _IMPORTS = {
     "rsl_rl": "rsl_rl.modules.normalization",
     "rl_games": "rl_games.algos_torch.running_mean_std",
     "skrl": "skrl.resources.preprocessors.torch.running_standard_scaler",
+    "brax": "brax.training.acme.running_statistics",
 }
 _errors: dict[str, BaseException | None] = {}
 
@@ -427,10 +428,81 @@ class SkrlRef(_TorchRef):
         }
 
 
+# --------------------------------------------------------------------------- jax anchors
+
+
+class BraxRef(Ref):
+    """brax ``running_statistics`` (``brax.training.acme.running_statistics``)
+    on jax's CPU backend: a float32 state (jax's default), or float64 with
+    ``x64=True`` (every call of this wrapper runs under ``jax.enable_x64``;
+    brax's docstring recommends it for precision); a UInt64 count.
+
+    Construction: ``state = init_state(specs.Array(shape, dtype),
+    **anchor_kwargs)`` (kwargs: ``std_eps``, ``mode``; Welford by default).
+    step(x, update, weights=None): ``if update: state = update(state, x,
+    weights=weights)`` (brax's defaults: std in [1e-6, 1e6]), then
+    ``normalize(x, state)`` (no ``max_abs_value``). x (float32) may have several
+    batch dims (a ``(T, N, *shape)`` rollout: brax reduces every leading dim);
+    weights has the batch dims' shape.
+    stats(): ``mean``; ``var = summed_variance / count`` (Welford mode keeps the
+    sum of squared deviations); ``count = hi * 2**32 + lo``.
+    state_dict(): the state's fields as numpy arrays.
+    """
+
+    name = "brax"
+
+    def __init__(self, shape, x64: bool = False, **anchor_kwargs):
+        super().__init__(shape, **anchor_kwargs)
+        import jax
+        import jax.numpy as jnp
+        from brax.training.acme import running_statistics, specs
+
+        self._jax, self._rs, self.x64 = jax, running_statistics, bool(x64)
+        with jax.enable_x64(self.x64):
+            dtype = jnp.float64 if self.x64 else jnp.float32
+            self.state = running_statistics.init_state(specs.Array(self.shape, dtype), **anchor_kwargs)
+
+    def _check(self, x):
+        x = np.asarray(x)
+        if x.dtype != np.float32:
+            raise TypeError(f"x must be float32, got {x.dtype}")
+        n = len(self.shape)
+        if x.ndim <= n or tuple(x.shape[x.ndim - n:]) != self.shape:
+            raise ValueError(f"x must be [*batch, *{self.shape}], got {x.shape}")
+        return x
+
+    def step(self, x, update=True, weights=None):
+        import jax.numpy as jnp
+
+        x = self._check(x)
+        with self._jax.enable_x64(self.x64):
+            if update:
+                w = None if weights is None else jnp.asarray(np.asarray(weights, np.float32))
+                self.state = self._rs.update(self.state, jnp.asarray(x), weights=w)
+            y = np.asarray(self._rs.normalize(jnp.asarray(x), self.state))
+        self.last_dtype = y.dtype
+        return _f64(y)
+
+    def _count(self) -> float:
+        c = self.state.count
+        return float(int(c.hi) * 2**32 + int(c.lo)) if hasattr(c, "hi") else float(c)
+
+    def stats(self):
+        n = self._count()
+        m2 = _f64(self.state.summed_variance)
+        return {"mean": _f64(self.state.mean), "var": m2 / n if n else np.ones(self.shape), "count": n}
+
+    def state_dict(self):
+        st = self.state
+        return {"mean": np.asarray(st.mean), "std": np.asarray(st.std), "summed_variance":
+                np.asarray(st.summed_variance), "count": self._count(), "std_eps": st.std_eps}
+
+
 REFS: dict[str, type[Ref]] = {
     "sb3": SB3Ref,
     "gymnasium": GymnasiumRef,
     "rsl_rl": RslRlRef,
     "rl_games": RlGamesRef,
     "skrl": SkrlRef,
+    "brax": BraxRef,
 }

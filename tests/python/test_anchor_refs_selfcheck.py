@@ -1,6 +1,6 @@
 """Guards tests/python/anchor_refs.py: each anchor wrapper, fed 50 batches, must
 end with the statistics that a naive float64 numpy reference of that anchor's
-documented math (docs/anchors.md, sections 1-5 and the comparison table)
+documented math (docs/anchors.md, sections 1-6 and the comparison table)
 gives. An anchor that is not installed is skipped."""
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ SPEC = {
     "rl_games": dict(prior=(1.0, 0.0, 1.0), ddof=0, scale=lambda v: np.sqrt(v + 1e-5), clip=5.0),
     # skrl: count 1; UNBIASED batch var into the population merge; sqrt(var) + 1e-8; clip 5
     "skrl": dict(prior=(1.0, 0.0, 1.0), ddof=1, scale=lambda v: np.sqrt(v) + 1e-8, clip=5.0),
+    # brax (section 6): count 0; exact Welford M2 (biased); std = clip(sqrt(var + 0), 1e-6, 1e6); no clip
+    "brax": dict(prior=(0.0, 0.0, 1.0), ddof=0, scale=lambda v: np.clip(np.sqrt(v), 1e-6, 1e6), clip=None),
 }
 
 SHAPE = (5,)

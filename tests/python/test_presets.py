@@ -37,13 +37,18 @@ CASES = {
     "rsl_rl": ("rsl_rl", 2e-5, 2e-5),
     "rl_games": ("rl_games", 2e-6, K_U32 * U32),
     "skrl": ("skrl", 2e-6, K_U32 * U32),
+    # brax's running_statistics with jax's x64 (float64 state and sums; the float32 default
+    # is test_brax_float32_rollouts_with_weights...: its first update's M2 cancels).
+    "brax_x64": ("brax", 2e-6, K_U32 * U32),
     # rl_games' norm_only (input / sqrt(var + eps), no bound): the rl_games preset uncentred.
     "rl_games_norm_only": ("rl_games", 2e-6, K_U32 * U32),
 }
-PRIOR = {"sb3": 1e-4, "gymnasium": 1e-4, "rsl_rl": 0.0, "rl_games": 1.0, "skrl": 1.0, "rl_games_norm_only": 1.0}
+PRIOR = {"sb3": 1e-4, "gymnasium": 1e-4, "rsl_rl": 0.0, "rl_games": 1.0, "skrl": 1.0, "brax_x64": 0.0,
+         "rl_games_norm_only": 1.0}
 # Cases that are a preset with options, against the anchor with arguments:
 # name -> (preset, its options, the anchor's constructor arguments).
-VARIANTS = {"rl_games_norm_only": ("rl_games", {"center": False, "clip": math.inf}, {"norm_only": True})}
+VARIANTS = {"rl_games_norm_only": ("rl_games", {"center": False, "clip": math.inf}, {"norm_only": True}),
+            "brax_x64": ("brax", {"stats_dtype": torch.float64}, {"x64": True})}
 
 
 def stream(steps: int, batch: int, shape, seed: int = 0):
@@ -119,6 +124,68 @@ def test_frozen_preset_normalizes_as_the_anchor_in_eval_mode():
         want = ref.step(x, update=False)
         got = norm({"obs": torch.from_numpy(x)})["obs"].double().numpy()
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
+
+
+def test_brax_float32_rollouts_with_weights_are_masked_updates(capsys):
+    """brax's default (jax without x64, float32 state), as its PPO runs it: the
+    statistics updated once per (T, N, D) rollout, then the rollout normalized;
+    ARS and ES pass 0/1 weights of shape (T, N), the episodes still running. The
+    preset does the same with the weights as its row mask.
+
+    brax sums in float32 and its first update is M2 = sum(x (x - mean)) from a
+    mean of 0, which cancels: its variance is off by about K u32 (mean^2 + var)
+    (the statistics' tolerance below), its std by half that relative to var, and
+    its mean by K u32 |mean|. The stream keeps |mean| / std under 10, as for
+    observations of a simulator."""
+    if not anchor_refs.available("brax"):
+        pytest.skip(f"brax not installed: {anchor_refs.import_error('brax')}")
+    shape, T, N = (5,), 8, 16
+    ref = anchor_refs.REFS["brax"](shape)
+    norm = presets.brax({"obs": shape})
+    rng = np.random.default_rng(7)
+    loc, sd = rng.uniform(-8.0, 8.0, shape), rng.uniform(1.0, 3.0, shape)
+    worst_y = worst_m = worst_v = raw_y = 0.0
+    left_out = 0
+    for it in range(60):
+        x = (loc + sd * rng.standard_normal((T, N) + shape)).astype(np.float32)
+        w = (rng.random((T, N)) < 0.7).astype(np.float32)
+        if it % 10 == 3:
+            w[:, :] = 1.0
+        left_out += int(np.sum(w == 0))
+        want = ref.step(x, weights=w)
+        norm.update({"obs": torch.from_numpy(x)}, mask=torch.from_numpy(w != 0))
+        got = norm.normalize({"obs": torch.from_numpy(x)})["obs"].double().numpy()
+        st = ref.stats()
+        assert norm.count("obs") == st["count"], f"iteration {it}: counts differ"
+        tol = K_U32 * U32
+        var_err = tol * (st["mean"] ** 2 + st["var"]) / st["var"]  # relative to var
+        allow = tol * np.abs(st["mean"]) / np.sqrt(st["var"]) + np.abs(want) * var_err / 2
+        dy = float(np.max(np.abs(got - want) - allow))
+        raw_y = max(raw_y, float(np.max(np.abs(got - want))))
+        loc_v = norm._buffers["obs_loc"].double().numpy()
+        var = norm._buffers["obs_var"].double().numpy()
+        dm = rel(loc_v, st["mean"], np.sqrt(st["var"]) + np.abs(st["mean"]))
+        dv = rel(var, st["var"], st["var"] + st["mean"] ** 2)
+        worst_y, worst_m, worst_v = max(worst_y, dy), max(worst_m, dm), max(worst_v, dv)
+        assert dy <= 1e-6 and dm <= tol and dv <= tol, f"iteration {it}: outputs {dy:.3g}, mean {dm:.3g}, var {dv:.3g}"
+    assert left_out > 0
+    with capsys.disabled():
+        print(f"\n[presets] brax (float32) rollouts with 0/1 weights: 60 updates of {T} x {N} x {shape[0]}, "
+              f"{left_out} rows weighted 0; largest difference: outputs {raw_y:.2g} ({max(worst_y, 0.0):.2g} past "
+              f"brax's float32 rounding), mean {worst_m:.2g}, var {worst_v:.2g} (relative)")
+
+
+def test_brax_std_eps_is_inside_the_square_root():
+    if not anchor_refs.available("brax"):
+        pytest.skip("brax not installed")
+    shape = (3,)
+    ref = anchor_refs.REFS["brax"](shape, std_eps=0.25)
+    norm = presets.brax({"obs": shape}, std_eps=0.25)
+    for x in stream(20, 16, shape, seed=2):
+        x = (x * 1e-3).astype(np.float32)  # var well under std_eps: the eps decides the scale
+        want = ref.step(x)
+        got = norm({"obs": torch.from_numpy(x)})["obs"].double().numpy()
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
 def test_clip_bounds_to_affine_and_a_state_dict_round_trip_keeps_it():

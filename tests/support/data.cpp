@@ -39,6 +39,11 @@ std::vector<double> random_values(std::mt19937_64& rng, vecnorm::DType dtype, st
   return out;
 }
 
+std::vector<double> step_values(const FeatureDistribution& dist, unsigned seed, int t, std::int64_t m) {
+  std::mt19937_64 rng(seed * 1000u + static_cast<unsigned>(t));
+  return random_values(rng, vecnorm::DType::float32, m, static_cast<std::int64_t>(dist.mean.size()), dist);
+}
+
 std::vector<double> random_integers(std::mt19937_64& rng, std::int64_t n, int lo, int hi) {
   std::uniform_int_distribution<int> d(lo, hi);
   std::vector<double> out(static_cast<std::size_t>(n));

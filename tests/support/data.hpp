@@ -28,6 +28,11 @@ FeatureDistribution random_distribution(std::mt19937_64& rng, std::int64_t featu
 std::vector<double> random_values(std::mt19937_64& rng, vecnorm::DType dtype, std::int64_t m, std::int64_t features,
                                   const FeatureDistribution& dist);
 
+/// Step t of a stream of batches: random_values (float32) of m rows from a
+/// generator seeded by (seed, t) alone, so that a step's batch does not depend
+/// on what ran before it.
+std::vector<double> step_values(const FeatureDistribution& dist, unsigned seed, int t, std::int64_t m);
+
 /// Integers uniform in [lo, hi] (exact in every dtype whose range holds them).
 std::vector<double> random_integers(std::mt19937_64& rng, std::int64_t n, int lo, int hi);
 

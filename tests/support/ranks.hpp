@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "device_buffer.hpp"
 #include "vecnorm/collective.hpp"
 #include "vecnorm/vecnorm.hpp"
 
@@ -28,6 +29,17 @@ inline void on_ranks(int ranks, const std::function<void(int)>& body) {
   for (auto& t : threads) t.join();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
+}
+
+/// The options the rank tests start from: `backend`, pooled over the batch
+/// dims, the stable estimator, cumulative (decay 1), float64 statistics.
+inline vecnorm::Options pooled_cumulative_options(vecnorm::Backend backend) {
+  vecnorm::Options o = options_for(backend);
+  o.reduce_batch_dims = true;
+  o.estimator = vecnorm::Estimator::stable;
+  o.decay = 1.0;
+  o.stats_dtype = vecnorm::DType::float64;
+  return o;
 }
 
 /// `ranks` normalizers of `base` over `table`, the ranks of one in-process
