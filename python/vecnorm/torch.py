@@ -505,6 +505,9 @@ class RewardScaler(nn.Module):
             SB3's: ``estimator="stable"``, ``decay=1.0``, ``prior_count=1e-4``,
             ``scale="sqrt_var_plus_eps"``, ``eps=1e-8``, ``clip=10.0``,
             ``stats_dtype=torch.float64``. They are always pooled and uncentred.
+            ``process_group``: the statistics pooled over the returns of every
+            rank of that ``torch.distributed`` group (each rank keeps the
+            returns of its own environments; every rank steps together).
 
     ``forward(reward, done=None, mask=None)`` returns the scaled reward in the
     reward's dtype (computed in the statistics' dtype); ``done`` and ``mask``
@@ -527,9 +530,6 @@ class RewardScaler(nn.Module):
             if fixed in options:
                 raise TypeError(f"vecnorm: RewardScaler: {fixed} is not an option here (the statistics are pooled "
                                 "over the environments and uncentred)")
-        if options.get("process_group") is not None:
-            raise NotImplementedError("vecnorm: RewardScaler: process_group is not supported yet (the statistics "
-                                      "of one process; C++: vecnorm::RewardScaler with Options::collective)")
         stats = dict(estimator="stable", decay=1.0, prior_count=1e-4, scale="sqrt_var_plus_eps", eps=1e-8, clip=10.0,
                      stats_dtype=torch.float64)
         stats.update(options)
@@ -555,7 +555,7 @@ class RewardScaler(nn.Module):
         y = torch.empty(r.shape, dtype=r.dtype, device=r.device)
         torch.ops.vecnorm.reward_step(r, y, self.returns, self._entered, list(st._stats("reward")), "reward",
                                       st._config, st.decay, st.eps, self.gamma, _RESETS[self.reset_rule],
-                                      not st.frozen, done, mask)
+                                      not st.frozen, done, mask, st._group)
         return y if y.dtype == reward.dtype else y.to(reward.dtype)
 
     def reset(self) -> None:

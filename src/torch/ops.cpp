@@ -95,15 +95,21 @@ TensorList denormalize(at::TensorList x, at::TensorList stats, const std::vector
 // as the reward has; `done` and `mask` (bool or uint8) its batch shape;
 // `reset` a ReturnReset (0 after, 1 before, 2 never); `update` false: the
 // statistics are frozen (the returns still advance). No synchronization.
+// `group`: the statistics pooled over the returns of every rank of that
+// torch.distributed process group (as step_group's; each rank keeps its own
+// environments' returns).
 void reward_step(const Tensor& reward, const Tensor& y, const Tensor& returns, const Tensor& entered,
                  at::TensorList stats, const std::string& key, at::IntArrayRef config, double decay, double eps,
                  double gamma, int64_t reset, bool update, const std::optional<Tensor>& done,
-                 const std::optional<Tensor>& mask) {
+                 const std::optional<Tensor>& mask, const std::optional<std::string>& group) {
+  const std::string group_name = group.value_or(std::string());
+  std::optional<pybind11::gil_scoped_release> no_gil;  // as in step_group: the exchange waits for the ranks
+  if (!group_name.empty() && Py_IsInitialized() && PyGILState_Check()) no_gil.emplace();
   try {
     CallScope scope;
     Call& c = *scope;
     const std::vector<std::string> keys{key};
-    configure(c, {reward}, stats, keys, config, decay, eps);
+    configure(c, {reward}, stats, keys, config, decay, eps, group_name);
     if (reset < 0 || reset > 2)
       C10_THROW_ERROR(ValueError, "vecnorm: reset: expected 0 (after), 1 (before) or 2 (never), got " +
                                       std::to_string(reset));
@@ -238,7 +244,7 @@ TORCH_LIBRARY(vecnorm, m) {
   m.def(
       "reward_step(Tensor reward, Tensor(a!) y, Tensor(b!) returns, Tensor(c!) entered, Tensor(d!)[] stats, str key, "
       "int[] config, float decay, float eps, float gamma, int reset, bool update, Tensor? done=None, "
-      "Tensor? mask=None) -> ()");
+      "Tensor? mask=None, str? group=None) -> ()");
   m.def("build_info() -> str", &vecnorm::torch_ops::build_info);
 }
 

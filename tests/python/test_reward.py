@@ -118,6 +118,63 @@ def test_matches_sb3_vecnormalize(device, capsys):
               f"scaled reward {worst_y:.2g}, returns {worst_r:.2g}, var {worst_v:.2g} (relative); {clipped} clipped")
 
 
+def _reward_ranks(rank: int, store: str, tmp: str, rewards, dones, gamma: float):
+    """Rank `rank` of 2 (gloo): the scaler of its own 4 environments, the
+    statistics pooled over both ranks' returns; writes what it saw to `tmp`."""
+    import datetime
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    torch.set_num_threads(1)
+    cols = slice(4 * rank, 4 * rank + 4)
+    rs = presets.sb3_reward(4, gamma=gamma, process_group=dist.group.WORLD)
+    seen = {"y": [], "returns": [], "mean": [], "var": [], "count": []}
+    for t in range(rewards.shape[0]):
+        y = rs(torch.from_numpy(np.ascontiguousarray(rewards[t, cols])),
+               done=torch.from_numpy(np.ascontiguousarray(dones[t, cols])))
+        seen["y"].append(y.double().numpy())
+        seen["returns"].append(rs.returns.numpy().copy())
+        seen["mean"].append(float(rs.statistics.reward_loc))
+        seen["var"].append(float(rs.statistics.reward_var))
+        seen["count"].append(rs.statistics.count("reward"))
+    torch.save(seen, f"{tmp}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_ranks_scale_as_one_sb3_vecnormalize_over_all_their_environments(tmp_path, capsys):
+    """process_group: 2 gloo ranks of 4 environments each against SB3's
+    VecNormalize over the 8: every rank's scaled rewards and returns are its
+    environments' slice of SB3's, and both hold SB3's return statistics."""
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    steps, envs, gamma = 150, 8, 0.99
+    rewards, dones = script(steps, envs, seed=4)
+    want = sb3_run(rewards, dones, gamma)
+    mp.start_processes(_reward_ranks, args=(str(tmp_path / "store"), str(tmp_path), rewards, dones, gamma), nprocs=2,
+                       join=True, start_method="spawn")
+    worst_y = worst_v = 0.0
+    for rank in range(2):
+        seen = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)  # numpy arrays, written above
+        cols = slice(4 * rank, 4 * rank + 4)
+        for t in range(steps):
+            wy, wr, wm, wv, wc = want[t]
+            dy = float(np.max(np.abs(seen["y"][t] - wy[cols]) / np.maximum(1.0, np.abs(wy[cols]))))
+            dv = abs(seen["var"][t] - wv) / wv
+            assert np.array_equal(seen["returns"][t], wr[cols]), f"rank {rank} step {t}: returns"
+            assert seen["count"][t] + 1e-4 == pytest.approx(wc, rel=1e-15), f"rank {rank} step {t}: count"
+            assert abs(seen["mean"][t] - wm) <= 1e-12 * (abs(wm) + math.sqrt(wv)), f"rank {rank} step {t}: mean"
+            assert dy <= 2.0**-23 and dv <= 1e-12, f"rank {rank} step {t}: y {dy:.3g}, var {dv:.3g}"
+            worst_y, worst_v = max(worst_y, dy), max(worst_v, dv)
+    with capsys.disabled():
+        print(f"\n[reward] sb3 VecNormalize over 8 envs vs 2 gloo ranks of 4: {steps} steps; largest difference: "
+              f"scaled reward {worst_y:.2g}, var {worst_v:.2g} (relative); returns equal")
+
+
 def test_a_fresh_frozen_scaler_divides_as_a_fresh_sb3_in_eval_mode():
     """Before any update (count 0, SB3's count 1e-4): the prior's scale,
     sqrt(1 + 1e-8), against SB3's own normalize_reward of a fresh VecNormalize."""
@@ -206,8 +263,9 @@ def test_errors_name_the_problem():
         vt.RewardScaler((2,), reset="sometimes")
     with pytest.raises(TypeError, match="center is not an option here"):
         vt.RewardScaler((2,), center=True)
-    with pytest.raises(NotImplementedError, match="process_group is not supported yet"):
-        vt.RewardScaler((2,), process_group=object())
+    if not torch.distributed.is_initialized():
+        with pytest.raises(ValueError, match="process_group: torch.distributed is not initialized"):
+            vt.RewardScaler((2,), process_group=object())
     with pytest.raises(ValueError, match="gamma: expected 0 <= gamma <= 1, got 1.5"):
         vt.RewardScaler((2,), gamma=1.5)
     rs = vt.RewardScaler((3,))
