@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -94,7 +95,8 @@ void print_table(const vecnorm::VecNorm& vn, const vecnorm::KeySpec& spec, bool 
   }
 }
 
-std::string state_json(const std::string& path, const vecnorm::VecNorm& vn) {
+std::string state_json(const std::string& path, const vecnorm::VecNorm& vn,
+                       const std::optional<vecnorm::ReturnsState>& returns) {
   const vecnorm::Options& o = vn.options();
   const vecnorm::KeyTable& table = vn.key_table();
   std::string out = "{\"file\": ";
@@ -126,6 +128,16 @@ std::string state_json(const std::string& path, const vecnorm::VecNorm& vn) {
   out += std::to_string(o.until);
   out += ", \"center\": ";
   out += o.center ? "true" : "false";
+  out += ", \"returns\": ";
+  if (returns) {
+    out += "{\"gamma\": ";
+    json_number(out, returns->options.gamma);
+    out += ", \"reset\": ";
+    json_string(out, vecnorm::to_string(returns->options.reset));
+    out += "}";
+  } else {
+    out += "null";
+  }
   out += ", \"batch_shape\": ";
   json_shape(out, table.batch_shape);
   out += ",\n \"keys\": {";
@@ -175,15 +187,18 @@ int run_inspect(int argc, char** argv, int first) {
                      " arguments (see 'vecnorm inspect --help')");
   const std::string& path = positional.front();
 
-  vecnorm::VecNorm vn;  // unconfigured: adopts the state whole
+  vecnorm::VecNorm vn;  // unconfigured: adopts the state whole (a RewardScaler's: its statistics)
+  std::optional<vecnorm::ReturnsState> returns;
   try {
-    vn.import_state(vecnorm::read_state_file(path));
+    vecnorm::State state = vecnorm::read_state_file(path);
+    vn.import_state(state);
+    returns = std::move(state.returns);
   } catch (const vecnorm::Error& e) {
     throw InputError(library_message(e));
   }
 
   if (json) {
-    const std::string out = state_json(path, vn);
+    const std::string out = state_json(path, vn, returns);
     std::fwrite(out.data(), 1, out.size(), stdout);
   } else {
     const vecnorm::Options& o = vn.options();
@@ -202,6 +217,10 @@ int run_inspect(int argc, char** argv, int first) {
     if (o.unbiased) std::printf("  batch var     unbiased (m - 1)\n");
     if (o.until > 0) std::printf("  until         %lld samples\n", static_cast<long long>(o.until));
     if (!o.center) std::printf("  center        no (y = x / scale)\n");
+    if (returns)
+      std::printf("  returns       a reward scaler's: gamma %s, reset %s, one per environment of batch %s\n",
+                  shortest(returns->options.gamma).c_str(), vecnorm::to_string(returns->options.reset),
+                  table.batch_shape.str().c_str());
     std::printf("  keys          %zu\n", table.keys.size());
     for (const auto& spec : table.keys) print_table(vn, spec, all);
   }

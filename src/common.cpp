@@ -173,13 +173,17 @@ std::string Device::str() const { return kind == Kind::cpu ? "cpu" : "cuda:" + s
 
 // ---------------------------------------------------------------- Options
 
-namespace {
+namespace detail {
 std::string num(double v) {
   std::ostringstream os;
   os.precision(17);
   os << v;
   return os.str();
 }
+}  // namespace detail
+
+namespace {
+using detail::num;
 }  // namespace
 
 void Options::validate() const {

@@ -14,4 +14,7 @@ namespace vecnorm::detail {
 /// "key 'observation': "
 inline std::string key_prefix(std::string_view key) { return "key '" + std::string(key) + "': "; }
 
+/// A double in a message, every digit that tells it apart ("%.17g"; src/common.cpp).
+std::string num(double v);
+
 }  // namespace vecnorm::detail

@@ -1,8 +1,8 @@
 // vecnorm/checkpoint.hpp -- crash-safe checkpoint files of a normalizer's state.
 //
 // The file format (magic "VNRMCKPT", format version, the statistics-shaping
-// options, the key table, per key count/skipped/loc/var/skips, CRC-32C) is
-// specified in docs/state-format.md.
+// options, the key table, per key count/skipped/loc/var/skips, a reward
+// scaler's returns, CRC-32C) is specified in docs/state-format.md.
 //
 //   vecnorm::save_state(vn, "run/vecnorm.ckpt");   // atomic: old or new file, whole
 //   vecnorm::load_state(vn, "run/vecnorm.ckpt");   // validated; vn unchanged on error
@@ -20,13 +20,15 @@
 #include <vector>
 
 #include "vecnorm/normalizer.hpp"
+#include "vecnorm/reward.hpp"
 
 namespace vecnorm {
 
-/// The newest checkpoint format version. encode_state() writes the oldest
-/// version that holds the options: 5 with center false, 4 with until set, 3
-/// with scale, clip, prior_count or unbiased set, version 2 otherwise.
-inline constexpr std::uint32_t kCheckpointFormatVersion = 5;
+/// The newest checkpoint format version. encode_state() writes 6 for a state
+/// with returns (a RewardScaler's), else the oldest version that holds the
+/// options: 5 with center false, 4 with until set, 3 with scale, clip,
+/// prior_count or unbiased set, version 2 otherwise.
+inline constexpr std::uint32_t kCheckpointFormatVersion = 6;
 /// The oldest format version decode_state() reads.
 inline constexpr std::uint32_t kCheckpointOldestVersion = 1;
 
@@ -61,6 +63,14 @@ void save_state(const VecNorm& vn, const std::string& path);
 /// Reads and decodes `path` (all of decode_state's checks), then
 /// vn.import_state() it. On any error `vn` is unchanged.
 void load_state(VecNorm& vn, const std::string& path);
+
+/// A RewardScaler's statistics and returns (rs.export_state(): checkpoint
+/// format 6), written as save_state(VecNorm) writes.
+void save_state(const RewardScaler& rs, const std::string& path);
+
+/// Reads and decodes `path`, then rs.import_state() it: the file must hold
+/// returns for rs's key table. On any error `rs` is unchanged.
+void load_state(RewardScaler& rs, const std::string& path);
 
 /// Reads and decodes `path` without loading it anywhere (for tools).
 State read_state_file(const std::string& path);

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -42,11 +43,23 @@ struct KeyState {
   std::int64_t skipped = 0;
 };
 
+/// A RewardScaler's returns (vecnorm/reward.hpp): how they are discounted
+/// and reset, and per key (parallel to State::table.keys) the environments'
+/// returns, batch_shape + feature shape values of the stats dtype (C order).
+struct ReturnsState {
+  ReturnOptions options;
+  std::vector<std::vector<std::uint8_t>> values;
+};
+
 /// Everything needed to rebuild a normalizer's statistics (in memory).
 struct State {
   Options options;      ///< estimator, decay, eps, reduce_batch_dims and stats_dtype matter
   KeyTable table;
   std::vector<KeyState> keys;  ///< parallel to table.keys
+  /// A RewardScaler's state has its returns (RewardScaler::export_state;
+  /// checkpoint format 6); a VecNorm's has none, and a VecNorm importing a
+  /// state that has them takes the statistics only.
+  std::optional<ReturnsState> returns;
 
   /// Throws Error(state_mismatch) when sizes or dtypes are inconsistent.
   void validate() const;

@@ -10,6 +10,7 @@
 
 #include "vecnorm/allocator.hpp"
 #include "vecnorm/core/estimator.hpp"  // enum class Estimator (with its policy types)
+#include "vecnorm/core/returns.hpp"    // enum class ReturnReset
 #include "vecnorm/executor.hpp"
 #include "vecnorm/tensor.hpp"
 
@@ -49,6 +50,14 @@ enum class Op : std::uint8_t {
   update_and_normalize,  ///< a training step: update the statistics, then normalize with them
   update,                ///< update only; no output is written
   normalize,             ///< normalize with the current statistics; nothing is updated
+};
+
+/// How a RewardScaler's returns are discounted and reset (vecnorm/reward.hpp).
+struct ReturnOptions {
+  double gamma = 0.99;                      ///< 0 <= gamma <= 1
+  ReturnReset reset = ReturnReset::after;   ///< SB3's rule (Gymnasium: before; rsl_rl RND: never)
+  /// Throws Error(invalid_option) naming the field, the allowed and the actual value.
+  void validate() const;
 };
 
 /// Options of a normalizer. Validated by validate() (and by every constructor).

@@ -37,14 +37,6 @@
 
 namespace vecnorm {
 
-/// How the returns are discounted and reset.
-struct ReturnOptions {
-  double gamma = 0.99;                      ///< 0 <= gamma <= 1
-  ReturnReset reset = ReturnReset::after;   ///< SB3's rule (Gymnasium: before; rsl_rl RND: never)
-  /// Throws Error(invalid_option) naming the field, the allowed and the actual value.
-  void validate() const;
-};
-
 /// One reward key of a step.
 struct RewardData {
   std::string_view key;
@@ -91,6 +83,19 @@ class RewardScaler {
   /// batch_shape + feature numel values. Error(invalid_argument) naming the
   /// key, the expected and the actual number.
   void set_returns(std::string_view key, std::span<const double> values, Stream stream = {});
+
+  /// The statistics' state (statistics().export_state()) with the returns
+  /// and the return options: what save_state(RewardScaler) writes (checkpoint
+  /// format 6). Waits for `stream`.
+  State export_state(Stream stream = {}) const;
+  /// Restores a state export_state() or read_state_file() gave: it must hold
+  /// returns (format 6) for this scaler's key table (names, feature shapes,
+  /// dtypes, batch shape). The statistics are imported as
+  /// statistics().import_state() does (this scaler's options stay); the
+  /// return options (gamma, reset) are the state's. Everything is checked
+  /// first: on error, Error(state_mismatch) naming what differs, and nothing
+  /// changes.
+  void import_state(const State& state, Stream stream = {});
 
   /// The returns' statistics: freeze()/unfreeze() (a frozen scaler still
   /// advances the returns, as Gymnasium's update_running_mean = False does;

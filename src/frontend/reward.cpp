@@ -15,6 +15,8 @@
 
 #include "../backends.hpp"
 #include "../errors.hpp"
+#include "../state/rethrow.hpp"
+#include "../state/schema.hpp"
 #include "checks.hpp"
 #include "returns.hpp"
 #include "vecnorm/buffer.hpp"
@@ -22,13 +24,7 @@
 
 namespace vecnorm {
 
-namespace {
-std::string num(double v) {
-  char b[40];
-  std::snprintf(b, sizeof b, "%.17g", v);
-  return b;
-}
-}  // namespace
+using detail::num;
 
 void ReturnOptions::validate() const {
   if (!(gamma >= 0.0 && gamma <= 1.0))
@@ -176,6 +172,43 @@ void RewardScaler::set_returns(std::string_view key, std::span<const double> val
     const std::vector<float> f(values.begin(), values.end());
     host_copy(im.backend, im.state[k].data(), f.data(), f.size() * sizeof(float), stream);
   }
+}
+
+State RewardScaler::export_state(Stream stream) const {
+  const Impl& im = *impl_;
+  std::lock_guard lock(im.mutex);
+  State st = im.stats.export_state();
+  ReturnsState& rs = st.returns.emplace();
+  rs.options = im.returns;
+  for (std::size_t k = 0; k < im.state.size(); ++k) {
+    rs.values.emplace_back(im.state[k].size());
+    host_copy(im.backend, rs.values.back().data(), im.state[k].data(), im.state[k].size(), stream);
+  }
+  return st;
+}
+
+void RewardScaler::import_state(const State& state, Stream stream) {
+  Impl& im = *impl_;
+  std::lock_guard lock(im.mutex);
+  const std::string prefix = "RewardScaler::import_state: ";
+  if (!state.returns)
+    detail::fail(ErrorCode::state_mismatch, prefix + "expected a state with returns (a RewardScaler's: "
+                                                     "checkpoint format 6), got a normalizer's statistics only");
+  try {
+    state.validate();
+  } catch (const Error& e) {
+    detail::fail(ErrorCode::state_mismatch, prefix + detail::bare(e));
+  }
+  // The returns need the batch shape too (pooled statistics do not).
+  const detail::Roles roles{prefix, "this RewardScaler's", "the state's"};
+  detail::check_same_table(roles, false, im.table, state.table);
+  if (state.options.stats_dtype != im.stats.options().stats_dtype)
+    detail::fail_mismatch(roles, "stats_dtype", to_string(im.stats.options().stats_dtype),
+                          to_string(state.options.stats_dtype));
+  im.stats.import_state(state);  // checks the rest; nothing changed when it throws
+  for (std::size_t k = 0; k < im.state.size(); ++k)
+    host_copy(im.backend, im.state[k].data(), state.returns->values[k].data(), im.state[k].size(), stream);
+  im.returns = state.returns->options;
 }
 
 VecNorm& RewardScaler::statistics() noexcept { return impl_->stats; }

@@ -1,7 +1,8 @@
 // src/state/checkpoint.cpp -- the bytes of a checkpoint file (docs/state-format.md):
 // encode_state writes format version 2, or 3 to 5 where the options need it
 // (scale, clip, prior_count, unbiased not the defaults: 3; until: 4; center
-// false: 5); decode_state reads 1 to 5.
+// false: 5), 6 for a state with returns (a RewardScaler's); decode_state
+// reads 1 to 6.
 // Files on disk are files.cpp's; the shapes, key specs and codes it shares
 // with shared segments are binary_io.hpp's and schema.hpp's.
 #include <algorithm>
@@ -25,7 +26,7 @@ constexpr std::size_t kHeaderV1 = 60;       // ... + options, number of keys, ba
 constexpr std::size_t kHeaderV2 = 64;       // ... + nonfinite
 constexpr std::size_t kHeaderV3 = 88;       // ... + scale, unbiased, clip, prior_count
 constexpr std::size_t kHeaderV4 = 96;       // ... + until
-constexpr std::size_t kHeaderV5 = 100;      // ... + center
+constexpr std::size_t kHeaderV5 = 100;      // ... + center (version 6: the same header, returns after the keys)
 constexpr std::size_t kChecksumBytes = 4;   // CRC-32C trailer
 constexpr std::size_t kMinStatsRecordV1 = 8 + 8 + 8;  // count, loc length, var length
 constexpr std::size_t kMinStatsRecordV2 = 8 + 8 + 8 + 8 + 8;  // count, skipped, loc/var/skips lengths
@@ -106,7 +107,21 @@ bool checked_numel(const Shape& s, std::int64_t& numel) {
   return true;
 }
 
-// ---------------------------------------------------------------- decode (versions 1 to 5)
+/// The codes of ReturnReset in the format (docs/state-format.md, version 6).
+std::uint32_t reset_code(ReturnReset r) {
+  return r == ReturnReset::after ? 0 : r == ReturnReset::before ? 1 : 2;
+}
+
+/// The bytes of key `spec`'s returns: batch + feature values of `elem` bytes
+/// (false when that overflows).
+bool returns_bytes(const KeyTable& table, const KeySpec& spec, std::size_t elem, std::uint64_t& bytes) {
+  std::int64_t numel = 0;
+  return table.batch_shape.ndim() + spec.feature_shape.ndim() <= Shape::kMaxDims &&
+         checked_numel(table.batch_shape.concat(spec.feature_shape), numel) &&
+         !__builtin_mul_overflow(static_cast<std::uint64_t>(numel), static_cast<std::uint64_t>(elem), &bytes);
+}
+
+// ---------------------------------------------------------------- decode (versions 1 to 6)
 //
 // One parser for both versions: version 2 is version 1 with the nonfinite code
 // after eps, and per key the skipped counter after count and the skips after
@@ -226,6 +241,29 @@ State decode_records(std::span<const std::uint8_t> d, std::uint32_t version) {
       if (!problem.empty()) bad(problem);
     }
   }
+  // Version 6: a RewardScaler's returns after the keys' statistics.
+  if (version >= 6) {
+    ReturnsState& rs = st.returns.emplace();
+    rs.options.gamma = r.f64("returns gamma");
+    if (!(rs.options.gamma >= 0.0 && rs.options.gamma <= 1.0))
+      bad("returns gamma: expected 0 <= gamma <= 1, got " + detail::num(rs.options.gamma));
+    const std::uint32_t reset = r.u32("returns reset");
+    if (reset > 2) bad("returns reset: expected 0 (after), 1 (before) or 2 (never), got " + std::to_string(reset));
+    rs.options.reset = reset == 0 ? ReturnReset::after : reset == 1 ? ReturnReset::before : ReturnReset::never;
+    rs.values.resize(nkeys);
+    for (std::uint32_t k = 0; k < nkeys; ++k) {
+      const KeySpec& spec = st.table.keys[k];
+      const std::string part = "key '" + spec.name + "' returns";
+      std::uint64_t expected = 0;
+      if (!returns_bytes(st.table, spec, elem, expected)) bad(part + ": too many elements");
+      const std::uint64_t n = r.u64(part + " length");
+      if (n != expected)
+        bad(part + " length: expected " + std::to_string(expected) + " bytes (" +
+            st.table.batch_shape.concat(spec.feature_shape).str() + " of " + to_string(st.options.stats_dtype) +
+            "), got " + std::to_string(n));
+      rs.values[k] = r.values(static_cast<std::size_t>(n), elem, part);
+    }
+  }
   if (r.left() != 0)
     bad("expected the checksum at offset " + std::to_string(r.pos()) + ", got " + std::to_string(r.left()) +
         " more bytes before it");
@@ -262,8 +300,8 @@ std::vector<std::uint8_t> encode_state(const State& state) {
   }
   // The oldest version that holds the options: files of default options stay
   // readable by a vecnorm that knows only version 2.
-  const std::uint32_t version = detail::checkpoint_format_for(state.options);
-  std::size_t size = (version == 5   ? kHeaderV5
+  const std::uint32_t version = state.returns ? 6 : detail::checkpoint_format_for(state.options);
+  std::size_t size = (version >= 5   ? kHeaderV5
                        : version == 4 ? kHeaderV4
                        : version == 3 ? kHeaderV3
                                       : kHeaderV2) +
@@ -281,7 +319,9 @@ std::vector<std::uint8_t> encode_state(const State& state) {
                                                     ": too many elements");
     size += 12 + spec.name.size() + 8 * static_cast<std::size_t>(spec.feature_shape.ndim()) + kMinStatsRecordV2 +
             state.keys[k].loc.size() + state.keys[k].var.size() + 8 * state.keys[k].skips.size();
+    if (state.returns) size += 8 + state.returns->values[k].size();
   }
+  if (state.returns) size += 12;  // gamma, reset
   const detail::OptionCodes codes = detail::option_codes(state.options);
   detail::Writer w(size);
   w.bytes(kMagic.data(), kMagic.size());
@@ -317,6 +357,14 @@ std::vector<std::uint8_t> encode_state(const State& state) {
     w.u64(ks.skips.size());
     for (std::int64_t v : ks.skips) w.i64(v);
   }
+  if (state.returns) {
+    w.f64(state.returns->options.gamma);
+    w.u32(reset_code(state.returns->options.reset));
+    for (const std::vector<std::uint8_t>& v : state.returns->values) {
+      w.u64(v.size());
+      w.values(v, elem);
+    }
+  }
   w.patch_u64(size_at, w.size() + kChecksumBytes);
   w.u32(crc32c(w.out()));
   return std::move(w.out());
@@ -343,7 +391,7 @@ State decode_state(std::span<const std::uint8_t> d) {
   if (recorded != n)
     bad((recorded > n ? "truncated: expected " : "size mismatch: expected ") + std::to_string(recorded) +
         " bytes (the size recorded in the header), got " + std::to_string(n));
-  const std::size_t header = version == 1 ? kHeaderV1 : version == 2 ? kHeaderV2 : version == 3 ? kHeaderV3 : version == 4 ? kHeaderV4 : kHeaderV5;
+  const std::size_t header = version == 1 ? kHeaderV1 : version == 2 ? kHeaderV2 : version == 3 ? kHeaderV3 : version == 4 ? kHeaderV4 : kHeaderV5;  // 5 and 6
   if (n < header + kChecksumBytes)
     bad("truncated: expected at least " + std::to_string(header + kChecksumBytes) + " bytes for a version " +
         std::to_string(version) + " header and checksum, got " + std::to_string(n));

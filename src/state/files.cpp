@@ -124,18 +124,37 @@ void write_atomic(const std::string& path, const std::vector<std::uint8_t>& byte
   ::close(dfd);
 }
 
-}  // namespace
-
-void save_state(const VecNorm& vn, const std::string& path) {
+/// save_state of a VecNorm or a RewardScaler: their export_state, encoded,
+/// written atomically.
+template <class Holder>
+void save_state_of(const Holder& holder, const std::string& path) {
   const std::string prefix = "save_state: '" + path + "': ";
   std::vector<std::uint8_t> bytes;
   try {
-    bytes = encode_state(vn.export_state());
+    bytes = encode_state(holder.export_state());
   } catch (const Error& e) {
     detail::rethrow_prefixed(e, prefix);
   }
   write_atomic(path, bytes, prefix);
 }
+
+/// load_state into a VecNorm or a RewardScaler: decoded, then imported.
+template <class Holder>
+void load_state_into(Holder& holder, const std::string& path) {
+  const std::string prefix = "load_state: '" + path + "': ";
+  const std::vector<std::uint8_t> bytes = read_file(path, prefix);
+  try {
+    const State st = decode_state(bytes);
+    holder.import_state(st);
+  } catch (const Error& e) {
+    detail::rethrow_prefixed(e, prefix);
+  }
+}
+
+}  // namespace
+
+void save_state(const VecNorm& vn, const std::string& path) { save_state_of(vn, path); }
+void save_state(const RewardScaler& rs, const std::string& path) { save_state_of(rs, path); }
 
 State read_state_file(const std::string& path) {
   const std::string prefix = "read_state_file: '" + path + "': ";
@@ -147,15 +166,7 @@ State read_state_file(const std::string& path) {
   }
 }
 
-void load_state(VecNorm& vn, const std::string& path) {
-  const std::string prefix = "load_state: '" + path + "': ";
-  const std::vector<std::uint8_t> bytes = read_file(path, prefix);
-  try {
-    const State st = decode_state(bytes);
-    vn.import_state(st);
-  } catch (const Error& e) {
-    detail::rethrow_prefixed(e, prefix);
-  }
-}
+void load_state(VecNorm& vn, const std::string& path) { load_state_into(vn, path); }
+void load_state(RewardScaler& rs, const std::string& path) { load_state_into(rs, path); }
 
 }  // namespace vecnorm

@@ -206,6 +206,21 @@ void State::validate() const {
       detail::fail(ErrorCode::state_mismatch, key + "skipped: expected the sum of skips, " + std::to_string(sum) +
                                                   ", got " + std::to_string(ks.skipped));
   }
+  if (!returns) return;
+  returns->options.validate();
+  if (returns->values.size() != keys.size())
+    detail::fail(ErrorCode::state_mismatch, "state: expected returns for " + std::to_string(keys.size()) +
+                                                " keys, got " + std::to_string(returns->values.size()));
+  for (std::size_t k = 0; k < keys.size(); ++k) {
+    const KeySpec& spec = table.keys[k];
+    const Shape shape = table.batch_shape.concat(spec.feature_shape);
+    const std::size_t bytes = static_cast<std::size_t>(shape.numel()) * dtype_size(options.stats_dtype);
+    if (returns->values[k].size() != bytes)
+      detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) + "returns bytes: expected " +
+                                                  std::to_string(bytes) + " (" + shape.str() + " of " +
+                                                  to_string(options.stats_dtype) + "), got " +
+                                                  std::to_string(returns->values[k].size()));
+  }
 }
 
 }  // namespace vecnorm

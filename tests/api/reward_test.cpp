@@ -9,8 +9,12 @@
 // the errors.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <tuple>
@@ -19,6 +23,7 @@
 #include "support/device_buffer.hpp"
 #include "support/errors.hpp"
 #include "support/ranks.hpp"
+#include "vecnorm/checkpoint.hpp"
 #include "vecnorm/reward.hpp"
 #include "vecnorm/vecnorm.hpp"
 
@@ -297,6 +302,82 @@ TEST(RewardState, ARefusedUpdateChangesNothingAndReturnsCanBeRestored) {
     rs.reset_returns();
     EXPECT_EQ(rs.returns("reward"), (std::vector<double>{0.0, 0.0, 0.0}));
   }
+}
+
+// A scaler's state carries its returns: export_state holds the reference's
+// returns, a checkpoint file (format 6) restores them and the return options
+// into another scaler, which then steps on as the original (and as the
+// reference); a file of another table, or one without returns, is refused
+// naming why and changes nothing; a VecNorm takes the statistics of such a file.
+TEST(RewardState, CheckpointsCarryTheReturnsAndTheScalerStepsOnAsTheOriginal) {
+  const std::int64_t envs = 16, feat = 2;
+  const vecnorm::KeyTable table{Shape{envs}, {{"reward", Shape{feat}, DType::float64}}};
+  const auto dir = std::filesystem::temp_directory_path() / ("vecnorm-reward-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  for (const Backend b : vntest::test_backends()) {
+    const std::string at = vntest::backend_name(b);
+    vecnorm::RewardScaler rs(sb3_stats(b, DType::float64), {kGamma, ReturnReset::after}, table);
+    Reference ref(ReturnReset::after, envs, feat);
+    auto step = [&](vecnorm::RewardScaler& s, int t) {
+      const Stream st = stream_at(t, envs, feat, false);
+      auto r = DeviceBuffer::from_values(b, DType::float64, Shape{envs, feat}, st.r);
+      DeviceBuffer y(b, DType::float64, Shape{envs, feat});
+      std::vector<double> dv(st.done.begin(), st.done.end());
+      auto done = DeviceBuffer::from_values(b, DType::uint8, Shape{envs}, dv);
+      s.step({{"reward", r.cview(), y.view(), done.cview()}});
+      return y.values();
+    };
+    for (int t = 0; t < 60; ++t) {
+      const Stream st = stream_at(t, envs, feat, false);
+      ref.step(st.r, st.done, st.mask);
+      step(rs, t);
+    }
+    // The state holds the returns (float64: the reference's formula in its order).
+    const vecnorm::State state = rs.export_state();
+    ASSERT_TRUE(state.returns.has_value()) << at;
+    EXPECT_EQ(state.returns->options.gamma, kGamma);
+    EXPECT_EQ(state.returns->options.reset, ReturnReset::after);
+    ASSERT_EQ(state.returns->values.size(), 1u);
+    ASSERT_EQ(state.returns->values[0].size(), ref.R.size() * sizeof(double));
+    std::vector<double> saved(ref.R.size());
+    std::memcpy(saved.data(), state.returns->values[0].data(), saved.size() * sizeof(double));
+    for (std::size_t i = 0; i < saved.size(); ++i)
+      ASSERT_NEAR(saved[i], ref.R[i], 1e-12 * std::max(1.0, std::abs(ref.R[i]))) << at << " R[" << i << "]";
+    const std::string path = (dir / ("reward-" + at + ".ckpt")).string();
+    vecnorm::save_state(rs, path);
+    EXPECT_EQ(vecnorm::read_state_file(path).returns->values, state.returns->values);
+    // Another scaler (other return options, nothing seen) takes it all.
+    vecnorm::RewardScaler back(sb3_stats(b, DType::float64), {0.5, ReturnReset::before}, table);
+    vecnorm::load_state(back, path);
+    EXPECT_EQ(back.return_options().gamma, kGamma);
+    EXPECT_EQ(back.return_options().reset, ReturnReset::after);
+    for (int t = 60; t < 100; ++t) {
+      const Stream st = stream_at(t, envs, feat, false);
+      const std::vector<double> want = ref.step(st.r, st.done, st.mask);
+      const std::vector<double> y1 = step(rs, t), y2 = step(back, t);
+      ASSERT_EQ(y1, y2) << at << " step " << t;
+      for (std::size_t i = 0; i < want.size(); ++i)
+        ASSERT_NEAR(y2[i], want[i], 1e-12 * std::max(1.0, std::abs(want[i]))) << at << " step " << t;
+    }
+    EXPECT_EQ(back.returns("reward"), rs.returns("reward"));
+    // Refusals, naming why; the receiver unchanged.
+    vecnorm::RewardScaler other(sb3_stats(b, DType::float64), {kGamma, ReturnReset::after},
+                                {Shape{envs + 1}, {{"reward", Shape{feat}, DType::float64}}});
+    const std::string mt = message_of([&] { vecnorm::load_state(other, path); }, ErrorCode::state_mismatch);
+    EXPECT_NE(mt.find("batch shape: expected [17] (this RewardScaler's), got [16] (the state's)"), std::string::npos)
+        << mt;
+    EXPECT_EQ(other.returns("reward"), std::vector<double>(static_cast<std::size_t>((envs + 1) * feat), 0.0));
+    EXPECT_EQ(other.statistics().count("reward"), 0);
+    const std::string stats_only = (dir / ("stats-" + at + ".ckpt")).string();
+    vecnorm::save_state(rs.statistics(), stats_only);
+    const std::string ms = message_of([&] { vecnorm::load_state(back, stats_only); }, ErrorCode::state_mismatch);
+    EXPECT_NE(ms.find("expected a state with returns"), std::string::npos) << ms;
+    // A VecNorm takes the statistics of a reward checkpoint.
+    vecnorm::VecNorm plain{vecnorm::Options{}};
+    vecnorm::load_state(plain, path);
+    EXPECT_EQ(plain.export_state().keys[0].var, state.keys[0].var);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 // external::reward_step: the same step over statistics and returns the caller

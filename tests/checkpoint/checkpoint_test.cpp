@@ -168,6 +168,14 @@ VecNorm trained(const Options& o, const KeyTable& t, int steps, std::uint64_t se
       return ::testing::AssertionFailure() << name << ": skips differ (" << x.skips.size() << " vs "
                                            << y.skips.size() << " values)";
   }
+  if (a.returns.has_value() != b.returns.has_value()) return ::testing::AssertionFailure() << "returns: one has none";
+  if (a.returns) {
+    if (bits(a.returns->options.gamma) != bits(b.returns->options.gamma))
+      return ::testing::AssertionFailure() << "returns gamma differs";
+    if (a.returns->options.reset != b.returns->options.reset)
+      return ::testing::AssertionFailure() << "returns reset differs";
+    if (a.returns->values != b.returns->values) return ::testing::AssertionFailure() << "returns bytes differ";
+  }
   return ::testing::AssertionSuccess();
 }
 
@@ -387,10 +395,10 @@ TEST(CheckpointFormat, EncodesTheDocumentedLayout) {
   ASSERT_EQ(got.size(), expected.size());
   for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], expected[i]) << "byte " << i;
   EXPECT_TRUE(SameState(vecnorm::decode_state(expected), tiny_state_v2()));
-  // Versions 3 to 5 exist (options past version 2: tests/api/anchors_test.cpp,
-  // tests/api/until_test.cpp, tests/api/center_test.cpp); default options still
-  // write version 2.
-  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 5u);
+  // Versions 3 to 6 exist (options past version 2: tests/api/anchors_test.cpp,
+  // tests/api/until_test.cpp, tests/api/center_test.cpp; returns: the
+  // CheckpointReturns tests); default options still write version 2.
+  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 6u);
   EXPECT_EQ(vecnorm::kCheckpointOldestVersion, 1u);
 }
 
@@ -844,6 +852,104 @@ TEST(CheckpointCorruption, RandomFlipsOfAFileWithSkipsAreAllRejected) {
   random_flips(vecnorm::encode_state(s), "per-element, version 2 with skips");
 }
 
+// ---------------------------------------------------------------- version 6: returns
+
+/// tiny_state() with a reward scaler's returns: gamma 0.75, Gymnasium's reset
+/// (before), the returns of the 2 environments of key "r" (float32 like the
+/// statistics).
+State tiny_state_v6() {
+  State s = tiny_state();
+  vecnorm::ReturnsState& r = s.returns.emplace();
+  r.options.gamma = 0.75;
+  r.options.reset = vecnorm::ReturnReset::before;
+  const float R[2] = {3.5f, -0.125f};
+  r.values.emplace_back(8);
+  std::memcpy(r.values[0].data(), R, 8);
+  return s;
+}
+
+/// tiny_state_v6() written by hand from docs/state-format.md ("Version 6"):
+/// version 5's header (the options past version 2 at their defaults), the
+/// version 2 records, then gamma, the reset code and each key's returns.
+Bytes tiny_v6_bytes() {
+  LE w;
+  w.str("VNRMCKPT").u32(6).u32(0).u64(209);            // magic, version 6, flags, file size
+  w.u32(1).u32(0).u32(0).u32(1);                       // stable, per-element, float32, 1 key
+  w.f64(0.5).f64(0.25);                                // decay, eps
+  w.u32(0);                                            // nonfinite propagate
+  w.u32(0).u32(0);                                     // scale clamp, unbiased 0 (version 3)
+  w.f64(std::numeric_limits<double>::infinity()).f64(0.0);  // clip none, prior_count 0 (version 3)
+  w.u64(0);                                            // until 0 (version 4)
+  w.u32(1);                                            // center 1 (version 5)
+  w.u32(1).u64(2);                                     // batch shape [2]
+  w.u32(1).str("r").u32(3).u32(0);                     // key "r", bfloat16 (code 3), feature []
+  w.u64(7).u64(0);                                     // count, skipped
+  w.u64(8).f32(1.5f).f32(-2.0f);                       // loc
+  w.u64(8).f32(0.25f).f32(4.0f);                       // var
+  w.u64(0);                                            // no skips
+  w.f64(0.75).u32(1);                                  // returns: gamma, reset before (code 1)
+  w.u64(8).f32(3.5f).f32(-0.125f);                     // key "r": 2 returns
+  w.u32(crc32c_bitwise(w.b.data(), w.b.size()));
+  return w.b;
+}
+
+TEST(CheckpointReturns, Version6EncodesTheDocumentedLayout) {
+  const Bytes expected = tiny_v6_bytes();
+  ASSERT_EQ(expected.size(), 209u);
+  const Bytes got = vecnorm::encode_state(tiny_state_v6());
+  ASSERT_EQ(got.size(), expected.size());
+  for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], expected[i]) << "byte " << i;
+  EXPECT_TRUE(SameState(vecnorm::decode_state(expected), tiny_state_v6()));
+  // Without returns the same state stays at version 2.
+  EXPECT_EQ(vecnorm::encode_state(tiny_state())[8], 2u);
+}
+
+TEST(CheckpointReturns, ForgedReturnFieldsAreRejectedByName) {
+  const Bytes good = tiny_v6_bytes();
+  const std::size_t gamma_at = good.size() - 4 - 8 - 8 - 4 - 8;  // before reset, length, values, CRC
+  auto forged = [&](auto&& edit) {
+    Bytes b = good;
+    edit(b);
+    fix_up(b);
+    return error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
+  };
+  ASSERT_EQ(vecnorm::decode_state(good).returns->options.gamma, 0.75);
+  std::string m = forged([&](Bytes& b) { put_u64(b, gamma_at, std::bit_cast<std::uint64_t>(1.5)); });
+  EXPECT_TRUE(contains(m, "returns gamma: expected 0 <= gamma <= 1, got 1.5")) << m;
+  m = forged([&](Bytes& b) { put_u64(b, gamma_at, std::bit_cast<std::uint64_t>(std::nan(""))); });
+  EXPECT_TRUE(contains(m, "returns gamma: expected 0 <= gamma <= 1, got nan")) << m;
+  m = forged([&](Bytes& b) { put_u32(b, gamma_at + 8, 3); });
+  EXPECT_TRUE(contains(m, "returns reset: expected 0 (after), 1 (before) or 2 (never), got 3")) << m;
+  m = forged([&](Bytes& b) { put_u64(b, gamma_at + 12, 4); });
+  EXPECT_TRUE(contains(m, "key 'r' returns length: expected 8 bytes ([2] of float32), got 4")) << m;
+  // The same bytes called version 5: its records end before the returns.
+  m = forged([&](Bytes& b) { put_u32(b, 8, 5); });
+  EXPECT_TRUE(contains(m, "expected the checksum at offset 177, got 28 more bytes before it")) << m;
+  // Every truncation is refused, as truncated.
+  for (std::size_t len = 0; len < good.size(); ++len) {
+    const Bytes cut(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(len));
+    const std::string mc = error_of([&] { vecnorm::decode_state(cut); }, ErrorCode::state_mismatch);
+    ASSERT_TRUE(contains(mc, "vecnorm: checkpoint: truncated")) << "length " << len << ": " << mc;
+  }
+}
+
+TEST(CheckpointReturns, RandomFlipsOfAFileWithReturnsAreAllRejected) {
+  State s = trained(make_options(Estimator::stable, true, DType::float64), table4(), 3, 5).export_state();
+  vecnorm::ReturnsState& r = s.returns.emplace();
+  std::mt19937_64 rng(9);
+  for (const auto& k : s.table.keys) {
+    const std::size_t n = static_cast<std::size_t>(s.table.batch_shape.concat(k.feature_shape).numel());
+    r.values.emplace_back(n * 8);
+    for (std::size_t i = 0; i < n; ++i) {
+      const double v = static_cast<double>(rng() % 1000) / 7.0;
+      std::memcpy(r.values.back().data() + 8 * i, &v, 8);
+    }
+  }
+  const Bytes good = vecnorm::encode_state(s);
+  EXPECT_TRUE(SameState(vecnorm::decode_state(good), s));
+  random_flips(good, "version 6 with returns");
+}
+
 TEST(CheckpointCorruption, ForgedCorruptionWithAValidChecksumNeverCrashes) {
   // Corruptions the checksum cannot see (trailer recomputed): the parser itself
   // must reject them or return a State that validates.
@@ -1081,13 +1187,13 @@ TEST(CheckpointHeader, WrongMagicIsNamed) {
 }
 
 TEST(CheckpointHeader, FutureAndZeroVersionsAreRefusedNamingBothVersions) {
-  for (std::uint32_t v : {6u, 7u, 0xFFFFFFFFu}) {
+  for (std::uint32_t v : {7u, 8u, 0xFFFFFFFFu}) {
     Bytes b = tiny_v2_bytes();
     put_u32(b, 8, v);
     fix_up(b);  // even a well-formed file of another version is refused
     const std::string m = error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
     EXPECT_TRUE(contains(m, "vecnorm: checkpoint: unsupported format version")) << m;
-    EXPECT_TRUE(contains(m, "reads versions 1 to 5")) << m;
+    EXPECT_TRUE(contains(m, "reads versions 1 to 6")) << m;
     EXPECT_TRUE(contains(m, "the file has version " + std::to_string(v))) << m;
     EXPECT_TRUE(contains(m, "newer vecnorm")) << m;
   }
@@ -1096,7 +1202,7 @@ TEST(CheckpointHeader, FutureAndZeroVersionsAreRefusedNamingBothVersions) {
   fix_up(b);
   const std::string m = error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
   EXPECT_TRUE(contains(m, "the file has version 0")) << m;
-  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 5u);
+  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 6u);
 }
 
 // ================================================================ loading into a configured normalizer

@@ -41,6 +41,8 @@
 #include <string>
 #include <vector>
 
+#include <vecnorm/checkpoint.hpp>
+#include <vecnorm/reward.hpp>
 #include <vecnorm/tensor.hpp>
 
 #include "reference/reference.hpp"
@@ -1320,6 +1322,45 @@ TEST(AnchorFlags, NoCenterDividesOnlyAndTheStateKeepsIt) {
   ASSERT_TRUE(c2.ok) << c2.error;
   for (std::int64_t i = 0; i < B; ++i)
     EXPECT_NEAR(c2.values[static_cast<std::size_t>(i)], row[i] / std::sqrt(6.5 + 1e-8), 1e-6) << "row " << i;
+}
+
+// A RewardScaler's checkpoint (format 6, written by the library): inspect
+// prints its statistics and its returns' options; a VecNorm's file says none.
+TEST(AnchorFlags, InspectShowsARewardScalersReturns) {
+  TempDir dir;
+  vecnorm::Options o;
+  o.estimator = vecnorm::Estimator::stable;
+  o.decay = 1.0;
+  o.prior_count = 1e-4;
+  o.scale = vecnorm::ScaleForm::sqrt_var_plus_eps;
+  o.eps = 1e-8;
+  o.reduce_batch_dims = true;
+  o.center = false;
+  o.stats_dtype = DType::float64;
+  vecnorm::RewardScaler rs(o, {0.9, vecnorm::ReturnReset::before},
+                           {vecnorm::Shape{3}, {{"reward", vecnorm::Shape{}, DType::float64}}});
+  double r[3] = {1.0, 2.0, 3.0}, y[3] = {};
+  rs.step({{"reward", vecnorm::ConstTensorView(r, DType::float64, vecnorm::Shape{3}),
+            vecnorm::TensorView{y, DType::float64, vecnorm::Shape{3}}}});
+  const std::string state = dir / "reward.vnck", plain = dir / "plain.vnck";
+  vecnorm::save_state(rs, state);
+  vecnorm::save_state(rs.statistics(), plain);
+  const RunResult ri = run(dir, {"inspect", "--json", state});
+  ASSERT_EQ(ri.code, 0) << describe(ri);
+  Json j;
+  ASSERT_NO_THROW(j = parse_json(ri.out)) << ri.out;
+  EXPECT_EQ(j["returns"]["gamma"].num, 0.9);
+  EXPECT_EQ(j["returns"]["reset"].str, "before");
+  EXPECT_EQ(j["keys"]["reward"]["count"].num, 3.0);
+  const RunResult rt = run(dir, {"inspect", state});
+  ASSERT_EQ(rt.code, 0) << describe(rt);
+  EXPECT_NE(rt.out.find("returns       a reward scaler's: gamma 0.9, reset before, one per environment of batch [3]"),
+            std::string::npos)
+      << rt.out;
+  const RunResult rp = run(dir, {"inspect", "--json", plain});
+  ASSERT_EQ(rp.code, 0) << describe(rp);
+  ASSERT_NO_THROW(j = parse_json(rp.out)) << rp.out;
+  EXPECT_EQ(j["returns"].kind, Json::Kind::null);
 }
 
 // --mask: a [T, *batch] uint8 row mask; rows with 0 are left out of every
