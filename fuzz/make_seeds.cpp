@@ -33,6 +33,14 @@ static void train(VecNorm& vn, int steps, std::uint64_t seed) {
   }
 }
 
+/// Writes `bytes` to `path`; false (and a message) when it cannot.
+static bool write_seed(const std::string& path, const std::vector<std::uint8_t>& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  if (!f) std::fprintf(stderr, "cannot write %s\n", path.c_str());
+  return static_cast<bool>(f);
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: %s <dir>\n", argv[0]);
@@ -54,13 +62,7 @@ int main(int argc, char** argv) {
         VecNorm vn(o, t);
         train(vn, 1 + n % 3, static_cast<std::uint64_t>(n));
         const std::vector<std::uint8_t> bytes = encode_state(vn.export_state());
-        const std::string path = dir + "/seed-" + std::to_string(n++) + ".vnrm";
-        std::ofstream f(path, std::ios::binary);
-        f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-        if (!f) {
-          std::fprintf(stderr, "cannot write %s\n", path.c_str());
-          return 1;
-        }
+        if (!write_seed(dir + "/seed-" + std::to_string(n++) + ".vnrm", bytes)) return 1;
       }
   // Version 2 bookkeeping of NonFinite::skip: a per-element state with skips
   // (element i of key k skipped (i + k) % 3 of its updates, at most count) and
@@ -88,14 +90,31 @@ int main(int argc, char** argv) {
         ks.skipped += ks.skips[i];
       }
     }
-    const std::vector<std::uint8_t> bytes = encode_state(st);
-    const std::string path = dir + "/seed-" + std::to_string(n++) + "-skips.vnrm";
-    std::ofstream f(path, std::ios::binary);
-    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    if (!f) {
-      std::fprintf(stderr, "cannot write %s\n", path.c_str());
-      return 1;
+    if (!write_seed(dir + "/seed-" + std::to_string(n++) + "-skips.vnrm", encode_state(st))) return 1;
+  }
+  // Version 6: a reward scaler's state (pooled, uncentred statistics with a
+  // prior) with the returns of its environments, set by hand.
+  {
+    Options o;
+    o.estimator = Estimator::stable;
+    o.decay = 1.0;
+    o.prior_count = 1e-4;
+    o.reduce_batch_dims = true;
+    o.center = false;
+    KeyTable t{Shape{3}, {{"reward", Shape{}, DType::float32}, {"cost", Shape{2}, DType::float32}}};
+    VecNorm vn(o, t);
+    train(vn, 3, static_cast<std::uint64_t>(n));
+    State st = vn.export_state();
+    ReturnsState& r = st.returns.emplace();
+    r.options.gamma = 0.99;
+    r.options.reset = ReturnReset::before;
+    for (const KeySpec& k : t.keys) {
+      std::vector<float> R(static_cast<std::size_t>(t.batch_shape.concat(k.feature_shape).numel()));
+      for (std::size_t i = 0; i < R.size(); ++i) R[i] = 0.5f * static_cast<float>(i) - 1.0f;
+      const auto* p = reinterpret_cast<const std::uint8_t*>(R.data());
+      r.values.emplace_back(p, p + R.size() * sizeof(float));
     }
+    if (!write_seed(dir + "/seed-" + std::to_string(n++) + "-returns.vnrm", encode_state(st))) return 1;
   }
   // A version 1 file (the reader still reads them): docs/state-format.md's
   // example without the version 2 fields, byte for byte.
@@ -117,13 +136,7 @@ int main(int argc, char** argv) {
     u64(8), u32(0x3FC00000u), u32(0xC0000000u);                        // loc 1.5f, -2.0f
     u64(8), u32(0x3E800000u), u32(0x40800000u);                        // var 0.25f, 4.0f
     u32(crc32c(b));
-    const std::string path = dir + "/seed-" + std::to_string(n++) + "-v1.vnrm";
-    std::ofstream f(path, std::ios::binary);
-    f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-    if (!f) {
-      std::fprintf(stderr, "cannot write %s\n", path.c_str());
-      return 1;
-    }
+    if (!write_seed(dir + "/seed-" + std::to_string(n++) + "-v1.vnrm", b)) return 1;
   }
   std::printf("wrote %d seeds to %s\n", n, dir.c_str());
   return 0;

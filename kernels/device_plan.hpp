@@ -72,6 +72,7 @@ struct ReturnPlan {
   void* entered;
   const void* reward;
   const std::uint8_t* done;  ///< one byte per row, or null
+  const std::uint8_t* mask;  ///< one byte per row, 0 = inactive (its return holds), or null
   std::int64_t rows;
   std::int64_t feat;
   double gamma;

@@ -20,10 +20,11 @@ __device__ __forceinline__ void returns_items(const ReturnPlan& p) {
     const std::int64_t i = base + static_cast<std::int64_t>(it) * kThreads;
     if (i >= n) break;
     const bool done = core::return_done(p.done, i, p.feat, rule);
+    const bool active = core::return_active(p.mask, i, p.feat);
     if (p.kept)
-      state[i] = core::return_kept(entered[i], done, rule);
+      state[i] = core::return_kept(state[i], entered[i], done, active, rule);
     else
-      entered[i] = core::return_entered(state[i], r[i], done, rule);
+      entered[i] = core::return_entered(state[i], r[i], done, active, rule);
   }
 }
 

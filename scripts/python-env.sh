@@ -25,17 +25,27 @@ if ! "$venv/bin/python" -c "import torch, torchrl, tensordict, onnx, onnxruntime
 fi
 # The anchor libraries that tests/python/anchor_refs.py wraps (conformance of the
 # presets; docs/anchors.md), pinned to the versions that docs/anchors.md read.
-# gymnasium and stable-baselines3 install with their (light) dependencies, and
-# brax with its own (jax and jaxlib for the CPU, flax, mujoco: its package
-# __init__ imports them); the others with --no-deps, which keeps them from pulling onnxscript, GitPython,
+# gymnasium and stable-baselines3 install with their (light) dependencies; the
+# others with --no-deps, which keeps them from pulling onnxscript, GitPython,
 # tensorboardX, pygame, watchdog and the like: their normalizer imports need only
 # torch, plus tensorboard and absl-py (rsl_rl's package __init__ imports
 # torch.utils.tensorboard). torch and numpy are never replaced.
-anchors=(gymnasium==1.4.0 stable-baselines3==2.9.2 brax==0.14.2)
+anchors=(gymnasium==1.4.0 stable-baselines3==2.9.2)
 anchors_nodeps=(rsl-rl-lib==5.5.1 rl-games==1.6.5 skrl==2.1.1 tensorboard==2.21.0 absl-py==2.5.1)
-if ! "$venv/bin/python" -c "import stable_baselines3.common.vec_env, gymnasium.wrappers.vector, rsl_rl.modules.normalization, rl_games.algos_torch.running_mean_std, skrl.resources.preprocessors.torch, brax.training.acme.running_statistics" >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c "import stable_baselines3.common.vec_env, gymnasium.wrappers.vector, rsl_rl.modules.normalization, rl_games.algos_torch.running_mean_std, skrl.resources.preprocessors.torch" >/dev/null 2>&1; then
   echo "python-env: installing the anchors ${anchors[*]} ${anchors_nodeps[*]} (--no-deps) into $venv" >&2
   "$venv/bin/python" -m pip install -q --progress-bar off "${anchors[@]}" >&2
   "$venv/bin/python" -m pip install -q --progress-bar off --no-deps "${anchors_nodeps[@]}" >&2
+fi
+# brax, the jax anchor: with its own dependencies (jax and jaxlib for the CPU,
+# flax, mujoco: its package __init__ imports them), in a call of its own whose
+# resolution holds torch and numpy at the versions installed above.
+brax=(brax==0.14.2 jax==0.10.2 jaxlib==0.10.2)
+if ! "$venv/bin/python" -c "import brax.training.acme.running_statistics" >/dev/null 2>&1; then
+  echo "python-env: installing the jax anchor ${brax[*]} into $venv" >&2
+  held=$(mktemp)
+  "$venv/bin/python" -m pip freeze 2>/dev/null | grep -E '^(torch|numpy)==' > "$held"
+  "$venv/bin/python" -m pip install -q --progress-bar off -c "$held" "${brax[@]}" >&2
+  rm -f "$held"
 fi
 echo "$venv/bin/python"

@@ -18,6 +18,7 @@ struct ReturnPass {
   void* entered;
   const void* reward;         ///< read by the entered pass only
   const std::uint8_t* done;   ///< one byte per row, or null (none done)
+  const std::uint8_t* mask;   ///< one byte per row, 0 = inactive (its return holds), or null (all active)
   std::int64_t rows, feat;
   DType dtype;
   double gamma;

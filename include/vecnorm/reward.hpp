@@ -43,9 +43,10 @@ struct RewardData {
   ConstTensorView reward;  ///< batch_shape + the key's feature shape, the key's dtype
   TensorView out;          ///< the scaled reward, like reward (may be reward's memory); empty: not written
   ConstTensorView done{};  ///< uint8 [batch_shape]: 1 where the episode ended this step; empty: none did
-  /// uint8 [batch_shape]: rows with 0 are left out of the statistics' update
-  /// (their returns still advance; Gymnasium's vector wrapper's inactive
-  /// environments); empty: every row.
+  /// uint8 [batch_shape]: rows with 0 are inactive this step: left out of the
+  /// statistics' update, their returns held (neither advanced nor reset:
+  /// Gymnasium's vector wrapper's autoreset step after a done, whose mask is
+  /// "no done at the previous step"); empty: every row.
   ConstTensorView mask{};
 };
 

@@ -96,7 +96,7 @@ def gymnasium(shapes: Mapping[Key, Any], **options: Any) -> VecNorm:
 
 
 def rsl_rl(shapes: Mapping[Key, Any], **options: Any) -> VecNorm:
-    """rsl_rl's EmpiricalNormalization (``until`` is not supported yet)."""
+    """rsl_rl's EmpiricalNormalization (pass rsl_rl's ``until=N`` as it is)."""
     return _make("rsl_rl", shapes, options)
 
 
@@ -117,7 +117,10 @@ def brax(shapes: Mapping[Key, Any], *, std_eps: float = 0.0, **options: Any) -> 
     std ``sqrt(var + std_eps)`` kept at least 1e-6. ``std_eps > 0`` gives the
     scale ``sqrt(var + std_eps)`` (brax's lower bound 1e-6 then binds only for
     ``std_eps < 1e-12``). Pass 0/1 ``weights`` as ``mask=``; ``clip=`` is
-    ``max_abs_value``."""
+    ``max_abs_value``. Unlike brax: before the first update ``normalize``
+    refuses (brax's std of 1 returns the input), an update whose weights are
+    all 0 leaves the count at 0 (brax's first divides 0 by 0), and the std has
+    no upper bound (brax's 1e6)."""
     kw = {} if std_eps == 0.0 else {"scale": "sqrt_var_plus_eps", "eps": float(std_eps)}
     return _make("brax", shapes, {**kw, **options})
 

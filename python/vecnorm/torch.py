@@ -482,6 +482,7 @@ class AffineNorm(nn.Module):
         return out
 
 
+# The reset rules by the codes of the operator (and of checkpoint format 6: src/state/schema.hpp).
 _RESETS = {"after": 0, "before": 1, "never": 2}
 
 
@@ -512,8 +513,10 @@ class RewardScaler(nn.Module):
     ``forward(reward, done=None, mask=None)`` returns the scaled reward in the
     reward's dtype (computed in the statistics' dtype); ``done`` and ``mask``
     (bool or uint8, ``batch_shape``): episodes that ended this step (SB3:
-    ``terminated | truncated``; Gymnasium: ``terminated``), and rows
-    left out of the statistics' update (their returns still advance). Frozen
+    ``terminated | truncated``; Gymnasium: ``terminated``), and the rows
+    active this step (False: left out of the statistics' update, the return
+    held; Gymnasium's vector wrapper: ``~(previous terminated | truncated)``,
+    the autoreset step). Frozen
     (``freeze()``), the statistics stay as they are and the returns advance,
     as in Gymnasium (SB3's eval mode also stops its returns). The returns are
     a buffer (``returns``): saved in the ``state_dict`` with the statistics

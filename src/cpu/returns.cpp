@@ -15,12 +15,14 @@ void returns_of(const ReturnPass& p) {
   const std::int64_t n = p.rows * p.feat;
   if (p.kept) {
     for (std::int64_t i = 0; i < n; ++i)
-      state[i] = core::return_kept(entered[i], core::return_done(p.done, i, p.feat, rule), rule);
+      state[i] = core::return_kept(state[i], entered[i], core::return_done(p.done, i, p.feat, rule),
+                                   core::return_active(p.mask, i, p.feat), rule);
     return;
   }
   const T* r = static_cast<const T*>(p.reward);
   for (std::int64_t i = 0; i < n; ++i)
-    entered[i] = core::return_entered(state[i], r[i], core::return_done(p.done, i, p.feat, rule), rule);
+    entered[i] = core::return_entered(state[i], r[i], core::return_done(p.done, i, p.feat, rule),
+                                      core::return_active(p.mask, i, p.feat), rule);
 }
 }  // namespace
 

@@ -378,7 +378,7 @@ std::int64_t first_nonfinite(const void* x, DType d, std::int64_t rows, std::int
 void returns(const ReturnPass& pass, Stream stream) {
   const std::int64_t n = pass.rows * pass.feat;
   if (n <= 0) return;
-  const k::ReturnPlan rp{pass.state, pass.entered, pass.reward, pass.done, pass.rows, pass.feat, pass.gamma,
+  const k::ReturnPlan rp{pass.state, pass.entered, pass.reward, pass.done, pass.mask, pass.rows, pass.feat, pass.gamma,
                          pass.reset, static_cast<std::uint8_t>(wide(pass.dtype) ? 1 : 0),
                          static_cast<std::uint8_t>(pass.kept ? 1 : 0)};
   launch(&k::returns_kernel, div_up(n, kElemsPerBlock), stream_of(stream), rp);

@@ -177,6 +177,9 @@ void RewardScaler::set_returns(std::string_view key, std::span<const double> val
 State RewardScaler::export_state(Stream stream) const {
   const Impl& im = *impl_;
   std::lock_guard lock(im.mutex);
+  // The steps queued on `stream` first: the statistics are read on another
+  // stream (VecNorm::export_state), and must be those of the returns' step.
+  if (im.backend == Backend::cuda) detail::cuda::synchronize(stream);
   State st = im.stats.export_state();
   ReturnsState& rs = st.returns.emplace();
   rs.options = im.returns;
@@ -199,15 +202,20 @@ void RewardScaler::import_state(const State& state, Stream stream) {
   } catch (const Error& e) {
     detail::fail(ErrorCode::state_mismatch, prefix + detail::bare(e));
   }
-  // The returns need the batch shape too (pooled statistics do not).
+  // What the statistics' import checks, in this scaler's words; and the
+  // batch shape, which the returns need (pooled statistics do not).
   const detail::Roles roles{prefix, "this RewardScaler's", "the state's"};
+  detail::check_compatible(roles, im.stats.options(), im.table, state);
   detail::check_same_table(roles, false, im.table, state.table);
-  if (state.options.stats_dtype != im.stats.options().stats_dtype)
-    detail::fail_mismatch(roles, "stats_dtype", to_string(im.stats.options().stats_dtype),
-                          to_string(state.options.stats_dtype));
-  im.stats.import_state(state);  // checks the rest; nothing changed when it throws
+  // The returns go to the scratch buffers first (a step's entered returns,
+  // unused between steps), after the steps queued on `stream`; then the
+  // statistics; then the buffers swap: a failure anywhere leaves the scaler
+  // as it was.
+  if (im.backend == Backend::cuda) detail::cuda::synchronize(stream);
   for (std::size_t k = 0; k < im.state.size(); ++k)
-    host_copy(im.backend, im.state[k].data(), state.returns->values[k].data(), im.state[k].size(), stream);
+    host_copy(im.backend, im.entered[k].data(), state.returns->values[k].data(), im.entered[k].size(), stream);
+  im.stats.import_state(state);
+  std::swap(im.state, im.entered);
   im.returns = state.returns->options;
 }
 
@@ -227,6 +235,8 @@ void check_returns(const ReturnViews& v, Device device) {
   check_stats_view(v.key, "returns", v.state, d, v.reward.shape, device);
   check_stats_view(v.key, "entered returns", v.entered, d, v.reward.shape, device);
   if (!v.done.empty_view()) check_stats_view(v.key, "done", v.done, DType::uint8, v.batch, device);
+  // Read by the passes even when the statistics are frozen (no update checks it then).
+  if (!v.mask.empty_view()) check_stats_view(v.key, "mask", v.mask, DType::uint8, v.batch, device);
   // What the passes write (the returns, the entered returns) overlaps nothing
   // else of the step, and the output (written before the kept pass reads the
   // dones) not the dones.
@@ -253,7 +263,8 @@ void run_returns(Backend backend, const ReturnOptions& options, const ReturnView
   const std::int64_t rows = v.batch.numel();
   returns(backend,
           {v.state.data, v.entered.data, v.reward.data,
-           v.done.empty_view() ? nullptr : static_cast<const std::uint8_t*>(v.done.data), rows,
+           v.done.empty_view() ? nullptr : static_cast<const std::uint8_t*>(v.done.data),
+           v.mask.empty_view() ? nullptr : static_cast<const std::uint8_t*>(v.mask.data), rows,
            rows > 0 ? v.reward.numel() / rows : 0, v.reward.dtype, options.gamma, options.reset, kept},
           stream);
 }

@@ -90,36 +90,7 @@ std::string escaped(std::span<const std::uint8_t> b) {
   return s;
 }
 
-/// numel of `s` when every partial product of its non-zero dims fits in
-/// int64 (so Shape::numel cannot overflow); false otherwise.
-bool checked_numel(const Shape& s, std::int64_t& numel) {
-  std::int64_t nonzero = 1;
-  bool zero = false;
-  for (std::int64_t d : s) {
-    if (d < 0) return false;
-    if (d == 0) {
-      zero = true;
-      continue;
-    }
-    if (__builtin_mul_overflow(nonzero, d, &nonzero)) return false;
-  }
-  numel = zero ? 0 : nonzero;
-  return true;
-}
-
-/// The codes of ReturnReset in the format (docs/state-format.md, version 6).
-std::uint32_t reset_code(ReturnReset r) {
-  return r == ReturnReset::after ? 0 : r == ReturnReset::before ? 1 : 2;
-}
-
-/// The bytes of key `spec`'s returns: batch + feature values of `elem` bytes
-/// (false when that overflows).
-bool returns_bytes(const KeyTable& table, const KeySpec& spec, std::size_t elem, std::uint64_t& bytes) {
-  std::int64_t numel = 0;
-  return table.batch_shape.ndim() + spec.feature_shape.ndim() <= Shape::kMaxDims &&
-         checked_numel(table.batch_shape.concat(spec.feature_shape), numel) &&
-         !__builtin_mul_overflow(static_cast<std::uint64_t>(numel), static_cast<std::uint64_t>(elem), &bytes);
-}
+using detail::checked_numel;
 
 // ---------------------------------------------------------------- decode (versions 1 to 6)
 //
@@ -249,13 +220,13 @@ State decode_records(std::span<const std::uint8_t> d, std::uint32_t version) {
       bad("returns gamma: expected 0 <= gamma <= 1, got " + detail::num(rs.options.gamma));
     const std::uint32_t reset = r.u32("returns reset");
     if (reset > 2) bad("returns reset: expected 0 (after), 1 (before) or 2 (never), got " + std::to_string(reset));
-    rs.options.reset = reset == 0 ? ReturnReset::after : reset == 1 ? ReturnReset::before : ReturnReset::never;
+    rs.options.reset = detail::reset_of_code(reset);
     rs.values.resize(nkeys);
     for (std::uint32_t k = 0; k < nkeys; ++k) {
       const KeySpec& spec = st.table.keys[k];
       const std::string part = "key '" + spec.name + "' returns";
       std::uint64_t expected = 0;
-      if (!returns_bytes(st.table, spec, elem, expected)) bad(part + ": too many elements");
+      if (!detail::returns_bytes(st.table, spec, st.options.stats_dtype, expected)) bad(part + ": too many elements");
       const std::uint64_t n = r.u64(part + " length");
       if (n != expected)
         bad(part + " length: expected " + std::to_string(expected) + " bytes (" +
@@ -359,7 +330,7 @@ std::vector<std::uint8_t> encode_state(const State& state) {
   }
   if (state.returns) {
     w.f64(state.returns->options.gamma);
-    w.u32(reset_code(state.returns->options.reset));
+    w.u32(detail::reset_code(state.returns->options.reset));
     for (const std::vector<std::uint8_t>& v : state.returns->values) {
       w.u64(v.size());
       w.values(v, elem);

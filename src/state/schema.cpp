@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "../errors.hpp"
+#include "rethrow.hpp"
 
 namespace vecnorm {
 
@@ -67,6 +68,36 @@ ScaleForm scale_of_code(std::uint32_t code) {
 }
 
 std::string scale_name(std::uint32_t code) { return code <= 2 ? to_string(scale_of_code(code)) : code_text(code); }
+
+std::uint32_t reset_code(ReturnReset r) {
+  return r == ReturnReset::after ? 0 : r == ReturnReset::before ? 1 : 2;
+}
+ReturnReset reset_of_code(std::uint32_t code) {
+  return code == 0 ? ReturnReset::after : code == 1 ? ReturnReset::before : ReturnReset::never;
+}
+
+bool checked_numel(const Shape& s, std::int64_t& numel) {
+  std::int64_t nonzero = 1;
+  bool zero = false;
+  for (std::int64_t d : s) {
+    if (d < 0) return false;
+    if (d == 0) {
+      zero = true;
+      continue;
+    }
+    if (__builtin_mul_overflow(nonzero, d, &nonzero)) return false;
+  }
+  numel = zero ? 0 : nonzero;
+  return true;
+}
+
+bool returns_bytes(const KeyTable& table, const KeySpec& key, DType stats_dtype, std::uint64_t& bytes) {
+  std::int64_t numel = 0;
+  return table.batch_shape.ndim() + key.feature_shape.ndim() <= Shape::kMaxDims &&
+         checked_numel(table.batch_shape.concat(key.feature_shape), numel) &&
+         !__builtin_mul_overflow(static_cast<std::uint64_t>(numel),
+                                 static_cast<std::uint64_t>(dtype_size(stats_dtype)), &bytes);
+}
 
 std::uint32_t checkpoint_format_for(const Options& o) {
   const Options d;
@@ -207,17 +238,24 @@ void State::validate() const {
                                                   ", got " + std::to_string(ks.skipped));
   }
   if (!returns) return;
-  returns->options.validate();
+  try {
+    returns->options.validate();
+  } catch (const Error& e) {
+    detail::fail(ErrorCode::state_mismatch, "state: " + detail::bare(e));
+  }
   if (returns->values.size() != keys.size())
     detail::fail(ErrorCode::state_mismatch, "state: expected returns for " + std::to_string(keys.size()) +
                                                 " keys, got " + std::to_string(returns->values.size()));
   for (std::size_t k = 0; k < keys.size(); ++k) {
     const KeySpec& spec = table.keys[k];
-    const Shape shape = table.batch_shape.concat(spec.feature_shape);
-    const std::size_t bytes = static_cast<std::size_t>(shape.numel()) * dtype_size(options.stats_dtype);
+    const std::string key = "state: " + detail::key_prefix(spec.name) + "returns ";
+    std::uint64_t bytes = 0;
+    if (!detail::returns_bytes(table, spec, options.stats_dtype, bytes))
+      detail::fail(ErrorCode::state_mismatch, key + "shape " + table.batch_shape.concat(spec.feature_shape).str() +
+                                                  ": too many elements");
     if (returns->values[k].size() != bytes)
-      detail::fail(ErrorCode::state_mismatch, "state: " + detail::key_prefix(spec.name) + "returns bytes: expected " +
-                                                  std::to_string(bytes) + " (" + shape.str() + " of " +
+      detail::fail(ErrorCode::state_mismatch, key + "bytes: expected " + std::to_string(bytes) + " (" +
+                                                  table.batch_shape.concat(spec.feature_shape).str() + " of " +
                                                   to_string(options.stats_dtype) + "), got " +
                                                   std::to_string(returns->values[k].size()));
   }

@@ -18,6 +18,15 @@ namespace vecnorm::detail {
 /// are pooled, the table's batch shape + its feature shape otherwise.
 Shape stats_shape(bool pooled, const KeyTable& table, const KeySpec& key);
 
+/// numel of `s` when every partial product of its non-zero dims fits in
+/// int64 (so Shape::numel cannot overflow); false otherwise.
+bool checked_numel(const Shape& s, std::int64_t& numel);
+
+/// The bytes of key `key`'s returns in a state (State::returns): the table's
+/// batch shape + its feature shape of `stats_dtype`; false when they do not
+/// fit (too many dims, or an overflow).
+bool returns_bytes(const KeyTable& table, const KeySpec& key, DType stats_dtype, std::uint64_t& bytes);
+
 // ---------------------------------------------------------------- stable codes
 //
 // Estimator 0 torchrl, 1 stable; stats dtype 0 float32, 1 float64; nonfinite
@@ -39,6 +48,8 @@ NonFinite nonfinite_of_code(std::uint32_t code);  ///< code <= 2
 std::uint32_t scale_code(ScaleForm f);  ///< Error(state_mismatch) for a value outside the enum
 ScaleForm scale_of_code(std::uint32_t code);  ///< code <= 2
 std::string scale_name(std::uint32_t code);
+std::uint32_t reset_code(ReturnReset r);  ///< 0 after, 1 before, 2 never (checkpoint format 6)
+ReturnReset reset_of_code(std::uint32_t code);  ///< code <= 2
 /// The oldest checkpoint format that holds the options: 2, 3 where scale,
 /// clip, prior_count or unbiased are not the defaults, 4 where until is not 0,
 /// 5 where center is false.

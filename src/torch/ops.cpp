@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "../frontend/readout.hpp"
+#include "../state/schema.hpp"
 #include "call.hpp"
 #include "vecnorm/reward.hpp"
 #include "vecnorm/version.hpp"
@@ -134,7 +135,7 @@ void reward_step(const Tensor& reward, const Tensor& y, const Tensor& returns, c
     item.stats.skips = optional_view_of(stats[3], key, kStatNames[3]);
     item.stats.skipped = optional_view_of(stats[4], key, kStatNames[4]);
     const DeviceScope device(c);
-    external::reward_step(c.options, {gamma, static_cast<ReturnReset>(reset)}, c.table, {&item, 1}, c.stream, nullptr,
+    external::reward_step(c.options, {gamma, detail::reset_of_code(static_cast<std::uint32_t>(reset))}, c.table, {&item, 1}, c.stream, nullptr,
                           update);
   } catch (const Error& e) {
     rethrow(e);

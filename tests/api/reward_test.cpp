@@ -59,7 +59,10 @@ struct Reference {
       for (std::int64_t f = 0; f < feat; ++f) {
         const std::size_t i = static_cast<std::size_t>(e * feat + f);
         const bool d = reset != ReturnReset::never && done[static_cast<std::size_t>(e)] != 0;
-        entered[i] = (d && reset == ReturnReset::before) ? r[i] : R[i] * kGamma + r[i];
+        // A row the mask leaves out is inactive: its return holds.
+        entered[i] = mask[static_cast<std::size_t>(e)] == 0      ? R[i]
+                     : (d && reset == ReturnReset::before) ? r[i]
+                                                           : R[i] * kGamma + r[i];
       }
     if (!frozen) {
       double m = 0.0;
@@ -91,7 +94,7 @@ struct Reference {
       for (std::int64_t f = 0; f < feat; ++f) {
         const std::size_t i = static_cast<std::size_t>(e * feat + f);
         const bool d = reset != ReturnReset::never && done[static_cast<std::size_t>(e)] != 0;
-        R[i] = (d && reset == ReturnReset::after) ? 0.0 : entered[i];
+        if (mask[static_cast<std::size_t>(e)] != 0) R[i] = (d && reset == ReturnReset::after) ? 0.0 : entered[i];
       }
     return y;
   }
@@ -254,8 +257,8 @@ TEST(RewardState, FrozenStatisticsStillAdvanceTheReturns) {
 
 // At count 0 the statistics are the prior's (mean 0, variance 1; SB3's count
 // 1e-4): a scaler frozen before its first step, or a first step that leaves
-// out every row, divides by sqrt(1 + 1e-8), as SB3 and Gymnasium do; the
-// returns advance. In place (out is the reward's memory), with two keys.
+// out every row, divides by sqrt(1 + 1e-8), as SB3 and Gymnasium do. In
+// place (out is the reward's memory), with two keys.
 TEST(RewardState, AtCountZeroTheScaleIsThePriorsAndOutMayBeTheReward) {
   for (const Backend b : vntest::test_backends()) {
     for (const bool frozen : {true, false}) {
@@ -273,7 +276,8 @@ TEST(RewardState, AtCountZeroTheScaleIsThePriorsAndOutMayBeTheReward) {
       for (int i = 0; i < 3; ++i) EXPECT_DOUBLE_EQ(ya[static_cast<std::size_t>(i)], want_a[i]) << "a " << i;
       for (int i = 0; i < 6; ++i) EXPECT_DOUBLE_EQ(yb[static_cast<std::size_t>(i)], (i + 1.0) / s) << "b " << i;
       EXPECT_EQ(rs.statistics().count("a"), 0);
-      EXPECT_EQ(rs.returns("a"), (std::vector<double>{2.0, -4.0, 30.0})) << "the returns advance";
+      // Frozen, the returns advance; rows the mask leaves out are inactive: theirs hold.
+      EXPECT_EQ(rs.returns("a"), frozen ? (std::vector<double>{2.0, -4.0, 30.0}) : std::vector<double>(3, 0.0));
     }
   }
 }
@@ -370,8 +374,20 @@ TEST(RewardState, CheckpointsCarryTheReturnsAndTheScalerStepsOnAsTheOriginal) {
     EXPECT_EQ(other.statistics().count("reward"), 0);
     const std::string stats_only = (dir / ("stats-" + at + ".ckpt")).string();
     vecnorm::save_state(rs.statistics(), stats_only);
+    const std::vector<double> back_returns = back.returns("reward");
+    const vecnorm::State back_state = back.export_state();
     const std::string ms = message_of([&] { vecnorm::load_state(back, stats_only); }, ErrorCode::state_mismatch);
     EXPECT_NE(ms.find("expected a state with returns"), std::string::npos) << ms;
+    vecnorm::RewardScaler narrow(sb3_stats(b, DType::float32), {kGamma, ReturnReset::after},
+                                 {Shape{envs}, {{"reward", Shape{feat}, DType::float32}}});
+    const std::string md = message_of([&] { vecnorm::load_state(narrow, path); }, ErrorCode::state_mismatch);
+    EXPECT_NE(md.find("RewardScaler::import_state: "), std::string::npos) << md;
+    EXPECT_NE(md.find("stats_dtype: expected float32 (this RewardScaler's), got float64 (the state's)"),
+              std::string::npos)
+        << md;
+    EXPECT_EQ(back.returns("reward"), back_returns);
+    EXPECT_EQ(back.export_state().keys[0].var, back_state.keys[0].var);
+    EXPECT_EQ(narrow.statistics().count("reward"), 0);
     // A VecNorm takes the statistics of a reward checkpoint.
     vecnorm::VecNorm plain{vecnorm::Options{}};
     vecnorm::load_state(plain, path);

@@ -854,6 +854,23 @@ TEST(CheckpointCorruption, RandomFlipsOfAFileWithSkipsAreAllRejected) {
 
 // ---------------------------------------------------------------- version 6: returns
 
+/// `s` (float64 statistics) with returns for every key: gamma 0.97, reset
+/// after, values k / 7 for random k.
+State with_returns(State s) {
+  vecnorm::ReturnsState& r = s.returns.emplace();
+  r.options.gamma = 0.97;
+  std::mt19937_64 rng(9);
+  for (const auto& k : s.table.keys) {
+    const std::size_t n = static_cast<std::size_t>(s.table.batch_shape.concat(k.feature_shape).numel());
+    r.values.emplace_back(n * 8);
+    for (std::size_t i = 0; i < n; ++i) {
+      const double v = static_cast<double>(rng() % 1000) / 7.0;
+      std::memcpy(r.values.back().data() + 8 * i, &v, 8);
+    }
+  }
+  return s;
+}
+
 /// tiny_state() with a reward scaler's returns: gamma 0.75, Gymnasium's reset
 /// (before), the returns of the 2 environments of key "r" (float32 like the
 /// statistics).
@@ -922,6 +939,8 @@ TEST(CheckpointReturns, ForgedReturnFieldsAreRejectedByName) {
   EXPECT_TRUE(contains(m, "returns reset: expected 0 (after), 1 (before) or 2 (never), got 3")) << m;
   m = forged([&](Bytes& b) { put_u64(b, gamma_at + 12, 4); });
   EXPECT_TRUE(contains(m, "key 'r' returns length: expected 8 bytes ([2] of float32), got 4")) << m;
+  m = forged([&](Bytes& b) { put_u64(b, gamma_at + 12, std::uint64_t{1} << 62); });
+  EXPECT_TRUE(contains(m, "key 'r' returns length: expected 8 bytes ([2] of float32), got 4611686018427387904")) << m;
   // The same bytes called version 5: its records end before the returns.
   m = forged([&](Bytes& b) { put_u32(b, 8, 5); });
   EXPECT_TRUE(contains(m, "expected the checksum at offset 177, got 28 more bytes before it")) << m;
@@ -934,17 +953,8 @@ TEST(CheckpointReturns, ForgedReturnFieldsAreRejectedByName) {
 }
 
 TEST(CheckpointReturns, RandomFlipsOfAFileWithReturnsAreAllRejected) {
-  State s = trained(make_options(Estimator::stable, true, DType::float64), table4(), 3, 5).export_state();
-  vecnorm::ReturnsState& r = s.returns.emplace();
-  std::mt19937_64 rng(9);
-  for (const auto& k : s.table.keys) {
-    const std::size_t n = static_cast<std::size_t>(s.table.batch_shape.concat(k.feature_shape).numel());
-    r.values.emplace_back(n * 8);
-    for (std::size_t i = 0; i < n; ++i) {
-      const double v = static_cast<double>(rng() % 1000) / 7.0;
-      std::memcpy(r.values.back().data() + 8 * i, &v, 8);
-    }
-  }
+  const State s = with_returns(trained(make_options(Estimator::stable, true, DType::float64), table4(), 3, 5)
+                                   .export_state());
   const Bytes good = vecnorm::encode_state(s);
   EXPECT_TRUE(SameState(vecnorm::decode_state(good), s));
   random_flips(good, "version 6 with returns");
@@ -954,8 +964,11 @@ TEST(CheckpointCorruption, ForgedCorruptionWithAValidChecksumNeverCrashes) {
   // Corruptions the checksum cannot see (trailer recomputed): the parser itself
   // must reject them or return a State that validates.
   const Options o = make_options(Estimator::torchrl, false, DType::float32);
-  for (const bool skips : {false, true}) {
-    const State st = trained(o, table4(), 2, 4).export_state();
+  for (const int kind : {0, 1, 2}) {  // plain, with skips, with returns (version 6)
+    const bool skips = kind == 1;
+    const State st = kind == 2 ? with_returns(trained(make_options(Estimator::stable, true, DType::float64),
+                                                      table4(), 2, 4).export_state())
+                               : trained(o, table4(), 2, 4).export_state();
     const Bytes good = vecnorm::encode_state(skips ? with_skips(st) : st);
     std::mt19937_64 rng(77);
     std::uniform_int_distribution<std::size_t> pos(24, good.size() - 5);  // after the fixed header, before the CRC
@@ -976,7 +989,8 @@ TEST(CheckpointCorruption, ForgedCorruptionWithAValidChecksumNeverCrashes) {
         ++other;
       }
     }
-    std::cout << "[checkpoint] forged corruptions (valid checksum" << (skips ? ", with skips" : "") << "): " << tries
+    std::cout << "[checkpoint] forged corruptions (valid checksum"
+              << (skips ? ", with skips" : kind == 2 ? ", with returns" : "") << "): " << tries
               << " tried: " << rejected << " rejected by the parser/validation, " << valid
               << " decoded to a valid state\n";
     EXPECT_EQ(other, 0u);

@@ -175,6 +175,24 @@ def test_brax_float32_rollouts_with_weights_are_masked_updates(capsys):
               f"brax's float32 rounding), mean {worst_m:.2g}, var {worst_v:.2g} (relative)")
 
 
+def test_brax_std_floor_binds_for_a_near_constant_feature():
+    """brax keeps its std at least 1e-6 (the preset's clamp form, eps 1e-6): a
+    feature whose spread is about 1e-7 is divided by 1e-6, in brax (x64) and
+    in the preset alike."""
+    if not anchor_refs.available("brax"):
+        pytest.skip("brax not installed")
+    shape = (2,)
+    ref = anchor_refs.REFS["brax"](shape, x64=True)
+    norm = presets.brax({"obs": shape}, stats_dtype=torch.float64)
+    rng = np.random.default_rng(4)
+    for t in range(30):
+        x = np.stack([1.0 + 1e-7 * rng.standard_normal(16), 3.0 * rng.standard_normal(16)], axis=1).astype(np.float32)
+        want = ref.step(x)
+        got = norm({"obs": torch.from_numpy(x)})["obs"].double().numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert math.sqrt(ref.stats()["var"][0]) < 1e-6 and float(norm.scale("obs")[0]) == pytest.approx(1e-6)
+
+
 def test_brax_std_eps_is_inside_the_square_root():
     if not anchor_refs.available("brax"):
         pytest.skip("brax not installed")

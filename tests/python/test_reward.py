@@ -227,6 +227,86 @@ def test_matches_gymnasium_normalize_reward(capsys):
         print(f"\n[reward] gymnasium NormalizeReward: {steps} steps; largest difference: scaled reward {worst:.2g}")
 
 
+def gymnasium_vector_run(rewards, terminated, truncated, gamma):
+    """Gymnasium's own vector NormalizeReward over a stub VectorEnv in its
+    default NEXT_STEP autoreset mode whose step returns the scripted rewards and
+    episode ends (the step after a done is the autoreset step: reward 0, no
+    end). Its scaled rewards, accumulated rewards (float32) and return_rms."""
+    gym = pytest.importorskip("gymnasium")
+    from gymnasium.vector import AutoresetMode, VectorEnv
+    from gymnasium.vector.utils import batch_space
+    from gymnasium.wrappers.vector import NormalizeReward
+    steps, envs = rewards.shape
+    clock = {"t": 0}
+
+    class Scripted(VectorEnv):
+        def __init__(self):
+            self.num_envs = envs
+            self.metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+            self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+            self.observation_space = batch_space(self.single_observation_space, envs)
+            self.single_action_space = gym.spaces.Discrete(2)
+            self.action_space = batch_space(self.single_action_space, envs)
+
+        def reset(self, *, seed=None, options=None):
+            return np.zeros((envs, 1), np.float32), {}
+
+        def step(self, actions):
+            t = clock["t"]
+            return (np.zeros((envs, 1), np.float32), rewards[t].astype(np.float64), terminated[t].copy(),
+                    truncated[t].copy(), {})
+
+    wrapper = NormalizeReward(Scripted(), gamma=gamma)
+    wrapper.reset()
+    out = []
+    for t in range(steps):
+        clock["t"] = t
+        _, r, _, _, _ = wrapper.step(np.zeros(envs, dtype=np.int64))
+        out.append((np.asarray(r, np.float64), wrapper.accumulated_reward.astype(np.float64),
+                    float(wrapper.return_rms.var), float(wrapper.return_rms.count)))
+    return out
+
+
+def test_matches_gymnasium_vector_normalize_reward_with_autoreset_steps(capsys):
+    """Gymnasium's vector wrapper leaves the autoreset step after a done out:
+    its return holds and stays out of the statistics. The scaler does that for
+    the rows its mask leaves out: mask = ~(previous terminated | truncated),
+    done = terminated (reset "before"). float32 returns, as Gymnasium keeps
+    them (its float64 sum of float32 values rounded once, as float32 adds)."""
+    steps, envs, gamma = 300, 8, 0.99
+    rng = np.random.default_rng(6)
+    rewards = (0.3 + 2.0 * rng.standard_normal((steps, envs))).astype(np.float32)
+    terminated = rng.random((steps, envs)) < 0.04
+    truncated = ~terminated & (rng.random((steps, envs)) < 0.02)
+    prev = np.zeros(envs, dtype=bool)
+    for t in range(steps):  # the autoreset step: reward 0, no end
+        rewards[t, prev] = 0.0
+        terminated[t, prev] = truncated[t, prev] = False
+        prev = terminated[t] | truncated[t]
+    want = gymnasium_vector_run(rewards, terminated, truncated, gamma)
+    rs = presets.gymnasium_reward(envs, gamma=gamma, stats_dtype=torch.float32)
+    prev = torch.zeros(envs, dtype=torch.bool)
+    worst_y = worst_v = 0.0
+    held = 0
+    for t in range(steps):
+        active = ~prev
+        held += int((~active).sum())
+        y = rs(torch.from_numpy(rewards[t]), done=torch.from_numpy(terminated[t]), mask=active)
+        prev = torch.from_numpy(terminated[t] | truncated[t])
+        wy, wr, wv, wc = want[t]
+        assert np.array_equal(rs.returns.double().numpy(), wr), f"step {t}: the returns"
+        assert rs.statistics.count("reward") + 1e-4 == pytest.approx(wc, rel=1e-12), f"step {t}: count"
+        dy = float(np.max(np.abs(y.double().numpy() - wy) / np.maximum(1.0, np.abs(wy))))
+        dv = abs(float(rs.statistics.reward_var) - wv) / wv
+        assert dy <= 1e-5 and dv <= 1e-5, f"step {t}: y {dy:.3g}, var {dv:.3g}"
+        worst_y, worst_v = max(worst_y, dy), max(worst_v, dv)
+    assert held > 0
+    with capsys.disabled():
+        print(f"\n[reward] gymnasium vector NormalizeReward (NEXT_STEP autoreset): {steps} steps x {envs} envs, "
+              f"{held} autoreset rows held; largest difference: scaled reward {worst_y:.2g}, var {worst_v:.2g} "
+              f"(relative; float32 statistics); returns equal")
+
+
 def test_frozen_state_dict_and_compile_follow_the_eager_module():
     envs = 6
     rewards, dones = script(40, envs, seed=3)
@@ -263,7 +343,7 @@ def test_errors_name_the_problem():
         vt.RewardScaler((2,), reset="sometimes")
     with pytest.raises(TypeError, match="center is not an option here"):
         vt.RewardScaler((2,), center=True)
-    if not torch.distributed.is_initialized():
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         with pytest.raises(ValueError, match="process_group: torch.distributed is not initialized"):
             vt.RewardScaler((2,), process_group=object())
     with pytest.raises(ValueError, match="gamma: expected 0 <= gamma <= 1, got 1.5"):

@@ -48,19 +48,29 @@ VECNORM_HD bool return_done(const std::uint8_t* done, std::int64_t i, std::int64
   return rule.reset != ReturnReset::never && done != nullptr && done[i / feat] != 0;
 }
 
-/// The return that enters the statistics: R' = gamma R + r, or r alone where
-/// a `before` done resets (a select, not a product by (1 - done): an infinite
-/// or NaN R is reset too).
-template <class T>
-VECNORM_HD T return_entered(T state, T r, bool done, const ReturnRule<T>& rule) {
-  const T carried = state * rule.gamma + r;
-  return done && rule.reset == ReturnReset::before ? r : carried;
+/// Whether element i belongs to an environment the step's row mask keeps
+/// (`mask`: one byte per environment, 0 = left out; null: every one). A row
+/// left out is inactive this step (Gymnasium's vector wrapper: the autoreset
+/// step after a done): its return holds, neither advanced nor reset, and it
+/// stays out of the statistics' update.
+VECNORM_HD bool return_active(const std::uint8_t* mask, std::int64_t i, std::int64_t feat) {
+  return mask == nullptr || mask[i / feat] != 0;
 }
 
-/// The state kept for the next step: R', or 0 where an `after` done resets.
+/// The return that enters the statistics: R' = gamma R + r, or r alone where
+/// a `before` done resets (a select, not a product by (1 - done): an infinite
+/// or NaN R is reset too); an inactive row's R as it is.
 template <class T>
-VECNORM_HD T return_kept(T entered, bool done, const ReturnRule<T>& rule) {
-  return done && rule.reset == ReturnReset::after ? T(0) : entered;
+VECNORM_HD T return_entered(T state, T r, bool done, bool active, const ReturnRule<T>& rule) {
+  const T carried = state * rule.gamma + r;
+  return !active ? state : done && rule.reset == ReturnReset::before ? r : carried;
+}
+
+/// The state kept for the next step: R', or 0 where an `after` done resets;
+/// an inactive row's R as it was (`state`).
+template <class T>
+VECNORM_HD T return_kept(T state, T entered, bool done, bool active, const ReturnRule<T>& rule) {
+  return !active ? state : done && rule.reset == ReturnReset::after ? T(0) : entered;
 }
 
 }  // namespace vecnorm::core
