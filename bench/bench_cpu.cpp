@@ -5,6 +5,9 @@
 //   eager/...   what an eager framework does: one full pass per elementary
 //               operation of VecNormV2's formulas, each with a new temporary;
 //   vecnorm/... one VecNorm::step of the two keys (steady state).
+// Also reward/scaler/<envs> against reward/statistics/<envs>: a RewardScaler
+// step (returns, update, normalize) against a pooled, uncentred VecNorm step of
+// the same rewards (the scaler's statistics alone): the returns' cost.
 // scripts/bench.sh runs this and writes docs/benchmarks.md (ratios per case).
 //
 // Case names: <kind>/<mode>/<estimator>/<dtype>/<B>x<F> (bench/cases.hpp).
@@ -32,6 +35,7 @@
 #include <benchmark/benchmark.h>
 
 #include <vecnorm/core/convert.hpp>
+#include <vecnorm/reward.hpp>
 
 #include "cases.hpp"
 
@@ -331,6 +335,45 @@ void bm_vecnorm(benchmark::State& st, bool pooled, Estimator e, DType d, vb::Sha
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * vb::floor_bytes(pooled, d, s)));
 }
 
+/// One reward step of `envs` float32 rewards (SB3's statistics, dones about
+/// 1 in 20): through a RewardScaler (`scaler`), or a VecNorm step of the
+/// rewards themselves with the same options (what the scaler adds is the rest).
+void bm_reward(benchmark::State& st, std::int64_t envs, bool scaler) {
+  vecnorm::Options o;
+  o.backend = vecnorm::Backend::cpu;
+  o.estimator = Estimator::stable;
+  o.decay = 1.0;
+  o.prior_count = 1e-4;
+  o.scale = vecnorm::ScaleForm::sqrt_var_plus_eps;
+  o.eps = 1e-8;
+  o.clip = 10.0;
+  o.reduce_batch_dims = true;
+  o.center = false;
+  const vecnorm::Shape rs{envs};
+  const vecnorm::KeyTable table{rs, {{"reward", vecnorm::Shape{}, DType::float32}}};
+  std::vector<float> r(static_cast<std::size_t>(envs)), y(r.size());
+  std::vector<std::uint8_t> done(r.size());
+  std::mt19937 rng(5);
+  std::normal_distribution<float> z(0.3f, 2.0f);
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    r[i] = z(rng);
+    done[i] = (i * 2654435761u) % 20 == 7 ? 1 : 0;
+  }
+  const vecnorm::ConstTensorView rv{r.data(), DType::float32, rs};
+  const vecnorm::TensorView yv{y.data(), DType::float32, rs};
+  const vecnorm::ConstTensorView dv{done.data(), DType::uint8, rs};
+  const double bytes = static_cast<double>(envs) * (2 * sizeof(float) + 1);
+  if (scaler) {
+    vecnorm::RewardScaler s(o, {0.99, vecnorm::ReturnReset::after}, table);
+    for (int i = 0; i < 3; ++i) s.step({{"reward", rv, yv, dv}});
+    run_loop(st, bytes, [&] { s.step({{"reward", rv, yv, dv}}); });
+  } else {
+    vecnorm::VecNorm vn(o, table);
+    for (int i = 0; i < 3; ++i) vn.step({{"reward", rv, yv}});
+    run_loop(st, bytes, [&] { vn.step({{"reward", rv, yv}}); });
+  }
+}
+
 void register_all() {
   for (const vb::Shape2& s : vb::shapes()) {
     for (DType d : {DType::float32, DType::bfloat16}) {
@@ -351,6 +394,12 @@ void register_all() {
                                    bm_vecnorm, true, Estimator::torchrl, DType::float32, s, true)
           ->UseRealTime();
   }
+  for (const std::int64_t envs : {std::int64_t{4096}, std::int64_t{65536}})
+    for (const bool scaler : {false, true})
+      benchmark::RegisterBenchmark(
+          ("reward/" + std::string(scaler ? "scaler/" : "statistics/") + std::to_string(envs)).c_str(), bm_reward,
+          envs, scaler)
+          ->UseRealTime();
 }
 
 }  // namespace

@@ -40,12 +40,17 @@ struct ReturnRule {
   ReturnReset reset;
 };
 
-/// Whether element i (of `feat` per environment) belongs to an environment
-/// whose episode ended this step (`done`: one byte per environment; null:
-/// none) under a rule that reads dones.
+/// Whether environment `row`'s episode ended this step (`done`: one byte
+/// per environment; null: none did) under a rule that reads dones.
+template <class T>
+VECNORM_HD bool return_done_row(const std::uint8_t* done, std::int64_t row, const ReturnRule<T>& rule) {
+  return rule.reset != ReturnReset::never && done != nullptr && done[row] != 0;
+}
+
+/// return_done_row of the environment of element i (`feat` per environment).
 template <class T>
 VECNORM_HD bool return_done(const std::uint8_t* done, std::int64_t i, std::int64_t feat, const ReturnRule<T>& rule) {
-  return rule.reset != ReturnReset::never && done != nullptr && done[i / feat] != 0;
+  return return_done_row(done, i / feat, rule);
 }
 
 /// Whether element i belongs to an environment the step's row mask keeps
@@ -53,8 +58,13 @@ VECNORM_HD bool return_done(const std::uint8_t* done, std::int64_t i, std::int64
 /// left out is inactive this step (Gymnasium's vector wrapper: the autoreset
 /// step after a done): its return holds, neither advanced nor reset, and it
 /// stays out of the statistics' update.
+VECNORM_HD bool return_active_row(const std::uint8_t* mask, std::int64_t row) {
+  return mask == nullptr || mask[row] != 0;
+}
+
+/// return_active_row of the environment of element i (`feat` per environment).
 VECNORM_HD bool return_active(const std::uint8_t* mask, std::int64_t i, std::int64_t feat) {
-  return mask == nullptr || mask[i / feat] != 0;
+  return return_active_row(mask, i / feat);
 }
 
 /// The return that enters the statistics: R' = gamma R + r, or r alone where
@@ -63,14 +73,16 @@ VECNORM_HD bool return_active(const std::uint8_t* mask, std::int64_t i, std::int
 template <class T>
 VECNORM_HD T return_entered(T state, T r, bool done, bool active, const ReturnRule<T>& rule) {
   const T carried = state * rule.gamma + r;
-  return !active ? state : done && rule.reset == ReturnReset::before ? r : carried;
+  const bool reset = done & (rule.reset == ReturnReset::before);  // no short circuit: selects, not branches
+  return active ? (reset ? r : carried) : state;
 }
 
 /// The state kept for the next step: R', or 0 where an `after` done resets;
 /// an inactive row's R as it was (`state`).
 template <class T>
 VECNORM_HD T return_kept(T state, T entered, bool done, bool active, const ReturnRule<T>& rule) {
-  return !active ? state : done && rule.reset == ReturnReset::after ? T(0) : entered;
+  const bool reset = done & (rule.reset == ReturnReset::after);
+  return active ? (reset ? T(0) : entered) : state;
 }
 
 }  // namespace vecnorm::core
