@@ -39,13 +39,21 @@ if ! "$venv/bin/python" -c "import stable_baselines3.common.vec_env, gymnasium.w
 fi
 # brax, the jax anchor: with its own dependencies (jax and jaxlib for the CPU,
 # flax, mujoco: its package __init__ imports them), in a call of its own whose
-# resolution holds torch and numpy at the versions installed above.
+# resolution holds what is installed above at its version (torch, numpy and
+# the packages the tests import with them). A failure stops this script.
 brax=(brax==0.14.2 jax==0.10.2 jaxlib==0.10.2)
 if ! "$venv/bin/python" -c "import brax.training.acme.running_statistics" >/dev/null 2>&1; then
   echo "python-env: installing the jax anchor ${brax[*]} into $venv" >&2
   held=$(mktemp)
-  "$venv/bin/python" -m pip freeze 2>/dev/null | grep -E '^(torch|numpy)==' > "$held"
+  trap 'rm -f "$held"' EXIT
+  "$venv/bin/python" - > "$held" <<'PY'
+from importlib import metadata
+for name in ("torch", "numpy", "torchrl", "tensordict", "onnx", "onnxruntime", "protobuf", "tensorboard"):
+    try:
+        print(f"{name}=={metadata.version(name)}")
+    except metadata.PackageNotFoundError:
+        pass
+PY
   "$venv/bin/python" -m pip install -q --progress-bar off -c "$held" "${brax[@]}" >&2
-  rm -f "$held"
 fi
 echo "$venv/bin/python"

@@ -99,7 +99,8 @@ class RewardScaler {
   void import_state(const State& state, Stream stream = {});
 
   /// The returns' statistics: freeze()/unfreeze() (a frozen scaler still
-  /// advances the returns, as Gymnasium's update_running_mean = False does;
+  /// advances the returns, but for the rows a mask leaves out, as Gymnasium's
+  /// update_running_mean = False does;
   /// SB3's training = False leaves them but for the zeroing at dones), scale(),
   /// export_state()...
   VecNorm& statistics() noexcept;
@@ -119,7 +120,7 @@ struct ExternalRewardItem {
   ConstTensorView reward;  ///< [*batch, *feature], the statistics' dtype
   TensorView out;          ///< like reward (may be reward's memory); empty: not written
   ConstTensorView done{};  ///< uint8 [*batch]; empty: none done
-  ConstTensorView mask{};  ///< uint8 [*batch]: rows left out of the update; empty: every row
+  ConstTensorView mask{};  ///< uint8 [*batch]: 0 = inactive (left out of the update, its return held); empty: every row
   TensorView returns;      ///< like reward: the environments' returns, read and written (start them at 0)
   TensorView entered;      ///< like reward: scratch for the step's entered returns
   ExternalStats stats;     ///< the returns' pooled statistics (one count per key)
@@ -134,7 +135,8 @@ namespace external {
 /// synchronization (the normalize follows the update: no zero-count check; a
 /// key whose every row was masked out at count 0 normalizes with its
 /// statistics as stored), except NonFinite::error's scan. `update` false:
-/// the statistics stay as they are (frozen), the returns still advance.
+/// the statistics stay as they are (frozen), the returns still advance (but
+/// for the rows the mask leaves out, which hold theirs).
 void reward_step(const Options& statistics, const ReturnOptions& returns, const KeyTable& table,
                  std::span<const ExternalRewardItem> items, Stream stream = {}, Workspace* workspace = nullptr,
                  bool update = true);

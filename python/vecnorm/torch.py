@@ -517,8 +517,8 @@ class RewardScaler(nn.Module):
     active this step (False: left out of the statistics' update, the return
     held; Gymnasium's vector wrapper: ``~(previous terminated | truncated)``,
     the autoreset step). Frozen
-    (``freeze()``), the statistics stay as they are and the returns advance,
-    as in Gymnasium (SB3's eval mode also stops its returns). The returns are
+    (``freeze()``), the statistics stay as they are and the returns advance
+    (but for the rows the mask leaves out), as in Gymnasium (SB3's eval mode also stops its returns). The returns are
     a buffer (``returns``): saved in the ``state_dict`` with the statistics
     (``statistics.reward_loc``...). No host synchronization; traced by
     ``torch.compile(fullgraph=True)``.

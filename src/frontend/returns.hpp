@@ -23,14 +23,18 @@ struct ReturnViews {
   ConstTensorView reward;
   TensorView out;        ///< empty: not written
   ConstTensorView done;  ///< uint8, the rewards' batch shape; empty: none done
-  ConstTensorView mask;  ///< checked by the update
+  ConstTensorView mask;  ///< uint8, the rewards' batch shape; empty: every row active
   Shape batch;           ///< the rewards' batch shape (checked by the caller)
 };
 
-/// Checks state, entered and done against the rewards (dtype, shape, device)
-/// and that no view of the step overlaps the returns or the entered returns;
+/// Checks state, entered, done and mask against the rewards (dtype, shape,
+/// device), that no view of the step overlaps the returns or the entered
+/// returns, and that the output overlaps neither the dones nor the mask;
 /// Error naming the key, the expected and the actual value.
 void check_returns(const ReturnViews& v, Device device);
+/// Across the keys of one step: what a key's step writes (returns, entered
+/// returns, output) overlaps no view of another key.
+void check_returns_apart(std::span<const ReturnViews> views);
 /// A pass (entered or kept) over checked views, on `backend`.
 void run_returns(Backend backend, const ReturnOptions& options, const ReturnViews& v, bool kept, Stream stream);
 

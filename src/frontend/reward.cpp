@@ -118,6 +118,7 @@ void RewardScaler::step(std::span<const RewardData> batch, Stream stream) {
     if (!it.out.empty_view()) normalize.push_back({it.key, it.reward, it.out});
   }
   if (batch.empty()) return;
+  detail::check_returns_apart(views);
   detail::normalize_after_update(im.stats, normalize, stream, true);
   detail::reward_phases(
       im.backend, im.returns, views, stream, [&] { im.stats.update(update, stream); },
@@ -226,6 +227,32 @@ const KeyTable& RewardScaler::table() const noexcept { return impl_->table; }
 
 namespace detail {
 
+namespace {
+/// A buffer of a key's reward step, for the overlap checks: `written` by the
+/// step; by the returns' passes (`passes`: the returns, the entered returns)
+/// or read by the kept pass after the output is written (`kept_reads`: the
+/// dones and the mask). Empty views are left out.
+struct StepBuffer {
+  std::string name;
+  const void* data;
+  std::size_t bytes;
+  bool written, passes, kept_reads;
+};
+std::vector<StepBuffer> step_buffers(const ReturnViews& v, const std::string& prefix) {
+  std::vector<StepBuffer> out;
+  auto add = [&](const char* name, const void* data, std::size_t bytes, bool written, bool passes, bool kept_reads) {
+    if (data != nullptr && bytes > 0) out.push_back({prefix + name, data, bytes, written, passes, kept_reads});
+  };
+  add("returns", v.state.data, v.state.nbytes(), true, true, false);
+  add("entered returns", v.entered.data, v.entered.nbytes(), true, true, false);
+  add("reward", v.reward.data, v.reward.nbytes(), false, false, false);
+  add("output", v.out.data, v.out.empty_view() ? 0 : v.out.nbytes(), true, false, false);
+  add("done", v.done.data, v.done.nbytes(), false, false, true);
+  add("mask", v.mask.data, v.mask.nbytes(), false, false, true);
+  return out;
+}
+}  // namespace
+
 void check_returns(const ReturnViews& v, Device device) {
   const DType d = v.reward.dtype;
   if (d != DType::float32 && d != DType::float64)
@@ -239,24 +266,26 @@ void check_returns(const ReturnViews& v, Device device) {
   if (!v.mask.empty_view()) check_stats_view(v.key, "mask", v.mask, DType::uint8, v.batch, device);
   // What the passes write (the returns, the entered returns) overlaps nothing
   // else of the step, and the output (written before the kept pass reads the
-  // dones) not the dones.
-  check_disjoint(v.key, "returns", v.state.data, v.state.nbytes(), "entered returns", v.entered.data,
-                 v.entered.nbytes());
-  const struct {
-    const char* name;
-    const void* data;
-    std::size_t bytes;
-  } others[] = {{"reward", v.reward.data, v.reward.nbytes()},
-                {"output", v.out.data, v.out.empty_view() ? 0 : v.out.nbytes()},
-                {"done", v.done.data, v.done.nbytes()},
-                {"mask", v.mask.data, v.mask.nbytes()}};
-  for (const auto& o : others) {
-    if (o.data == nullptr || o.bytes == 0) continue;
-    check_disjoint(v.key, "returns", v.state.data, v.state.nbytes(), o.name, o.data, o.bytes);
-    check_disjoint(v.key, "entered returns", v.entered.data, v.entered.nbytes(), o.name, o.data, o.bytes);
-  }
-  if (others[1].bytes > 0 && others[2].bytes > 0)
-    check_disjoint(v.key, "output", others[1].data, others[1].bytes, "done", others[2].data, others[2].bytes);
+  // dones and the mask) neither of those.
+  const std::vector<StepBuffer> b = step_buffers(v, "");
+  for (const StepBuffer& w : b)
+    for (const StepBuffer& o : b)
+      if (&w != &o && w.written && (o.written ? &w < &o : w.passes || o.kept_reads))
+        check_disjoint(v.key, w.name.c_str(), w.data, w.bytes, o.name.c_str(), o.data, o.bytes);
+}
+
+void check_returns_apart(std::span<const ReturnViews> views) {
+  // Across keys: what one key's step writes overlaps nothing of another's.
+  for (std::size_t i = 0; i < views.size(); ++i)
+    for (std::size_t j = 0; j < views.size(); ++j) {
+      if (i == j) continue;
+      const std::vector<StepBuffer> mine = step_buffers(views[i], ""),
+                                    theirs = step_buffers(views[j], "key '" + std::string(views[j].key) + "' ");
+      for (const StepBuffer& w : mine)
+        if (w.written)
+          for (const StepBuffer& o : theirs)
+            check_disjoint(views[i].key, w.name.c_str(), w.data, w.bytes, o.name.c_str(), o.data, o.bytes);
+    }
 }
 
 void run_returns(Backend backend, const ReturnOptions& options, const ReturnViews& v, bool kept, Stream stream) {
@@ -294,6 +323,7 @@ void reward_step(const Options& statistics, const ReturnOptions& returns, const 
     if (!it.out.empty_view()) normalize.push_back({it.key, it.reward, it.out, it.stats});
   }
   if (items.empty()) return;
+  detail::check_returns_apart(views);
   detail::normalize_after_update(o, table, normalize, stream, workspace, true);
   detail::reward_phases(
       backend, returns, views, stream,

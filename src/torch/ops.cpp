@@ -95,7 +95,8 @@ TensorList denormalize(at::TensorList x, at::TensorList stats, const std::vector
 // and `entered` (scratch) have the reward's shape and the statistics' dtype,
 // as the reward has; `done` and `mask` (bool or uint8) its batch shape;
 // `reset` a ReturnReset (0 after, 1 before, 2 never); `update` false: the
-// statistics are frozen (the returns still advance). No synchronization.
+// statistics are frozen (the returns still advance, but for the rows the mask
+// leaves out: theirs hold). No synchronization.
 // `group`: the statistics pooled over the returns of every rank of that
 // torch.distributed process group (as step_group's; each rank keeps its own
 // environments' returns).

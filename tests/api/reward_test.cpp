@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -138,28 +140,32 @@ Stream stream_at(int t, std::int64_t envs, std::int64_t feat, bool masked) {
   return s;
 }
 
-using Param = std::tuple<Backend, ReturnReset, DType, bool /*masked*/>;
+using Param = std::tuple<Backend, ReturnReset, DType, bool /*masked*/, bool /*scalar*/>;
 class Rewards : public ::testing::TestWithParam<Param> {
  protected:
   Backend backend() const { return std::get<0>(GetParam()); }
   ReturnReset reset() const { return std::get<1>(GetParam()); }
   DType dtype() const { return std::get<2>(GetParam()); }
   bool masked() const { return std::get<3>(GetParam()); }
+  /// One reward per environment (feature shape [], the CPU's flat loops), else 2.
+  bool scalar() const { return std::get<4>(GetParam()); }
   double rtol() const { return dtype() == DType::float64 ? 1e-12 : 2e-5; }
 };
 
 TEST_P(Rewards, FollowTheReferenceOverAnEpisodeStream) {
-  const std::int64_t envs = 16, feat = 2;
+  const std::int64_t envs = 16, feat = scalar() ? 1 : 2;
+  const Shape fshape = scalar() ? Shape{} : Shape{feat};
   vecnorm::RewardScaler rs(sb3_stats(backend(), dtype()), {kGamma, reset()},
-                           {Shape{envs}, {{"reward", Shape{feat}, dtype()}}});
+                           {Shape{envs}, {{"reward", fshape, dtype()}}});
   Reference ref(reset(), envs, feat);
   bool clipped = false;
   for (int t = 0; t < 200; ++t) {
     const std::string at = "step " + std::to_string(t);
     const Stream s = stream_at(t, envs, feat, masked());
     const std::vector<double> want = ref.step(s.r, s.done, s.mask);
-    auto r = DeviceBuffer::from_values(backend(), dtype(), Shape{envs, feat}, s.r);
-    DeviceBuffer y(backend(), dtype(), Shape{envs, feat});
+    const Shape rshape = Shape{envs}.concat(fshape);
+    auto r = DeviceBuffer::from_values(backend(), dtype(), rshape, s.r);
+    DeviceBuffer y(backend(), dtype(), rshape);
     std::vector<double> dv(s.done.begin(), s.done.end()), mv(s.mask.begin(), s.mask.end());
     auto done = DeviceBuffer::from_values(backend(), DType::uint8, Shape{envs}, dv);
     auto mask = DeviceBuffer::from_values(backend(), DType::uint8, Shape{envs}, mv);
@@ -186,13 +192,87 @@ INSTANTIATE_TEST_SUITE_P(All, Rewards,
                          ::testing::Combine(::testing::ValuesIn(vntest::test_backends()),
                                             ::testing::Values(ReturnReset::after, ReturnReset::before,
                                                               ReturnReset::never),
-                                            ::testing::Values(DType::float64, DType::float32), ::testing::Bool()),
+                                            ::testing::Values(DType::float64, DType::float32), ::testing::Bool(),
+                                            ::testing::Bool()),
                          [](const ::testing::TestParamInfo<Param>& info) {
                            return std::string(vntest::backend_name(std::get<0>(info.param))) + "_" +
                                   vecnorm::to_string(std::get<1>(info.param)) + "_" +
                                   vecnorm::to_string(std::get<2>(info.param)) +
-                                  (std::get<3>(info.param) ? "_masked" : "");
+                                  (std::get<3>(info.param) ? "_masked" : "") +
+                                  (std::get<4>(info.param) ? "_scalar" : "");
                          });
+
+// Where a done resets, a NaN or infinite return is reset too (a select, not a
+// product by 1 - done); a row the mask leaves out keeps its return's bits
+// (a NaN's payload included), frozen or not; with one reward per environment
+// (the CPU's flat loops) and two. A frozen scaler still checks the mask.
+TEST(RewardState, NonFiniteReturnsResetAndInactiveRowsKeepTheirBits) {
+  const double nan_payload = std::bit_cast<double>(std::uint64_t{0x7FF8000000000123});
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const Backend b : vntest::test_backends())
+    for (const ReturnReset reset : {ReturnReset::after, ReturnReset::before})
+      for (const std::int64_t feat : {std::int64_t{1}, std::int64_t{2}}) {
+        const std::string at = std::string(vntest::backend_name(b)) + " " + vecnorm::to_string(reset) + " feat " +
+                               std::to_string(feat);
+        const Shape fshape = feat == 1 ? Shape{} : Shape{feat};
+        vecnorm::RewardScaler rs(sb3_stats(b, DType::float64), {kGamma, reset},
+                                 {Shape{4}, {{"reward", fshape, DType::float64}}});
+        rs.statistics().freeze();  // non-finite returns do not enter the statistics here
+        // env 0: done, active; 1: done, inactive; 2: active; 3: inactive.
+        const double R0[4] = {std::nan(""), nan_payload, -inf, 1.5};
+        std::vector<double> R, rv;
+        for (int e = 0; e < 4; ++e)
+          for (std::int64_t f = 0; f < feat; ++f) {
+            R.push_back(e == 1 && f == 1 ? inf : R0[e]);
+            rv.push_back(2.0 + static_cast<double>(e));
+          }
+        rs.set_returns("reward", R);
+        const Shape rshape = Shape{4}.concat(fshape);
+        auto r = DeviceBuffer::from_values(b, DType::float64, rshape, rv);
+        DeviceBuffer y(b, DType::float64, rshape);
+        auto done = DeviceBuffer::from_values(b, DType::uint8, Shape{4}, {1.0, 1.0, 0.0, 0.0});
+        auto mask = DeviceBuffer::from_values(b, DType::uint8, Shape{4}, {1.0, 0.0, 1.0, 0.0});
+        rs.step({{"reward", r.cview(), y.view(), done.cview(), mask.cview()}});
+        const std::vector<double> got = rs.returns("reward");
+        for (std::int64_t f = 0; f < feat; ++f) {
+          const std::size_t i0 = static_cast<std::size_t>(f), i1 = static_cast<std::size_t>(feat + f),
+                            i2 = static_cast<std::size_t>(2 * feat + f), i3 = static_cast<std::size_t>(3 * feat + f);
+          // env 0: after: NaN gamma + r enters, then 0; before: r alone.
+          EXPECT_EQ(got[i0], reset == ReturnReset::after ? 0.0 : 2.0) << at;
+          EXPECT_EQ(std::bit_cast<std::uint64_t>(got[i1]), std::bit_cast<std::uint64_t>(R[i1])) << at << " held";
+          EXPECT_EQ(got[i2], -inf) << at;
+          EXPECT_EQ(std::bit_cast<std::uint64_t>(got[i3]), std::bit_cast<std::uint64_t>(1.5)) << at << " held";
+        }
+        // A frozen scaler still checks the mask it reads.
+        auto bad = DeviceBuffer::from_values(b, DType::float64, Shape{4}, {1.0, 1.0, 1.0, 1.0});
+        const std::string m = message_of([&] { rs.step({{"reward", r.cview(), y.view(), {}, bad.cview()}}); },
+                                         ErrorCode::dtype_mismatch);
+        EXPECT_NE(m.find("key 'reward': mask dtype: expected uint8, got float64"), std::string::npos) << m;
+      }
+}
+
+// Overlaps across keys: one key's output may not be another key's mask (the
+// kept pass reads the mask after the outputs are written), nor its dones.
+TEST(RewardErrors, AKeysOutputMayNotOverlapAnotherKeysMaskOrDones) {
+  const Backend b = Backend::cpu;
+  vecnorm::RewardScaler rs(sb3_stats(b, DType::float64), {kGamma, ReturnReset::after},
+                           {Shape{8}, {{"a", Shape{}, DType::float64}, {"b", Shape{}, DType::float64}}});
+  std::vector<double> ra(8, 1.0), rb(8, 2.0), ya(8);
+  std::vector<std::uint8_t> mask(8 * sizeof(double), 1);
+  const vecnorm::ConstTensorView mv{mask.data(), DType::uint8, Shape{8}};
+  // a's output is b's mask's memory.
+  const vecnorm::TensorView into_mask{mask.data(), DType::float64, Shape{8}};
+  const std::string m = message_of(
+      [&] {
+        rs.step({{"a", vecnorm::ConstTensorView{ra.data(), DType::float64, Shape{8}}, into_mask},
+                 {"b", vecnorm::ConstTensorView{rb.data(), DType::float64, Shape{8}},
+                  vecnorm::TensorView{ya.data(), DType::float64, Shape{8}}, {}, mv}});
+      },
+      ErrorCode::invalid_argument);
+  EXPECT_NE(m.find("key 'a': output"), std::string::npos) << m;
+  EXPECT_NE(m.find("key 'b' mask"), std::string::npos) << m;
+  EXPECT_EQ(rs.returns("a"), std::vector<double>(8, 0.0)) << "nothing ran";
+}
 
 // The rules on a hand-made episode (SB3 and Gymnasium differ exactly where an
 // episode ends): one environment, rewards 1, 2, 3 with a done at the second.
