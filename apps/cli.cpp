@@ -119,10 +119,11 @@ vecnorm::Backend parse_backend(const std::string& text, const std::string& optio
   throw UsageError("option " + option + " expects cpu, cuda or auto, got '" + text + "'");
 }
 
-vecnorm::DType parse_stats_dtype(const std::string& text, const std::string& option) {
+std::optional<vecnorm::DType> parse_stats_dtype(const std::string& text, const std::string& option) {
   if (text == "float32") return vecnorm::DType::float32;
   if (text == "float64") return vecnorm::DType::float64;
-  throw UsageError("option " + option + " expects float32 or float64, got '" + text + "'");
+  if (text == "auto") return std::nullopt;
+  throw UsageError("option " + option + " expects auto, float32 or float64, got '" + text + "'");
 }
 
 vecnorm::Backend resolve_backend(vecnorm::Backend requested) {

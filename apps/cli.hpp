@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <stdexcept>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -72,7 +73,8 @@ vecnorm::Estimator parse_estimator(const std::string& text, const std::string& o
 vecnorm::NonFinite parse_nonfinite(const std::string& text, const std::string& option);
 vecnorm::ScaleForm parse_scale(const std::string& text, const std::string& option);
 vecnorm::Backend parse_backend(const std::string& text, const std::string& option);
-vecnorm::DType parse_stats_dtype(const std::string& text, const std::string& option);
+/// "auto" (each key's from its input: Options::stats_dtype none), "float32" or "float64".
+std::optional<vecnorm::DType> parse_stats_dtype(const std::string& text, const std::string& option);
 
 /// Backend::automatic resolved the way the library resolves it; Backend::cuda
 /// without a usable device is an InputError saying why.

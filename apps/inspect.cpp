@@ -49,8 +49,9 @@ void print_table(const vecnorm::VecNorm& vn, const vecnorm::KeySpec& spec, bool 
   const vecnorm::Shape stats = vn.stats_shape(spec.name);
   const std::int64_t count = vn.count(spec.name);
   const std::int64_t skipped = vn.skipped(spec.name);
-  std::printf("\nkey '%s': %s, feature %s, statistics %s, count %lld", spec.name.c_str(),
+  std::printf("\nkey '%s': %s, feature %s, statistics %s of %s, count %lld", spec.name.c_str(),
               vecnorm::to_string(spec.dtype), spec.feature_shape.str().c_str(), stats.str().c_str(),
+              vecnorm::to_string(vecnorm::stats_dtype_for(vn.options().stats_dtype, spec.dtype)),
               static_cast<long long>(count));
   if (skipped > 0)
     std::printf(", %lld %s with non-finite values skipped", static_cast<long long>(skipped),
@@ -154,6 +155,8 @@ std::string state_json(const std::string& path, const vecnorm::VecNorm& vn,
     json_shape(out, spec.feature_shape);
     out += ", \"shape\": ";
     json_shape(out, vn.stats_shape(spec.name));
+    out += ", \"stats_dtype\": ";
+    json_string(out, vecnorm::to_string(vecnorm::stats_dtype_for(o.stats_dtype, spec.dtype)));
     out += ", \"count\": ";
     json_int(out, count);
     out += ", \"skipped\": ";
@@ -211,7 +214,8 @@ int run_inspect(int argc, char** argv, int first) {
     std::printf("  eps           %s\n", shortest(o.eps).c_str());
     if (o.reduce_batch_dims) std::printf("  statistics    pooled over the batch dims (one per feature)\n");
     else std::printf("  statistics    per element of batch %s\n", table.batch_shape.str().c_str());
-    std::printf("  stats dtype   %s\n", vecnorm::to_string(o.stats_dtype));
+    std::printf("  stats dtype   %s\n", o.stats_dtype ? vecnorm::to_string(*o.stats_dtype)
+                                                      : "auto (float64 for float64 inputs, float32 for the others)");
     std::printf("  nonfinite     %s\n", vecnorm::to_string(o.nonfinite));
     std::printf("  scale         %s\n", vecnorm::to_string(o.scale));
     if (std::isfinite(o.clip)) std::printf("  clip          %s\n", shortest(o.clip).c_str());

@@ -128,12 +128,12 @@ Normalizer make_normalizer(const Args& a, const Inputs& inputs, const std::optio
 /// state) and its host slices.
 void allocate(Normalizer& norm, Inputs& inputs, const std::optional<vecnorm::State>& loaded, bool writes_outputs) {
   const vecnorm::Backend backend = norm.opt.backend;
-  const std::size_t stats_size = vecnorm::dtype_size(norm.opt.stats_dtype);
   norm.buffers.resize(inputs.size());
   for (std::size_t k = 0; k < inputs.size(); ++k) {
     Input& in = *inputs[k];
     KeyBuffers& b = norm.buffers[k];
     const std::size_t numel = static_cast<std::size_t>(in.step_shape.numel());
+    const std::size_t stats_size = vecnorm::dtype_size(vecnorm::stats_dtype_for(norm.opt.stats_dtype, in.in_dtype));
     if (backend == vecnorm::Backend::cuda) {
       b.dx = vecnorm::Buffer(backend, in.in_row);
       b.dy = vecnorm::Buffer(backend, in.out_row);
@@ -259,7 +259,7 @@ class StepLoop {
         y = vecnorm::TensorView{in.output_row(), in.out_dtype, in.step_shape};
       }
       if (norm_.stateless) {
-        const vecnorm::DType stats_dtype = norm_.opt.stats_dtype;
+        const vecnorm::DType stats_dtype = vecnorm::stats_dtype_for(norm_.opt.stats_dtype, in.in_dtype);
         const vecnorm::TensorView loc = b.loc.view(stats_dtype, in.step_shape),
                                   var = b.var.view(stats_dtype, in.step_shape),
                                   count = b.count.view(vecnorm::DType::int64, in.step_shape);

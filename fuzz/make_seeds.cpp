@@ -116,6 +116,27 @@ int main(int argc, char** argv) {
     }
     if (!write_seed(dir + "/seed-" + std::to_string(n++) + "-returns.vnrm", encode_state(st))) return 1;
   }
+  // Version 7: keys of both statistics dtypes (Options::stats_dtype none: a
+  // float64 key's statistics are float64), the second key's set by hand.
+  {
+    Options o;
+    o.decay = 0.9;
+    KeyTable t{Shape{2}, {{"obs", Shape{3}, DType::float32}}};
+    VecNorm vn(o, t);
+    train(vn, 2, static_cast<std::uint64_t>(n));
+    State st = vn.export_state();
+    st.table.keys.push_back({"pos", Shape{2}, DType::float64});
+    vecnorm::KeyState ks;
+    ks.stats_shape = Shape{2, 2};
+    ks.count = 2;
+    const double loc[4] = {0.1, -0.2, 3.0, 4.5}, var[4] = {1.0, 2.0, 0.5, 0.25};
+    const auto* l = reinterpret_cast<const std::uint8_t*>(loc);
+    const auto* v = reinterpret_cast<const std::uint8_t*>(var);
+    ks.loc.assign(l, l + sizeof loc);
+    ks.var.assign(v, v + sizeof var);
+    st.keys.push_back(ks);
+    if (!write_seed(dir + "/seed-" + std::to_string(n++) + "-stats-dtypes.vnrm", encode_state(st))) return 1;
+  }
   // A version 1 file (the reader still reads them): docs/state-format.md's
   // example without the version 2 fields, byte for byte.
   {

@@ -98,6 +98,10 @@ const char* to_string(Backend b) noexcept {
   return "unknown";
 }
 
+const char* to_string(std::optional<DType> stats_dtype) noexcept {
+  return stats_dtype ? to_string(*stats_dtype) : "auto";
+}
+
 #define VECNORM_STRINGIFY2(x) #x
 #define VECNORM_STRINGIFY(x) VECNORM_STRINGIFY2(x)
 const char* version() noexcept {
@@ -207,9 +211,10 @@ void Options::validate() const {
   if (until < 0)
     detail::fail(ErrorCode::invalid_option,
                  "option until: expected until >= 0 (0: no bound), got " + std::to_string(until));
-  if (stats_dtype != DType::float32 && stats_dtype != DType::float64)
-    detail::fail(ErrorCode::invalid_option, std::string("option stats_dtype: expected float32 or float64, got ") +
-                                                to_string(stats_dtype));
+  if (stats_dtype && *stats_dtype != DType::float32 && *stats_dtype != DType::float64)
+    detail::fail(ErrorCode::invalid_option,
+                 std::string("option stats_dtype: expected float32, float64 or none (each key's from its input), got ") +
+                     to_string(*stats_dtype));
   if (estimator != Estimator::torchrl && estimator != Estimator::stable)
     detail::fail(ErrorCode::invalid_option, "option estimator: expected torchrl or stable, got value " +
                                                 std::to_string(static_cast<int>(estimator)));

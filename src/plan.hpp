@@ -44,6 +44,7 @@ struct Segment {
   int key = -1;                    ///< index in the key table (for messages)
   DType x_dtype = DType::float32;  ///< the input's dtype
   DType map_dtype = DType::float32;  ///< of the fixed maps (below)
+  DType stats_dtype = DType::float32;  ///< of the statistics (stats_dtype_for the key)
   const void* x = nullptr;         ///< input, rows x feat elements
   void* y = nullptr;               ///< output (null for Work::update), output_dtype(x_dtype)
   std::int64_t rows = 0;           ///< batch elements m in this call
@@ -77,7 +78,6 @@ struct Plan {
   Estimator estimator = Estimator::torchrl;
   bool pooled = false;  ///< statistics (and maps) per feature, any batch shape
   CountLayout counts = CountLayout::per_key;
-  DType stats_dtype = DType::float32;
   core::Decay decay;  ///< with the prior and the batch-variance rule
   core::ScaleRule<double> rule;  ///< scale form, eps and output bound (Options::scale, eps, clip)
   int threads = 0;  ///< CPU threads, 0 = default

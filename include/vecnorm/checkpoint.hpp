@@ -24,11 +24,13 @@
 
 namespace vecnorm {
 
-/// The newest checkpoint format version. encode_state() writes 6 for a state
-/// with returns (a RewardScaler's), else the oldest version that holds the
-/// options: 5 with center false, 4 with until set, 3 with scale, clip,
-/// prior_count or unbiased set, version 2 otherwise.
-inline constexpr std::uint32_t kCheckpointFormatVersion = 6;
+/// The newest checkpoint format version. encode_state() writes 7 for a state
+/// whose keys' statistics dtypes differ (Options::stats_dtype none over
+/// float64 and other inputs), 6 for a state with returns (a RewardScaler's),
+/// else the oldest version that holds the options: 5 with center false, 4 with
+/// until set, 3 with scale, clip, prior_count or unbiased set, version 2
+/// otherwise.
+inline constexpr std::uint32_t kCheckpointFormatVersion = 7;
 /// The oldest format version decode_state() reads.
 inline constexpr std::uint32_t kCheckpointOldestVersion = 1;
 

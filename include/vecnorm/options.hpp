@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,6 +39,18 @@ const char* to_string(Estimator e) noexcept;
 const char* to_string(ScaleForm f) noexcept;
 const char* to_string(NonFinite n) noexcept;
 const char* to_string(Backend b) noexcept;
+
+/// The statistics dtype of a key with input dtype `input` under the option
+/// `stats_dtype` (Options::stats_dtype): the option where it is given; else
+/// float64 for a float64 input and float32 for every other input (float16,
+/// bfloat16 and integer inputs keep float32 statistics). The one rule, used
+/// by every entry point, the state formats and the bindings.
+constexpr DType stats_dtype_for(std::optional<DType> stats_dtype, DType input) noexcept {
+  if (stats_dtype) return *stats_dtype;
+  return input == DType::float64 ? DType::float64 : DType::float32;
+}
+/// "float32", "float64", or "auto" (std::nullopt: each key's from its input).
+const char* to_string(std::optional<DType> stats_dtype) noexcept;
 
 /// Where the counts of a key's statistics live.
 enum class CountLayout : std::uint8_t {
@@ -94,7 +107,12 @@ struct Options {
   std::int64_t until = 0;
   bool reduce_batch_dims = false;   ///< pool the batch dims (stateful only)
   Estimator estimator = Estimator::torchrl;
-  DType stats_dtype = DType::float32;  ///< float32 or float64 storage of loc/var
+  /// The dtype of each key's loc/var (and of a reward scaler's returns):
+  /// float32 or float64 for every key, or std::nullopt (the default): each
+  /// key's own, from its input (stats_dtype_for): float64 statistics for a
+  /// float64 input, float32 for the others, as VecNormV2 keeps its statistics
+  /// in the data's dtype.
+  std::optional<DType> stats_dtype;
   Backend backend = Backend::cpu;
   /// Threads of a CPU call (the caller and up to cpu_threads - 1 workers of
   /// vecnorm's pool, which take chunks as they are free: docs/design.md,

@@ -202,9 +202,6 @@ class VecNorm(nn.Module):
         # The group by its registered name (the operator resolves it; a name
         # also survives deepcopy and pickling, a ProcessGroup does not).
         self._group: Optional[str] = group_name(process_group) if self.reduce_batch_dims else None
-        if self._group is not None and len(set(self.stats_dtypes.values())) > 1:
-            raise ValueError("vecnorm: process_group: statistics pooled across ranks have one dtype; the keys' "
-                             f"inputs give {sorted({str(d) for d in self.stats_dtypes.values()})}: pass stats_dtype")
         self._stat_names = [f"{n}_{s}" for n in self.names for s in _STATS]
         self._bound = None  # the eager fast path (src/torch/eager.cpp), made on first use
         per_element_skips = self.nonfinite == "skip" and not self.reduce_batch_dims and bool(self.batch_shape)

@@ -43,14 +43,14 @@ void denormalize_segment(const Plan& p, const Segment& s, Scratch& ws) {
 std::size_t maps_scratch(const Plan& plan, const Segment& s) {
   if (plan.work != Work::denormalize) return 0;
   const std::int64_t numel = plan.pooled ? s.feat : s.rows * s.feat;
-  return 2 * static_cast<std::size_t>(numel) * dtype_size(compute_dtype(s.x_dtype, plan.stats_dtype));
+  return 2 * static_cast<std::size_t>(numel) * dtype_size(compute_dtype(s.x_dtype, s.stats_dtype));
 }
 
 void run_maps(const Plan& plan, const Segment& s, Scratch& ws) {
   if (plan.work == Work::denormalize) {
     core::visit(plan.estimator, [&](auto est) {
       visit_output(s.x_dtype, [&](auto xt) {
-        visit_float(plan.stats_dtype, [&](auto st) {
+        visit_float(s.stats_dtype, [&](auto st) {
           denormalize_segment<decltype(est), typename decltype(xt)::type, typename decltype(st)::type>(plan, s, ws);
         });
       });

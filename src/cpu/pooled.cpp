@@ -444,7 +444,7 @@ void run_pooled(const Plan& plan, const Segment& s, Scratch& ws) {
     using Est = decltype(est);
     visit_input(s.x_dtype, [&](auto xt) {
       using X = typename decltype(xt)::type;
-      visit_float(plan.stats_dtype, [&](auto st) { pooled_segment<Est, X, typename decltype(st)::type>(plan, s, ws); });
+      visit_float(s.stats_dtype, [&](auto st) { pooled_segment<Est, X, typename decltype(st)::type>(plan, s, ws); });
     });
   });
 }

@@ -139,7 +139,7 @@ k::DevSegment dev_segment(const Plan& p, const Segment& s) {
   d.rows = s.rows;
   d.feat = s.feat;
   d.x_dtype = xtype(s.x_dtype);
-  d.wide = wide(uses_maps(p.work) ? s.map_dtype : compute_dtype(s.x_dtype, p.stats_dtype)) ? 1 : 0;
+  d.wide = wide(uses_maps(p.work) ? s.map_dtype : compute_dtype(s.x_dtype, s.stats_dtype)) ? 1 : 0;
   d.broadcast = p.pooled ? 1 : 0;
   if (uses_maps(p.work)) {
     d.mu = const_cast<void*>(s.mu);
@@ -265,12 +265,20 @@ void run_group(const Plan& p, std::span<const Segment> segs, detail::Scratch& ws
   if (ablocks > 0) launch(&k::affine_kernel, ablocks, stream, lp);
 }
 
-/// The groups of at most kMaxSegments keys of a plan.
+/// The groups of a plan: runs of consecutive keys of one statistics dtype
+/// (a launch is compiled for one), at most kMaxSegments keys each.
 template <class F>
 void for_each_group(const Plan& p, F&& f) {
   const std::size_t nseg = p.segments.size();
-  for (std::size_t first = 0; first < nseg; first += k::kMaxSegments)
-    f(p.segments.subspan(first, std::min<std::size_t>(k::kMaxSegments, nseg - first)));
+  std::size_t first = 0;
+  while (first < nseg) {
+    const DType sd = p.segments[first].stats_dtype;
+    std::size_t end = first + 1;
+    while (end < nseg && end - first < static_cast<std::size_t>(k::kMaxSegments) && p.segments[end].stats_dtype == sd)
+      ++end;
+    f(sd, p.segments.subspan(first, end - first));
+    first = end;
+  }
 }
 
 }  // namespace
@@ -339,8 +347,8 @@ void run(const Plan& plan, detail::Scratch& ws, Stream stream) {
   const cudaStream_t st = stream_of(stream);
   core::visit(plan.estimator, [&](auto est) {
     using Est = decltype(est);
-    for_each_group(plan, [&](std::span<const Segment> group) {
-      if (plan.stats_dtype == DType::float64)
+    for_each_group(plan, [&](DType stats_dtype, std::span<const Segment> group) {
+      if (stats_dtype == DType::float64)
         run_group<Est, double>(plan, group, ws, st);
       else
         run_group<Est, float>(plan, group, ws, st);

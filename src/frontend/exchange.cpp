@@ -36,9 +36,9 @@ double signature(const CallConfig& cfg, const KeyTable& table) {
     h.add(k.name.data(), k.name.size());
     h.add(k.feature_shape.numel());
     h.add(static_cast<int>(k.dtype));
+    h.add(static_cast<int>(stats_dtype_for(cfg.stats_dtype, k.dtype)));  // each key's, however it was chosen
   }
   h.add(static_cast<int>(cfg.estimator));
-  h.add(static_cast<int>(cfg.stats_dtype));
   h.add(static_cast<int>(cfg.nonfinite));
   h.add(cfg.decay.log_decay);
   h.add(cfg.decay.cumulative);

@@ -93,6 +93,7 @@ void plan_key(const CallConfig& cfg, const KeyTable& table, const CallItem& item
   // value-initialized Segment had GCC zero it first with a `rep stos`).
   buf.segments.push_back(Segment{.key = k,
                                  .x_dtype = xd,
+                                 .stats_dtype = stats_dtype_for(cfg.stats_dtype, spec.dtype),
                                  .x = item.x->data,
                                  .y = out ? item.y->data : nullptr,
                                  .rows = io.rows,
@@ -112,7 +113,6 @@ Plan make_plan(const CallConfig& cfg, std::span<const Segment> segments) {
               .estimator = cfg.estimator,
               .pooled = cfg.pooled,
               .counts = cfg.counts,
-              .stats_dtype = cfg.stats_dtype,
               .decay = cfg.decay,
               .rule = cfg.rule,
               .threads = cfg.threads,
@@ -193,6 +193,7 @@ WorkspaceSize scratch_bound(const Options& options, const KeyTable& table, std::
       Segment& s = segments[k];
       s.key = static_cast<int>(k);
       s.x_dtype = inverts(work) ? output_dtype(table.keys[k].dtype) : table.keys[k].dtype;
+      s.stats_dtype = stats_dtype_for(options.stats_dtype, table.keys[k].dtype);
       s.rows = rows;
       s.feat = table.keys[k].feature_shape.numel();
     }

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -41,7 +42,7 @@ struct CallConfig {
   Estimator estimator = Estimator::torchrl;
   bool pooled = false;
   CountLayout counts = CountLayout::per_key;
-  DType stats_dtype = DType::float32;
+  std::optional<DType> stats_dtype;  ///< Options::stats_dtype: each segment has its key's (stats_dtype_for)
   core::Decay decay;
   core::ScaleRule<double> rule;
   int threads = 0;

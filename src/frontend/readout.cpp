@@ -24,7 +24,8 @@ std::vector<double> KeyMaps::widened(bool of_p) const {
 KeyMaps key_maps(const Options& options, const KeySpec& spec, const HostStats& st, core::MapKind kind) {
   if (st.count <= 0) fail_zero_count(spec.name, st.count);
   KeyMaps out;
-  out.dtype = compute_dtype(spec.dtype, options.stats_dtype);
+  const DType sd = stats_dtype_for(options.stats_dtype, spec.dtype);
+  out.dtype = compute_dtype(spec.dtype, sd);
   out.numel = static_cast<std::size_t>(st.numel);
   out.mu.assign(out.numel, 0.0);  // double slots hold numel values of either type
   out.p.assign(out.numel, 0.0);
@@ -40,7 +41,7 @@ KeyMaps key_maps(const Options& options, const KeySpec& spec, const HostStats& s
                                             reinterpret_cast<C*>(out.p.data()));
     });
   };
-  if (options.stats_dtype == DType::float64)
+  if (sd == DType::float64)
     go(double{}, double{});
   else if (out.dtype == DType::float64)
     go(float{}, double{});

@@ -57,9 +57,9 @@ Options checked(Options o, const ReturnOptions& r, const KeyTable& table) {
                  "centred), got true");
   table.validate();
   for (const KeySpec& k : table.keys)
-    if (k.dtype != o.stats_dtype)
+    if (k.dtype != stats_dtype_for(o.stats_dtype, k.dtype))
       detail::fail(ErrorCode::invalid_key_table, "RewardScaler: " + detail::key_prefix(k.name) + "dtype: expected " +
-                                                     to_string(o.stats_dtype) +
+                                                     to_string(stats_dtype_for(o.stats_dtype, k.dtype)) +
                                                      " (the statistics' dtype: the returns have it), got " +
                                                      to_string(k.dtype));
   return o;

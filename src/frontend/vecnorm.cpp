@@ -76,7 +76,9 @@ struct VecNorm::Impl final : detail::Store {
   }
 
   std::size_t stats_bytes(int k) const {
-    return static_cast<std::size_t>(stats_shape[static_cast<std::size_t>(k)].numel()) * dtype_size(options.stats_dtype);
+    const std::size_t i = static_cast<std::size_t>(k);
+    return static_cast<std::size_t>(stats_shape[i].numel()) *
+           dtype_size(stats_dtype_for(options.stats_dtype, table.keys[i].dtype));
   }
   void* loc(int k) { return static_cast<char*>(storage.data()) + loc_offset[static_cast<std::size_t>(k)]; }
   void* var(int k) { return static_cast<char*>(storage.data()) + var_offset[static_cast<std::size_t>(k)]; }
@@ -95,7 +97,8 @@ struct VecNorm::Impl final : detail::Store {
     std::size_t bytes = 0, skip_bytes = 0;
     for (std::size_t k = 0; k < nk; ++k) {
       shapes[k] = detail::stats_shape(options.reduce_batch_dims, t, t.keys[k]);
-      const std::size_t b = static_cast<std::size_t>(shapes[k].numel()) * dtype_size(options.stats_dtype);
+      const std::size_t b =
+          static_cast<std::size_t>(shapes[k].numel()) * dtype_size(stats_dtype_for(options.stats_dtype, t.keys[k].dtype));
       lo[k] = bytes;
       bytes += round_up(b);
       vo[k] = bytes;

@@ -48,7 +48,7 @@ void bind_views(const CallConfig& cfg, const KeyTable& table, const ViewArgs& a,
   const std::string_view key = spec.name;
   const Shape shape = stats_shape(cfg.pooled, table, spec);
   const std::int64_t numel = shape.numel();
-  const DType sd = cfg.stats_dtype;
+  const DType sd = s.stats_dtype;
   const bool per_element = cfg.counts == CountLayout::per_element;
   auto check_count = [&](const char* what, const ConstTensorView& v) {
     if (per_element)

@@ -83,7 +83,8 @@ Layout layout_of(const Options& o, const KeyTable& t, std::size_t table_bytes) {
   }
   for (std::size_t k = 0; k < nk; ++k) {
     L.stats_shape.push_back(stats_shape(o.reduce_batch_dims, t, t.keys[k]));
-    const std::size_t b = static_cast<std::size_t>(L.stats_shape.back().numel()) * dtype_size(o.stats_dtype);
+    const std::size_t b =
+        static_cast<std::size_t>(L.stats_shape.back().numel()) * dtype_size(stats_dtype_for(o.stats_dtype, t.keys[k].dtype));
     L.stats_bytes.push_back(b);
     for (int s = 0; s < 2; ++s) {
       L.loc[s][k] = at;
@@ -109,8 +110,9 @@ Layout layout_of(const Options& o, const KeyTable& t, std::size_t table_bytes) {
 
 // ---------------------------------------------------------------- the header
 
-void write_header(Header& h, const Options& o, const Layout& L, std::size_t num_keys) {
-  const OptionCodes c = option_codes(o);
+void write_header(Header& h, const Options& o, const KeyTable& table, const Layout& L) {
+  const OptionCodes c = option_codes(o, table);
+  const std::size_t num_keys = table.keys.size();
   h.layout_version = kSharedLayoutVersion;
   h.header_bytes = sizeof(Header);
   h.total_bytes = L.total;

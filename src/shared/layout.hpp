@@ -40,7 +40,7 @@ struct Header {
   std::uint32_t num_keys;           // 28
   std::uint32_t estimator;          // 32: 0 torchrl, 1 stable
   std::uint32_t reduce_batch_dims;  // 36: 0 or 1
-  std::uint32_t stats_dtype;        // 40: 0 float32, 1 float64
+  std::uint32_t stats_dtype;        // 40: 0 float32, 1 float64, 2 each key's from its input (schema.hpp)
   std::uint32_t nonfinite;          // 44: 0 propagate, 1 skip, 2 error
   double decay;                     // 48
   double eps;                       // 56
@@ -113,7 +113,7 @@ Layout layout_of(const Options& o, const KeyTable& t, std::size_t table_bytes);
 
 /// Fills a new segment's header (create): everything but the mutex and the
 /// magic, which the creator sets after the table (the magic last).
-void write_header(Header& h, const Options& o, const Layout& L, std::size_t num_keys);
+void write_header(Header& h, const Options& o, const KeyTable& table, const Layout& L);
 
 /// The options the segment was created with, as stored.
 OptionCodes option_codes_of(const Header& h);

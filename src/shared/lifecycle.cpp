@@ -121,7 +121,7 @@ SharedVecNorm SharedVecNorm::create(std::string name_in, Options options, KeyTab
 
   // The memory is zero (ftruncate): views select slot 0, counts and stats are 0.
   auto* h = static_cast<Header*>(m.base);
-  detail::shm::write_header(*h, options, L, table.keys.size());
+  detail::shm::write_header(*h, options, table, L);
   std::memcpy(static_cast<char*>(m.base) + L.table_offset, tb.data(), tb.size());
   detail::shm::init_robust_mutex(h->mutex, name);
 
@@ -173,7 +173,7 @@ SharedVecNorm SharedVecNorm::attach(std::string name_in, Options options, KeyTab
   // Identity and build first: nothing else can be read before these hold.
   detail::shm::check_identity(*h, size, roles);
   // The options that shape the statistics, then the key table.
-  detail::check_same_options(roles, detail::option_codes(options), detail::shm::option_codes_of(*h));
+  detail::check_same_options(roles, detail::option_codes(options, table), detail::shm::option_codes_of(*h));
   const KeyTable theirs = detail::shm::read_table(*h, m.base, size, name, roles);
   detail::check_same_table(roles, options.reduce_batch_dims, table, theirs);
   // Everything that shapes the layout matches: it must be ours, offset for offset.

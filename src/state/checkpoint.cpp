@@ -1,8 +1,8 @@
 // src/state/checkpoint.cpp -- the bytes of a checkpoint file (docs/state-format.md):
 // encode_state writes format version 2, or 3 to 5 where the options need it
 // (scale, clip, prior_count, unbiased not the defaults: 3; until: 4; center
-// false: 5), 6 for a state with returns (a RewardScaler's); decode_state
-// reads 1 to 6.
+// false: 5), 6 for a state with returns (a RewardScaler's), 7 where the keys'
+// statistics dtypes differ (stats dtype code 2); decode_state reads 1 to 7.
 // Files on disk are files.cpp's; the shapes, key specs and codes it shares
 // with shared segments are binary_io.hpp's and schema.hpp's.
 #include <algorithm>
@@ -26,7 +26,7 @@ constexpr std::size_t kHeaderV1 = 60;       // ... + options, number of keys, ba
 constexpr std::size_t kHeaderV2 = 64;       // ... + nonfinite
 constexpr std::size_t kHeaderV3 = 88;       // ... + scale, unbiased, clip, prior_count
 constexpr std::size_t kHeaderV4 = 96;       // ... + until
-constexpr std::size_t kHeaderV5 = 100;      // ... + center (version 6: the same header, returns after the keys)
+constexpr std::size_t kHeaderV5 = 100;      // ... + center (versions 6 and 7: the same header)
 constexpr std::size_t kChecksumBytes = 4;   // CRC-32C trailer
 constexpr std::size_t kMinStatsRecordV1 = 8 + 8 + 8;  // count, loc length, var length
 constexpr std::size_t kMinStatsRecordV2 = 8 + 8 + 8 + 8 + 8;  // count, skipped, loc/var/skips lengths
@@ -111,7 +111,9 @@ State decode_records(std::span<const std::uint8_t> d, std::uint32_t version) {
   if (pooled > 1) bad("reduce_batch_dims: expected 0 or 1, got " + std::to_string(pooled));
   st.options.reduce_batch_dims = pooled == 1;
   const std::uint32_t sd = r.u32("stats_dtype");
-  if (sd > 1) bad("stats_dtype: expected 0 (float32) or 1 (float64), got " + std::to_string(sd));
+  if (version >= 7 && sd != 2)  // version 7 is written for code 2 only (one encoding per state)
+    bad("stats_dtype: expected 2 (each key's from its input) in format version 7, got " + std::to_string(sd));
+  if (version < 7 && sd > 1) bad("stats_dtype: expected 0 (float32) or 1 (float64), got " + std::to_string(sd));
   st.options.stats_dtype = detail::stats_dtype_of_code(sd);
   const std::uint32_t nkeys = r.u32("number of keys");
   st.options.decay = r.f64("decay");
@@ -163,13 +165,19 @@ State decode_records(std::span<const std::uint8_t> d, std::uint32_t version) {
           ": expected at most " + std::to_string(Shape::kMaxDims) + " dims");
     st.table.keys.push_back(std::move(spec));
   }
-  const std::size_t elem = dtype_size(st.options.stats_dtype);
+  // Code 2 is written only where the keys' statistics dtypes differ (one
+  // encoding per state: keys that agree are stored with their dtype's code).
+  if (sd == 2 && detail::stats_dtype_code(std::nullopt, st.table) != 2)
+    bad("stats_dtype: expected 0 or 1 for keys whose statistics dtypes agree (each " +
+        std::string(to_string(stats_dtype_for(std::nullopt, st.table.keys.front().dtype))) + "), got 2");
   st.keys.resize(nkeys);
   for (std::uint32_t k = 0; k < nkeys; ++k) {
     const KeySpec& spec = st.table.keys[k];
     const std::string kw = "key '" + spec.name + "'";
     KeyState& ks = st.keys[k];
     ks.stats_shape = detail::stats_shape(st.options.reduce_batch_dims, st.table, spec);
+    const DType key_sd = stats_dtype_for(st.options.stats_dtype, spec.dtype);
+    const std::size_t elem = dtype_size(key_sd);
     std::int64_t numel = 0;
     std::uint64_t expected = 0;
     if (!checked_numel(ks.stats_shape, numel) ||
@@ -186,7 +194,7 @@ State decode_records(std::span<const std::uint8_t> d, std::uint32_t version) {
       const std::uint64_t n = r.u64(part + " length");
       if (n != expected)
         bad(part + " length: expected " + std::to_string(expected) + " bytes (" + ks.stats_shape.str() + " of " +
-            to_string(st.options.stats_dtype) + "), got " + std::to_string(n));
+            to_string(key_sd) + "), got " + std::to_string(n));
       // n <= what is left is checked before any allocation.
       (which == 0 ? ks.loc : ks.var) = r.values(static_cast<std::size_t>(n), elem, part);
     }
@@ -212,8 +220,15 @@ State decode_records(std::span<const std::uint8_t> d, std::uint32_t version) {
       if (!problem.empty()) bad(problem);
     }
   }
-  // Version 6: a RewardScaler's returns after the keys' statistics.
-  if (version >= 6) {
+  // Version 6: a RewardScaler's returns after the keys' statistics; version 7:
+  // a flag (0 none, 1 returns) first.
+  bool has_returns = version == 6;
+  if (version >= 7) {
+    const std::uint32_t flag = r.u32("returns flag");
+    if (flag > 1) bad("returns flag: expected 0 (none) or 1 (a RewardScaler's returns follow), got " + std::to_string(flag));
+    has_returns = flag == 1;
+  }
+  if (has_returns) {
     ReturnsState& rs = st.returns.emplace();
     rs.options.gamma = r.f64("returns gamma");
     if (!(rs.options.gamma >= 0.0 && rs.options.gamma <= 1.0))
@@ -230,9 +245,9 @@ State decode_records(std::span<const std::uint8_t> d, std::uint32_t version) {
       const std::uint64_t n = r.u64(part + " length");
       if (n != expected)
         bad(part + " length: expected " + std::to_string(expected) + " bytes (" +
-            st.table.batch_shape.concat(spec.feature_shape).str() + " of " + to_string(st.options.stats_dtype) +
-            "), got " + std::to_string(n));
-      rs.values[k] = r.values(static_cast<std::size_t>(n), elem, part);
+            st.table.batch_shape.concat(spec.feature_shape).str() + " of " +
+            to_string(stats_dtype_for(st.options.stats_dtype, spec.dtype)) + "), got " + std::to_string(n));
+      rs.values[k] = r.values(static_cast<std::size_t>(n), dtype_size(stats_dtype_for(st.options.stats_dtype, spec.dtype)), part);
     }
   }
   if (r.left() != 0)
@@ -271,7 +286,7 @@ std::vector<std::uint8_t> encode_state(const State& state) {
   }
   // The oldest version that holds the options: files of default options stay
   // readable by a vecnorm that knows only version 2.
-  const std::uint32_t version = state.returns ? 6 : detail::checkpoint_format_for(state.options);
+  const std::uint32_t version = detail::checkpoint_format_for(state);
   std::size_t size = (version >= 5   ? kHeaderV5
                        : version == 4 ? kHeaderV4
                        : version == 3 ? kHeaderV3
@@ -293,7 +308,8 @@ std::vector<std::uint8_t> encode_state(const State& state) {
     if (state.returns) size += 8 + state.returns->values[k].size();
   }
   if (state.returns) size += 12;  // gamma, reset
-  const detail::OptionCodes codes = detail::option_codes(state.options);
+  if (version >= 7) size += 4;    // the returns flag
+  const detail::OptionCodes codes = detail::option_codes(state.options, state.table);
   detail::Writer w(size);
   w.bytes(kMagic.data(), kMagic.size());
   w.u32(version);
@@ -317,23 +333,25 @@ std::vector<std::uint8_t> encode_state(const State& state) {
   if (version >= 5) w.u32(codes.center);
   detail::write_shape(w, state.table.batch_shape);
   for (const KeySpec& spec : state.table.keys) detail::write_key_spec(w, spec);
-  const std::size_t elem = dtype_size(state.options.stats_dtype);
-  for (const KeyState& ks : state.keys) {
+  auto elem = [&](std::size_t k) { return dtype_size(stats_dtype_for(state.options.stats_dtype, state.table.keys[k].dtype)); };
+  for (std::size_t k = 0; k < state.keys.size(); ++k) {
+    const KeyState& ks = state.keys[k];
     w.i64(ks.count);
     w.i64(ks.skipped);
     w.u64(ks.loc.size());
-    w.values(ks.loc, elem);
+    w.values(ks.loc, elem(k));
     w.u64(ks.var.size());
-    w.values(ks.var, elem);
+    w.values(ks.var, elem(k));
     w.u64(ks.skips.size());
     for (std::int64_t v : ks.skips) w.i64(v);
   }
+  if (version >= 7) w.u32(state.returns ? 1 : 0);
   if (state.returns) {
     w.f64(state.returns->options.gamma);
     w.u32(detail::reset_code(state.returns->options.reset));
-    for (const std::vector<std::uint8_t>& v : state.returns->values) {
-      w.u64(v.size());
-      w.values(v, elem);
+    for (std::size_t k = 0; k < state.returns->values.size(); ++k) {
+      w.u64(state.returns->values[k].size());
+      w.values(state.returns->values[k], elem(k));
     }
   }
   w.patch_u64(size_at, w.size() + kChecksumBytes);
@@ -362,7 +380,7 @@ State decode_state(std::span<const std::uint8_t> d) {
   if (recorded != n)
     bad((recorded > n ? "truncated: expected " : "size mismatch: expected ") + std::to_string(recorded) +
         " bytes (the size recorded in the header), got " + std::to_string(n));
-  const std::size_t header = version == 1 ? kHeaderV1 : version == 2 ? kHeaderV2 : version == 3 ? kHeaderV3 : version == 4 ? kHeaderV4 : kHeaderV5;  // 5 and 6
+  const std::size_t header = version == 1 ? kHeaderV1 : version == 2 ? kHeaderV2 : version == 3 ? kHeaderV3 : version == 4 ? kHeaderV4 : kHeaderV5;  // 5 to 7
   if (n < header + kChecksumBytes)
     bad("truncated: expected at least " + std::to_string(header + kChecksumBytes) + " bytes for a version " +
         std::to_string(version) + " header and checksum, got " + std::to_string(n));

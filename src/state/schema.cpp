@@ -38,8 +38,19 @@ DType dtype_of_code(std::uint32_t code) { return kDTypeOfCode[code]; }
 std::uint32_t estimator_code(Estimator e) { return e == Estimator::stable ? 1u : 0u; }
 Estimator estimator_of_code(std::uint32_t code) { return code == 1 ? Estimator::stable : Estimator::torchrl; }
 
-std::uint32_t stats_dtype_code(DType stats_dtype) { return stats_dtype == DType::float64 ? 1u : 0u; }
-DType stats_dtype_of_code(std::uint32_t code) { return code == 1 ? DType::float64 : DType::float32; }
+std::uint32_t stats_dtype_code(std::optional<DType> stats_dtype, const KeyTable& table) {
+  auto code = [](DType d) { return d == DType::float64 ? 1u : 0u; };
+  if (stats_dtype) return code(*stats_dtype);
+  if (table.keys.empty()) return 0;
+  const DType first = stats_dtype_for(stats_dtype, table.keys.front().dtype);
+  for (const KeySpec& k : table.keys)
+    if (stats_dtype_for(stats_dtype, k.dtype) != first) return 2;
+  return code(first);
+}
+std::optional<DType> stats_dtype_of_code(std::uint32_t code) {
+  if (code == 2) return std::nullopt;
+  return code == 1 ? DType::float64 : DType::float32;
+}
 
 std::uint32_t nonfinite_code(NonFinite n) {
   switch (n) {
@@ -91,15 +102,18 @@ bool checked_numel(const Shape& s, std::int64_t& numel) {
   return true;
 }
 
-bool returns_bytes(const KeyTable& table, const KeySpec& key, DType stats_dtype, std::uint64_t& bytes) {
+bool returns_bytes(const KeyTable& table, const KeySpec& key, std::optional<DType> stats_dtype, std::uint64_t& bytes) {
   std::int64_t numel = 0;
   return table.batch_shape.ndim() + key.feature_shape.ndim() <= Shape::kMaxDims &&
          checked_numel(table.batch_shape.concat(key.feature_shape), numel) &&
          !__builtin_mul_overflow(static_cast<std::uint64_t>(numel),
-                                 static_cast<std::uint64_t>(dtype_size(stats_dtype)), &bytes);
+                                 static_cast<std::uint64_t>(dtype_size(stats_dtype_for(stats_dtype, key.dtype))), &bytes);
 }
 
-std::uint32_t checkpoint_format_for(const Options& o) {
+std::uint32_t checkpoint_format_for(const State& state) {
+  const Options& o = state.options;
+  if (stats_dtype_code(o.stats_dtype, state.table) == 2) return 7;
+  if (state.returns) return 6;
   const Options d;
   if (o.center != d.center) return 5;
   if (o.until != d.until) return 4;
@@ -114,14 +128,14 @@ std::string flag_name(std::uint32_t code) {
   return code == 1 ? "true" : code == 0 ? "false" : std::to_string(code);
 }
 std::string stats_dtype_name(std::uint32_t code) {
-  return code <= 1 ? to_string(stats_dtype_of_code(code)) : code_text(code);
+  return code <= 1 ? to_string(stats_dtype_of_code(code)) : code == 2 ? "auto (each key's from its input)" : code_text(code);
 }
 std::string nonfinite_name(std::uint32_t code) {
   return code <= 2 ? to_string(nonfinite_of_code(code)) : code_text(code);
 }
 
-OptionCodes option_codes(const Options& o) {
-  return {estimator_code(o.estimator), o.reduce_batch_dims ? 1u : 0u, stats_dtype_code(o.stats_dtype),
+OptionCodes option_codes(const Options& o, const KeyTable& table) {
+  return {estimator_code(o.estimator), o.reduce_batch_dims ? 1u : 0u, stats_dtype_code(o.stats_dtype, table),
           nonfinite_code(o.nonfinite), o.decay, o.eps, scale_code(o.scale), o.unbiased ? 1u : 0u, o.clip,
           o.prior_count, o.until, o.center ? 1u : 0u};
 }
@@ -183,7 +197,7 @@ void check_same_table(const Roles& roles, bool pooled, const KeyTable& mine, con
 }
 
 void check_compatible(const Roles& roles, const Options& mine, const KeyTable& mine_table, const State& theirs) {
-  check_same_options(roles, option_codes(mine), option_codes(theirs.options));
+  check_same_options(roles, option_codes(mine, mine_table), option_codes(theirs.options, theirs.table));
   check_same_table(roles, mine.reduce_batch_dims, mine_table, theirs.table);
 }
 
@@ -205,7 +219,8 @@ void State::validate() const {
     if (ks.stats_shape != expected)
       detail::fail(ErrorCode::state_mismatch,
                    key + "statistics shape: expected " + expected.str() + ", got " + ks.stats_shape.str());
-    const std::size_t bytes = static_cast<std::size_t>(expected.numel()) * dtype_size(options.stats_dtype);
+    const std::size_t bytes =
+        static_cast<std::size_t>(expected.numel()) * dtype_size(stats_dtype_for(options.stats_dtype, spec.dtype));
     if (ks.loc.size() != bytes || ks.var.size() != bytes)
       detail::fail(ErrorCode::state_mismatch, key + "loc/var bytes: expected " + std::to_string(bytes) + ", got " +
                                                   std::to_string(ks.loc.size()) + "/" + std::to_string(ks.var.size()));
@@ -256,7 +271,8 @@ void State::validate() const {
     if (returns->values[k].size() != bytes)
       detail::fail(ErrorCode::state_mismatch, key + "bytes: expected " + std::to_string(bytes) + " (" +
                                                   table.batch_shape.concat(spec.feature_shape).str() + " of " +
-                                                  to_string(options.stats_dtype) + "), got " +
+                                                  to_string(stats_dtype_for(options.stats_dtype, spec.dtype)) +
+                                                  "), got " +
                                                   std::to_string(returns->values[k].size()));
   }
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -25,7 +26,7 @@ bool checked_numel(const Shape& s, std::int64_t& numel);
 /// The bytes of key `key`'s returns in a state (State::returns): the table's
 /// batch shape + its feature shape of `stats_dtype`; false when they do not
 /// fit (too many dims, or an overflow).
-bool returns_bytes(const KeyTable& table, const KeySpec& key, DType stats_dtype, std::uint64_t& bytes);
+bool returns_bytes(const KeyTable& table, const KeySpec& key, std::optional<DType> stats_dtype, std::uint64_t& bytes);
 
 // ---------------------------------------------------------------- stable codes
 //
@@ -41,8 +42,12 @@ std::uint32_t dtype_code(DType d);  ///< Error(state_mismatch) for a value outsi
 DType dtype_of_code(std::uint32_t code);  ///< code < kDTypeCodes
 std::uint32_t estimator_code(Estimator e);
 Estimator estimator_of_code(std::uint32_t code);  ///< code <= 1
-std::uint32_t stats_dtype_code(DType stats_dtype);
-DType stats_dtype_of_code(std::uint32_t code);  ///< code <= 1
+/// Stats dtype: 0 float32 and 1 float64 for every key; 2 each key's from its
+/// input (Options::stats_dtype none), stored only where the keys' differ
+/// (checkpoint format 7): an option of none over keys that agree is stored as
+/// their dtype, so that such files stay readable by older readers.
+std::uint32_t stats_dtype_code(std::optional<DType> stats_dtype, const KeyTable& table);
+std::optional<DType> stats_dtype_of_code(std::uint32_t code);  ///< code <= 2 (2: none)
 std::uint32_t nonfinite_code(NonFinite n);  ///< Error(state_mismatch) for a value outside the enum
 NonFinite nonfinite_of_code(std::uint32_t code);  ///< code <= 2
 std::uint32_t scale_code(ScaleForm f);  ///< Error(state_mismatch) for a value outside the enum
@@ -52,8 +57,8 @@ std::uint32_t reset_code(ReturnReset r);  ///< 0 after, 1 before, 2 never (check
 ReturnReset reset_of_code(std::uint32_t code);  ///< code <= 2
 /// The oldest checkpoint format that holds the options: 2, 3 where scale,
 /// clip, prior_count or unbiased are not the defaults, 4 where until is not 0,
-/// 5 where center is false.
-std::uint32_t checkpoint_format_for(const Options& o);
+/// 5 where center is false, 6 with returns, 7 where the stats dtype code is 2.
+std::uint32_t checkpoint_format_for(const State& state);
 
 /// The names of codes in messages (as to_string of the enums); a code nothing
 /// has ("code 7") may come from a foreign or damaged segment.
@@ -74,7 +79,7 @@ struct OptionCodes {
   std::int64_t until = 0;
   std::uint32_t center = 1;
 };
-OptionCodes option_codes(const Options& o);
+OptionCodes option_codes(const Options& o, const KeyTable& table);
 
 /// The shortest decimal that reads back as exactly `v` (decay and eps in messages).
 std::string shortest(double v);

@@ -414,20 +414,32 @@ inline void run(Call& c, at::TensorList x, at::TensorList y, at::TensorList stat
       case What::denormalize: external::denormalize(c.options, c.table, items, c.stream); break;
     }
   };
-  // Keys whose statistics have different dtypes (a module's statistics follow
-  // each key's input dtype): one library call per statistics dtype, in the
-  // order of the first key of each, after every one of them has passed its
-  // checks (a step changes all keys or none).
+  // Keys whose statistics have different dtypes. Where each key's is the one
+  // the library gives it (Options::stats_dtype none: float64 for a float64
+  // input, float32 for the others; a module's statistics with stats_dtype=None)
+  // this is one library call, across ranks too. Otherwise one library call
+  // per statistics dtype, in the order of the first key of each, after every
+  // one of them has passed its checks (a step changes all keys or none).
   const at::ScalarType t0 = stats[0].scalar_type();
   std::size_t k_mixed = 0;
   for (std::size_t k = 1; k < keys.size() && k_mixed == 0; ++k)
     if (stats[kStatsPerKey * k].scalar_type() != t0) k_mixed = k;
   if (k_mixed == 0) return call(c.items);
+  bool by_rule = true;
+  for (std::size_t k = 0; k < keys.size() && by_rule; ++k)
+    for (const KeySpec& spec : c.table.keys)  // (sorted by name in a distributed call)
+      if (spec.name == keys[k])
+        by_rule = dtype_of(stats[kStatsPerKey * k], keys[k], "loc") == stats_dtype_for(std::nullopt, spec.dtype);
+  if (by_rule) {
+    c.options.stats_dtype = std::nullopt;
+    return call(c.items);
+  }
   if (!group.empty())  // an exchange each would let one pass and the next fail
     C10_THROW_ERROR(ValueError, "vecnorm: key '" + keys[k_mixed] + "': statistics dtype " +
                                     to_string(dtype_of(stats[kStatsPerKey * k_mixed], keys[k_mixed], "loc")) +
                                     ": expected " + to_string(dtype_of(stats[0], keys[0], "loc")) + " (key '" +
-                                    keys[0] + "'s): statistics pooled across ranks have one dtype");
+                                    keys[0] + "'s): statistics pooled across ranks have one dtype, or each key's "
+                                    "own (float64 for a float64 input, float32 for the others)");
   // Pooled keys of one call share the batch shape: a check the library makes
   // within one call, made here across the calls.
   if (c.options.reduce_batch_dims)

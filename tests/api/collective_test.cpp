@@ -159,9 +159,9 @@ TEST_P(Collective, RanksStoreTheStatisticsOfTheConcatenatedBatchOnEveryRankBitFo
     const Snapshot one = snapshot(single);
     EXPECT_EQ(s0.count, one.count) << at;
     for (std::size_t k = 0; k < 2; ++k) {
-      const auto a = values_of(s0.loc[k], base.stats_dtype), b = values_of(one.loc[k], base.stats_dtype);
-      const auto va = values_of(s0.var[k], base.stats_dtype), vb = values_of(one.var[k], base.stats_dtype);
-      const double u = vntest::unit_roundoff(base.stats_dtype);
+      const auto a = values_of(s0.loc[k], *base.stats_dtype), b = values_of(one.loc[k], *base.stats_dtype);
+      const auto va = values_of(s0.var[k], *base.stats_dtype), vb = values_of(one.var[k], *base.stats_dtype);
+      const double u = vntest::unit_roundoff(*base.stats_dtype);
       for (std::size_t i = 0; i < a.size(); ++i) {
         // Relative to the spread of the data (a mean near 0 has no digits of its own).
         const double spread = std::sqrt(std::abs(vb[i])) + std::abs(b[i]);
@@ -185,7 +185,7 @@ TEST_P(Collective, RanksStoreTheStatisticsOfTheConcatenatedBatchOnEveryRankBitFo
     }
     ref_obs.update(obs_ok, rows_ok);
     if (all.has_reward) ref_reward.update(all.reward, all.rows);
-    const double rtol = vntest::rtol_for(base.stats_dtype, s + 1);
+    const double rtol = vntest::rtol_for(*base.stats_dtype, s + 1);
     for (int r = 0; r < kRanks; ++r) {
       const RankBatch& b = batches[static_cast<std::size_t>(r)];
       if (b.rows == 0) continue;

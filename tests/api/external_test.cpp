@@ -81,7 +81,7 @@ TEST_P(ExternalSteps, AgreeWithTheReferenceAndVecNormBitForBit) {
   std::vector<vnref::StatefulKey> refs;
   for (const auto& spec : t.keys) {
     const Shape shape = pooled() ? spec.feature_shape : t.batch_shape.concat(spec.feature_shape);
-    stats.emplace_back(backend(), o.stats_dtype, shape, Shape{}, !pooled());
+    stats.emplace_back(backend(), *o.stats_dtype, shape, Shape{}, !pooled());
     refs.emplace_back(vnref::Config{vntest::to_ref(o.estimator), o.decay, o.eps}, pooled(), spec.feature_shape.numel(),
                       kB);
   }
@@ -110,13 +110,13 @@ TEST_P(ExternalSteps, AgreeWithTheReferenceAndVecNormBitForBit) {
     refs[0].update(obs, kB);
     EXPECT_TRUE(vntest::AllClose(at + ": obs output vs reference", refs[0].normalize(obs, kB), yo.values(),
                                  vntest::y_tolerances(refs[0].readouts(), pooled(), 3, obs,
-                                                      vntest::rtol_for(o.stats_dtype, s + 1), o.eps, DType::float32)));
+                                                      vntest::rtol_for(*o.stats_dtype, s + 1), o.eps, DType::float32)));
     if (reset) continue;
     EXPECT_TRUE(vntest::BitEqual(at + ": reward output", DType::float16, zr.bytes(), yr.bytes()));
     refs[1].update(rew, kB);
     EXPECT_TRUE(vntest::AllClose(at + ": reward output vs reference", refs[1].normalize(rew, kB), yr.values(),
                                  vntest::y_tolerances(refs[1].readouts(), pooled(), 1, rew,
-                                                      vntest::rtol_for(o.stats_dtype, s), o.eps, DType::float16)));
+                                                      vntest::rtol_for(*o.stats_dtype, s), o.eps, DType::float16)));
   }
   // Steps with a NaN and an infinity, left out (the element, or the row when
   // pooled; the output still written): the reference has no such rule (VecNorm's
@@ -136,8 +136,8 @@ TEST_P(ExternalSteps, AgreeWithTheReferenceAndVecNormBitForBit) {
   const vecnorm::State st = vn.export_state();
   for (std::size_t k = 0; k < t.keys.size(); ++k) {
     const std::string key = t.keys[k].name;
-    EXPECT_TRUE(vntest::BitEqual(key + ": loc", o.stats_dtype, vntest::as_bytes(st.keys[k].loc), stats[k].loc.bytes()));
-    EXPECT_TRUE(vntest::BitEqual(key + ": var", o.stats_dtype, vntest::as_bytes(st.keys[k].var), stats[k].var.bytes()));
+    EXPECT_TRUE(vntest::BitEqual(key + ": loc", *o.stats_dtype, vntest::as_bytes(st.keys[k].loc), stats[k].loc.bytes()));
+    EXPECT_TRUE(vntest::BitEqual(key + ": var", *o.stats_dtype, vntest::as_bytes(st.keys[k].var), stats[k].var.bytes()));
     EXPECT_EQ(stats[k].count.values(), std::vector<double>{static_cast<double>(st.keys[k].count)}) << key << ": count";
     if (!pooled()) {
       EXPECT_EQ(stats[k].skipped.values(), std::vector<double>{static_cast<double>(st.keys[k].skipped)})

@@ -36,9 +36,9 @@ using vntest::Call;
       return ::testing::AssertionFailure() << name << ": stats_shape " << x.stats_shape.str() << " vs "
                                            << y.stats_shape.str();
     if (x.count != y.count) return ::testing::AssertionFailure() << name << ": count " << x.count << " vs " << y.count;
-    auto r = vntest::BitEqual(name + ": loc", a.options.stats_dtype, vntest::as_bytes(x.loc), vntest::as_bytes(y.loc));
+    auto r = vntest::BitEqual(name + ": loc", *a.options.stats_dtype, vntest::as_bytes(x.loc), vntest::as_bytes(y.loc));
     if (!r) return r;
-    r = vntest::BitEqual(name + ": var", a.options.stats_dtype, vntest::as_bytes(x.var), vntest::as_bytes(y.var));
+    r = vntest::BitEqual(name + ": var", *a.options.stats_dtype, vntest::as_bytes(x.var), vntest::as_bytes(y.var));
     if (!r) return r;
   }
   return ::testing::AssertionSuccess();
@@ -83,7 +83,7 @@ TEST_P(StateTest, RoundTripIsBitExact) {
   EXPECT_EQ(s.keys[0].count, a.count("obs"));
   EXPECT_EQ(s.keys[0].stats_shape, a.stats_shape("obs"));
   EXPECT_EQ(s.keys[0].loc.size(), static_cast<std::size_t>(a.stats_shape("obs").numel()) *
-                                      vecnorm::dtype_size(opts().stats_dtype));
+                                      vecnorm::dtype_size(*opts().stats_dtype));
 
   vecnorm::VecNorm b(opts(), table());
   b.import_state(s);
@@ -162,7 +162,7 @@ TEST_P(StateTest, MismatchesAreRejectedAndChangeNothing) {
        [](vecnorm::State& s) {
          s.table.keys[0].feature_shape = Shape{5};
          s.keys[0].stats_shape = s.options.reduce_batch_dims ? Shape{5} : Shape{3, 5};
-         s.keys[0].loc.resize(s.keys[0].stats_shape.numel() * vecnorm::dtype_size(s.options.stats_dtype));
+         s.keys[0].loc.resize(s.keys[0].stats_shape.numel() * vecnorm::dtype_size(*s.options.stats_dtype));
          s.keys[0].var.resize(s.keys[0].loc.size());
        },
        {"obs", "[5]"}},
@@ -184,7 +184,7 @@ TEST_P(StateTest, MismatchesAreRejectedAndChangeNothing) {
          for (std::size_t k = 0; k < s.keys.size(); ++k) {
            s.keys[k].stats_shape =
                s.options.reduce_batch_dims ? s.table.keys[k].feature_shape : s.table.batch_shape.concat(s.table.keys[k].feature_shape);
-           s.keys[k].loc.resize(s.keys[k].stats_shape.numel() * vecnorm::dtype_size(s.options.stats_dtype));
+           s.keys[k].loc.resize(s.keys[k].stats_shape.numel() * vecnorm::dtype_size(*s.options.stats_dtype));
            s.keys[k].var.resize(s.keys[k].loc.size());
          }
        },
@@ -193,7 +193,7 @@ TEST_P(StateTest, MismatchesAreRejectedAndChangeNothing) {
        [](vecnorm::State& s) {
          s.options.stats_dtype = s.options.stats_dtype == DType::float32 ? DType::float64 : DType::float32;
          for (auto& k : s.keys) {
-           k.loc.resize(k.stats_shape.numel() * vecnorm::dtype_size(s.options.stats_dtype));
+           k.loc.resize(k.stats_shape.numel() * vecnorm::dtype_size(*s.options.stats_dtype));
            k.var.resize(k.loc.size());
          }
        },
@@ -208,7 +208,7 @@ TEST_P(StateTest, MismatchesAreRejectedAndChangeNothing) {
                      s.table.batch_shape = Shape{4};
                      for (std::size_t k = 0; k < s.keys.size(); ++k) {
                        s.keys[k].stats_shape = s.table.batch_shape.concat(s.table.keys[k].feature_shape);
-                       s.keys[k].loc.resize(s.keys[k].stats_shape.numel() * vecnorm::dtype_size(s.options.stats_dtype));
+                       s.keys[k].loc.resize(s.keys[k].stats_shape.numel() * vecnorm::dtype_size(*s.options.stats_dtype));
                        s.keys[k].var.resize(s.keys[k].loc.size());
                      }
                    },

@@ -20,6 +20,7 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -142,6 +143,15 @@ VecNorm trained(const Options& o, const KeyTable& t, int steps, std::uint64_t se
   return vn;
 }
 
+/// Key `input`'s statistics dtype under `option`, as docs/api.md states the
+/// rule (written here apart from the library's stats_dtype_for).
+DType key_stats(std::optional<DType> option, DType input) {
+  if (option) return *option;
+  return input == DType::float64 ? DType::float64 : DType::float32;
+}
+
+/// Same statistics: an option of none over keys that agree is stored as
+/// their dtype, so the keys' statistics dtypes are compared, not the options.
 ::testing::AssertionResult SameState(const State& a, const State& b) {
   auto bits = [](double d) { return std::bit_cast<std::uint64_t>(d); };
   if (a.options.estimator != b.options.estimator) return ::testing::AssertionFailure() << "estimator differs";
@@ -149,7 +159,10 @@ VecNorm trained(const Options& o, const KeyTable& t, int steps, std::uint64_t se
   if (bits(a.options.eps) != bits(b.options.eps)) return ::testing::AssertionFailure() << "eps differs";
   if (a.options.reduce_batch_dims != b.options.reduce_batch_dims)
     return ::testing::AssertionFailure() << "reduce_batch_dims differs";
-  if (a.options.stats_dtype != b.options.stats_dtype) return ::testing::AssertionFailure() << "stats_dtype differs";
+  if (a.table.keys.size() == b.table.keys.size())
+    for (std::size_t k = 0; k < a.table.keys.size(); ++k)
+      if (key_stats(a.options.stats_dtype, a.table.keys[k].dtype) != key_stats(b.options.stats_dtype, b.table.keys[k].dtype))
+        return ::testing::AssertionFailure() << "key " << k << ": stats_dtype differs";
   if (a.options.nonfinite != b.options.nonfinite)
     return ::testing::AssertionFailure() << "nonfinite " << vecnorm::to_string(a.options.nonfinite) << " vs "
                                          << vecnorm::to_string(b.options.nonfinite);
@@ -395,10 +408,11 @@ TEST(CheckpointFormat, EncodesTheDocumentedLayout) {
   ASSERT_EQ(got.size(), expected.size());
   for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], expected[i]) << "byte " << i;
   EXPECT_TRUE(SameState(vecnorm::decode_state(expected), tiny_state_v2()));
-  // Versions 3 to 6 exist (options past version 2: tests/api/anchors_test.cpp,
+  // Versions 3 to 7 exist (options past version 2: tests/api/anchors_test.cpp,
   // tests/api/until_test.cpp, tests/api/center_test.cpp; returns: the
-  // CheckpointReturns tests); default options still write version 2.
-  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 6u);
+  // CheckpointReturns tests; keys of different statistics dtypes: the
+  // CheckpointStatsDType tests); default options still write version 2.
+  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 7u);
   EXPECT_EQ(vecnorm::kCheckpointOldestVersion, 1u);
 }
 
@@ -960,6 +974,137 @@ TEST(CheckpointReturns, RandomFlipsOfAFileWithReturnsAreAllRejected) {
   random_flips(good, "version 6 with returns");
 }
 
+// ---------------------------------------------------------------- version 7: each key's statistics dtype
+
+/// tiny_state() with stats_dtype none and a second key "d" of float64 input,
+/// whose statistics are float64 (those of the bfloat16 key "r" float32).
+State tiny_state_v7() {
+  State s = tiny_state();
+  s.options.stats_dtype = std::nullopt;
+  s.table.keys.push_back({"d", Shape{}, DType::float64});
+  vecnorm::KeyState ks;
+  ks.stats_shape = Shape{2};
+  const double loc[2] = {0.1, -3.0}, var[2] = {2.0, 0.5};
+  ks.loc.resize(16);
+  ks.var.resize(16);
+  std::memcpy(ks.loc.data(), loc, 16);
+  std::memcpy(ks.var.data(), var, 16);
+  ks.count = 7;
+  s.keys.push_back(ks);
+  return s;
+}
+
+/// tiny_state_v7() written by hand from docs/state-format.md ("Version 7"):
+/// version 5's header with stats dtype code 2, the version 2 records (each key's
+/// loc and var of its own statistics dtype), then the returns flag 0.
+Bytes tiny_v7_bytes() {
+  LE w;
+  w.str("VNRMCKPT").u32(7).u32(0).u64(270);            // magic, version 7, flags, file size
+  w.u32(1).u32(0).u32(2).u32(2);                       // stable, per-element, stats dtype code 2, 2 keys
+  w.f64(0.5).f64(0.25);                                // decay, eps
+  w.u32(0);                                            // nonfinite propagate
+  w.u32(0).u32(0);                                     // scale clamp, unbiased 0 (version 3)
+  w.f64(std::numeric_limits<double>::infinity()).f64(0.0);  // clip none, prior_count 0 (version 3)
+  w.u64(0);                                            // until 0 (version 4)
+  w.u32(1);                                            // center 1 (version 5)
+  w.u32(1).u64(2);                                     // batch shape [2]
+  w.u32(1).str("r").u32(3).u32(0);                     // key "r", bfloat16 (code 3), feature []
+  w.u32(1).str("d").u32(1).u32(0);                     // key "d", float64 (code 1), feature []
+  w.u64(7).u64(0);                                     // "r": count, skipped
+  w.u64(8).f32(1.5f).f32(-2.0f);                       //      loc, float32
+  w.u64(8).f32(0.25f).f32(4.0f);                       //      var
+  w.u64(0);                                            //      no skips
+  w.u64(7).u64(0);                                     // "d": count, skipped
+  w.u64(16).f64(0.1).f64(-3.0);                        //      loc, float64
+  w.u64(16).f64(2.0).f64(0.5);                         //      var
+  w.u64(0);                                            //      no skips
+  w.u32(0);                                            // returns flag: none
+  w.u32(crc32c_bitwise(w.b.data(), w.b.size()));
+  return w.b;
+}
+
+TEST(CheckpointStatsDType, Version7EncodesTheDocumentedLayout) {
+  const Bytes expected = tiny_v7_bytes();
+  ASSERT_EQ(expected.size(), 270u);
+  const Bytes got = vecnorm::encode_state(tiny_state_v7());
+  ASSERT_EQ(got.size(), expected.size());
+  for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], expected[i]) << "byte " << i;
+  const State back = vecnorm::decode_state(expected);
+  EXPECT_FALSE(back.options.stats_dtype.has_value());
+  EXPECT_TRUE(SameState(back, tiny_state_v7()));
+  EXPECT_EQ(back.keys[1].loc.size(), 16u);
+}
+
+TEST(CheckpointStatsDType, KeysThatAgreeAreStoredWithTheirDTypesCode) {
+  // None over keys whose statistics dtypes agree: the oldest version that
+  // holds the options, with the dtype's code, readable by older readers.
+  State s = tiny_state();
+  s.options.stats_dtype = std::nullopt;  // "r" is bfloat16: float32 statistics
+  Bytes b = vecnorm::encode_state(s);
+  EXPECT_EQ(b, vecnorm::encode_state(tiny_state()));  // float32 given
+  EXPECT_EQ(b[8], 2u);
+  EXPECT_EQ(b[32], 0u);
+  State d = tiny_state_v7();
+  d.table.keys.erase(d.table.keys.begin());
+  d.keys.erase(d.keys.begin());  // "d" alone: float64 statistics
+  b = vecnorm::encode_state(d);
+  EXPECT_EQ(b[8], 2u);
+  EXPECT_EQ(b[32], 1u);  // stats dtype float64
+  const State back = vecnorm::decode_state(b);
+  EXPECT_EQ(back.options.stats_dtype, DType::float64);
+  EXPECT_TRUE(SameState(back, d));
+  // With returns and keys of both statistics dtypes: version 7, flag 1.
+  State r = tiny_state_v7();
+  r.options.prior_count = 1e-4;
+  vecnorm::ReturnsState& rs = r.returns.emplace();
+  rs.options.gamma = 0.5;
+  const float rr[2] = {1.0f, 2.0f};
+  const double rd[2] = {-1.0, 0.1};
+  rs.values.emplace_back(8);
+  std::memcpy(rs.values[0].data(), rr, 8);
+  rs.values.emplace_back(16);
+  std::memcpy(rs.values[1].data(), rd, 16);
+  b = vecnorm::encode_state(r);
+  EXPECT_EQ(b[8], 7u);
+  const State rb = vecnorm::decode_state(b);
+  ASSERT_TRUE(rb.returns.has_value());
+  EXPECT_EQ(rb.returns->values, rs.values);
+  EXPECT_TRUE(SameState(rb, r));
+  random_flips(b, "version 7 with returns");
+}
+
+TEST(CheckpointStatsDType, ForgedCodesAndFlagsAreRejectedByName) {
+  const Bytes good = tiny_v7_bytes();
+  auto forged = [&](auto&& edit) {
+    Bytes b = good;
+    edit(b);
+    fix_up(b);
+    return error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
+  };
+  // Version 7 is written for code 2 only.
+  std::string m = forged([](Bytes& b) { put_u32(b, 32, 0); });
+  EXPECT_TRUE(contains(m, "stats_dtype: expected 2 (each key's from its input) in format version 7, got 0")) << m;
+  // Code 2 before version 7.
+  m = forged([](Bytes& b) { put_u32(b, 8, 6); });
+  EXPECT_TRUE(contains(m, "stats_dtype: expected 0 (float32) or 1 (float64), got 2")) << m;
+  // Code 2 over keys whose statistics dtypes agree ("d" made bfloat16).
+  m = forged([](Bytes& b) { put_u32(b, 126, 3); });
+  EXPECT_TRUE(contains(m, "stats_dtype: expected 0 or 1 for keys whose statistics dtypes agree (each float32), got 2"))
+      << m;
+  // The returns flag.
+  m = forged([&](Bytes& b) { put_u32(b, good.size() - 8, 2); });
+  EXPECT_TRUE(contains(m, "returns flag: expected 0 (none) or 1 (a RewardScaler's returns follow), got 2")) << m;
+  // "d"'s float64 loc length claimed as float32's.
+  m = forged([](Bytes& b) { put_u64(b, 206, 8); });
+  EXPECT_TRUE(contains(m, "key 'd' loc length: expected 16 bytes ([2] of float64), got 8")) << m;
+  for (std::size_t len = 0; len < good.size(); ++len) {
+    const Bytes cut(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(len));
+    const std::string mc = error_of([&] { vecnorm::decode_state(cut); }, ErrorCode::state_mismatch);
+    ASSERT_TRUE(contains(mc, "vecnorm: checkpoint: truncated")) << "length " << len << ": " << mc;
+  }
+  random_flips(good, "version 7");
+}
+
 TEST(CheckpointCorruption, ForgedCorruptionWithAValidChecksumNeverCrashes) {
   // Corruptions the checksum cannot see (trailer recomputed): the parser itself
   // must reject them or return a State that validates.
@@ -1201,13 +1346,13 @@ TEST(CheckpointHeader, WrongMagicIsNamed) {
 }
 
 TEST(CheckpointHeader, FutureAndZeroVersionsAreRefusedNamingBothVersions) {
-  for (std::uint32_t v : {7u, 8u, 0xFFFFFFFFu}) {
+  for (std::uint32_t v : {8u, 9u, 0xFFFFFFFFu}) {
     Bytes b = tiny_v2_bytes();
     put_u32(b, 8, v);
     fix_up(b);  // even a well-formed file of another version is refused
     const std::string m = error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
     EXPECT_TRUE(contains(m, "vecnorm: checkpoint: unsupported format version")) << m;
-    EXPECT_TRUE(contains(m, "reads versions 1 to 6")) << m;
+    EXPECT_TRUE(contains(m, "reads versions 1 to 7")) << m;
     EXPECT_TRUE(contains(m, "the file has version " + std::to_string(v))) << m;
     EXPECT_TRUE(contains(m, "newer vecnorm")) << m;
   }
@@ -1216,7 +1361,7 @@ TEST(CheckpointHeader, FutureAndZeroVersionsAreRefusedNamingBothVersions) {
   fix_up(b);
   const std::string m = error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
   EXPECT_TRUE(contains(m, "the file has version 0")) << m;
-  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 6u);
+  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 7u);
 }
 
 // ================================================================ loading into a configured normalizer

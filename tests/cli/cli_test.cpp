@@ -431,7 +431,9 @@ struct Scenario {
   double eps = 1e-4;
   int batch_dims = 1;
   std::optional<std::int64_t> freeze_after;
-  DType stats = DType::float32;
+  /// --stats-dtype; none (the default, auto): float64 statistics for a
+  /// float64 key, float32 for the others (docs/cli.md's rule, written out here).
+  std::optional<DType> stats;
   bool pass_decay = true;  ///< false: rely on the command's default decay
 };
 
@@ -473,9 +475,10 @@ std::map<std::string, KeyExpect> reference_replay(const Scenario& s, const std::
   const std::size_t nb = static_cast<std::size_t>(s.batch_dims);
   std::int64_t T = 0;
   for (const auto& k : keys) T = std::max(T, k.first + k.shape[0]);
-  const double rtol = vntest::rtol_for(s.stats, static_cast<int>(T));
   std::map<std::string, KeyExpect> out;
   for (const auto& k : keys) {
+    const DType key_stats = s.stats ? *s.stats : k.dtype == DType::float64 ? DType::float64 : DType::float32;
+    const double rtol = vntest::rtol_for(key_stats, static_cast<int>(T));
     const std::int64_t m = prod(k.shape, 1, 1 + nb), F = prod(k.shape, 1 + nb, k.shape.size());
     const std::size_t row = static_cast<std::size_t>(m * F);
     const bool pooled = s.mode == Mode::pooled && nb > 0;
@@ -553,7 +556,7 @@ std::vector<std::string> replay_args(const Scenario& s, const std::vector<KeyIn>
   if (s.mode == Mode::stateless) a.push_back("--stateless");
   if (s.batch_dims != 1) a.insert(a.end(), {"--batch-dims", std::to_string(s.batch_dims)});
   if (s.freeze_after) a.insert(a.end(), {"--freeze-after", std::to_string(*s.freeze_after)});
-  if (s.stats == DType::float64) a.insert(a.end(), {"--stats-dtype", "float64"});
+  if (s.stats) a.insert(a.end(), {"--stats-dtype", vecnorm::to_string(*s.stats)});
   for (const auto& k : keys) a.push_back(k.name + "=" + k.file + (k.first ? "@" + std::to_string(k.first) : ""));
   return a;
 }
@@ -821,6 +824,15 @@ TEST(ReplayOptions, Float64Statistics) {
     std::mt19937_64 rng(64);
     replay_and_check(kCli, s, {make_key(rng, "obs", DType::float64, {10, 4, 3})});
   }
+}
+
+// --stats-dtype float32 pins float32 statistics on a float64 key (auto, the
+// default, gives it float64: ReplayDtypes above).
+TEST(ReplayOptions, Float32StatisticsPinned) {
+  Scenario s;
+  s.stats = DType::float32;
+  std::mt19937_64 rng(66);
+  replay_and_check(kCli, s, {make_key(rng, "obs", DType::float64, {10, 4, 3})});
 }
 
 TEST(ReplayOptions, NpyVersions2And3) {
@@ -1361,6 +1373,39 @@ TEST(AnchorFlags, InspectShowsARewardScalersReturns) {
   ASSERT_EQ(rp.code, 0) << describe(rp);
   ASSERT_NO_THROW(j = parse_json(rp.out)) << rp.out;
   EXPECT_EQ(j["returns"].kind, Json::Kind::null);
+}
+
+// A state whose keys' statistics dtypes differ (the default: a float64 key
+// keeps float64 statistics): inspect says so per key, in text and JSON;
+// replay takes --stats-dtype auto and names it among the choices.
+TEST(AnchorFlags, InspectShowsEachKeysStatisticsDType) {
+  TempDir dir;
+  vecnorm::VecNorm vn(vecnorm::Options{}, {vecnorm::Shape{2}, {{"pos", vecnorm::Shape{}, DType::float64},
+                                                                {"obs", vecnorm::Shape{}, DType::float32}}});
+  const double p[2] = {1.0, 2.0};
+  const float q[2] = {1.0f, 2.0f};
+  double yp[2];
+  float yq[2];
+  vn.step({{"pos", vecnorm::ConstTensorView(p, DType::float64, vecnorm::Shape{2}), vecnorm::TensorView{yp, DType::float64, vecnorm::Shape{2}}},
+           {"obs", vecnorm::ConstTensorView(q, DType::float32, vecnorm::Shape{2}), vecnorm::TensorView{yq, DType::float32, vecnorm::Shape{2}}}});
+  const std::string state = dir / "mixed.vnck";
+  vecnorm::save_state(vn, state);
+  const RunResult ri = run(dir, {"inspect", "--json", state});
+  ASSERT_EQ(ri.code, 0) << describe(ri);
+  Json j;
+  ASSERT_NO_THROW(j = parse_json(ri.out)) << ri.out;
+  EXPECT_EQ(j["stats_dtype"].str, "auto");
+  EXPECT_EQ(j["keys"]["pos"]["stats_dtype"].str, "float64");
+  EXPECT_EQ(j["keys"]["obs"]["stats_dtype"].str, "float32");
+  const RunResult rt = run(dir, {"inspect", state});
+  ASSERT_EQ(rt.code, 0) << describe(rt);
+  EXPECT_NE(rt.out.find("stats dtype   auto (float64 for float64 inputs, float32 for the others)"), std::string::npos)
+      << rt.out;
+  EXPECT_NE(rt.out.find("key 'pos': float64, feature [], statistics [2] of float64"), std::string::npos) << rt.out;
+  EXPECT_NE(rt.out.find("key 'obs': float32, feature [], statistics [2] of float32"), std::string::npos) << rt.out;
+  const RunResult rb = run(dir, {"replay", "--stats-dtype", "float16", "obs=" + (dir / "none.npy")});
+  EXPECT_NE(rb.code, 0);
+  EXPECT_NE(rb.err.find("expects auto, float32 or float64, got 'float16'"), std::string::npos) << describe(rb);
 }
 
 // --mask: a [T, *batch] uint8 row mask; rows with 0 are left out of every

@@ -52,6 +52,14 @@ def concatenated(step: int, dtype):
     return out
 
 
+def mixed_batch(rank: int, step: int):
+    """batch_of's float64 rows, the reward as float32."""
+    b = batch_of(rank, step, torch.float64)
+    if "reward" in b:
+        b["reward"] = b["reward"].float()
+    return b
+
+
 def mask_of(rank: int, step: int):
     """Rank `rank`'s row mask at `step` (about half the rows kept)."""
     g = torch.Generator().manual_seed(7000 + 1000 * step + rank)
@@ -102,6 +110,13 @@ def _rollouts(rank: int, store: str, out: str):
     for s in range(1, 7):
         m(batch_of(rank, s, torch.float64), mask=mask_of(rank, s))
     results["masked"] = {k: v.clone() for k, v in m.state_dict().items()}
+    # Keys of both statistics dtypes (stats_dtype None): float64 obs statistics,
+    # float32 reward statistics, one exchange per step.
+    mx = vt.VecNorm({"obs": (F,), "reward": ()}, dtypes={"obs": torch.float64}, process_group=dist.group.WORLD,
+                    reduce_batch_dims=True, decay=0.99)
+    for s in range(6):
+        mx(mixed_batch(rank, s))
+    results["mixed"] = {k: v.clone() for k, v in mx.state_dict().items()}
     # update() and a key absent on every rank.
     c = vt.VecNorm({"obs": (F,), "reward": ()}, process_group=dist.group.WORLD, **kw)
     c.update(batch_of(rank, 0, torch.float32))
@@ -192,6 +207,24 @@ def test_ranks_store_the_statistics_of_the_concatenated_batches_bit_identically(
         assert st[f"{k}_count"].item() == ref[k].count < sum(3 + 5 * r for r in range(RANKS)) * 6
         for name, want in (("loc", ref[k].loc), ("var", ref[k].var)):
             np.testing.assert_allclose(st[f"{k}_{name}"].numpy(), want, rtol=1e-12, atol=1e-12, err_msg=f"{k}_{name}")
+    # Keys of both statistics dtypes: the same bits on every rank, and each key
+    # as one process over the concatenation, to its own dtype's rounding.
+    single = vt.VecNorm({"obs": (F,), "reward": ()}, dtypes={"obs": torch.float64}, reduce_batch_dims=True, decay=0.99)
+    for s in range(6):
+        parts = [mixed_batch(r, s) for r in range(RANKS)]
+        single({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
+    assert res[0]["mixed"]["obs_loc"].dtype == torch.float64 and res[0]["mixed"]["reward_loc"].dtype == torch.float32
+    for r in range(1, RANKS):
+        for k, v in res[0]["mixed"].items():
+            assert torch.equal(v, res[r]["mixed"][k]), f"mixed: rank {r} {k} differs from rank 0"
+    for k, v in single.state_dict().items():
+        got = res[0]["mixed"][k]
+        assert got.dtype == v.dtype, k
+        if v.dtype.is_floating_point:
+            diff = ((got - v).abs().max() / v.abs().max().clamp_min(1.0)).item()
+            assert diff <= 8 * (2.0**-53 if v.dtype == torch.float64 else 2.0**-24), f"mixed: {k}: {diff}"
+        else:
+            assert torch.equal(got, v), f"mixed: {k}"
     # update(): the rows of every rank; the reward, absent everywhere, untouched.
     assert res[0]["update"]["obs_count"].item() == sum(3 + 5 * r for r in range(RANKS))
     assert res[0]["update"]["reward_count"].item() == 0
