@@ -67,7 +67,7 @@ void save_state(const VecNorm& vn, const std::string& path);
 void load_state(VecNorm& vn, const std::string& path);
 
 /// A RewardScaler's statistics and returns (rs.export_state(): checkpoint
-/// format 6), written as save_state(VecNorm) writes.
+/// format 6, or 7 with keys of both statistics dtypes), written as save_state(VecNorm) writes.
 void save_state(const RewardScaler& rs, const std::string& path);
 
 /// Reads and decodes `path`, then rs.import_state() it: the file must hold

@@ -57,7 +57,7 @@ struct State {
   KeyTable table;
   std::vector<KeyState> keys;  ///< parallel to table.keys
   /// A RewardScaler's state has its returns (RewardScaler::export_state;
-  /// checkpoint format 6); a VecNorm's has none, and a VecNorm importing a
+  /// checkpoint format 6, or 7); a VecNorm's has none, and a VecNorm importing a
   /// state that has them takes the statistics only.
   std::optional<ReturnsState> returns;
 

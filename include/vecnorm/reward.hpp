@@ -87,10 +87,10 @@ class RewardScaler {
 
   /// The statistics' state (statistics().export_state()) with the returns
   /// and the return options: what save_state(RewardScaler) writes (checkpoint
-  /// format 6). Waits for `stream`.
+  /// format 6, or 7 with keys of both statistics dtypes). Waits for `stream`.
   State export_state(Stream stream = {}) const;
   /// Restores a state export_state() or read_state_file() gave: it must hold
-  /// returns (format 6) for this scaler's key table (names, feature shapes,
+  /// returns (format 6 or 7) for this scaler's key table (names, feature shapes,
   /// dtypes, batch shape). The statistics are imported as
   /// statistics().import_state() does (this scaler's options stay); the
   /// return options (gamma, reset) are the state's. Everything is checked

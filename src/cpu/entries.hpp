@@ -4,6 +4,7 @@
 
 #include <cstddef>
 
+#include "../backends.hpp"
 #include "../plan.hpp"
 #include "../workspace.hpp"
 
@@ -18,7 +19,9 @@ namespace vecnorm::detail::cpu {
   void run_maps(const Plan& plan, const Segment& s, Scratch& ws);                           \
   /* The host scratch bytes run_pooled / run_maps take for segment s. */                  \
   std::size_t pooled_scratch(const Plan& plan, const Segment& s);                          \
-  std::size_t maps_scratch(const Plan& plan, const Segment& s);
+  std::size_t maps_scratch(const Plan& plan, const Segment& s);                            \
+  /* A reward scaler's pass (src/cpu/returns.cpp). */                                     \
+  void run_returns(const ReturnPass& pass);
 
 namespace baseline {
 VECNORM_CPU_ENTRIES

@@ -99,6 +99,13 @@ void run(const Plan& plan, Scratch& ws) {
   run_isa(plan, ws);
 }
 
+void returns(const ReturnPass& pass) {
+#if defined(VECNORM_CPU_AVX2)
+  if (chosen_isa() != Isa::baseline) return avx2::run_returns(pass);  // (AVX-512: the AVX2 build, as the pooled loops)
+#endif
+  baseline::run_returns(pass);
+}
+
 std::size_t scratch_bytes(const Plan& plan) {
   std::size_t bytes = 0;
   for (const Segment& s : plan.segments) {

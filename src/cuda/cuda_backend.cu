@@ -13,7 +13,8 @@
 //     (the moments), the caller's all-gather, gathered_stats_kernel, affine_kernel
 //   pooled normalize, denormalize           2  (params_kernel + affine_kernel)
 //   fixed maps (AffineNormalizer)           1  (affine_kernel)
-// per group of kMaxSegments keys.
+// per group: a run of consecutive keys of one statistics dtype (a kernel is
+// compiled for one), at most kMaxSegments keys (for_each_group).
 //
 // The same file is compiled by the host compiler for the tests, with
 // VECNORM_EMULATED: the kernels then run under the SIMT emulator (tests/simt)

@@ -23,13 +23,14 @@ void check_unique(std::string_view key, int index, const int* previous, int coun
       fail(ErrorCode::duplicate_key, key_prefix(key) + "appears more than once in one call; expected each key at most once");
 }
 
-namespace {
 bool overlaps(const void* a, std::size_t na, const void* b, std::size_t nb) {
   if (na == 0 || nb == 0 || a == nullptr || b == nullptr) return false;
   const auto* pa = static_cast<const unsigned char*>(a);
   const auto* pb = static_cast<const unsigned char*>(b);
   return pa < pb + nb && pb < pa + na;
 }
+
+namespace {
 
 void check_device(std::string_view key, const char* what, Device actual, Device expected) {
   if (!(actual == expected))

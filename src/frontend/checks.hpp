@@ -48,6 +48,9 @@ void check_scalar_view(std::string_view key, const char* what, const ConstTensor
 void check_no_partial_overlap(std::string_view key, const char* what_a, const void* a, std::size_t na,
                               const char* what_b, const void* b, std::size_t nb);
 
+/// Whether the byte ranges [a, a + na) and [b, b + nb) share a byte (an empty or null one never does).
+bool overlaps(const void* a, std::size_t na, const void* b, std::size_t nb);
+
 /// Throws Error(invalid_argument) when the two byte ranges overlap at all.
 void check_disjoint(std::string_view key, const char* what_a, const void* a, std::size_t na, const char* what_b,
                     const void* b, std::size_t nb);

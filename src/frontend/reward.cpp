@@ -4,6 +4,7 @@
 // returns the update takes, into a second buffer), the statistics' update,
 // the normalize of the rewards, then the kept pass (the returns' state for the
 // next step): a refused update or normalize leaves the returns as they were.
+#include <array>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -197,7 +198,7 @@ void RewardScaler::import_state(const State& state, Stream stream) {
   const std::string prefix = "RewardScaler::import_state: ";
   if (!state.returns)
     detail::fail(ErrorCode::state_mismatch, prefix + "expected a state with returns (a RewardScaler's: "
-                                                     "checkpoint format 6), got a normalizer's statistics only");
+                                                     "checkpoint format 6 or 7), got a normalizer's statistics only");
   try {
     state.validate();
   } catch (const Error& e) {
@@ -231,17 +232,24 @@ namespace {
 /// A buffer of a key's reward step, for the overlap checks: `written` by the
 /// step; by the returns' passes (`passes`: the returns, the entered returns)
 /// or read by the kept pass after the output is written (`kept_reads`: the
-/// dones and the mask). Empty views are left out.
+/// dones and the mask). Empty views are left out. (On every step: no
+/// allocation; a message's names are built only when a check fails.)
 struct StepBuffer {
-  std::string name;
+  const char* name;
   const void* data;
   std::size_t bytes;
   bool written, passes, kept_reads;
 };
-std::vector<StepBuffer> step_buffers(const ReturnViews& v, const std::string& prefix) {
-  std::vector<StepBuffer> out;
+struct StepBuffers {
+  std::array<StepBuffer, 6> at;
+  std::size_t n = 0;
+  const StepBuffer* begin() const { return at.data(); }
+  const StepBuffer* end() const { return at.data() + n; }
+};
+StepBuffers step_buffers(const ReturnViews& v) {
+  StepBuffers out;
   auto add = [&](const char* name, const void* data, std::size_t bytes, bool written, bool passes, bool kept_reads) {
-    if (data != nullptr && bytes > 0) out.push_back({prefix + name, data, bytes, written, passes, kept_reads});
+    if (data != nullptr && bytes > 0) out.at[out.n++] = {name, data, bytes, written, passes, kept_reads};
   };
   add("returns", v.state.data, v.state.nbytes(), true, true, false);
   add("entered returns", v.entered.data, v.entered.nbytes(), true, true, false);
@@ -267,11 +275,11 @@ void check_returns(const ReturnViews& v, Device device) {
   // What the passes write (the returns, the entered returns) overlaps nothing
   // else of the step, and the output (written before the kept pass reads the
   // dones and the mask) neither of those.
-  const std::vector<StepBuffer> b = step_buffers(v, "");
+  const StepBuffers b = step_buffers(v);
   for (const StepBuffer& w : b)
     for (const StepBuffer& o : b)
       if (&w != &o && w.written && (o.written ? &w < &o : w.passes || o.kept_reads))
-        check_disjoint(v.key, w.name.c_str(), w.data, w.bytes, o.name.c_str(), o.data, o.bytes);
+        check_disjoint(v.key, w.name, w.data, w.bytes, o.name, o.data, o.bytes);
 }
 
 void check_returns_apart(std::span<const ReturnViews> views) {
@@ -279,12 +287,13 @@ void check_returns_apart(std::span<const ReturnViews> views) {
   for (std::size_t i = 0; i < views.size(); ++i)
     for (std::size_t j = 0; j < views.size(); ++j) {
       if (i == j) continue;
-      const std::vector<StepBuffer> mine = step_buffers(views[i], ""),
-                                    theirs = step_buffers(views[j], "key '" + std::string(views[j].key) + "' ");
+      const StepBuffers mine = step_buffers(views[i]), theirs = step_buffers(views[j]);
       for (const StepBuffer& w : mine)
         if (w.written)
           for (const StepBuffer& o : theirs)
-            check_disjoint(views[i].key, w.name.c_str(), w.data, w.bytes, o.name.c_str(), o.data, o.bytes);
+            if (overlaps(w.data, w.bytes, o.data, o.bytes))
+              check_disjoint(views[i].key, w.name, w.data, w.bytes,
+                             ("key '" + std::string(views[j].key) + "' " + o.name).c_str(), o.data, o.bytes);
     }
 }
 

@@ -173,9 +173,11 @@ SharedVecNorm SharedVecNorm::attach(std::string name_in, Options options, KeyTab
   // Identity and build first: nothing else can be read before these hold.
   detail::shm::check_identity(*h, size, roles);
   // The options that shape the statistics, then the key table.
-  detail::check_same_options(roles, detail::option_codes(options, table), detail::shm::option_codes_of(*h));
+  const detail::OptionCodes mine = detail::option_codes(options, table), stored = detail::shm::option_codes_of(*h);
+  detail::check_same_options(roles, mine, stored);
   const KeyTable theirs = detail::shm::read_table(*h, m.base, size, name, roles);
   detail::check_same_table(roles, options.reduce_batch_dims, table, theirs);
+  detail::check_same_stats_dtype(roles, mine.stats_dtype, stored.stats_dtype);
   // Everything that shapes the layout matches: it must be ours, offset for offset.
   Layout L = detail::shm::layout_of(options, theirs, static_cast<std::size_t>(h->table_bytes));
   detail::shm::check_layout(*h, L, theirs.keys.size(), roles);

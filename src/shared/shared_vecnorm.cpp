@@ -141,10 +141,12 @@ void SharedVecNorm::import_state(const State& state) {
   // Its options are the segment's; its key table is the one this handle was
   // created or attached with, the caller's (pooled: the batch shape may differ).
   const std::string prefix = seg_prefix(im.name) + "import_state: ";
-  detail::check_same_options({prefix, "the segment's", "the state's"}, detail::option_codes(im.options, im.table),
-                             detail::option_codes(state.options, state.table));
+  const detail::OptionCodes mine = detail::option_codes(im.options, im.table),
+                            theirs = detail::option_codes(state.options, state.table);
+  detail::check_same_options({prefix, "the segment's", "the state's"}, mine, theirs);
   detail::check_same_table({prefix, "the caller's", "the state's"}, im.options.reduce_batch_dims, im.table,
                            state.table);
+  detail::check_same_stats_dtype({prefix, "the segment's", "the state's"}, mine.stats_dtype, theirs.stats_dtype);
   for (std::size_t k = 0; k < state.keys.size(); ++k) {
     const KeyState& ks = state.keys[k];
     if (ks.skips.empty()) continue;

@@ -161,8 +161,6 @@ void check_same_options(const Roles& roles, const OptionCodes& mine, const Optio
     fail_mismatch(roles, "estimator", estimator_name(mine.estimator), estimator_name(theirs.estimator));
   if (mine.reduce_batch_dims != theirs.reduce_batch_dims)
     fail_mismatch(roles, "reduce_batch_dims", flag_name(mine.reduce_batch_dims), flag_name(theirs.reduce_batch_dims));
-  if (mine.stats_dtype != theirs.stats_dtype)
-    fail_mismatch(roles, "stats_dtype", stats_dtype_name(mine.stats_dtype), stats_dtype_name(theirs.stats_dtype));
   if (!roles.all_options) return;
   // Not !=: a NaN stored in a damaged segment never matches.
   if (!(mine.decay == theirs.decay)) fail_mismatch(roles, "decay", shortest(mine.decay), shortest(theirs.decay));
@@ -196,9 +194,15 @@ void check_same_table(const Roles& roles, bool pooled, const KeyTable& mine, con
   }
 }
 
+void check_same_stats_dtype(const Roles& roles, std::uint32_t mine, std::uint32_t theirs) {
+  if (mine != theirs) fail_mismatch(roles, "stats_dtype", stats_dtype_name(mine), stats_dtype_name(theirs));
+}
+
 void check_compatible(const Roles& roles, const Options& mine, const KeyTable& mine_table, const State& theirs) {
-  check_same_options(roles, option_codes(mine, mine_table), option_codes(theirs.options, theirs.table));
+  const OptionCodes a = option_codes(mine, mine_table), b = option_codes(theirs.options, theirs.table);
+  check_same_options(roles, a, b);
   check_same_table(roles, mine.reduce_batch_dims, mine_table, theirs.table);
+  check_same_stats_dtype(roles, a.stats_dtype, b.stats_dtype);
 }
 
 }  // namespace detail

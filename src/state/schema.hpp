@@ -101,9 +101,15 @@ struct Roles {
 [[noreturn]] void fail_mismatch(const Roles& roles, const std::string& what, const std::string& expected,
                                 const std::string& got);
 
-/// estimator, reduce_batch_dims, stats_dtype (and with all_options decay, eps, nonfinite,
+/// estimator, reduce_batch_dims (and with all_options decay, eps, nonfinite,
 /// scale, clip, prior_count, unbiased, until, center), in that order.
 void check_same_options(const Roles& roles, const OptionCodes& mine, const OptionCodes& theirs);
+
+/// The stats dtype codes (OptionCodes::stats_dtype, each of its own table),
+/// after check_same_table: with the keys' dtypes equal, equal codes are equal
+/// statistics dtypes key by key (a key whose input dtype differs is named as
+/// such first, not as a statistics dtype).
+void check_same_stats_dtype(const Roles& roles, std::uint32_t mine, std::uint32_t theirs);
 
 /// Number of keys, batch shape (per-element statistics only: `pooled` is
 /// mine), then per key name, feature shape and dtype.

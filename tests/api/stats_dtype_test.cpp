@@ -39,7 +39,7 @@ struct KeyDef {
   std::string name;
   Shape feature;
   DType dtype;
-  DType stats;  ///< the statistics dtype the key must get (docs/api.md's rule, written out here)
+  DType stats;  ///< the statistics dtype the key must get (Options::stats_dtype's documented rule, written out here)
 };
 
 // The float64 key sits between float32-statistics keys: a CUDA call runs three
@@ -173,6 +173,7 @@ TEST(StatsDTypeFixed, AFloat64InputsFirstStepIsZero) {
   for (Backend backend : vntest::test_backends())
     for (Estimator est : {Estimator::stable, Estimator::torchrl})
       for (bool pinned : {false, true}) {
+        if (pinned && est == Estimator::torchrl) continue;  // torchrl's float32 first step has no closed form here
         vecnorm::Options o = vntest::options_for(backend);
         o.estimator = est;
         o.decay = est == Estimator::stable ? 1.0 : 0.99;
@@ -188,10 +189,8 @@ TEST(StatsDTypeFixed, AFloat64InputsFirstStepIsZero) {
                                   (pinned ? " float32 statistics" : " default");
         for (std::size_t i = 0; i < y.size(); ++i) {
           const double float32_error = std::ldexp(static_cast<double>(i + 1), -30) / o.eps;  // ~9.3e-6 (i + 1)
-          if (pinned && est == Estimator::stable)
+          if (pinned)
             EXPECT_NEAR(std::abs(y[i]), float32_error, 1e-3 * float32_error) << where << " element " << i;
-          else if (pinned)
-            continue;  // torchrl's float32 first step has no closed form here
           else if (est == Estimator::stable)
             EXPECT_EQ(y[i], 0.0) << where << " element " << i;
           else
@@ -218,6 +217,18 @@ TEST(StatsDTypeFixed, ImportComparesEachKeysStatisticsDType) {
     EXPECT_EQ(e.code(), vecnorm::ErrorCode::state_mismatch);
     EXPECT_NE(std::string(e.what()).find("stats_dtype: expected auto (each key's from its input) (this VecNorm's), "
                                          "got float32 (the state's)"),
+              std::string::npos)
+        << e.what();
+  }
+  // Both default, a key's input dtype differs: the key's dtype is named, not
+  // the statistics dtype (which follows from it).
+  vecnorm::VecNorm narrow(vecnorm::Options{}, vecnorm::KeyTable{Shape{2}, {{"pos", Shape{}, DType::float32},
+                                                                           {"obs", Shape{}, DType::float32}}});
+  try {
+    fresh.import_state(narrow.export_state());
+    ADD_FAILURE() << "a float32 key's state imported into a float64 key";
+  } catch (const vecnorm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("key 'pos': dtype: expected float64 (this VecNorm's), got float32"),
               std::string::npos)
         << e.what();
   }
@@ -273,6 +284,60 @@ TEST(StatsDTypeFixed, ARewardScalersKeysMayDifferInDType) {
   } catch (const vecnorm::Error& e) {
     EXPECT_NE(std::string(e.what()).find("key 'h': dtype: expected float32"), std::string::npos) << e.what();
   }
+}
+
+// More keys than one launch holds (16), in runs of both statistics dtypes
+// (18 float64, 18 float32, then alternating): on the CUDA backend a call is
+// many groups; every key against the naive reference to its own dtype's
+// rounding, per-element and pooled.
+TEST(StatsDTypeFixed, ManyKeysInRunsOfBothDTypes) {
+  for (Backend backend : vntest::test_backends())
+    for (bool pooled : {false, true}) {
+      vecnorm::Options o = vntest::options_for(backend);
+      o.estimator = Estimator::stable;
+      o.decay = 0.95;
+      o.reduce_batch_dims = pooled;
+      const Shape batch{3};
+      const std::int64_t m = batch.numel();
+      std::vector<KeyDef> keys;
+      for (int i = 0; i < 44; ++i) {
+        const bool wide = i < 18 || (i >= 36 && i % 2 == 0);
+        keys.push_back({"k" + std::to_string(i), Shape{2}, wide ? DType::float64 : DType::float32,
+                        wide ? DType::float64 : DType::float32});
+      }
+      vecnorm::KeyTable table{batch, {}};
+      for (const auto& k : keys) table.keys.push_back({k.name, k.feature, k.dtype});
+      vecnorm::VecNorm vn(o, table);
+      const vnref::Config cfg{vntest::to_ref(o.estimator), o.decay, o.eps};
+      std::vector<vnref::StatefulKey> ref;
+      for (const auto& k : keys) ref.emplace_back(cfg, pooled, k.feature.numel(), m);
+      std::mt19937_64 rng(3);
+      for (int step = 1; step <= 3; ++step) {
+        std::vector<DeviceBuffer> xs, ys;
+        xs.reserve(keys.size());
+        ys.reserve(keys.size());
+        std::vector<std::vector<double>> xv;
+        std::vector<vecnorm::KeyData> items;
+        for (const auto& k : keys) {
+          const Shape s = batch.concat(k.feature);
+          const auto stored = vntest::random_values(rng, k.dtype, m, 2, vntest::random_distribution(rng, 2));
+          xv.push_back(vntest::computed_inputs(k.dtype, stored));
+          xs.push_back(DeviceBuffer::from_values(backend, k.dtype, s, stored));
+          ys.emplace_back(backend, k.dtype, s);
+          items.push_back({k.name, xs.back().cview(), ys.back().view()});
+        }
+        vn.step(items);
+        for (std::size_t k = 0; k < keys.size(); ++k) {
+          ref[k].update(xv[k], m);
+          const std::string where = std::string(vntest::backend_name(backend)) + (pooled ? " pooled" : " per-element") +
+                                    " step " + std::to_string(step) + " key " + keys[k].name;
+          ASSERT_TRUE(vntest::AllClose(where + ": y", ref[k].normalize(xv[k], m), ys[k].values(),
+                                       vntest::y_tolerances(ref[k].readouts(), pooled, 2, xv[k],
+                                                            vntest::rtol_for(keys[k].stats, step), o.eps,
+                                                            keys[k].dtype)));
+        }
+      }
+    }
 }
 
 // Ranks merge keys of both statistics dtypes (the exchange's signature holds

@@ -143,8 +143,8 @@ VecNorm trained(const Options& o, const KeyTable& t, int steps, std::uint64_t se
   return vn;
 }
 
-/// Key `input`'s statistics dtype under `option`, as docs/api.md states the
-/// rule (written here apart from the library's stats_dtype_for).
+/// Key `input`'s statistics dtype under `option`, as Options::stats_dtype
+/// documents the rule (written here apart from the library's stats_dtype_for).
 DType key_stats(std::optional<DType> option, DType input) {
   if (option) return *option;
   return input == DType::float64 ? DType::float64 : DType::float32;
@@ -1033,6 +1033,58 @@ TEST(CheckpointStatsDType, Version7EncodesTheDocumentedLayout) {
   EXPECT_FALSE(back.options.stats_dtype.has_value());
   EXPECT_TRUE(SameState(back, tiny_state_v7()));
   EXPECT_EQ(back.keys[1].loc.size(), 16u);
+}
+
+/// tiny_state_v7() with a reward scaler's returns (gamma 0.75, reset before):
+/// "r"'s two returns float32, "d"'s float64, each its key's statistics dtype.
+State tiny_state_v7_returns() {
+  State s = tiny_state_v7();
+  vecnorm::ReturnsState& r = s.returns.emplace();
+  r.options.gamma = 0.75;
+  r.options.reset = vecnorm::ReturnReset::before;
+  const float rr[2] = {3.5f, -0.125f};
+  const double rd[2] = {1.0, -2.5};
+  r.values.emplace_back(8);
+  std::memcpy(r.values[0].data(), rr, 8);
+  r.values.emplace_back(16);
+  std::memcpy(r.values[1].data(), rd, 16);
+  return s;
+}
+
+/// tiny_state_v7_returns() by hand: tiny_v7_bytes() with the returns flag 1
+/// and version 6's returns section after it.
+Bytes tiny_v7_returns_bytes() {
+  Bytes b = tiny_v7_bytes();
+  b.resize(b.size() - 8);  // the flag and the checksum
+  LE w;
+  w.b = b;
+  w.u32(1);                                            // returns flag: a RewardScaler's returns follow
+  w.f64(0.75).u32(1);                                  // gamma, reset before (code 1)
+  w.u64(8).f32(3.5f).f32(-0.125f);                     // "r": 2 returns, float32
+  w.u64(16).f64(1.0).f64(-2.5);                        // "d": 2 returns, float64
+  put_u64(w.b, 16, w.b.size() + 4);                    // the file size
+  w.u32(crc32c_bitwise(w.b.data(), w.b.size()));
+  return w.b;
+}
+
+TEST(CheckpointStatsDType, Version7WithReturnsEncodesTheDocumentedLayout) {
+  const Bytes expected = tiny_v7_returns_bytes();
+  ASSERT_EQ(expected.size(), 322u);
+  const Bytes got = vecnorm::encode_state(tiny_state_v7_returns());
+  ASSERT_EQ(got.size(), expected.size());
+  for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], expected[i]) << "byte " << i;
+  const State back = vecnorm::decode_state(expected);
+  ASSERT_TRUE(back.returns.has_value());
+  EXPECT_EQ(back.returns->options.gamma, 0.75);
+  EXPECT_EQ(back.returns->options.reset, vecnorm::ReturnReset::before);
+  EXPECT_EQ(back.returns->values, tiny_state_v7_returns().returns->values);
+  EXPECT_TRUE(SameState(back, tiny_state_v7_returns()));
+  // "d"'s returns length claimed as float32's.
+  Bytes bad = expected;
+  put_u64(bad, expected.size() - 4 - 16 - 8, 8);
+  fix_up(bad);
+  const std::string m = error_of([&] { vecnorm::decode_state(bad); }, ErrorCode::state_mismatch);
+  EXPECT_TRUE(contains(m, "key 'd' returns length: expected 16 bytes ([2] of float64), got 8")) << m;
 }
 
 TEST(CheckpointStatsDType, KeysThatAgreeAreStoredWithTheirDTypesCode) {
