@@ -62,9 +62,9 @@ class SharedVecNorm {
   static SharedVecNorm create(std::string name, Options options, KeyTable table);
 
   /// Opens the existing segment `name` and checks that it was created by a
-  /// compatible build (magic, layout version, sizes) with the same key table,
-  /// estimator, reduce_batch_dims, stats_dtype, decay, eps and nonfinite as
-  /// given here;
+  /// compatible build (magic, layout version, sizes) with the same estimator,
+  /// reduce_batch_dims, decay, eps and nonfinite, key table and (each key's)
+  /// stats_dtype as given here;
   /// Error(state_mismatch) naming the field, the expected (the caller's) and
   /// the actual (the segment's) value otherwise. Error(invalid_argument) when
   /// it does not exist. Waits up to about 2 s for a creator that is still

@@ -1,6 +1,6 @@
 // src/cpu/isa_begin.hpp -- opens the instruction set of a CPU loop file.
 //
-// Each file of CPU loops (elementwise.cpp, pooled.cpp, maps.cpp) is compiled
+// Each file of CPU loops (elementwise.cpp, pooled.cpp, maps.cpp, returns.cpp) is compiled
 // (CMakeLists.txt) as itself for baseline x86-64 and with VECNORM_CPU_AVX2_BUILD
 // for AVX2; elementwise.cpp also with VECNORM_CPU_AVX512_BUILD for AVX-512;
 // each into its own namespace (VECNORM_CPU_ISA: baseline / avx2 / avx512). Include this after every other header:

@@ -4,8 +4,8 @@
 // returns the update takes, into a second buffer), the statistics' update,
 // the normalize of the rewards, then the kept pass (the returns' state for the
 // next step): a refused update or normalize leaves the returns as they were.
-#include <array>
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
