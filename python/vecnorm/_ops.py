@@ -30,6 +30,15 @@ SCALES = {"clamp": 0, "sqrt_var_plus_eps": 1, "std_plus_eps": 2}
 STATS_PER_KEY = 5
 
 
+def stats_dtype_for(stats_dtype, dtype: torch.dtype) -> torch.dtype:
+    """A key's statistics dtype: ``stats_dtype`` where given, else float64 for
+    float64 data and float32 for the rest (the library's vecnorm::stats_dtype_for,
+    whose rule the operators check: statistics of this dtype are one call)."""
+    if stats_dtype is not None:
+        return stats_dtype
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def output_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype of a normalized output: floats keep theirs, integers become float32."""
     return torch.float32 if dtype in _INT_TYPES else dtype

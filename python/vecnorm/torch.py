@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _C
-from ._ops import STATS_PER_KEY, group_name, make_config, output_dtype, until_count
+from ._ops import STATS_PER_KEY, group_name, make_config, output_dtype, stats_dtype_for, until_count
 
 _step = torch.ops.vecnorm.step.default
 _step_alloc = torch.ops.vecnorm.step_alloc.default
@@ -186,7 +186,7 @@ class VecNorm(nn.Module):
         # Each key's statistics dtype: the given one, or its input's (float64
         # stays float64, everything else is float32).
         self.stats_dtypes: Dict[str, torch.dtype] = {
-            n: stats_dtype or (torch.float64 if d == torch.float64 else torch.float32) for n, d in self.dtypes.items()
+            n: stats_dtype_for(stats_dtype, d) for n, d in self.dtypes.items()
         }
         dims = [d for n in self.names for d in self.feature_shapes[n]]
         # Pooled statistics have the feature shape; per-element ones batch + feature.

@@ -50,7 +50,7 @@ from torch import Tensor
 from torch import multiprocessing as mp
 
 import vecnorm as _vecnorm  # noqa: F401  (loads the operator library)
-from ._ops import group_name, make_config, output_dtype
+from ._ops import group_name, make_config, output_dtype, stats_dtype_for
 from .torch import key_name
 
 try:
@@ -66,11 +66,6 @@ _STATS_CODE = {torch.float32: 0, torch.float64: 1}
 class VecNormConfigError(ValueError, RuntimeError):
     """An invalid VecNormV2 configuration (a ValueError; also a RuntimeError,
     which is what TorchRL raises for reduce_batch_dims with stateful=False)."""
-
-
-def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype of a key's statistics: float64 for float64 data, else float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _as_key_list(keys, what: str) -> List[NestedKey]:
@@ -247,7 +242,7 @@ class VecNormV2(Transform):
             if not isinstance(x, Tensor):
                 raise TypeError(f"vecnorm: key '{self._name(k)}': expected a Tensor, got {type(x).__name__}")
             shape = x.shape[bd:] if self.reduce_batch_dims else x.shape
-            dt = _stats_dtype(x.dtype)
+            dt = stats_dtype_for(None, x.dtype)
             loc[k] = torch.zeros(shape, dtype=dt, device=x.device)
             var[k] = torch.zeros(shape, dtype=dt, device=x.device)
             count[k] = torch.zeros((), dtype=torch.int64, device=x.device)
@@ -380,7 +375,7 @@ class VecNormV2(Transform):
         loc, var, count = {}, {}, {}
         for k in self._in_keys_safe:
             x = sel.get(k)
-            dt = _stats_dtype(x.dtype)
+            dt = stats_dtype_for(None, x.dtype)
             loc[k] = torch.zeros(x.shape, dtype=dt, device=x.device)
             var[k] = torch.zeros(x.shape, dtype=dt, device=x.device)
             count[k] = torch.zeros(x.shape, dtype=torch.int64, device=x.device)
@@ -651,7 +646,7 @@ class VecNormV2(Transform):
         for k in self._in_keys_safe:
             lo, va, co = td.get(("loc",) + _tup(k)), td.get(("var",) + _tup(k)), td.get(("count",) + _tup(k))
             if copy or lo.dtype not in _STATS_CODE or not lo.is_contiguous():
-                dt = _stats_dtype(lo.dtype)
+                dt = stats_dtype_for(None, lo.dtype)
                 lo = lo.detach().to(dtype=dt, copy=True).contiguous()
                 va = va.detach().to(dtype=dt, device=lo.device, copy=True).contiguous()
                 co = co.detach().to(dtype=torch.int64, device=lo.device, copy=True).reshape(())

@@ -20,6 +20,7 @@
 #include "support/data.hpp"
 #include "support/device_buffer.hpp"
 #include "support/dtypes.hpp"
+#include "support/errors.hpp"
 #include "support/harness.hpp"
 #include "support/ranks.hpp"
 #include "vecnorm/collective.hpp"
@@ -33,6 +34,7 @@ using vecnorm::DType;
 using vecnorm::Estimator;
 using vecnorm::Shape;
 using vntest::DeviceBuffer;
+using vntest::message_of;
 using vntest::Mode;
 
 struct KeyDef {
@@ -157,11 +159,7 @@ INSTANTIATE_TEST_SUITE_P(All, StatsDType,
                          ::testing::Combine(::testing::ValuesIn(vntest::test_backends()),
                                             ::testing::Values(Mode::per_element, Mode::pooled, Mode::stateless),
                                             ::testing::Values(Estimator::torchrl, Estimator::stable)),
-                         [](const ::testing::TestParamInfo<Param>& info) {
-                           return std::string(vntest::backend_name(std::get<0>(info.param))) + "_" +
-                                  vntest::mode_name(std::get<1>(info.param)) + "_" +
-                                  vntest::estimator_name(std::get<2>(info.param));
-                         });
+                         [](const ::testing::TestParamInfo<Param>& info) { return vntest::param_name(info.param); });
 
 // Issue 18 item 7: x = 1 + (i + 1) 2^-30 is no float32 (float32(x) = 1), so a
 // float64 input with float32 statistics normalized its first step to
@@ -210,28 +208,16 @@ TEST(StatsDTypeFixed, ImportComparesEachKeysStatisticsDType) {
   const std::vector<double> x = {1.0, 2.0};
   vntest::call_one(vntest::Call::step, old, Backend::cpu, "pos", DType::float64, Shape{2}, x);
   vecnorm::VecNorm fresh(vecnorm::Options{}, table);
-  try {
-    fresh.import_state(old.export_state());
-    ADD_FAILURE() << "a float32 state imported into float64 statistics";
-  } catch (const vecnorm::Error& e) {
-    EXPECT_EQ(e.code(), vecnorm::ErrorCode::state_mismatch);
-    EXPECT_NE(std::string(e.what()).find("stats_dtype: expected auto (each key's from its input) (this VecNorm's), "
-                                         "got float32 (the state's)"),
-              std::string::npos)
-        << e.what();
-  }
+  std::string m = message_of([&] { fresh.import_state(old.export_state()); }, vecnorm::ErrorCode::state_mismatch);
+  EXPECT_NE(m.find("stats_dtype: expected auto (each key's from its input) (this VecNorm's), got float32 (the state's)"),
+            std::string::npos)
+      << m;
   // Both default, a key's input dtype differs: the key's dtype is named, not
   // the statistics dtype (which follows from it).
   vecnorm::VecNorm narrow(vecnorm::Options{}, vecnorm::KeyTable{Shape{2}, {{"pos", Shape{}, DType::float32},
                                                                            {"obs", Shape{}, DType::float32}}});
-  try {
-    fresh.import_state(narrow.export_state());
-    ADD_FAILURE() << "a float32 key's state imported into a float64 key";
-  } catch (const vecnorm::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("key 'pos': dtype: expected float64 (this VecNorm's), got float32"),
-              std::string::npos)
-        << e.what();
-  }
+  m = message_of([&] { fresh.import_state(narrow.export_state()); }, vecnorm::ErrorCode::state_mismatch);
+  EXPECT_NE(m.find("key 'pos': dtype: expected float64 (this VecNorm's), got float32"), std::string::npos) << m;
   // Pinned to float32 it loads; so does a default state into a default normalizer.
   vecnorm::VecNorm same(pinned, table);
   EXPECT_NO_THROW(same.import_state(old.export_state()));
@@ -278,12 +264,10 @@ TEST(StatsDTypeFixed, ARewardScalersKeysMayDifferInDType) {
   ASSERT_TRUE(st.returns.has_value());
   EXPECT_EQ(st.returns->values[0].size(), 3u * 4u);
   EXPECT_EQ(st.returns->values[1].size(), 3u * 8u);
-  try {
-    vecnorm::RewardScaler bad(o, vecnorm::ReturnOptions{}, vecnorm::KeyTable{Shape{3}, {{"h", Shape{}, DType::float16}}});
-    ADD_FAILURE() << "a float16 reward key";
-  } catch (const vecnorm::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("key 'h': dtype: expected float32"), std::string::npos) << e.what();
-  }
+  const std::string m = message_of(
+      [&] { vecnorm::RewardScaler(o, vecnorm::ReturnOptions{}, {Shape{3}, {{"h", Shape{}, DType::float16}}}); },
+      vecnorm::ErrorCode::invalid_key_table);
+  EXPECT_NE(m.find("key 'h': dtype: expected float32"), std::string::npos) << m;
 }
 
 // More keys than one launch holds (16), in runs of both statistics dtypes
@@ -470,16 +454,11 @@ TEST(StatsDTypeShared, ASegmentHoldsEachKeysStatisticsDType) {
   }
   vecnorm::Options pinned;
   pinned.stats_dtype = DType::float32;
-  try {
-    (void)vecnorm::SharedVecNorm::attach(name, pinned, table);
-    ADD_FAILURE() << "attached with float32 statistics";
-  } catch (const vecnorm::Error& e) {
-    EXPECT_EQ(e.code(), vecnorm::ErrorCode::state_mismatch);
-    EXPECT_NE(std::string(e.what()).find("stats_dtype: expected float32 (the caller's), got auto (each key's from "
-                                         "its input) (the segment's)"),
-              std::string::npos)
-        << e.what();
-  }
+  const std::string m =
+      message_of([&] { (void)vecnorm::SharedVecNorm::attach(name, pinned, table); }, vecnorm::ErrorCode::state_mismatch);
+  EXPECT_NE(m.find("stats_dtype: expected float32 (the caller's), got auto (each key's from its input) (the segment's)"),
+            std::string::npos)
+      << m;
 }
 
 }  // namespace

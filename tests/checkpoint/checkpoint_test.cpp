@@ -277,6 +277,25 @@ TEST(CheckpointCrc, MatchesBitwiseDefinitionOnEveryLengthAndOffset) {
 
 // ================================================================ the documented byte layout
 
+/// The bytes of two values (a tiny state's loc, var or returns).
+template <class T>
+std::vector<std::uint8_t> bytes_of(const T (&v)[2]) {
+  std::vector<std::uint8_t> b(sizeof v);
+  std::memcpy(b.data(), v, sizeof v);
+  return b;
+}
+
+/// A scalar key's statistics over batch [2].
+template <class T>
+vecnorm::KeyState tiny_key(const T (&loc)[2], const T (&var)[2], std::int64_t count) {
+  vecnorm::KeyState ks;
+  ks.stats_shape = Shape{2};
+  ks.loc = bytes_of(loc);
+  ks.var = bytes_of(var);
+  ks.count = count;
+  return ks;
+}
+
 /// A tiny state built by hand: batch [2], one scalar key "r", float32 stats.
 /// Version 1 fields only (no skips, skipped 0, nonfinite as a version 1 file decodes).
 State tiny_state() {
@@ -288,15 +307,8 @@ State tiny_state() {
   s.options.stats_dtype = DType::float32;
   s.options.nonfinite = vecnorm::NonFinite::propagate;
   s.table = KeyTable{Shape{2}, {{"r", Shape{}, DType::bfloat16}}};
-  vecnorm::KeyState ks;
-  ks.stats_shape = Shape{2};
   const float loc[2] = {1.5f, -2.0f}, var[2] = {0.25f, 4.0f};
-  ks.loc.resize(8);
-  ks.var.resize(8);
-  std::memcpy(ks.loc.data(), loc, 8);
-  std::memcpy(ks.var.data(), var, 8);
-  ks.count = 7;
-  s.keys.push_back(ks);
+  s.keys.push_back(tiny_key(loc, var, 7));
   return s;
 }
 
@@ -894,8 +906,7 @@ State tiny_state_v6() {
   r.options.gamma = 0.75;
   r.options.reset = vecnorm::ReturnReset::before;
   const float R[2] = {3.5f, -0.125f};
-  r.values.emplace_back(8);
-  std::memcpy(r.values[0].data(), R, 8);
+  r.values = {bytes_of(R)};
   return s;
 }
 
@@ -982,15 +993,8 @@ State tiny_state_v7() {
   State s = tiny_state();
   s.options.stats_dtype = std::nullopt;
   s.table.keys.push_back({"d", Shape{}, DType::float64});
-  vecnorm::KeyState ks;
-  ks.stats_shape = Shape{2};
   const double loc[2] = {0.1, -3.0}, var[2] = {2.0, 0.5};
-  ks.loc.resize(16);
-  ks.var.resize(16);
-  std::memcpy(ks.loc.data(), loc, 16);
-  std::memcpy(ks.var.data(), var, 16);
-  ks.count = 7;
-  s.keys.push_back(ks);
+  s.keys.push_back(tiny_key(loc, var, 7));
   return s;
 }
 
@@ -1044,10 +1048,7 @@ State tiny_state_v7_returns() {
   r.options.reset = vecnorm::ReturnReset::before;
   const float rr[2] = {3.5f, -0.125f};
   const double rd[2] = {1.0, -2.5};
-  r.values.emplace_back(8);
-  std::memcpy(r.values[0].data(), rr, 8);
-  r.values.emplace_back(16);
-  std::memcpy(r.values[1].data(), rd, 16);
+  r.values = {bytes_of(rr), bytes_of(rd)};
   return s;
 }
 
@@ -1112,10 +1113,7 @@ TEST(CheckpointStatsDType, KeysThatAgreeAreStoredWithTheirDTypesCode) {
   rs.options.gamma = 0.5;
   const float rr[2] = {1.0f, 2.0f};
   const double rd[2] = {-1.0, 0.1};
-  rs.values.emplace_back(8);
-  std::memcpy(rs.values[0].data(), rr, 8);
-  rs.values.emplace_back(16);
-  std::memcpy(rs.values[1].data(), rd, 16);
+  rs.values = {bytes_of(rr), bytes_of(rd)};
   b = vecnorm::encode_state(r);
   EXPECT_EQ(b[8], 7u);
   const State rb = vecnorm::decode_state(b);

@@ -161,11 +161,7 @@ INSTANTIATE_TEST_SUITE_P(All, MultiKey,
                          ::testing::Combine(::testing::ValuesIn(vntest::test_backends()),
                                             ::testing::Values(Mode::per_element, Mode::pooled, Mode::stateless),
                                             ::testing::Values(Estimator::torchrl, Estimator::stable)),
-                         [](const ::testing::TestParamInfo<Param>& info) {
-                           return std::string(vntest::backend_name(std::get<0>(info.param))) + "_" +
-                                  vntest::mode_name(std::get<1>(info.param)) + "_" +
-                                  vntest::estimator_name(std::get<2>(info.param));
-                         });
+                         [](const ::testing::TestParamInfo<Param>& info) { return vntest::param_name(info.param); });
 
 // A key that was never present cannot be normalized or read: zero_count.
 TEST(MultiKeyFixed, NeverUpdatedKeyIsZeroCount) {

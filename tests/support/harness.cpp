@@ -25,6 +25,11 @@ const char* mode_name(Mode mode) {
 
 const char* estimator_name(vecnorm::Estimator e) { return e == vecnorm::Estimator::stable ? "stable" : "torchrl"; }
 
+std::string param_name(const std::tuple<vecnorm::Backend, Mode, vecnorm::Estimator>& p) {
+  return std::string(backend_name(std::get<0>(p))) + "_" + mode_name(std::get<1>(p)) + "_" +
+         estimator_name(std::get<2>(p));
+}
+
 vnref::Estimator to_ref(vecnorm::Estimator e) {
   return e == vecnorm::Estimator::stable ? vnref::Estimator::stable : vnref::Estimator::torchrl;
 }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <vecnorm/vecnorm.hpp>
@@ -27,6 +28,8 @@ const char* estimator_name(vecnorm::Estimator e);
 vnref::Estimator to_ref(vecnorm::Estimator e);
 std::string decay_name(double decay);  ///< "1", "0.9", "0.9999"
 inline void PrintTo(Mode m, std::ostream* os) { *os << mode_name(m); }
+/// A test parameter's name: "cpu_per_element_torchrl".
+std::string param_name(const std::tuple<vecnorm::Backend, Mode, vecnorm::Estimator>& p);
 
 struct Case {
   vecnorm::Backend backend = vecnorm::Backend::cpu;
