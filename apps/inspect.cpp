@@ -53,9 +53,10 @@ void print_table(const vecnorm::VecNorm& vn, const vecnorm::KeySpec& spec, bool 
               vecnorm::to_string(spec.dtype), spec.feature_shape.str().c_str(), stats.str().c_str(),
               vecnorm::to_string(vecnorm::stats_dtype_for(vn.options().stats_dtype, spec.dtype)),
               static_cast<long long>(count));
-  if (skipped > 0)
-    std::printf(", %lld %s with non-finite values skipped", static_cast<long long>(skipped),
-                vn.options().reduce_batch_dims ? "rows" : "elements");
+  if (skipped > 0)  // (per element: masked-out rows' elements too)
+    std::printf(vn.options().reduce_batch_dims ? ", %lld rows with non-finite values skipped"
+                                               : ", %lld element updates left out (non-finite values or masked rows)",
+                static_cast<long long>(skipped));
   std::printf("\n");
   if (count == 0) {
     std::printf("  never updated: no loc/scale yet\n");

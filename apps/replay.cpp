@@ -36,6 +36,7 @@ namespace {
 struct KeyBuffers {
   vecnorm::Buffer dx, dy;
   vecnorm::Buffer loc, var, count;
+  std::int64_t updates = 0;  ///< stateless: the steps that updated the key
 };
 
 /// What steps the keys. Stateful: `vn` itself. Stateless: stateless::step on
@@ -146,7 +147,9 @@ void allocate(Normalizer& norm, Inputs& inputs, const std::optional<vecnorm::Sta
         const vecnorm::KeyState& ks = loaded->keys[k];
         b.loc.copy_from_host(ks.loc.data(), ks.loc.size());
         b.var.copy_from_host(ks.var.data(), ks.var.size());
-        const std::vector<std::int64_t> c(numel, ks.count);
+        // Each element's own count: the key's less the updates it left out.
+        std::vector<std::int64_t> c(numel, ks.count);
+        for (std::size_t i = 0; i < ks.skips.size() && i < numel; ++i) c[i] -= ks.skips[i];
         b.count.copy_from_host(c.data(), c.size() * sizeof(std::int64_t));
       }
     }
@@ -263,7 +266,7 @@ class StepLoop {
         const vecnorm::TensorView loc = b.loc.view(stats_dtype, in.step_shape),
                                   var = b.var.view(stats_dtype, in.step_shape),
                                   count = b.count.view(vecnorm::DType::int64, in.step_shape);
-        items_.push_back({in.spec.key, x, y, {loc, var, count}, {loc, var, count}});
+        items_.push_back({in.spec.key, x, y, {loc, var, count}, {loc, var, count}, mask});
       } else {
         batch_.push_back({in.spec.key, x, y, mask});
       }
@@ -276,6 +279,8 @@ class StepLoop {
       if (norm_.stateless) {
         vecnorm::stateless::step(norm_.opt, norm_.table, items_,
                                  frozen ? vecnorm::Op::normalize : vecnorm::Op::update_and_normalize);
+        if (!frozen)
+          for (const std::size_t k : present_) ++norm_.buffers[k].updates;
       } else {
         norm_.vn.step(batch_);
       }
@@ -307,8 +312,9 @@ class StepLoop {
 // ---------------------------------------------------------------- the end
 
 /// Stateless: the statistics arrays as a per-element State, imported into `vn`
-/// for the read-outs and --save-state. Every element of a key was updated
-/// together, so its counts are all equal.
+/// for the read-outs and --save-state. The key's count is its updates (and the
+/// loaded state's); an element whose count is less (left out by --mask or a
+/// non-finite value) holds the difference in its skips, as a VecNorm does.
 void import_stateless_statistics(Normalizer& norm, const Inputs& inputs, const std::optional<vecnorm::State>& loaded) {
   vecnorm::State st = norm.vn.export_state();
   for (std::size_t k = 0; k < inputs.size(); ++k) {
@@ -319,9 +325,17 @@ void import_stateless_statistics(Normalizer& norm, const Inputs& inputs, const s
     b.var.copy_to_host(ks.var.data(), ks.var.size());
     std::vector<std::int64_t> c(static_cast<std::size_t>(in.step_shape.numel()));
     b.count.copy_to_host(c.data(), c.size() * sizeof(std::int64_t));
-    ks.count = c.empty() ? (loaded ? loaded->keys[k].count : 0) + in.rows : c.front();
-    if (std::any_of(c.begin(), c.end(), [&](std::int64_t v) { return v != ks.count; }))
-      throw InputError("internal: key '" + in.spec.key + "': stateless counts differ between elements");
+    ks.count = (loaded ? loaded->keys[k].count : 0) + b.updates;
+    ks.skips.assign(c.size(), 0);
+    ks.skipped = 0;
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      if (c[i] < 0 || c[i] > ks.count)
+        throw InputError("internal: key '" + in.spec.key + "': element " + std::to_string(i) + " has count " +
+                         std::to_string(c[i]) + ", expected 0 to " + std::to_string(ks.count));
+      ks.skips[i] = ks.count - c[i];
+      ks.skipped += ks.skips[i];
+    }
+    if (ks.skipped == 0) ks.skips.clear();
   }
   norm.vn.import_state(st);
 }
@@ -363,14 +377,10 @@ int run_replay(int argc, char** argv, int first) {
 
   const std::optional<vecnorm::State> loaded = read_loaded_state(a.load_state);
   Normalizer norm = make_normalizer(a, inputs, loaded);
-  // --mask: pooled statistics only (given, or those of a pooled --load-state).
+  // --mask: every mode (pooled: rows left out of the batch; per-element and
+  // stateless: the elements of those rows keep their statistics and count).
   std::optional<RowMask> mask;
-  if (!a.mask.empty()) {
-    if (!norm.opt.reduce_batch_dims)
-      throw UsageError("--mask needs pooled statistics (--reduce-batch-dims, or a pooled --load-state): a row mask "
-                       "leaves rows out of a pooled update");
-    mask.emplace(a.mask, T, inputs.front()->batch, norm.opt.backend);
-  }
+  if (!a.mask.empty()) mask.emplace(a.mask, T, inputs.front()->batch, norm.opt.backend);
   allocate(norm, inputs, loaded, !a.out_dir.empty());
 
   InterruptGuard interrupts;

@@ -36,8 +36,8 @@ const char* const kHelp =
     "  --mask FILE.npy       a row mask over time, [T, *batch] uint8 (numpy:\n"
     "                        mask.astype(np.uint8)), row t for step t: rows with 0 are\n"
     "                        left out of the updates of every key and still normalized\n"
-    "                        (pooled statistics: --reduce-batch-dims or a pooled\n"
-    "                        --load-state; not with --stateless)\n"
+    "                        (per-element statistics: their elements keep their\n"
+    "                        statistics and count)\n"
     "  --stateless           stateless mode: per-element statistics and counts\n"
     "  --stats-dtype T       auto (default: float64 for float64 inputs, float32 for\n"
     "                        the others), float32 or float64 statistics\n"
@@ -146,9 +146,6 @@ Args parse_args(int argc, char** argv, int first) {
   if (a.stateless && a.options.reduce_batch_dims)
     throw UsageError("--stateless and --reduce-batch-dims cannot be combined: stateless statistics are per element "
                      "(pooling is stateful only)");
-  if (a.stateless && !a.mask.empty())
-    throw UsageError("--stateless and --mask cannot be combined: a row mask leaves rows out of pooled statistics "
-                     "(stateless statistics are per element)");
   if (a.stateless && a.options.until > 0)
     throw UsageError("--stateless and --until cannot be combined: stateless statistics count per element (the "
                      "bound is on a key's one count)");

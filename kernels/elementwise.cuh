@@ -23,12 +23,16 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
   core::CountRule rule;
   rule.per_element = !PerKeyCount;
   rule.key_count = PerKeyCount && s.count_in ? *s.count_in : 0;
+  // A row mask (updates only): the elements of the rows it leaves out keep
+  // their statistics and count (with one count per key: one more skip each).
+  const std::uint8_t* mask = kUpdate ? s.mask : nullptr;
   // One count per key: the block's thread 0 computes the coefficients once (in
   // double) and shares them; varying counts: each thread, when its count
-  // changes. Once an element of the key has skipped (health counter != 0), an
-  // element's count is the key's less its skips.
-  std::int64_t cached = -1;
-  core::Coeffs<C> c{};
+  // changes. Once an element of the key has been left out (health counter !=
+  // 0), or when a mask may leave some out now, an element's count is the
+  // key's less its skips.
+  std::int64_t cached = -1, cached_masked = -1;
+  core::Coeffs<C> c{}, cm{};
   if constexpr (PerKeyCount) {
     __shared__ C shared_coeffs[3];
     __shared__ int shared_skips;
@@ -37,7 +41,8 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
       shared_coeffs[0] = c0.weight;
       shared_coeffs[1] = c0.inv_bc;
       shared_coeffs[2] = c0.var0;
-      shared_skips = (s.skips != nullptr && s.skipped != nullptr && read_counter(s.skipped) != 0) ? 1 : 0;
+      shared_skips =
+          (s.skips != nullptr && s.skipped != nullptr && (mask != nullptr || read_counter(s.skipped) != 0)) ? 1 : 0;
     }
     __syncthreads();
     c.weight = shared_coeffs[0];
@@ -46,23 +51,45 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
     rule.use_skips = shared_skips != 0;
   }
   const bool skip = kUpdate && p.skip != 0;
+  unsigned long long left_out = 0;  // this thread's elements left out of the update
 #pragma unroll
   for (int it = 0; it < kItems; ++it) {
     const std::int64_t i = base + static_cast<std::int64_t>(it) * kThreads;
     if (i >= n_elem) break;
     std::int64_t n = 0;
-    if (core::varying_counts(rule)) {
-      n = core::element_count(s, rule, i);
-      if (n != cached) {
-        c = core::element_coeffs<Est, C, kUpdate>(decay, n);
-        cached = n;
+    if (core::varying_counts(rule)) n = core::element_count(s, rule, i);
+    if constexpr (kUpdate) {
+      if (core::masked_out(mask, i, s.feat)) {  // its row is left out: normalized at its count
+        if (n != cached_masked) {
+          cm = core::element_coeffs<Est, C, false>(decay, n);
+          cached_masked = n;
+        }
+        core::masked_element_step<Est, S, C, kNormalize>(x, s, y, i, i, cm, eps);
+        core::record_update(s, rule, i, n, true);
+        ++left_out;
+        continue;
       }
+    }
+    if (core::varying_counts(rule) && n != cached) {
+      c = core::element_coeffs<Est, C, kUpdate>(decay, n);
+      cached = n;
     }
     const bool kept_out = core::element_step<Est, S, C, kUpdate, kNormalize, kUpdate>(x, s, y, i, i, c, eps, skip);
     if constexpr (kUpdate) {
       core::record_update(s, rule, i, n, kept_out);
-      if (kept_out && s.skipped != nullptr) add_counter(s.skipped, 1);
+      left_out += kept_out ? 1 : 0;
     }
+  }
+  if constexpr (kUpdate) {
+    // The health counter by the block's elements left out: one atomic a block
+    // (a row mask may leave out whole rows of every block).
+    __shared__ unsigned long long block_left_out;
+    if (threadIdx.x == 0) block_left_out = 0;
+    __syncthreads();
+    if (left_out > 0) atomicAdd(&block_left_out, left_out);
+    __syncthreads();
+    if (threadIdx.x == 0 && block_left_out > 0 && s.skipped != nullptr)
+      add_counter(s.skipped, static_cast<std::int64_t>(block_left_out));
   }
 }
 

@@ -34,11 +34,12 @@ struct ExternalStats {
   TensorView loc;    ///< stats dtype, the statistics shape (batch + feature; feature when pooled); required
   TensorView var;    ///< same; required
   TensorView count;  ///< int64: one value (shape [] or [1]) per key, or the statistics shape per element; required
-  /// Per-element statistics with one count per key and NonFinite::skip: the
-  /// updates each element left out (int64, the statistics shape; its count is
-  /// count - skips[i]) and the key's total (int64, shape [] or [1]). Required
-  /// there (they are part of the statistics), optional with pooled statistics
-  /// (skipped: rows left out), unused otherwise. Start them at zero.
+  /// Per-element statistics with one count per key: the updates each element
+  /// left out (int64, the statistics shape; its count is count - skips[i]) and
+  /// the key's total (int64, shape [] or [1]). Required there with
+  /// NonFinite::skip or a row mask (they are part of the statistics),
+  /// optional with pooled statistics (skipped: rows left out), unused
+  /// otherwise. Start them at zero.
   TensorView skips;
   TensorView skipped;
 };
@@ -49,7 +50,7 @@ struct ExternalItem {
   ConstTensorView x;  ///< batch + feature, the key's dtype (denormalize: output_dtype of it)
   TensorView y;       ///< batch + feature, output_dtype(x); may alias x. Unused by Op::update.
   ExternalStats stats;
-  ConstTensorView mask{};  ///< as KeyData::mask (pooled updates: rows with 0 left out)
+  ConstTensorView mask{};  ///< as KeyData::mask (updates: rows with 0 left out)
 };
 
 namespace external {

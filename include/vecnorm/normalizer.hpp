@@ -16,10 +16,13 @@ namespace vecnorm {
 
 /// One key of a stateful step: input x and output y (same shape; y has
 /// output_dtype(x.dtype) and may alias x). y is unused by VecNorm::update.
-/// `mask` (pooled statistics): one uint8 per batch row, the batch shape of x;
-/// a row whose value is 0 is left out of the update, as if it had not
-/// arrived (done or truncated environments), and its output is still
-/// produced. Empty (the default): every row. Read by updates only.
+/// `mask`: one uint8 per batch row, the batch shape of x; a row whose value is
+/// 0 is left out of the update, as if it had not arrived (done or truncated
+/// environments), and its output is still produced. Pooled statistics: the
+/// batch is the kept rows. Per-element statistics: the row's elements keep
+/// their statistics and count (one more skip each: KeyState::skips) and are
+/// normalized with them as they are. Empty (the default): every row. Read by
+/// updates only.
 struct KeyData {
   std::string_view key;
   ConstTensorView x;
@@ -33,13 +36,16 @@ struct KeyState {
   std::vector<std::uint8_t> loc;   ///< stats_shape.numel() values of the stats dtype
   std::vector<std::uint8_t> var;   ///< same
   std::int64_t count = 0;          ///< one count per key
-  /// Per-element mode with NonFinite::skip: for each statistics element, the
-  /// updates it left out (non-finite input); its own count is count - skips[i].
-  /// Empty when no element ever skipped (always empty when pooled).
+  /// Per-element mode: for each statistics element, the updates it left out
+  /// (non-finite input under NonFinite::skip, or its row masked out:
+  /// KeyData::mask); its own count is count - skips[i]. Empty when no element
+  /// was ever left out (always empty when pooled).
   std::vector<std::int64_t> skips;
-  /// Health counter: units left out of the statistics by NonFinite::skip
-  /// (elements in per-element mode, rows in pooled mode). Per-element mode:
-  /// equals the sum of skips.
+  /// Health counter: units left out of the statistics (elements in
+  /// per-element mode, rows in pooled mode) by NonFinite::skip, and in
+  /// per-element mode the elements of masked-out rows too (pooled mode's
+  /// masked-out rows are not counted: they are not part of the count
+  /// either). Per-element mode: equals the sum of skips.
   std::int64_t skipped = 0;
 };
 
@@ -142,8 +148,9 @@ class VecNorm {
   /// stats_shape(key)): count(key) less the updates the element skipped.
   /// Pooled mode: one value, count(key).
   std::vector<std::int64_t> element_counts(std::string_view key) const;
-  /// Health counter of NonFinite::skip: elements (per-element mode) or rows
-  /// (pooled mode) of `key` left out of the statistics so far.
+  /// Health counter: elements (per-element mode) or rows (pooled mode) of
+  /// `key` left out of the statistics so far by NonFinite::skip, and in
+  /// per-element mode those of rows a mask left out (KeyState::skipped).
   std::int64_t skipped(std::string_view key) const;
 
   /// A fixed transform with copies of every key's loc and scale; applying it

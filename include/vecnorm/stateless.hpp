@@ -37,6 +37,10 @@ struct StatelessItem {
   TensorView y;        ///< batch + feature, output_dtype(x); may alias x. Unused by Op::update.
   ConstStatsView in;   ///< statistics before the step
   StatsView out;       ///< statistics after the step; may alias `in`. Unused by Op::normalize.
+  /// As KeyData::mask: one uint8 per batch row (the batch shape of x), read by
+  /// updates; the elements of a row with 0 keep their statistics and count and
+  /// are still normalized (with their statistics as they are). Empty: every row.
+  ConstTensorView mask{};
 };
 
 namespace stateless {

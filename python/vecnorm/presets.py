@@ -134,5 +134,11 @@ def sb3_reward(num_envs: int, *, gamma: float = 0.99, **options: Any) -> RewardS
 def gymnasium_reward(num_envs: int = 1, *, gamma: float = 0.99, **options: Any) -> RewardScaler:
     """Gymnasium's ``NormalizeReward`` (``gamma=0.99``, ``epsilon=1e-8``): the
     return zeroed where an episode terminated before the reward is added, the
-    scaled reward not clipped."""
+    scaled reward not clipped. Its vector wrapper: in the NEXT_STEP autoreset
+    mode (the default) pass ``done=terminated`` and ``mask=~prev`` (``prev``:
+    the previous step's ``terminated | truncated``: the autoreset step is left
+    out, its return held); in the SAME_STEP mode pass ``done=terminated | prev``
+    and no mask (the returns of the rows that end at a step then hold their
+    last value where Gymnasium's are 0 already; the next step's reset zeroes
+    them before they are used)."""
     return RewardScaler((int(num_envs),), gamma=gamma, reset="before", **{"clip": math.inf, **options})

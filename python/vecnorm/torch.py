@@ -205,6 +205,14 @@ class VecNorm(nn.Module):
         self._stat_names = [f"{n}_{s}" for n in self.names for s in _STATS]
         self._bound = None  # the eager fast path (src/torch/eager.cpp), made on first use
         per_element_skips = self.nonfinite == "skip" and not self.reduce_batch_dims and bool(self.batch_shape)
+        # A row mask on per-element statistics counts the elements it leaves
+        # out in <key>_skips, which only nonfinite="skip" keeps.
+        self._mask_refusal: Optional[str] = None
+        if not self.reduce_batch_dims and bool(self.batch_shape) and self.nonfinite != "skip":
+            self._mask_refusal = (
+                f"vecnorm: mask: a row mask on per-element statistics (reduce_batch_dims=False) needs "
+                f"nonfinite='skip' (the elements it leaves out are counted in <key>_skips), got "
+                f"nonfinite={self.nonfinite!r}")
         for n in self.names:
             p = _buffer_prefix(n)
             shape = self.feature_shapes[n] if self.reduce_batch_dims else self.batch_shape + self.feature_shapes[n]
@@ -296,12 +304,17 @@ class VecNorm(nn.Module):
         normalizes them; returns the normalized keys (a dict, or a TensorDict
         for a TensorDict). Absent keys are neither updated nor returned.
 
-        ``mask`` (pooled statistics, ``reduce_batch_dims=True``): a bool or
-        uint8 tensor of the batch shape on the inputs' device; the rows where
-        it is False are left out of the update, as if they had not arrived
-        (done- or truncation-aware updates: they may hold anything, NaN
-        included), and are still normalized. Read on the device, no
-        synchronization. Ignored when frozen."""
+        ``mask``: a bool or uint8 tensor of the batch shape on the inputs'
+        device; the rows where it is False are left out of the update, as if
+        they had not arrived (done- or truncation-aware updates: they may hold
+        anything, NaN included), and are still normalized. Pooled statistics
+        (``reduce_batch_dims=True``) update with the kept rows; per-element
+        statistics leave the elements of the other rows as they are (their
+        counts do not move: ``<key>_skips``, which needs ``nonfinite="skip"``,
+        the default) and normalize them with their own statistics. Read on
+        the device, no synchronization. Ignored when frozen."""
+        if mask is not None and self._mask_refusal is not None:
+            raise ValueError(self._mask_refusal)
         if not _is_compiling() and type(batch) is dict:  # the eager fast path, inline: 1x17 steps
             b = self._bound
             if b is not None:
@@ -329,6 +342,8 @@ class VecNorm(nn.Module):
 
     def update(self, batch, mask: Optional[Tensor] = None) -> None:
         """Updates the statistics only (nothing when frozen); ``mask`` as in forward."""
+        if mask is not None and self._mask_refusal is not None:
+            raise ValueError(self._mask_refusal)
         if self._frozen or self._fast(batch, 1, mask) is not None:
             return
         _check_mask(mask)
@@ -413,7 +428,8 @@ class VecNorm(nn.Module):
         return int(self._stats(_buffer_prefix(key_name(key)))[2].item())
 
     def skipped(self, key: Key) -> int:
-        """Elements (per-element) or rows (pooled) left out by nonfinite='skip'."""
+        """Elements (per-element) or rows (pooled) left out by nonfinite='skip',
+        and on per-element statistics the elements of rows a mask left out."""
         t = self._stats(key_name(key))[4]
         return int(t.item()) if t.numel() == 1 else 0
 

@@ -91,17 +91,17 @@ std::int64_t elementwise_chunk(const X* x, const core::ElementStats<S>& st, out_
 }
 
 /// Elements [begin, end) of a per-element segment; returns the updates left out
-/// (NonFinite::skip). Two shapes of loop:
-///  * all elements share the key's count (no element has ever skipped): the
-///    vector loops above, one set of coefficients;
+/// (NonFinite::skip, and the elements of the rows a mask leaves out). Two
+/// shapes of loop:
+///  * all elements share the key's count (no element has ever been left
+///    out, no row mask): the vector loops above, one set of coefficients;
 ///  * counts vary per element (stateless, or per key less the element's
-///    skips): a scalar loop that recomputes the coefficients when the count
-///    changes.
+///    skips; every update with a row mask): a scalar loop that recomputes the
+///    coefficients when the count changes.
 template <class Est, class X, class S, Work kWork, bool kSkip>
 std::int64_t elementwise_range(const Plan& p, const Segment& s, bool per_element, bool use_skips,
                                std::int64_t key_count, double key_weight, double key_inv_bc, double key_var0,
-                               std::int64_t begin,
-                               std::int64_t end, bool stream) {
+                               const std::uint8_t* mask, std::int64_t begin, std::int64_t end, bool stream) {
   const core::CountRule rule{per_element, use_skips, key_count};
   using C = compute_t<X, S>;
   using Y = out_t<X>;
@@ -129,11 +129,23 @@ std::int64_t elementwise_range(const Plan& p, const Segment& s, bool per_element
     });
     return kept;
   }
-  std::int64_t cached = -1;
-  core::Coeffs<C> c{};
+  std::int64_t cached = -1, cached_masked = -1;
+  core::Coeffs<C> c{}, cm{};
   write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
     for (std::int64_t i = b; i < e; ++i) {
       const std::int64_t n = core::element_count(s, rule, i);
+      if constexpr (kUpdate) {
+        if (core::masked_out(mask, i, s.feat)) {  // its row is left out: normalized at its count
+          if (n != cached_masked) {
+            cm = core::element_coeffs<Est, C, false>(p.decay, n);
+            cached_masked = n;
+          }
+          core::masked_element_step<Est, S, C, kNormalize>(x, st, out, i, i - b, cm, eps);
+          core::record_update(s, rule, i, n, true);
+          ++kept;
+          continue;
+        }
+      }
       if (n != cached) {
         c = core::element_coeffs<Est, C, kUpdate>(p.decay, n);
         cached = n;
@@ -155,14 +167,14 @@ std::int64_t elementwise_range(const Plan& p, const Segment& s, bool per_element
 /// of a 1x17 step on this machine).
 template <class Est, class X, class S, Work kWork, bool kSkip>
 std::int64_t elementwise_all(const Plan& p, const Segment& s, const core::CountRule& rule,
-                             const core::Coeffs<double>& key_coeffs, bool stream) {
+                             const core::Coeffs<double>& key_coeffs, const std::uint8_t* mask, bool stream) {
   std::int64_t kept = 0;
   const bool per_element = rule.per_element, use_skips = rule.use_skips;
   const std::int64_t key_count = rule.key_count;
   const double weight = key_coeffs.weight, inv_bc = key_coeffs.inv_bc, var0 = key_coeffs.var0;
   parallel_for(s.rows * s.feat, max_threads(p.threads), kGrain, 64, [&](std::int64_t b, std::int64_t e, int) {
     const std::int64_t k = elementwise_range<Est, X, S, kWork, kSkip>(p, s, per_element, use_skips, key_count, weight,
-                                                                      inv_bc, var0, b, e, stream);
+                                                                      inv_bc, var0, mask, b, e, stream);
     if (k > 0) std::atomic_ref<std::int64_t>(kept).fetch_add(k, std::memory_order_relaxed);
   });
   return kept;
@@ -176,8 +188,6 @@ void elementwise_segment(const Plan& p, const Segment& s, Scratch& ws) {
   core::CountRule rule;
   rule.per_element = p.counts == CountLayout::per_element;
   rule.key_count = !rule.per_element && s.count_in != nullptr ? *s.count_in : 0;
-  // Counts per element also when the key's elements have skipped before.
-  rule.use_skips = !rule.per_element && s.skips != nullptr && s.skipped != nullptr && *s.skipped != 0;
   Work work = p.work;
   if (updates(work) && !rule.per_element && core::updates_stopped(p.decay, rule.key_count)) {
     // Options::until: the key's updates have stopped; a step only normalizes.
@@ -186,6 +196,13 @@ void elementwise_segment(const Plan& p, const Segment& s, Scratch& ws) {
     if (work == Work::update) return;
     work = Work::normalize;
   }
+  // A row mask (updates only): the elements of the rows it leaves out keep
+  // their statistics, and with one count per key add one to their skips.
+  const std::uint8_t* mask = updates(work) ? s.mask : nullptr;
+  // Counts per element also when the key's elements have been left out
+  // before (the health counter counts them) or a mask may leave some out now
+  // (the frontend gives a masked per-key segment skips and a health counter).
+  rule.use_skips = !rule.per_element && s.skips != nullptr && s.skipped != nullptr && (mask != nullptr || *s.skipped != 0);
   const bool stream = writes_output(work) && static_cast<std::size_t>(n) * sizeof(out_t<X>) >= kStreamBytes;
   // One count for the whole key: its coefficients once, shared with the keys
   // of the call that have the same count.
@@ -196,14 +213,14 @@ void elementwise_segment(const Plan& p, const Segment& s, Scratch& ws) {
   std::int64_t kept = 0;
   switch (work) {
     case Work::update_and_normalize:
-      kept = skip ? elementwise_all<Est, X, S, Work::update_and_normalize, true>(p, s, rule, kc, stream)
-                  : elementwise_all<Est, X, S, Work::update_and_normalize, false>(p, s, rule, kc, stream);
+      kept = skip ? elementwise_all<Est, X, S, Work::update_and_normalize, true>(p, s, rule, kc, mask, stream)
+                  : elementwise_all<Est, X, S, Work::update_and_normalize, false>(p, s, rule, kc, mask, stream);
       break;
     case Work::update:
-      kept = skip ? elementwise_all<Est, X, S, Work::update, true>(p, s, rule, kc, stream)
-                  : elementwise_all<Est, X, S, Work::update, false>(p, s, rule, kc, stream);
+      kept = skip ? elementwise_all<Est, X, S, Work::update, true>(p, s, rule, kc, mask, stream)
+                  : elementwise_all<Est, X, S, Work::update, false>(p, s, rule, kc, mask, stream);
       break;
-    default: elementwise_all<Est, X, S, Work::normalize, false>(p, s, rule, kc, stream); break;
+    default: elementwise_all<Est, X, S, Work::normalize, false>(p, s, rule, kc, nullptr, stream); break;
   }
   if (!updates(work)) return;
   // One count per key moves once per step (after the elements are done), and

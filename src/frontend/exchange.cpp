@@ -29,13 +29,16 @@ struct Hash {
 };
 
 /// What every rank's normalizer must agree on: the key table (names, feature
-/// sizes, dtypes) and the options that shape the update.
+/// sizes, each key's statistics dtype) and the options that shape the update.
+/// Not the input dtypes: the messages carry every rank's moments in double,
+/// whatever its input (a rank without the key -- the torch bridge's table then
+/// holds the statistics' dtype for the input's -- reaches the check that
+/// names the key instead of failing here).
 double signature(const CallConfig& cfg, const KeyTable& table) {
   Hash h;
   for (const KeySpec& k : table.keys) {
     h.add(k.name.data(), k.name.size());
     h.add(k.feature_shape.numel());
-    h.add(static_cast<int>(k.dtype));
     h.add(static_cast<int>(stats_dtype_for(cfg.stats_dtype, k.dtype)));  // each key's, however it was chosen
   }
   h.add(static_cast<int>(cfg.estimator));
@@ -100,7 +103,7 @@ void check_messages(const CallConfig& cfg, const KeyTable& table, const double* 
     if (core::double_bits(g[r * stride + 1]) != core::double_bits(g[1]))
       fail(ErrorCode::collective_error,
            where + "rank " + std::to_string(r) +
-               "'s normalizer differs from rank 0's: expected the same key table (names, feature shapes, dtypes) "
+               "'s normalizer differs from rank 0's: expected the same key table (names, feature shapes, statistics dtypes) "
                "and options (decay, eps, scale, clip, prior_count, unbiased, until, center, estimator, stats_dtype, "
                "nonfinite) on every rank" +
                unchanged);

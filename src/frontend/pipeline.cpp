@@ -77,14 +77,11 @@ void plan_key(const CallConfig& cfg, const KeyTable& table, const CallItem& item
            key_prefix(spec.name) + "batch shape: expected " + buf.batch.str() + " (the batch shape of key '" +
                table.keys[static_cast<std::size_t>(buf.keys.front())].name + "' in this call), got " + io.batch.str());
   }
-  // A row mask: pooled updates only (per-element statistics would need a
-  // count per element); read by updates only.
+  // A row mask, read by updates only: pooled statistics leave its rows out of
+  // the batch; per-element statistics the elements of its rows (each keeps
+  // its count: one more skip with one count per key).
   const std::uint8_t* mask = nullptr;
   if (item.mask != nullptr && !(item.mask->data == nullptr && item.mask->shape.ndim() == 0) && updates(cfg.work)) {
-    if (!cfg.pooled)
-      fail(ErrorCode::invalid_argument,
-           key_prefix(spec.name) + "mask: expected none with per-element statistics (a row mask needs pooled "
-                                   "statistics: reduce_batch_dims), got one of shape " + item.mask->shape.str());
     check_stats_view(spec.name, "mask", *item.mask, DType::uint8, io.batch, cfg.device);
     mask = static_cast<const std::uint8_t*>(item.mask->data);
   }

@@ -101,7 +101,7 @@ struct CallItem {
   const ConstTensorView* mask;  ///< null: the item has none
 };
 inline CallItem call_item(const KeyData& d) { return {d.key, &d.x, &d.y, &d.mask}; }
-inline CallItem call_item(const StatelessItem& d) { return {d.key, &d.x, &d.y, nullptr}; }
+inline CallItem call_item(const StatelessItem& d) { return {d.key, &d.x, &d.y, &d.mask}; }
 inline CallItem call_item(const ExternalItem& d) { return {d.key, &d.x, &d.y, &d.mask}; }
 
 /// Validates one key of a call into a new segment of `buf`.

@@ -70,10 +70,13 @@ void bind_views(const CallConfig& cfg, const KeyTable& table, const ViewArgs& a,
   if (cfg.pooled && a.skips.data)
     fail(ErrorCode::invalid_argument,
          key_prefix(key) + "skips: expected none with pooled statistics (whole rows are left out), got a view");
-  if (!per_element && element_stats && cfg.nonfinite == NonFinite::skip && (!a.skips.data || !a.skipped.data))
+  // A row mask leaves elements out too (Segment::mask is set for updates only).
+  const bool leaves_out = cfg.nonfinite == NonFinite::skip || s.mask != nullptr;
+  if (!per_element && element_stats && leaves_out && (!a.skips.data || !a.skipped.data))
     fail(ErrorCode::invalid_argument,
          key_prefix(key) + "skips and skipped: expected views (int64 " + shape.str() +
-             " and int64 []) with per-element statistics, one count per key and nonfinite = skip, got " +
+             " and int64 []) with per-element statistics, one count per key and " +
+             (cfg.nonfinite == NonFinite::skip ? "nonfinite = skip" : "a row mask") + ", got " +
              (a.skips.data ? "no skipped" : "no skips"));
   if (a.skips.data) check_stats_view(key, "statistics skips", a.skips, DType::int64, shape, cfg.device);
   if (a.skipped.data) check_scalar_view(key, "statistics skipped", a.skipped, cfg.device);

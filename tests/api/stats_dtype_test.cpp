@@ -410,6 +410,47 @@ TEST(StatsDTypeRanks, RanksMergeKeysOfBothDTypes) {
   }
 }
 
+// Ranks whose inputs of a key differ in dtype (float16 on one, float32 on the
+// other) share its float32 statistics: the messages carry moments in double,
+// and the exchange's signature holds each key's statistics dtype, not its
+// input's. As one normalizer over every rank's rows (values exact in float16).
+TEST(StatsDTypeRanks, InputDTypesMayDifferAcrossRanks) {
+  for (Backend backend : vntest::test_backends()) {
+    vecnorm::Options base = vntest::pooled_cumulative_options(backend);
+    base.stats_dtype.reset();  // each key's from its input: float32 for both
+    const auto group = vecnorm::thread_group(2);
+    std::vector<std::unique_ptr<vecnorm::VecNorm>> vns;
+    for (int r = 0; r < 2; ++r) {
+      vecnorm::Options o = base;
+      o.collective = group[static_cast<std::size_t>(r)];
+      const DType in = r == 0 ? DType::float16 : DType::float32;
+      vns.push_back(std::make_unique<vecnorm::VecNorm>(o, vecnorm::KeyTable{Shape{3}, {{"obs", Shape{2}, in}}}));
+    }
+    vecnorm::VecNorm single(base, {Shape{6}, {{"obs", Shape{2}, DType::float32}}});
+    const std::vector<double> all = {1, 2, 3.5, -4, 0.5, 6, 7, -8, 9, 10.5, 11, 12};
+    vntest::on_ranks(2, [&](int r) {
+      const std::vector<double> part(all.begin() + 6 * r, all.begin() + 6 * r + 6);
+      DeviceBuffer xb = DeviceBuffer::from_values(backend, r == 0 ? DType::float16 : DType::float32, Shape{3, 2}, part);
+      const std::vector<vecnorm::KeyData> items = {{"obs", xb.cview(), {}}};
+      vns[static_cast<std::size_t>(r)]->update(items);
+    });
+    DeviceBuffer xb = DeviceBuffer::from_values(backend, DType::float32, Shape{6, 2}, all);
+    const std::vector<vecnorm::KeyData> items = {{"obs", xb.cview(), {}}};
+    single.update(items);
+    const auto want_loc = single.loc("obs"), want_scale = single.scale("obs");
+    EXPECT_NEAR(want_loc[0], 32.0 / 6.0, 1e-6) << "the closed form";
+    for (int r = 0; r < 2; ++r) {
+      const std::string at = std::string(vntest::backend_name(backend)) + " rank " + std::to_string(r);
+      EXPECT_EQ(vns[static_cast<std::size_t>(r)]->count("obs"), 6) << at;
+      const auto loc = vns[static_cast<std::size_t>(r)]->loc("obs"), scale = vns[static_cast<std::size_t>(r)]->scale("obs");
+      for (std::size_t f = 0; f < 2; ++f) {
+        EXPECT_NEAR(loc[f], want_loc[f], 1e-6 * (1.0 + std::abs(want_loc[f]))) << at;
+        EXPECT_NEAR(scale[f], want_scale[f], 1e-6 * want_scale[f]) << at;
+      }
+    }
+  }
+}
+
 // A shared segment of keys of both statistics dtypes: attached with the
 // default it steps as a VecNorm does, bit for bit; attached with float32
 // statistics it is refused by name.

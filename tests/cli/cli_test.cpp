@@ -1413,21 +1413,31 @@ TEST(AnchorFlags, InspectShowsEachKeysStatisticsDType) {
 // estimator stable at decay 1: the mean and population variance of every kept
 // row so far), a step leaving out every row, left-out rows holding NaN; on the
 // CPU, and on the CUDA backend under the emulator where that build exists.
+/// T steps of B rows of F float32 values (3 (f + row_shift i) + 2 z) and
+/// their row mask: step 2 leaves out every row, others the rows with
+/// (t + i) % 3 == 0 (none at step 0 when keep_first); left-out rows hold NaN at step 3.
+void masked_rows(std::int64_t T, std::int64_t B, std::int64_t F, std::mt19937_64& rng, bool keep_first,
+                 double row_shift, std::vector<double>& x, std::vector<double>& mask) {
+  std::normal_distribution<double> z(0.0, 1.0);
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::int64_t i = 0; i < B; ++i) {
+      const bool keep = (keep_first && t == 0) || (t != 2 && (t + i) % 3 != 0);
+      mask.push_back(keep ? 1.0 : 0.0);
+      for (std::int64_t f = 0; f < F; ++f) {
+        const double v = static_cast<double>(static_cast<float>(
+            3.0 * (static_cast<double>(f) + row_shift * static_cast<double>(i)) + 2.0 * z(rng)));
+        x.push_back(!keep && t == 3 ? std::nan("") : v);
+      }
+    }
+}
+
 TEST(ReplayMask, LeavesTheMaskedRowsOutOfTheUpdates) {
   TempDir dir;
   const std::int64_t T = 5, B = 6, F = 2;
   std::vector<double> x, mask;
   std::mt19937_64 rng(5);
   std::normal_distribution<double> z(0.0, 1.0);
-  for (std::int64_t t = 0; t < T; ++t)
-    for (std::int64_t i = 0; i < B; ++i) {
-      const bool keep = t != 2 && (t + i) % 3 != 0;  // step 2 leaves out every row
-      mask.push_back(keep ? 1.0 : 0.0);
-      for (std::int64_t f = 0; f < F; ++f) {
-        const double v = static_cast<double>(static_cast<float>(3.0 * static_cast<double>(f) + 2.0 * z(rng)));
-        x.push_back(!keep && t == 3 ? std::nan("") : v);
-      }
-    }
+  masked_rows(T, B, F, rng, false, 0.0, x, mask);
   // A second key from step 2 on (a reward absent on the first steps): its
   // row t - 2 takes the mask's row t.
   std::vector<double> rew;
@@ -1501,12 +1511,72 @@ TEST(ReplayMask, LeavesTheMaskedRowsOutOfTheUpdates) {
                  {"--mask", "shape [5, 7], expected [5, 6]"}, dir / "bad");
   expect_failure(run(dir, {"replay", "--reduce-batch-dims", "--mask", mf, "--out", dir / "bad", "obs=" + in}), 1,
                  {"--mask", "dtype float32, expected uint8"}, dir / "bad");
-  expect_failure(run(dir, {"replay", "--stateless", "--mask", m, "obs=" + in}), 2,
-                 {"--stateless and --mask cannot be combined"}, "");
-  expect_failure(run(dir, {"replay", "--mask", m, "--out", dir / "bad", "obs=" + in}), 2,
-                 {"--mask needs pooled statistics (--reduce-batch-dims, or a pooled --load-state)"}, dir / "bad");
   expect_failure(run(dir, {"replay", "--reduce-batch-dims", "--mask", dir / "none.npy", "obs=" + in}), 1,
                  {"--mask: ", "none.npy", "astype(np.uint8)"}, "");
+}
+
+// --mask with per-element statistics (stateful and --stateless): the elements
+// of a masked row keep their statistics and count and are still normalized
+// with them. Against the naive reference per element (stable at decay 1: the
+// mean and population variance of that element's kept values so far); on the
+// CPU and on the CUDA backend under the emulator where that build exists.
+TEST(ReplayMask, PerElementAndStatelessKeepEachElementsOwnCount) {
+  TempDir dir;
+  const std::int64_t T = 6, B = 5, F = 2;
+  std::vector<double> x, mask;
+  std::mt19937_64 rng(6);
+  masked_rows(T, B, F, rng, true, 1.0, x, mask);  // each element its own mean
+  const std::string in = dir / "obs.npy", m = dir / "mask.npy";
+  write_npy(in, DType::float32, {T, B, F}, x);
+  write_npy(m, DType::uint8, {T, B}, mask);
+  std::vector<std::pair<std::string, std::vector<std::string>>> runs = {{kCli, {}}, {kCli, {"--stateless"}}};
+#ifdef VECNORM_CLI_EMULATED
+  runs.push_back({VECNORM_CLI_EMULATED, {"--backend", "cuda"}});
+  runs.push_back({VECNORM_CLI_EMULATED, {"--backend", "cuda", "--stateless"}});
+#endif
+  int n_run = 0;
+  for (const auto& [cli, extra] : runs) {
+    const std::string out = dir / ("out" + std::to_string(n_run++));
+    std::vector<std::string> args = {"replay", "--estimator", "stable", "--decay", "1", "--scale",
+                                     "sqrt_var_plus_eps", "--eps", "1e-8", "--mask", m, "--out", out,
+                                     "--save-state", out + ".vnck"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back("obs=" + in);
+    const RunResult r = run_exe(cli, args, dir.path());
+    ASSERT_EQ(r.code, 0) << describe(r);
+    const NpyContent c = read_npy(out + "/obs.npy");
+    ASSERT_TRUE(c.ok) << c.error;
+    std::vector<std::vector<double>> kept(static_cast<std::size_t>(B * F));
+    for (std::int64_t t = 0; t < T; ++t)
+      for (std::int64_t i = 0; i < B; ++i)
+        for (std::int64_t f = 0; f < F; ++f) {
+          const std::size_t e = static_cast<std::size_t>(i * F + f), j = static_cast<std::size_t>(t * B * F) + e;
+          if (mask[static_cast<std::size_t>(t * B + i)] != 0.0) kept[e].push_back(x[j]);
+          if (std::isnan(x[j])) {
+            EXPECT_TRUE(std::isnan(c.values[j])) << "step " << t << " row " << i;  // still produced
+            continue;
+          }
+          double mean = 0.0, var = 0.0;
+          const double n = static_cast<double>(kept[e].size());
+          for (const double v : kept[e]) mean += v / n;
+          for (const double v : kept[e]) var += (v - mean) * (v - mean) / n;
+          const double want = (x[j] - mean) / std::sqrt(var + 1e-8);
+          EXPECT_NEAR(c.values[j], want, 1e-6 * std::max(1.0, std::abs(want)))
+              << cli << " " << (extra.empty() ? "" : extra.back()) << " step " << t << " row " << i << " feature "
+              << f << " (kept " << mask[static_cast<std::size_t>(t * B + i)] << ")";
+        }
+    // The saved state: the key's count is its steps, and every element's
+    // count less its skips the rows kept for it (stateless too: its arrays
+    // become the same per-element state).
+    const RunResult ins = run(dir, {"inspect", "--json", out + ".vnck"});
+    ASSERT_EQ(ins.code, 0) << describe(ins);
+    Json j;
+    ASSERT_NO_THROW(j = parse_json(ins.out)) << ins.out;
+    EXPECT_EQ(static_cast<std::int64_t>(j["keys"]["obs"]["count"].num), T) << ins.out;
+    std::int64_t left_out = 0;
+    for (const double k : mask) left_out += k == 0.0 ? F : 0;
+    EXPECT_EQ(static_cast<std::int64_t>(j["keys"]["obs"]["skipped"].num), left_out) << ins.out;
+  }
 }
 
 // ---------------------------------------------------------------- interrupts

@@ -250,7 +250,18 @@ def _failing(rank: int, store: str, tmp: str):
     unchanged = all(torch.equal(v, vn.state_dict()[k]) for k, v in before.items())
     # And the group still works: a good step everywhere.
     vn(batch_of(rank, 3, torch.float32))
-    torch.save({"said": said, "unchanged": unchanged}, os.path.join(tmp, f"fail{rank}.pt"))
+    # A float16 key absent on one rank (its statistics float32): named as such on every rank.
+    before = {k: v.clone() for k, v in vn.state_dict().items()}
+    batch = batch_of(rank, 4, torch.float16)
+    if rank == 1:
+        del batch["reward"]
+    absent = ""
+    try:
+        vn(batch)
+    except (RuntimeError, ValueError) as e:
+        absent = f"{type(e).__name__}: {e}"
+    unchanged = unchanged and all(torch.equal(v, vn.state_dict()[k]) for k, v in before.items())
+    torch.save({"said": said, "absent": absent, "unchanged": unchanged}, os.path.join(tmp, f"fail{rank}.pt"))
     dist.destroy_process_group()
 
 
@@ -265,6 +276,8 @@ def test_a_rank_that_fails_makes_every_rank_fail_and_changes_nothing(tmp_path):
         else:
             assert got["said"].startswith("RuntimeError") and "rank 2 failed its step (shape_mismatch" in got["said"], \
                 got["said"]
+        assert ("key 'reward': expected on every rank or on none, got it from rank(s) 0, 2, 3 but not from rank(s) 1"
+                in got["absent"]), got["absent"]
 
 
 def _disappearing(rank: int, store: str, tmp: str):

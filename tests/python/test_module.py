@@ -186,6 +186,18 @@ def _masks(steps, rows, seed):
     return m
 
 
+def _masked_step(n, d, mask, path: str, rows: int):
+    """A masked step of module n on the path named: the operators (a
+    TensorDict), update then normalize, or the eager fast path (a dict)."""
+    if path == "tensordict":
+        tensordict = pytest.importorskip("tensordict")
+        return n(tensordict.TensorDict(d, batch_size=[rows]), mask=mask)
+    if path == "update":
+        n.update(d, mask=mask)
+        return n.normalize(d)
+    return n(d, mask=mask)
+
+
 @pytest.mark.parametrize("path", ["dict", "tensordict", "update", "uint8", "strided"])
 @pytest.mark.parametrize("estimator", ["torchrl", "stable"])
 def test_row_mask_leaves_rows_out_of_the_update(path, estimator):
@@ -211,14 +223,7 @@ def test_row_mask_leaves_rows_out_of_the_update(path, estimator):
         d = {"observation": x, "reward": r}
         mask = m.to(torch.uint8) if path == "uint8" else torch.stack([m, ~m], 1)[:, 0] if path == "strided" else m
         assert path != "strided" or not mask.is_contiguous()
-        if path == "tensordict":
-            tensordict = pytest.importorskip("tensordict")
-            out = n(tensordict.TensorDict(d, batch_size=[rows]), mask=mask)
-        elif path == "update":
-            n.update(d, mask=mask)
-            out = n.normalize(d)
-        else:
-            out = n(d, mask=mask)
+        out = _masked_step(n, d, mask, path, rows)
         if m.any():
             ro.update(obs[t][m].numpy())
             rr.update(rew[t][m].numpy())
@@ -231,6 +236,37 @@ def test_row_mask_leaves_rows_out_of_the_update(path, estimator):
         np.testing.assert_allclose(out["reward"].numpy(), rr.normalize(r.numpy()), rtol=1e-9, atol=1e-9)
         assert n.count("observation") == ro.count and n.count("reward") == rr.count
     assert n.skipped("observation") == 0 and n.skipped("reward") == 0
+
+
+@pytest.mark.parametrize("path", ["dict", "tensordict", "update"])
+@pytest.mark.parametrize("estimator", ["torchrl", "stable"])
+def test_row_mask_on_per_element_statistics(path, estimator):
+    """forward(batch, mask=) on per-element statistics (reduce_batch_dims=False,
+    VecNormV2's default): the elements of the rows where the mask is False keep
+    their statistics and count (NaN in them is nothing) and are normalized
+    with them; each row against a float64 reference of its own, updated at the
+    steps that kept it. The counts of the elements: count less skips."""
+    rows, steps = 6, 9
+    obs = make_data(steps, (rows,), (3,), seed=31, dtype=torch.float64)
+    masks = _masks(steps, rows, seed=32)
+    masks[0][:] = True  # every element starts with a sample
+    n = vt.VecNorm({"observation": (3,)}, batch_shape=(rows,), decay=0.95, estimator=estimator,
+                   stats_dtype=torch.float64)
+    refs = [Reference((3,), 0.95, 1e-4, estimator) for _ in range(rows)]
+    for t in range(steps):
+        m = masks[t]
+        x = obs[t].clone()
+        x[~m, 1] = float("nan")
+        d = {"observation": x}
+        out = _masked_step(n, d, m, path, rows)
+        for r in range(rows):
+            if m[r]:
+                refs[r].update(obs[t][r].numpy())
+            np.testing.assert_allclose(out["observation"][r].numpy(), refs[r].normalize(x[r].numpy()),
+                                       rtol=1e-9, atol=1e-9, err_msg=f"step {t} row {r}")
+        counts = n.observation_count.item() - n.observation_skips
+        assert counts.tolist() == [[refs[r].count] * 3 for r in range(rows)]
+    assert n.skipped("observation") == sum(3 * int((~m).sum()) for m in masks)
 
 
 @pytest.mark.parametrize("path", ["dict", "tensordict"])
@@ -254,8 +290,14 @@ def test_row_mask_errors_name_the_key_and_change_nothing(path):
         pooled(batch, mask=torch.ones(4, dtype=torch.int8))
     with pytest.raises(TypeError, match="mask: expected a Tensor or None, got list"):
         pooled(batch, mask=[1, 1, 1, 1])
-    with pytest.raises(ValueError, match="key 'observation': mask: expected none with per-element statistics"):
-        per_element(batch, mask=torch.ones(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"key 'observation': mask shape: expected \[4\], got \[2, 2\]"):
+        per_element(batch, mask=torch.ones(2, 2, dtype=torch.bool))
+    # per-element statistics keep the elements a mask leaves out in <key>_skips (nonfinite="skip")
+    strict = vt.VecNorm({"observation": (3,)}, batch_shape=(4,), nonfinite="error")
+    for call in (strict, strict.update):
+        with pytest.raises(ValueError, match="a row mask on per-element statistics .* needs nonfinite='skip'"):
+            call(batch, mask=torch.ones(4, dtype=torch.bool))
+    assert strict.count("observation") == 0
     for m, b in zip((pooled, per_element), before):
         for k, v in m.state_dict().items():
             assert torch.equal(v, b[k]), k

@@ -227,11 +227,12 @@ def test_matches_gymnasium_normalize_reward(capsys):
         print(f"\n[reward] gymnasium NormalizeReward: {steps} steps; largest difference: scaled reward {worst:.2g}")
 
 
-def gymnasium_vector_run(rewards, terminated, truncated, gamma):
-    """Gymnasium's own vector NormalizeReward over a stub VectorEnv in its
-    default NEXT_STEP autoreset mode whose step returns the scripted rewards and
-    episode ends (the step after a done is the autoreset step: reward 0, no
-    end). Its scaled rewards, accumulated rewards (float32) and return_rms."""
+def gymnasium_vector_run(rewards, terminated, truncated, gamma, mode="NEXT_STEP"):
+    """Gymnasium's own vector NormalizeReward over a stub VectorEnv in the
+    autoreset mode `mode` (NEXT_STEP, the default: the step after a done is the
+    autoreset step, reward 0, no end; SAME_STEP: the done step resets) whose
+    step returns the scripted rewards and episode ends. Its scaled rewards,
+    accumulated rewards (float32) and return_rms."""
     gym = pytest.importorskip("gymnasium")
     from gymnasium.vector import AutoresetMode, VectorEnv
     from gymnasium.vector.utils import batch_space
@@ -242,7 +243,7 @@ def gymnasium_vector_run(rewards, terminated, truncated, gamma):
     class Scripted(VectorEnv):
         def __init__(self):
             self.num_envs = envs
-            self.metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+            self.metadata = {"autoreset_mode": getattr(AutoresetMode, mode)}
             self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
             self.observation_space = batch_space(self.single_observation_space, envs)
             self.single_action_space = gym.spaces.Discrete(2)
@@ -305,6 +306,42 @@ def test_matches_gymnasium_vector_normalize_reward_with_autoreset_steps(capsys):
         print(f"\n[reward] gymnasium vector NormalizeReward (NEXT_STEP autoreset): {steps} steps x {envs} envs, "
               f"{held} autoreset rows held; largest difference: scaled reward {worst_y:.2g}, var {worst_v:.2g} "
               f"(relative; float32 statistics); returns equal")
+
+
+def test_matches_gymnasium_vector_normalize_reward_in_same_step_autoreset_mode(capsys):
+    """Gymnasium's SAME_STEP autoreset mode: every row is active; the return is
+    R = gamma R (1 - terminated) + r, then zeroed where terminated | truncated.
+    The scaler's "before" reset with done = terminated | previous (terminated |
+    truncated) and no mask gives the same R at every step (the statistics and
+    the scaled rewards); the returns it holds differ only in the rows that
+    ended at this step (Gymnasium's are 0 already, the scaler's are zeroed by
+    the next step's reset, before they are used)."""
+    steps, envs, gamma = 300, 8, 0.99
+    rng = np.random.default_rng(16)
+    rewards = (0.3 + 2.0 * rng.standard_normal((steps, envs))).astype(np.float32)
+    terminated = rng.random((steps, envs)) < 0.04
+    truncated = ~terminated & (rng.random((steps, envs)) < 0.03)
+    want = gymnasium_vector_run(rewards, terminated, truncated, gamma, mode="SAME_STEP")
+    rs = presets.gymnasium_reward(envs, gamma=gamma, stats_dtype=torch.float32)
+    prev = torch.zeros(envs, dtype=torch.bool)
+    worst_y = worst_v = 0.0
+    for t in range(steps):
+        done = torch.from_numpy(terminated[t])
+        y = rs(torch.from_numpy(rewards[t]), done=done | prev)
+        prev = torch.from_numpy(terminated[t] | truncated[t])
+        wy, wr, wv, wc = want[t]
+        ours = np.where(prev.numpy(), 0.0, rs.returns.double().numpy())
+        assert np.array_equal(ours, wr), f"step {t}: the returns"
+        assert rs.statistics.count("reward") + 1e-4 == pytest.approx(wc, rel=1e-12), f"step {t}: count"
+        dy = float(np.max(np.abs(y.double().numpy() - wy) / np.maximum(1.0, np.abs(wy))))
+        dv = abs(float(rs.statistics.reward_var) - wv) / wv
+        assert dy <= 1e-5 and dv <= 1e-5, f"step {t}: y {dy:.3g}, var {dv:.3g}"
+        worst_y, worst_v = max(worst_y, dy), max(worst_v, dv)
+    assert int(truncated.sum()) > 0 and int(terminated.sum()) > 0
+    with capsys.disabled():
+        print(f"\n[reward] gymnasium vector NormalizeReward (SAME_STEP autoreset): {steps} steps x {envs} envs, "
+              f"{int(terminated.sum())} terminated, {int(truncated.sum())} truncated; largest difference: scaled "
+              f"reward {worst_y:.2g}, var {worst_v:.2g} (relative; float32 statistics); returns equal")
 
 
 def test_frozen_state_dict_and_compile_follow_the_eager_module():

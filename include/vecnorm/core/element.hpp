@@ -165,4 +165,25 @@ VECNORM_HD bool element_step(const X* x, const Stats& st, Y* out, std::int64_t i
   return kept_out;
 }
 
+/// True when a row mask (KeyData::mask: one byte per batch row, null: none)
+/// leaves out element i of a per-element segment of `feat` elements a row.
+VECNORM_HD bool masked_out(const std::uint8_t* mask, std::int64_t i, std::int64_t feat) {
+  return mask != nullptr && mask[i / feat] == 0;
+}
+
+/// Element i of an update whose row a mask leaves out: its statistics are
+/// written back as they are (the caller records it as left out: its count does
+/// not move), and kNormalize normalizes it with its statistics at its count n,
+/// `nc` = normalize_coeffs(n), as a normalize call would (not with the
+/// coefficients of n + 1 that an updated element's normalization takes).
+template <class Est, class S, class C, bool kNormalize, class X, class Y, class Stats>
+VECNORM_HD void masked_element_step(const X* x, const Stats& st, Y* out, std::int64_t i, std::int64_t j,
+                                    const Coeffs<C>& nc, const ScaleRule<C>& sr) {
+  const S* loc_in = static_cast<const S*>(st.loc_in);
+  const S* var_in = static_cast<const S*>(st.var_in);
+  static_cast<S*>(st.loc_out)[i] = loc_in != nullptr ? loc_in[i] : S(0);
+  static_cast<S*>(st.var_out)[i] = var_in != nullptr ? var_in[i] : S(0);
+  if constexpr (kNormalize) element_step<Est, S, C, false, true, false>(x, st, out, i, j, nc, sr);
+}
+
 }  // namespace vecnorm::core
