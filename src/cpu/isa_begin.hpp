@@ -15,7 +15,17 @@
 #ifndef VECNORM_CPU_ISA
 #define VECNORM_CPU_ISA baseline
 #endif
+#if defined(__clang__)
+// Clang ignores `#pragma GCC target`: the same targets as an attribute of
+// every function defined from here to isa_end.hpp (its tuning flag for
+// 512-bit vectors is a command-line option, -mprefer-vector-width, which
+// CMakeLists.txt gives the AVX-512 build).
 #if defined(VECNORM_CPU_AVX2_BUILD)
+#pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
+#elif defined(VECNORM_CPU_AVX512_BUILD)
+#pragma clang attribute push(__attribute__((target("avx2,avx512f,avx512vl,avx512dq,avx512bw"))), apply_to = function)
+#endif
+#elif defined(VECNORM_CPU_AVX2_BUILD)
 #pragma GCC push_options
 #pragma GCC target("avx2")
 #elif defined(VECNORM_CPU_AVX512_BUILD)

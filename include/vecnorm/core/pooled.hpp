@@ -77,7 +77,7 @@ struct PooledOps {
   }
   /// One shifted value d = x - K into the sums (a scalar or a vector register).
   template <class V>
-  static VECNORM_HD void reduce(V& s1, V& s2, V d) {
+  static VECNORM_HD void reduce(V& s1, V& s2, const V& d) {  // (by reference: a vector by value to a function outside an ISA build changes the ABI under Clang)
     s1 += d;
     s2 += d * d;
   }
