@@ -59,7 +59,8 @@ namespace external {
 /// counted as `counts` (per_element: not with options.reduce_batch_dims).
 /// Op::normalize needs every count > 0 (Error(zero_count) naming the key; on a
 /// device the counts are copied to the host for this check, one
-/// synchronization: normalize-only calls only). `workspace`: the scratch to use
+/// synchronization: normalize-only calls only), but with a prior
+/// (Options::prior_count > 0: count 0 normalizes with the prior's map; no check). `workspace`: the scratch to use
 /// (null: one kept per thread, stream and Options::allocator, whose memory it takes).
 void step(const Options& options, const KeyTable& table, CountLayout counts, std::span<const ExternalItem> items,
           Op op = Op::update_and_normalize, Stream stream = {}, Workspace* workspace = nullptr);

@@ -106,6 +106,8 @@ class VecNorm {
   void update(std::span<const KeyData> batch, Stream stream = {});
   void update(std::initializer_list<KeyData> batch, Stream stream = {}) { update(as_span(batch), stream); }
   /// Normalize with the current statistics; nothing is updated.
+  /// Error(zero_count) for a key never updated, but with a prior
+  /// (Options::prior_count > 0: the prior's map).
   void normalize(std::span<const KeyData> batch, Stream stream = {}) const;
   void normalize(std::initializer_list<KeyData> batch, Stream stream = {}) const {
     normalize(as_span(batch), stream);
@@ -136,7 +138,7 @@ class VecNorm {
 
   /// The mean that normalize subtracts now (bias-corrected; 0 when
   /// Options::center is false), C order over stats_shape(key).
-  /// Error(zero_count) when the key was never updated.
+  /// Error(zero_count) when the key was never updated (but with a prior: 0).
   std::vector<double> loc(std::string_view key) const;
   /// The scale that normalize uses now: max(sqrt(max(var, 0)), eps).
   std::vector<double> scale(std::string_view key) const;

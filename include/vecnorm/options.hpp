@@ -84,7 +84,12 @@ struct Options {
   double clip = std::numeric_limits<double>::infinity();
   /// The stable estimator's prior: the statistics start as n0 = prior_count
   /// pseudo-samples of mean 0 and variance 1 (Stable-Baselines3: 1e-4,
-  /// rl_games and skrl: 1). 0 (the default): no prior. >= 0, finite.
+  /// rl_games and skrl: 1). With a prior, a key never updated (count 0)
+  /// normalizes with the prior's map (mean 0, variance 1), as those libraries
+  /// normalize with their initial state; without one that is Error(zero_count).
+  /// A prior of weight below 2^-53 vanishes at the first update bit for bit
+  /// (the presets of brax and rsl_rl, whose initial state is mean 0 and std 1
+  /// but which weight it 0). 0 (the default): no prior. >= 0, finite.
   double prior_count = 0.0;
   /// Pooled updates take the batch's variance with m - 1 (skrl) instead of m.
   bool unbiased = false;

@@ -48,7 +48,8 @@ namespace stateless {
 /// One step over any subset of the table's keys. Everything is validated before
 /// anything is written; on error nothing changes and Error names the key, the
 /// expected and the actual value. Op::normalize with a count of 0 anywhere is
-/// an Error(zero_count) naming the key and the element.
+/// an Error(zero_count) naming the key and the element (but with a prior,
+/// Options::prior_count > 0: such an element normalizes with the prior's map).
 void step(const Options& options, const KeyTable& table, std::span<const StatelessItem> items,
           Op op = Op::update_and_normalize, Stream stream = {});
 inline void step(const Options& options, const KeyTable& table,

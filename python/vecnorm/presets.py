@@ -16,10 +16,17 @@ Every preset takes the feature shape of each key and any option of
 | ``torchrl_v2`` | TorchRL's EMA (decay 0.9999), per element | max(std, 1e-4) | none | none |
 | ``sb3`` | cumulative, pooled, float64 | sqrt(var + 1e-8) | 10 | (1e-4, 0, 1) |
 | ``gymnasium`` | cumulative, pooled, float32 | sqrt(var + 1e-8) | none | (1e-4, 0, 1) |
-| ``rsl_rl`` | cumulative, pooled, float32 | std + 1e-2 | none | none |
+| ``rsl_rl`` | cumulative, pooled, float32 | std + 1e-2 | none | (2^-60, 0, 1): mean 0, std 1 |
 | ``rl_games`` | cumulative, pooled, float64 | sqrt(var + 1e-5) | 5 | (1, 0, 1) |
 | ``skrl`` | cumulative, pooled, float64, unbiased batch variance | std + 1e-8 | 5 | (1, 0, 1) |
-| ``brax`` | cumulative, pooled, float32 | max(sqrt(var + std_eps), 1e-6) | none | none |
+| ``brax`` | cumulative, pooled, float32 | max(sqrt(var + std_eps), 1e-6) | none | (2^-60, 0, 1): mean 0, std 1 |
+
+Before the first update every preset but ``torchrl_v2`` normalizes as its
+library does with its initial state: with the prior's map (mean 0, variance
+1). rsl_rl and brax start at mean 0 and std 1 but weight that state 0 at their
+first update: their presets' prior of 2^-60 samples gives that map and
+vanishes at the first update bit for bit. ``torchrl_v2`` refuses
+(``zero_count``), as vecnorm without a prior does.
 
 Drop-in classes with the originals' constructors and state_dict names:
 ``vecnorm.rsl_rl.EmpiricalNormalization`` (with ``until``),
@@ -55,6 +62,11 @@ def _cumulative(stats_dtype: torch.dtype, scale: str, eps: float, clip: float, p
                 eps=eps, clip=clip, prior_count=prior_count, unbiased=unbiased)
 
 
+# A prior of 2^-60 samples (Options::prior_count): before the first update the
+# map is the prior's (mean 0, variance 1), and every update's weights are those
+# of no prior, bit for bit (n0 + n rounds to n for every count n >= 1).
+NEGLIGIBLE_PRIOR = 2.0 ** -60
+
 PRESETS: Dict[str, Dict[str, Any]] = {
     # torchrl.envs.transforms.VecNormV2's defaults.
     "torchrl_v2": dict(estimator="torchrl", decay=0.9999, eps=1e-4, reduce_batch_dims=False),
@@ -62,15 +74,18 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "sb3": _cumulative(torch.float64, "sqrt_var_plus_eps", 1e-8, 10.0, 1e-4),
     # gymnasium.wrappers(.vector).NormalizeObservation (1.x): float32 statistics, epsilon=1e-8, no clip.
     "gymnasium": _cumulative(torch.float32, "sqrt_var_plus_eps", 1e-8, math.inf, 1e-4),
-    # rsl_rl.modules.EmpiricalNormalization(eps=1e-2): float32 buffers, std + eps, no prior.
-    "rsl_rl": _cumulative(torch.float32, "std_plus_eps", 1e-2, math.inf, 0.0),
+    # rsl_rl.modules.EmpiricalNormalization(eps=1e-2): float32 buffers, std + eps; its initial
+    # state (mean 0, std 1) normalizes before the first update, which weights it 0: a prior of
+    # NEGLIGIBLE_PRIOR samples.
+    "rsl_rl": _cumulative(torch.float32, "std_plus_eps", 1e-2, math.inf, NEGLIGIBLE_PRIOR),
     # rl_games.algos_torch.running_mean_std.RunningMeanStd: count starts at 1, sqrt(var + 1e-5), clamp 5.
     "rl_games": _cumulative(torch.float64, "sqrt_var_plus_eps", 1e-5, 5.0, 1.0),
     # skrl RunningStandardScaler: count starts at 1, unbiased batch variance, std + 1e-8, clip 5.
     "skrl": _cumulative(torch.float64, "std_plus_eps", 1e-8, 5.0, 1.0, unbiased=True),
     # brax.training.acme.running_statistics (Welford mode, std_eps=0, jax's float32): std =
-    # clip(sqrt(var + std_eps), 1e-6, 1e6), no prior, normalize with no bound (max_abs_value=None).
-    "brax": _cumulative(torch.float32, "clamp", 1e-6, math.inf, 0.0),
+    # clip(sqrt(var + std_eps), 1e-6, 1e6), normalize with no bound (max_abs_value=None); its
+    # initial state (mean 0, std 1) as rsl_rl's.
+    "brax": _cumulative(torch.float32, "clamp", 1e-6, math.inf, NEGLIGIBLE_PRIOR),
 }
 
 
@@ -117,10 +132,11 @@ def brax(shapes: Mapping[Key, Any], *, std_eps: float = 0.0, **options: Any) -> 
     std ``sqrt(var + std_eps)`` kept at least 1e-6. ``std_eps > 0`` gives the
     scale ``sqrt(var + std_eps)`` (brax's lower bound 1e-6 then binds only for
     ``std_eps < 1e-12``). Pass 0/1 ``weights`` as ``mask=``; ``clip=`` is
-    ``max_abs_value``. Unlike brax: before the first update ``normalize``
-    refuses (brax's std of 1 returns the input), an update whose weights are
-    all 0 leaves the count at 0 (brax's first divides 0 by 0), and the std has
-    no upper bound (brax's 1e6)."""
+    ``max_abs_value``. Before the first update ``normalize`` returns the
+    input, as brax's initial std of 1 does (with ``std_eps > 0``: the input
+    over ``sqrt(1 + std_eps)``, where brax's initial std is 1). Unlike brax: an
+    update whose weights are all 0 leaves the count at 0 (brax's first divides
+    0 by 0), and the std has no upper bound (brax's 1e6)."""
     kw = {} if std_eps == 0.0 else {"scale": "sqrt_var_plus_eps", "eps": float(std_eps)}
     return _make("brax", shapes, {**kw, **options})
 

@@ -60,6 +60,13 @@ struct CallConfig {
   bool check_counts = true;
 };
 
+/// Whether a normalize refuses statistics of count 0 (Error(zero_count)):
+/// unless the caller's update came first (check_counts false) or the
+/// statistics have a prior (Options::prior_count > 0: at count 0 they stand
+/// for the prior, mean 0 and variance 1, and normalize with its map, as SB3,
+/// rl_games, skrl, brax and rsl_rl normalize with their initial state).
+inline bool refuses_zero_count(const CallConfig& cfg) { return cfg.check_counts && !(cfg.decay.prior > 0.0); }
+
 /// The configuration of calls with `options` (validated by the caller) on the
 /// resolved `backend`, statistics counted as `counts`; work: update_and_normalize.
 CallConfig make_config(const Options& options, Backend backend, CountLayout counts);

@@ -22,7 +22,8 @@ std::vector<double> KeyMaps::widened(bool of_p) const {
 }
 
 KeyMaps key_maps(const Options& options, const KeySpec& spec, const HostStats& st, core::MapKind kind) {
-  if (st.count <= 0) fail_zero_count(spec.name, st.count);
+  // (With a prior, count 0 reads out the prior's map: refuses_zero_count.)
+  if (st.count <= 0 && !(options.prior_count > 0.0)) fail_zero_count(spec.name, st.count);
   KeyMaps out;
   const DType sd = stats_dtype_for(options.stats_dtype, spec.dtype);
   out.dtype = compute_dtype(spec.dtype, sd);

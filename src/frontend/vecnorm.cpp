@@ -147,7 +147,7 @@ struct VecNorm::Impl final : detail::Store {
   /// The store: every key bound to this normalizer's own statistics.
   void bind(const detail::CallConfig& cfg, const KeyTable&, std::size_t, detail::Segment& s) override {
     const int k = s.key;
-    if (!detail::updates(cfg.work) && cfg.check_counts && counts_shadow[static_cast<std::size_t>(k)] <= 0)
+    if (!detail::updates(cfg.work) && detail::refuses_zero_count(cfg) && counts_shadow[static_cast<std::size_t>(k)] <= 0)
       detail::fail_zero_count(table.keys[static_cast<std::size_t>(k)].name, 0);
     s.loc_in = loc(k);
     s.var_in = var(k);

@@ -83,7 +83,7 @@ void bind_views(const CallConfig& cfg, const KeyTable& table, const ViewArgs& a,
 
   if (!updates(cfg.work)) {
     // Normalizing needs every count > 0.
-    if (numel > 0 && cfg.check_counts) {
+    if (numel > 0 && refuses_zero_count(cfg)) {
       if (a.in.count.data == nullptr)
         fail(ErrorCode::zero_count, key_prefix(key) + "cannot normalize: no statistics were given (count 0); update first");
       const std::int64_t n = per_element ? numel : 1;

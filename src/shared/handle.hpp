@@ -116,7 +116,7 @@ struct SharedVecNorm::Impl {
       const int in = im_.current_slot(k);
       const int out = 1 - in;
       const bool update = detail::updates(cfg.work);
-      if (!update && *im_.count_ptr(k, in) <= 0)
+      if (!update && detail::refuses_zero_count(cfg) && *im_.count_ptr(k, in) <= 0)
         detail::fail_zero_count(im_.table.keys[static_cast<std::size_t>(k)].name, *im_.count_ptr(k, in), -1,
                                 seg_prefix(im_.name));
       s.loc_in = im_.loc(k, in);

@@ -18,8 +18,10 @@
 #include "support/check.hpp"
 #include "support/device_buffer.hpp"
 #include "support/dtypes.hpp"
+#include "support/errors.hpp"
 #include "support/harness.hpp"
 #include "vecnorm/checkpoint.hpp"
+#include "vecnorm/stateless.hpp"
 
 namespace {
 
@@ -268,6 +270,40 @@ TEST_P(AnchorOptions, CheckpointKeepsTheOptions) {
   EXPECT_EQ(vn.export_state().keys[0].var, adopted.export_state().keys[0].var);
 }
 
+// Before the first update (count 0) a normalizer with a prior normalizes
+// with the prior's map, mean 0 and variance 1 (SB3, rl_games and skrl
+// normalize with their initial state); one without refuses by name.
+TEST_P(AnchorOptions, BeforeTheFirstUpdateNormalizesWithThePriorOrRefuses) {
+  const Anchor& a = anchor();
+  vecnorm::VecNorm vn(opts(), {Shape{kB}, {{"obs", Shape{kF}, DType::float32}}});
+  const std::vector<double> x = batch(7);
+  auto xb = DeviceBuffer::from_values(backend(), DType::float32, Shape{kB, kF}, x);
+  DeviceBuffer yb(backend(), DType::float32, Shape{kB, kF}), y2(backend(), DType::float32, Shape{kB, kF}),
+      back(backend(), DType::float32, Shape{kB, kF});
+  if (a.prior == 0.0) {
+    const std::string e = vntest::message_of([&] { vn.normalize({{"obs", xb.cview(), yb.view()}}); },
+                                             ErrorCode::zero_count);
+    EXPECT_NE(e.find("key 'obs': cannot normalize: expected count > 0, got 0"), std::string::npos) << e;
+    EXPECT_THROW(vn.to_affine(), vecnorm::Error) << a.name;
+    return;
+  }
+  vn.normalize({{"obs", xb.cview(), yb.view()}});
+  const std::vector<double> y = yb.values();
+  for (std::size_t j = 0; j < x.size(); ++j) {
+    const double want = normalized(a.scale, x[j], 0.0, 1.0, a.eps, a.clip, a.center);
+    EXPECT_NEAR(y[j], want, 4e-6 * std::max(1.0, std::abs(want))) << a.name << " y[" << j << "]";
+  }
+  for (const double l : vn.loc("obs")) EXPECT_EQ(l, 0.0) << a.name;
+  for (const double sc : vn.scale("obs")) EXPECT_NEAR(sc, scale_of(a.scale, 1.0, a.eps), 1e-15) << a.name;
+  vn.to_affine().apply({{"obs", xb.cview(), y2.view()}});
+  EXPECT_EQ(y2.values(), y) << a.name << ": to_affine() applies the same map";
+  vn.denormalize({{"obs", yb.cview(), back.view()}});
+  const std::vector<double> xr = back.values();
+  for (std::size_t j = 0; j < x.size(); ++j)
+    if (std::abs(y[j]) < a.clip) EXPECT_NEAR(xr[j], x[j], 1e-4 * std::max(1.0, std::abs(x[j]))) << a.name;
+  EXPECT_EQ(vn.count("obs"), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(All, AnchorOptions,
                          ::testing::Combine(::testing::ValuesIn(vntest::test_backends()),
                                             ::testing::Range(0, static_cast<int>(std::size(kAnchors))),
@@ -277,6 +313,55 @@ INSTANTIATE_TEST_SUITE_P(All, AnchorOptions,
                                   kAnchors[std::get<1>(info.param)].name +
                                   (std::get<2>(info.param) ? "_pooled" : "_per_element");
                          });
+
+// A prior of weight 2^-60 (the brax and rsl_rl presets: their initial state
+// is mean 0 and std 1, weighted 0 by their first update) gives the prior's map
+// before the first update and vanishes at it: every later statistic and
+// output has the bits of a normalizer without a prior. Both layouts, the
+// external per-element counts (stateless) too, each backend.
+TEST(AnchorPrior, ANegligiblePriorVanishesAtTheFirstUpdateBitForBit) {
+  for (const Backend backend : vntest::test_backends()) {
+    for (const bool pooled : {false, true}) {
+      const std::string at = std::string(vntest::backend_name(backend)) + (pooled ? " pooled" : " per-element");
+      vecnorm::Options o = vntest::options_for(backend);
+      o.estimator = vecnorm::Estimator::stable;
+      o.decay = 1.0;
+      o.scale = ScaleForm::std_plus_eps;
+      o.eps = 1e-2;
+      o.reduce_batch_dims = pooled;
+      const vecnorm::KeyTable table{Shape{kB}, {{"obs", Shape{kF}, DType::float32}}};
+      vecnorm::VecNorm plain(o, table);
+      o.prior_count = std::ldexp(1.0, -60);
+      vecnorm::VecNorm prior(o, table);
+      const std::vector<double> x0 = batch(0);
+      auto x0b = DeviceBuffer::from_values(backend, DType::float32, Shape{kB, kF}, x0);
+      DeviceBuffer y0(backend, DType::float32, Shape{kB, kF});
+      prior.normalize({{"obs", x0b.cview(), y0.view()}});  // rsl_rl's initial map: x / (1 + eps)
+      const std::vector<double> y0v = y0.values();
+      for (std::size_t j = 0; j < x0.size(); ++j)
+        EXPECT_NEAR(y0v[j], x0[j] / 1.01, 4e-7 * std::max(1.0, std::abs(x0[j]))) << at << " y[" << j << "]";
+      EXPECT_THROW(plain.normalize({{"obs", x0b.cview(), y0.view()}}), vecnorm::Error) << at;
+      // Stateless: the prior's map for elements of count 0.
+      if (!pooled) {
+        DeviceBuffer loc(backend, DType::float32, Shape{kB, kF}), var(backend, DType::float32, Shape{kB, kF}),
+            count(backend, DType::int64, Shape{kB, kF}), ys(backend, DType::float32, Shape{kB, kF});
+        const vecnorm::StatsView st{loc.view(), var.view(), count.view()};
+        vecnorm::stateless::step(o, table, {{"obs", x0b.cview(), ys.view(), {st.loc, st.var, st.count}, {}}},
+                                 vecnorm::Op::normalize);
+        EXPECT_EQ(ys.values(), y0v) << at << ": stateless at count 0";
+      }
+      for (int t = 0; t < 6; ++t) {
+        auto xb = DeviceBuffer::from_values(backend, DType::float32, Shape{kB, kF}, batch(t));
+        DeviceBuffer ya(backend, DType::float32, Shape{kB, kF}), yb(backend, DType::float32, Shape{kB, kF});
+        plain.step({{"obs", xb.cview(), ya.view()}});
+        prior.step({{"obs", xb.cview(), yb.view()}});
+        EXPECT_EQ(ya.values(), yb.values()) << at << " step " << t;
+        EXPECT_EQ(plain.export_state().keys[0].loc, prior.export_state().keys[0].loc) << at << " step " << t;
+        EXPECT_EQ(plain.export_state().keys[0].var, prior.export_state().keys[0].var) << at << " step " << t;
+      }
+    }
+  }
+}
 
 // Defaults write format 2 (readable by a vecnorm that knows no more); the
 // clamp form with no bound and no prior is TorchRL's.

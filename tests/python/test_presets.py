@@ -43,7 +43,7 @@ CASES = {
     # rl_games' norm_only (input / sqrt(var + eps), no bound): the rl_games preset uncentred.
     "rl_games_norm_only": ("rl_games", 2e-6, K_U32 * U32),
 }
-PRIOR = {"sb3": 1e-4, "gymnasium": 1e-4, "rsl_rl": 0.0, "rl_games": 1.0, "skrl": 1.0, "brax_x64": 0.0,
+PRIOR = {"sb3": 1e-4, "gymnasium": 1e-4, "rsl_rl": 2.0**-60, "rl_games": 1.0, "skrl": 1.0, "brax_x64": 2.0**-60,
          "rl_games_norm_only": 1.0}
 # Cases that are a preset with options, against the anchor with arguments:
 # name -> (preset, its options, the anchor's constructor arguments).
@@ -69,15 +69,20 @@ def rel(a: np.ndarray, b: np.ndarray, scale: np.ndarray) -> float:
     return float(np.max(np.abs(a - b) / np.maximum(scale, 1e-30)))
 
 
+def _anchor_and_preset(name: str, shape):
+    """Case `name`'s fresh anchor (skipped where it is not installed) and preset, one key "obs"."""
+    anchor = CASES[name][0]
+    if not anchor_refs.available(anchor):
+        pytest.skip(f"{anchor} not installed: {anchor_refs.import_error(anchor)}")
+    preset, options, anchor_kwargs = VARIANTS.get(name, (name, {}, {}))
+    return anchor_refs.REFS[anchor](shape, **anchor_kwargs), getattr(presets, preset)({"obs": shape}, **options)
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_preset_matches_the_anchor(name, capsys):
     anchor, out_tol, stat_tol = CASES[name]
-    if not anchor_refs.available(anchor):
-        pytest.skip(f"{anchor} not installed: {anchor_refs.import_error(anchor)}")
     shape = (7,)
-    preset, options, anchor_kwargs = VARIANTS.get(name, (name, {}, {}))
-    ref = anchor_refs.REFS[anchor](shape, **anchor_kwargs)
-    norm = getattr(presets, preset)({"obs": shape}, **options)
+    ref, norm = _anchor_and_preset(name, shape)
     worst_y = worst_m = worst_v = raw_y = 0.0
     clipped = 0
     for t, x in enumerate(stream(300, 32, shape, seed=sum(map(ord, name)))):
@@ -107,6 +112,29 @@ def test_preset_matches_the_anchor(name, capsys):
     with capsys.disabled():
         print(f"\n[presets] {name} vs {anchor}: 300 steps x 32 rows x 7 features; largest difference: "
               f"outputs {raw_y:.2g} ({worst_y:.2g} past the anchor's batch rounding), mean {worst_m:.2g}, var {worst_v:.2g} (relative); {clipped} outputs clipped")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_before_the_first_update_a_preset_normalizes_as_the_anchors_initial_state(name):
+    """A fresh preset's normalize (and a frozen forward) against the fresh
+    anchor normalizing without an update: SB3's, Gymnasium's, rl_games' and
+    skrl's prior (mean 0, variance 1), rsl_rl's and brax's initial mean 0 and
+    std 1."""
+    shape = (7,)
+    ref, norm = _anchor_and_preset(name, shape)
+    x = next(stream(1, 32, shape, seed=5)) * np.float32(0.01)  # inside every bound
+    want = ref.step(x, update=False)
+    got = norm.normalize({"obs": torch.from_numpy(x)})["obs"].double().numpy()
+    np.testing.assert_allclose(got, want, rtol=2e-7, atol=1e-7, err_msg=name)
+    frozen = norm.freeze()({"obs": torch.from_numpy(x)})["obs"].double().numpy()
+    np.testing.assert_array_equal(frozen, got)
+    assert norm.count("obs") == 0
+
+
+def test_torchrl_v2_refuses_to_normalize_before_its_first_update():
+    norm = presets.torchrl_v2({"obs": (3,)}, batch_shape=(4,))
+    with pytest.raises(ValueError, match="key 'obs': cannot normalize: expected count > 0, got 0"):
+        norm.normalize({"obs": torch.ones(4, 3)})
 
 
 def test_frozen_preset_normalizes_as_the_anchor_in_eval_mode():

@@ -1609,6 +1609,32 @@ TEST(SharedUntil, StopsAsAVecNormDoesAndAttachNamesADifferentBound) {
 
 // Options::center on a segment: the header keeps it, the outputs are a
 // VecNorm's, and an attach that centres is refused naming it.
+// With a prior (Options::prior_count), a segment never updated normalizes with
+// the prior's map, as a VecNorm does: x / sqrt(1 + eps) with SB3's options.
+TEST(SharedPrior, BeforeTheFirstUpdateNormalizesWithThePrior) {
+  Options o;
+  o.reduce_batch_dims = true;
+  o.estimator = vecnorm::Estimator::stable;
+  o.decay = 1.0;
+  o.prior_count = 1e-4;
+  o.scale = vecnorm::ScaleForm::sqrt_var_plus_eps;
+  o.eps = 1e-8;
+  const KeyTable table{Shape{4}, {{"obs", Shape{2}, DType::float32}}};
+  const std::string name = unique_name("prior");
+  Unlinker unlink{name};
+  SharedVecNorm shared = SharedVecNorm::create(name, o, table);
+  VecNorm plain(o, table);
+  std::vector<float> x = {1.0f, -2.0f, 3.5f, 0.25f, -8.0f, 100.0f, 0.0f, 7.0f}, y1(8), y2(8);
+  const vecnorm::ConstTensorView xv(x.data(), DType::float32, Shape{4, 2});
+  shared.normalize({{"obs", xv, vecnorm::TensorView{y1.data(), DType::float32, Shape{4, 2}}}});
+  plain.normalize({{"obs", xv, vecnorm::TensorView{y2.data(), DType::float32, Shape{4, 2}}}});
+  EXPECT_EQ(y1, y2);
+  for (std::size_t i = 0; i < x.size(); ++i)
+    EXPECT_NEAR(y1[i], static_cast<double>(x[i]) / std::sqrt(1.0 + 1e-8), 1e-6 * std::abs(x[i])) << i;
+  EXPECT_EQ(shared.loc("obs"), std::vector<double>(2, 0.0));
+  EXPECT_EQ(shared.count("obs"), 0);
+}
+
 TEST(SharedCenter, KeepsTheUncentredMapAndAttachNamesADifferentOne) {
   Options o;
   o.reduce_batch_dims = true;
