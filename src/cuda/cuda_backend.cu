@@ -266,19 +266,34 @@ void run_group(const Plan& p, std::span<const Segment> segs, detail::Scratch& ws
   if (ablocks > 0) launch(&k::affine_kernel, ablocks, stream, lp);
 }
 
-/// The groups of a plan: runs of consecutive keys of one statistics dtype
-/// (a launch is compiled for one), at most kMaxSegments keys each.
+/// The groups of a plan: the keys of one statistics dtype (a launch is
+/// compiled for one), at most kMaxSegments keys each.
 template <class F>
 void for_each_group(const Plan& p, F&& f) {
-  const std::size_t nseg = p.segments.size();
-  std::size_t first = 0;
-  while (first < nseg) {
-    const DType sd = p.segments[first].stats_dtype;
-    std::size_t end = first + 1;
-    while (end < nseg && end - first < static_cast<std::size_t>(k::kMaxSegments) && p.segments[end].stats_dtype == sd)
-      ++end;
-    f(sd, p.segments.subspan(first, end - first));
-    first = end;
+  // One statistics dtype at a time (the segments carry their own pointers, so
+  // a group may gather them from anywhere in the call): keys given as
+  // float32, float64, float32 are two launches, not three. Within a dtype,
+  // call order; the keys are independent, so the order changes no bits.
+  bool has[2] = {false, false};
+  for (const Segment& s : p.segments) has[s.stats_dtype == DType::float64 ? 1 : 0] = true;
+  if (!(has[0] && has[1])) {  // the usual call: consecutive subspans, nothing copied
+    const std::size_t nseg = p.segments.size(), kmax = static_cast<std::size_t>(k::kMaxSegments);
+    for (std::size_t first = 0; first < nseg; first += kmax)
+      f(p.segments[first].stats_dtype, p.segments.subspan(first, std::min(kmax, nseg - first)));
+    return;
+  }
+  Segment group[k::kMaxSegments];
+  for (const DType sd : {DType::float32, DType::float64}) {
+    std::size_t n = 0;
+    for (const Segment& s : p.segments) {
+      if (s.stats_dtype != sd) continue;
+      group[n++] = s;
+      if (n == static_cast<std::size_t>(k::kMaxSegments)) {
+        f(sd, std::span<const Segment>(group, n));
+        n = 0;
+      }
+    }
+    if (n > 0) f(sd, std::span<const Segment>(group, n));
   }
 }
 

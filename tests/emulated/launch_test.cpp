@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <vecnorm/vecnorm.hpp>
@@ -86,6 +87,35 @@ TEST_P(Launches, PerStepForAnyNumberOfKeys) {
       const vecnorm::AffineNormalizer affine = vn.to_affine();
       expect_step_counts(counted([&] { affine.apply(s.batch); }), groups, what + " affine apply");
     }
+  }
+}
+
+// Keys of both statistics dtypes (stats_dtype none: float64 for a float64
+// input) in the order float32, float64, float32: one group per dtype, so two
+// launches a per-element step (four pooled), not one per run.
+TEST_P(Launches, OneGroupPerStatisticsDType) {
+  const std::int64_t B = 64, F = 3;
+  vecnorm::KeyTable table{{B}, {{"a", {F}, DType::float32}, {"b", {F}, DType::float64}, {"c", {F}, DType::float32}}};
+  std::vector<Buffer> x, y;
+  std::vector<vecnorm::KeyData> batch;
+  for (const auto& k : table.keys) {
+    const std::size_t bytes = static_cast<std::size_t>(B * F) * vecnorm::dtype_size(k.dtype);
+    x.emplace_back(Backend::cuda, bytes);
+    y.emplace_back(Backend::cuda, bytes);
+    std::vector<unsigned char> zeros(bytes, 0);
+    x.back().copy_from_host(zeros.data(), bytes);
+  }
+  for (std::size_t k = 0; k < table.keys.size(); ++k)
+    batch.push_back({table.keys[k].name, std::as_const(x[k]).view(table.keys[k].dtype, {B, F}),
+                     y[k].view(table.keys[k].dtype, {B, F})});
+  for (bool pooled : {false, true}) {
+    vecnorm::Options o;
+    o.backend = Backend::cuda;
+    o.estimator = GetParam();
+    o.reduce_batch_dims = pooled;
+    vecnorm::VecNorm vn(o, table);
+    expect_step_counts(counted([&] { vn.step(batch); }), pooled ? 4 : 2,
+                       std::string(pooled ? "pooled" : "per-element") + " step of float32, float64, float32 keys");
   }
 }
 
