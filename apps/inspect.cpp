@@ -58,7 +58,7 @@ void print_table(const vecnorm::VecNorm& vn, const vecnorm::KeySpec& spec, bool 
                                                : ", %lld element updates left out (non-finite values or masked rows)",
                 static_cast<long long>(skipped));
   std::printf("\n");
-  if (count == 0) {
+  if (count == 0 && !(vn.options().prior_count > 0.0)) {  // (with a prior: its map)
     std::printf("  never updated: no loc/scale yet\n");
     return;
   }
@@ -162,11 +162,12 @@ std::string state_json(const std::string& path, const vecnorm::VecNorm& vn,
     json_int(out, count);
     out += ", \"skipped\": ";
     json_int(out, vn.skipped(spec.name));
+    const bool maps = count > 0 || o.prior_count > 0.0;  // (with a prior: its map at count 0)
     out += ", \"loc\": ";
-    if (count > 0) json_numbers(out, vn.loc(spec.name));
+    if (maps) json_numbers(out, vn.loc(spec.name));
     else out += "null";
     out += ", \"scale\": ";
-    if (count > 0) json_numbers(out, vn.scale(spec.name));
+    if (maps) json_numbers(out, vn.scale(spec.name));
     else out += "null";
     out += "}";
   }

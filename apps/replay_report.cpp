@@ -13,7 +13,8 @@ Result result_of(const vecnorm::VecNorm& vn, const std::string& key) {
   r.key = key;
   r.shape = vn.stats_shape(key);
   r.count = vn.count(key);
-  r.updated = *r.count > 0;
+  // Read-outs exist once updated, or from the start with a prior (its map).
+  r.updated = *r.count > 0 || vn.options().prior_count > 0.0;
   if (r.updated) {
     r.loc = vn.loc(key);
     r.scale = vn.scale(key);
@@ -27,8 +28,8 @@ std::vector<Result> results_of(const vecnorm::VecNorm& vn, const Inputs& inputs,
   std::vector<Result> results;
   for (const auto& in : inputs) {
     Result r = result_of(vn, in->spec.key);
-    if (stateless) {
-      r.counts.assign(static_cast<std::size_t>(in->step_shape.numel()), *r.count);
+    if (stateless) {  // each element's own (a --mask or a non-finite value leaves some behind)
+      r.counts = vn.element_counts(in->spec.key);
       r.count.reset();
     }
     results.push_back(std::move(r));

@@ -2,6 +2,7 @@
 // key's final statistics, as JSON (--json) or as a summary.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -20,10 +21,13 @@ struct Result {
   vecnorm::Shape shape;
   std::optional<std::int64_t> count;  ///< stateful
   std::vector<std::int64_t> counts;   ///< stateless, per element
-  std::vector<double> loc, scale;     ///< empty when never updated
+  std::vector<double> loc, scale;     ///< empty when never updated (and no prior)
   bool updated = false;
 
-  std::int64_t final_count() const { return count ? *count : counts.empty() ? 0 : counts.front(); }
+  /// The key's count; stateless: the largest of its elements' (the updates of an element never left out).
+  std::int64_t final_count() const {
+    return count ? *count : counts.empty() ? 0 : *std::max_element(counts.begin(), counts.end());
+  }
 };
 
 /// The read-outs of `vn` for every input's key (stateless: `vn` holds the

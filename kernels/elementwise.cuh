@@ -56,7 +56,7 @@ __device__ __forceinline__ void elementwise_block(const LaunchPlan& p, const Dev
   for (int it = 0; it < kItems; ++it) {
     const std::int64_t i = base + static_cast<std::int64_t>(it) * kThreads;
     if (i >= n_elem) break;
-    std::int64_t n = 0;
+    std::int64_t n = rule.key_count;  // (0 with one count per element: read below)
     if (core::varying_counts(rule)) n = core::element_count(s, rule, i);
     if constexpr (kUpdate) {
       if (core::masked_out(mask, i, s.feat)) {  // its row is left out: normalized at its count

@@ -37,7 +37,9 @@ struct ExternalStats {
   /// Per-element statistics with one count per key: the updates each element
   /// left out (int64, the statistics shape; its count is count - skips[i]) and
   /// the key's total (int64, shape [] or [1]). Required there with
-  /// NonFinite::skip or a row mask (they are part of the statistics),
+  /// NonFinite::skip or a row mask (they are part of the statistics: once an
+  /// update has left an element out, pass them to every later call of those
+  /// statistics, normalizes too, or the elements' counts read as the key's),
   /// optional with pooled statistics (skipped: rows left out), unused
   /// otherwise. Start them at zero.
   TensorView skips;

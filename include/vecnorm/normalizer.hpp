@@ -157,7 +157,7 @@ class VecNorm {
 
   /// A fixed transform with copies of every key's loc and scale; applying it
   /// gives the same output, bit for bit, as normalize() now. Every key must
-  /// have been updated at least once.
+  /// have been updated at least once (or have a prior: Options::prior_count).
   AffineNormalizer to_affine() const;
 
   State export_state() const;

@@ -110,7 +110,8 @@ class SharedVecNorm {
   /// each statistics element skipped; pooled mode, one value, count(key).
   std::vector<std::int64_t> element_counts(std::string_view key) const;
   /// As VecNorm::skipped: elements (per-element) or rows (pooled) of `key`
-  /// left out of the shared statistics by NonFinite::skip, by every process.
+  /// left out of the shared statistics by NonFinite::skip (per-element: and
+  /// by a row mask), by every process.
   std::int64_t skipped(std::string_view key) const;
   /// A fixed affine normalizer from the current shared statistics.
   AffineNormalizer to_affine() const;

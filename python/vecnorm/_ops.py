@@ -11,8 +11,9 @@ shapes and dtypes only, so that torch.compile(fullgraph=True) traces them.
 
 x and y: one tensor per key; stats: five per key (loc, var, count, skips,
 skipped; the last two empty where unused), mutated in place by step;
-mask: None, or the step's row mask (bool or uint8, the batch shape; pooled
-statistics): rows where it is False are left out of the update;
+mask: None, or the step's row mask (bool or uint8, the batch shape): rows
+where it is False are left out of the update (per-element statistics: their
+elements keep their statistics and counts, in skips);
 config: make_config(...). Few arguments, because a dispatcher call from
 Python costs per argument (docs/python.md)."""
 from __future__ import annotations

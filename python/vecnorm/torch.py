@@ -204,11 +204,13 @@ class VecNorm(nn.Module):
         self._group: Optional[str] = group_name(process_group) if self.reduce_batch_dims else None
         self._stat_names = [f"{n}_{s}" for n in self.names for s in _STATS]
         self._bound = None  # the eager fast path (src/torch/eager.cpp), made on first use
-        per_element_skips = self.nonfinite == "skip" and not self.reduce_batch_dims and bool(self.batch_shape)
+        # Per-element statistics keep each element's skips (a batch of no dims too:
+        # statistics of the feature shape, one sample a step).
+        per_element_skips = self.nonfinite == "skip" and not self.reduce_batch_dims
         # A row mask on per-element statistics counts the elements it leaves
         # out in <key>_skips, which only nonfinite="skip" keeps.
         self._mask_refusal: Optional[str] = None
-        if not self.reduce_batch_dims and bool(self.batch_shape) and self.nonfinite != "skip":
+        if not self.reduce_batch_dims and self.nonfinite != "skip":
             self._mask_refusal = (
                 f"vecnorm: mask: a row mask on per-element statistics (reduce_batch_dims=False) needs "
                 f"nonfinite='skip' (the elements it leaves out are counted in <key>_skips), got "
@@ -313,7 +315,7 @@ class VecNorm(nn.Module):
         counts do not move: ``<key>_skips``, which needs ``nonfinite="skip"``,
         the default) and normalize them with their own statistics. Read on
         the device, no synchronization. Ignored when frozen."""
-        if mask is not None and self._mask_refusal is not None:
+        if mask is not None and self._mask_refusal is not None and not self._frozen:
             raise ValueError(self._mask_refusal)
         if not _is_compiling() and type(batch) is dict:  # the eager fast path, inline: 1x17 steps
             b = self._bound
@@ -342,7 +344,7 @@ class VecNorm(nn.Module):
 
     def update(self, batch, mask: Optional[Tensor] = None) -> None:
         """Updates the statistics only (nothing when frozen); ``mask`` as in forward."""
-        if mask is not None and self._mask_refusal is not None:
+        if mask is not None and self._mask_refusal is not None and not self._frozen:
             raise ValueError(self._mask_refusal)
         if self._frozen or self._fast(batch, 1, mask) is not None:
             return
@@ -438,7 +440,7 @@ class VecNorm(nn.Module):
         ``(x - loc) / scale`` (bounded by ``clip`` where one is set): over the
         dict (``AffineNorm``), or for one key taking and returning one tensor
         (``AffineKeyNorm``). Both script with TorchScript and export to ONNX.
-        Every key must have been updated."""
+        Every key must have been updated (or have a prior, ``prior_count``)."""
         if key is not None:
             loc, scale = self._maps(key, False)
             return AffineKeyNorm(loc, scale, self.clip)

@@ -113,7 +113,7 @@ std::int64_t elementwise_range(const Plan& p, const Segment& s, bool per_element
   const core::ScaleRule<C> eps = p.rule.as<C>();
   std::int64_t kept = 0;
 
-  if (!core::varying_counts(rule)) {
+  if (!core::varying_counts(rule) && mask == nullptr) {
     // The key's coefficients, computed in double (memo) and rounded to C:
     // element_coeffs<Est, C> rounds the same double values.
     const core::Coeffs<C> c{static_cast<C>(key_weight), static_cast<C>(key_inv_bc), static_cast<C>(key_var0)};

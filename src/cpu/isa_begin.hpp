@@ -3,12 +3,14 @@
 // Each file of CPU loops (elementwise.cpp, pooled.cpp, maps.cpp, returns.cpp) is compiled
 // (CMakeLists.txt) as itself for baseline x86-64 and with VECNORM_CPU_AVX2_BUILD
 // for AVX2; elementwise.cpp also with VECNORM_CPU_AVX512_BUILD for AVX-512;
-// each into its own namespace (VECNORM_CPU_ISA: baseline / avx2 / avx512). Include this after every other header:
-// the AVX2 and AVX-512 builds switch the target with a pragma here, so every inline
-// function of a header (shared by all object files) stays baseline code (no
-// AVX2 or AVX-512 instruction can reach another CPU through the linker's choice of one
-// copy), while the file's own functions, all of internal linkage, become AVX2
-// code that inlines them. The arithmetic is the same IEEE operations in the
+// each into its own namespace (VECNORM_CPU_ISA: baseline / avx2 / avx512). Include this after every header
+// of external linkage (includes.hpp): the AVX2 and AVX-512 builds switch the target
+// here, so every inline function of such a header (shared by all object files)
+// stays baseline code (no AVX2 or AVX-512 instruction can reach another CPU
+// through the linker's choice of one copy), while the file's own functions and
+// the loop headers included after this one (loops.hpp, map_loops.hpp,
+// coeff_memo.hpp: all in an unnamed namespace inside the per-ISA one, so of
+// internal linkage) become AVX2 code that inlines them. The arithmetic is the same IEEE operations in the
 // same order in every build (no FMA contraction: the targets do not enable
 // FMA, and CMake compiles these files with -ffp-contract=off), so all give
 // the same bits; src/cpu/isa.cpp picks one at run time. Close with isa_end.hpp.

@@ -36,7 +36,7 @@ struct KeyMaps {
 };
 
 /// The maps of key `spec` of a normalizer with `options`. Error(zero_count)
-/// naming the key when its count is 0.
+/// naming the key when its count is 0 and there is no prior (with one: its map).
 KeyMaps key_maps(const Options& options, const KeySpec& spec, const HostStats& st, core::MapKind kind);
 
 /// A fixed affine normalizer (AffineNormalizer) for `table` on `backend` with

@@ -376,7 +376,8 @@ enum class What { step, update, normalize, denormalize };
 
 /// A step's row mask (Python: a bool or uint8 tensor of the batch shape,
 /// False/0 = the row is left out of the update) on every key of the call; the
-/// library checks it per key (pooled statistics, shape, dtype, device).
+/// library checks it per key (shape, dtype, device; per-element statistics with
+/// one count per key: the skips views it needs).
 inline void apply_mask(Call& c, const Tensor& mask, const std::vector<std::string>& keys) {
   if (!mask.defined() || c.items.empty()) return;
   const bool is_bool = mask.scalar_type() == at::kBool;

@@ -26,8 +26,9 @@ namespace {
 // ---------------------------------------------------------------- operators
 
 // A training step (or an update only): y and the statistics written in place;
-// `mask` (pooled statistics): a bool/uint8 row mask of the batch shape, rows
-// with False/0 left out of the update (their outputs still produced).
+// `mask`: a bool/uint8 row mask of the batch shape, rows with False/0 left out
+// of the update (their outputs still produced; per-element statistics keep
+// their elements' statistics and counts, in `skips`).
 void step(at::TensorList x, at::TensorList y, at::TensorList stats, const std::vector<std::string>& keys,
           at::IntArrayRef config, double decay, double eps, bool update_only, const std::optional<Tensor>& mask) {
   try {

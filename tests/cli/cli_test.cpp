@@ -1256,6 +1256,40 @@ TEST(AnchorFlags, ReplayUsesThemAndTheStateKeepsThem) {
                  {"prior_count: expected 0 with estimator torchrl"}, "");
 }
 
+// With a prior, a key never updated has the prior's map: --freeze-after 0
+// normalizes every step with it (x / sqrt(1 + eps)), the report and inspect
+// give loc 0 and scale sqrt(1 + eps); without a prior that run fails.
+TEST(AnchorFlags, APriorNormalizesBeforeTheFirstUpdate) {
+  TempDir dir;
+  const std::int64_t T = 2, B = 4;
+  const std::vector<double> v = {-2.0, 0.5, 3.0, 100.0, 1.0, -1.0, 0.25, 7.0};
+  const std::string in = dir / "obs.npy", out = dir / "out", state = dir / "s.vnck";
+  write_npy(in, DType::float32, {T, B}, v);
+  const RunResult r = run(dir, {"replay", "--estimator", "stable", "--decay", "1", "--reduce-batch-dims", "--scale",
+                                "sqrt_var_plus_eps", "--eps", "1e-8", "--prior-count", "1e-4", "--freeze-after", "0",
+                                "--save-state", state, "--out", out, "--json", "obs=" + in});
+  ASSERT_EQ(r.code, 0) << describe(r);
+  const NpyContent c = read_npy(out + "/obs.npy");
+  ASSERT_TRUE(c.ok) << c.error;
+  for (std::size_t j = 0; j < v.size(); ++j) EXPECT_NEAR(c.values[j], v[j] / std::sqrt(1.0 + 1e-8), 1e-6) << j;
+  Json rj;
+  ASSERT_NO_THROW(rj = parse_json(r.out)) << r.out;
+  EXPECT_EQ(rj["obs"]["count"].num, 0.0);
+  ASSERT_EQ(rj["obs"]["loc"].items.size(), 1u) << r.out;
+  EXPECT_EQ(rj["obs"]["loc"].items[0].num, 0.0) << r.out;
+  EXPECT_NEAR(rj["obs"]["scale"].items[0].num, std::sqrt(1.0 + 1e-8), 1e-7) << r.out;  // (float32 statistics)
+  const RunResult ri = run(dir, {"inspect", "--json", state});
+  ASSERT_EQ(ri.code, 0) << describe(ri);
+  Json j;
+  ASSERT_NO_THROW(j = parse_json(ri.out)) << ri.out;
+  EXPECT_EQ(j["keys"]["obs"]["loc"].items[0].num, 0.0) << ri.out;
+  const RunResult rt = run(dir, {"inspect", state});
+  ASSERT_EQ(rt.code, 0) << describe(rt);
+  EXPECT_EQ(rt.out.find("never updated"), std::string::npos) << rt.out;
+  expect_failure(run(dir, {"replay", "--freeze-after", "0", "--out", dir / "bad", "obs=" + in}), 1,
+                 {"cannot normalize: expected count > 0, got 0"}, dir / "bad");
+}
+
 // --until reaches the normalizer (pooled, 5 rows a step, bound 7: steps 0 and
 // 1 are merged, count 10, then no more), the saved state keeps it, and
 // --stateless refuses it naming the option.
@@ -1503,7 +1537,7 @@ TEST(ReplayMask, LeavesTheMaskedRowsOutOfTheUpdates) {
     EXPECT_EQ(static_cast<std::int64_t>(j["obs"]["count"].num), static_cast<std::int64_t>(kept[0].size()));
     EXPECT_EQ(static_cast<std::int64_t>(j["rew"]["count"].num), static_cast<std::int64_t>(rkept.size()));
   }
-  // A mask of another shape or dtype, or with --stateless: one line naming it, nothing written.
+  // A mask of another shape or dtype: one line naming it, nothing written.
   const std::string m3 = dir / "m3.npy", mf = dir / "mf.npy";
   write_npy(m3, DType::uint8, {T, B + 1}, std::vector<double>(static_cast<std::size_t>(T * (B + 1)), 1.0));
   write_npy(mf, DType::float32, {T, B}, mask);
@@ -1539,7 +1573,7 @@ TEST(ReplayMask, PerElementAndStatelessKeepEachElementsOwnCount) {
     const std::string out = dir / ("out" + std::to_string(n_run++));
     std::vector<std::string> args = {"replay", "--estimator", "stable", "--decay", "1", "--scale",
                                      "sqrt_var_plus_eps", "--eps", "1e-8", "--mask", m, "--out", out,
-                                     "--save-state", out + ".vnck"};
+                                     "--save-state", out + ".vnck", "--json"};
     args.insert(args.end(), extra.begin(), extra.end());
     args.push_back("obs=" + in);
     const RunResult r = run_exe(cli, args, dir.path());
@@ -1565,6 +1599,15 @@ TEST(ReplayMask, PerElementAndStatelessKeepEachElementsOwnCount) {
               << cli << " " << (extra.empty() ? "" : extra.back()) << " step " << t << " row " << i << " feature "
               << f << " (kept " << mask[static_cast<std::size_t>(t * B + i)] << ")";
         }
+    // The report: stateless, each element's own count (the steps that kept its row).
+    if (!extra.empty() && extra.back() == "--stateless") {
+      Json rj;
+      ASSERT_NO_THROW(rj = parse_json(r.out)) << r.out;
+      const Json& counts = rj["obs"]["count"];
+      ASSERT_EQ(counts.items.size(), kept.size()) << r.out;
+      for (std::size_t e = 0; e < kept.size(); ++e)
+        EXPECT_EQ(static_cast<std::size_t>(counts.items[e].num), kept[e].size()) << "element " << e << ": " << r.out;
+    }
     // The saved state: the key's count is its steps, and every element's
     // count less its skips the rows kept for it (stateless too: its arrays
     // become the same per-element state).

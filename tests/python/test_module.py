@@ -269,6 +269,25 @@ def test_row_mask_on_per_element_statistics(path, estimator):
     assert n.skipped("observation") == sum(3 * int((~m).sum()) for m in masks)
 
 
+def test_a_batch_of_no_dims_keeps_per_element_statistics_of_the_feature_shape():
+    """batch_shape=() (the default) with per-element statistics: one sample of
+    the feature shape a step, statistics of that shape, each element's skips
+    kept (a NaN, a masked-out step); against the float64 reference."""
+    n = vt.VecNorm({"observation": (3,)}, decay=0.9, stats_dtype=torch.float64)
+    ref = Reference((3,), 0.9, 1e-4, "torchrl")
+    for t, x in enumerate(make_data(6, (), (3,), seed=41, dtype=torch.float64)):
+        ref.update(x.numpy())
+        y = n({"observation": x})["observation"]
+        np.testing.assert_allclose(y.numpy(), ref.normalize(x.numpy()), rtol=1e-9, atol=1e-12, err_msg=f"step {t}")
+    assert n.count("observation") == 6 and n.skipped("observation") == 0
+    x = torch.tensor([1.0, float("nan"), 2.0], dtype=torch.float64)
+    n({"observation": x})  # the NaN element is left out
+    n({"observation": x}, mask=torch.tensor(False))  # every element left out
+    assert n.count("observation") == 8
+    assert n.observation_skips.tolist() == [1, 2, 1] and n.skipped("observation") == 4
+    assert "observation_skips" in n.state_dict()
+
+
 @pytest.mark.parametrize("path", ["dict", "tensordict"])
 def test_row_mask_errors_name_the_key_and_change_nothing(path):
     pooled = vt.VecNorm({"observation": (3,)}, reduce_batch_dims=True)
