@@ -309,9 +309,9 @@ void bm_eager(benchmark::State& st, bool pooled, DType d, vb::Shape2 s) {
 
 // ----------------------------------------------------------------- vecnorm
 
-/// One VecNorm::step of both keys in steady state. `masked` (pooled): a row
-/// mask on both keys that leaves out about one row in ten (done
-/// environments), spread over the batch.
+/// One VecNorm::step of both keys in steady state. `masked`: a row mask on
+/// both keys that leaves out about one row in ten (done environments), spread
+/// over the batch (per-element statistics: their elements keep their counts).
 void bm_vecnorm(benchmark::State& st, bool pooled, Estimator e, DType d, vb::Shape2 s, bool masked) {
   Data data(d, s.batch, s.feat);
   vecnorm::Options o;
@@ -390,9 +390,11 @@ void register_all() {
       }
     }
     if (s.batch >= 4096)  // (not "vecnorm/": scripts/bench_load.py parses those names)
-      benchmark::RegisterBenchmark(("vecnorm_masked/" + vb::case_name(true, Estimator::torchrl, DType::float32, s)).c_str(),
-                                   bm_vecnorm, true, Estimator::torchrl, DType::float32, s, true)
-          ->UseRealTime();
+      for (const bool pooled : {true, false})
+        benchmark::RegisterBenchmark(
+            ("vecnorm_masked/" + vb::case_name(pooled, Estimator::torchrl, DType::float32, s)).c_str(), bm_vecnorm,
+            pooled, Estimator::torchrl, DType::float32, s, true)
+            ->UseRealTime();
   }
   for (const std::int64_t envs : {std::int64_t{4096}, std::int64_t{65536}})
     for (const bool scaler : {false, true})

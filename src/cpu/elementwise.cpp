@@ -90,19 +90,60 @@ std::int64_t elementwise_chunk(const X* x, const core::ElementStats<S>& st, out_
   }
 }
 
-/// Elements [begin, end) of a per-element segment; returns the updates left out
-/// (NonFinite::skip, and the elements of the rows a mask leaves out). Two
-/// shapes of loop:
-///  * all elements share the key's count (no element has ever been left
-///    out, no row mask): the vector loops above, one set of coefficients;
-///  * counts vary per element (stateless, or per key less the element's
-///    skips; every update with a row mask): a scalar loop that recomputes the
-///    coefficients when the count changes.
+/// Coefficients of the element counts a chunk meets, each computed once
+/// (direct-mapped: the counts of elements left out differ by a few).
+template <class Est, class C, bool kUpdate>
+struct CountCoeffs {
+  std::int64_t n[16];
+  core::Coeffs<C> c[16];
+  CountCoeffs() { std::fill(std::begin(n), std::end(n), std::int64_t{-1}); }
+  const core::Coeffs<C>& at(const core::Decay& d, std::int64_t count) {
+    const std::size_t k = static_cast<std::size_t>(count) & 15u;
+    if (n[k] != count) {
+      c[k] = core::element_coeffs<Est, C, kUpdate>(d, count);
+      n[k] = count;
+    }
+    return c[k];
+  }
+};
+
+/// Elements [b, e) keep their statistics (copied where the call writes them elsewhere).
+template <class S>
+void keep_range(const Segment& s, std::int64_t b, std::int64_t e) {
+  const S* loc_in = static_cast<const S*>(s.loc_in);
+  const S* var_in = static_cast<const S*>(s.var_in);
+  S* loc_out = static_cast<S*>(s.loc_out);
+  S* var_out = static_cast<S*>(s.var_out);
+  if (loc_out != loc_in)
+    for (std::int64_t i = b; i < e; ++i) loc_out[i] = loc_in ? loc_in[i] : S(0);
+  if (var_out != var_in)
+    for (std::int64_t i = b; i < e; ++i) var_out[i] = var_in ? var_in[i] : S(0);
+}
+
+/// Elements [b, e) of segment s, all of count n, through the vector loops with
+/// coefficients c (x[b] -> out[0]); returns those a non-finite value left out
+/// (recorded in their skips).
+template <class Est, class X, class S, class C, bool kUpdate, bool kNormalize, bool kSkip>
+inline __attribute__((always_inline)) std::int64_t vector_span(const Segment& s, const core::CountRule& rule, const core::ElementStats<S>& st, out_t<X>* out,
+                         std::int64_t b, std::int64_t e, const core::Coeffs<C>& c, const core::ScaleRule<C>& eps,
+                         std::int64_t n) {
+  const X* x = static_cast<const X*>(s.x);
+  const std::int64_t k =
+      st.loc_in == nullptr
+          ? elementwise_chunk<Est, X, S, C, kUpdate, kNormalize, kSkip, StatsIn::zeros>(x, st, out, b, e, c, eps)
+          : elementwise_chunk<Est, X, S, C, kUpdate, kNormalize, kSkip, StatsIn::load>(x, st, out, b, e, c, eps);
+  if (k > 0)  // rare: record which elements were left out
+    for (std::int64_t i = b; i < e; ++i)
+      if (!core::is_finite(core::load<C>(x + i))) core::record_update(s, rule, i, n, true);
+  return k;
+}
+
+/// Elements [begin, end) of a per-element segment whose counts vary (see
+/// elementwise_range); returns the updates left out. A function of its own,
+/// so that the common path's stays as small as it was.
 template <class Est, class X, class S, Work kWork, bool kSkip>
-std::int64_t elementwise_range(const Plan& p, const Segment& s, bool per_element, bool use_skips,
-                               std::int64_t key_count, double key_weight, double key_inv_bc, double key_var0,
-                               const std::uint8_t* mask, std::int64_t begin, std::int64_t end, bool stream) {
-  const core::CountRule rule{per_element, use_skips, key_count};
+__attribute__((noinline)) std::int64_t varying_range(const Plan& p, const Segment& s, const core::CountRule rule, const std::uint8_t* mask,
+                           std::int64_t begin, std::int64_t end, bool stream) {
   using C = compute_t<X, S>;
   using Y = out_t<X>;
   constexpr bool kUpdate = updates(kWork);
@@ -112,50 +153,117 @@ std::int64_t elementwise_range(const Plan& p, const Segment& s, bool per_element
                                  static_cast<S*>(s.loc_out), static_cast<S*>(s.var_out)};
   const core::ScaleRule<C> eps = p.rule.as<C>();
   std::int64_t kept = 0;
-
-  if (!core::varying_counts(rule) && mask == nullptr) {
-    // The key's coefficients, computed in double (memo) and rounded to C:
-    // element_coeffs<Est, C> rounds the same double values.
-    const core::Coeffs<C> c{static_cast<C>(key_weight), static_cast<C>(key_inv_bc), static_cast<C>(key_var0)};
-    write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
-      const std::int64_t k =
-          st.loc_in == nullptr
-              ? elementwise_chunk<Est, X, S, C, kUpdate, kNormalize, kSkip, StatsIn::zeros>(x, st, out, b, e, c, eps)
-              : elementwise_chunk<Est, X, S, C, kUpdate, kNormalize, kSkip, StatsIn::load>(x, st, out, b, e, c, eps);
-      if (k > 0)  // rare: record which elements were left out
-        for (std::int64_t i = b; i < e; ++i)
-          if (!core::is_finite(core::load<C>(x + i))) core::record_update(s, rule, i, rule.key_count, true);
-      kept += k;
-    });
-    return kept;
-  }
-  std::int64_t cached = -1, cached_masked = -1;
-  core::Coeffs<C> c{}, cm{};
-  write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
-    for (std::int64_t i = b; i < e; ++i) {
-      const std::int64_t n = core::element_count(s, rule, i);
-      if constexpr (kUpdate) {
-        if (core::masked_out(mask, i, s.feat)) {  // its row is left out: normalized at its count
-          if (n != cached_masked) {
-            cm = core::element_coeffs<Est, C, false>(p.decay, n);
-            cached_masked = n;
-          }
-          core::masked_element_step<Est, S, C, kNormalize>(x, st, out, i, i - b, cm, eps);
-          core::record_update(s, rule, i, n, true);
-          ++kept;
-          continue;
-        }
-      }
-      if (n != cached) {
-        c = core::element_coeffs<Est, C, kUpdate>(p.decay, n);
-        cached = n;
-      }
-      const bool kept_out = core::element_step<Est, S, C, kUpdate, kNormalize, kSkip>(x, st, out, i, i - b, c, eps);
-      if constexpr (kUpdate) {
-        core::record_update(s, rule, i, n, kept_out);
-        kept += kept_out ? 1 : 0;
+  CountCoeffs<Est, C, kUpdate> update_coeffs;
+  CountCoeffs<Est, C, false> normalize_coeffs;
+  // Element i alone: its own count, its row's mask byte.
+  auto one = [&](std::int64_t i, std::int64_t b, Y* out) {
+    const std::int64_t n = core::element_count(s, rule, i);
+    if constexpr (kUpdate) {
+      if (core::masked_out(mask, i, s.feat)) {  // its row is left out: normalized at its count
+        core::masked_element_step<Est, S, C, kNormalize>(x, st, out, i, i - b, normalize_coeffs.at(p.decay, n), eps);
+        core::record_update(s, rule, i, n, true);
+        ++kept;
+        return;
       }
     }
+    const bool kept_out =
+        core::element_step<Est, S, C, kUpdate, kNormalize, kSkip>(x, st, out, i, i - b, update_coeffs.at(p.decay, n), eps);
+    if constexpr (kUpdate) {
+      core::record_update(s, rule, i, n, kept_out);
+      kept += kept_out ? 1 : 0;
+    }
+  };
+  // One count per key (less each element's skips): runs of whole rows whose
+  // elements share a count and the mask's verdict (a mask leaves rows out
+  // whole) take the vector loops with that count's coefficients; a row whose
+  // elements differ (non-finite values left some out) goes element by element.
+  const bool by_rows = !rule.per_element;
+  // Whether the elements [j, e2) all have k0 skips.
+  auto same_skips = [&](std::int64_t j, std::int64_t e2, std::int64_t k0) {
+    if (!rule.use_skips) return true;
+    std::int64_t differ = 0;
+    for (; j < e2; ++j) differ |= s.skips[j] ^ k0;
+    return differ == 0;
+  };
+  auto row_left_out = [&](std::int64_t i) {
+    if constexpr (kUpdate) return core::masked_out(mask, i, s.feat);
+    return false;
+  };
+  write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
+    if (!by_rows) {
+      for (std::int64_t i = b; i < e; ++i) one(i, b, out);
+      return;
+    }
+    for (std::int64_t i = b; i < e;) {
+      std::int64_t run_end = std::min(e, (i / s.feat + 1) * s.feat);
+      const std::int64_t k0 = rule.use_skips ? s.skips[i] : 0;
+      if (!same_skips(i + 1, run_end, k0)) {
+        for (std::int64_t j = i; j < run_end; ++j) one(j, b, out);
+        i = run_end;
+        continue;
+      }
+      const bool left_out = row_left_out(i);
+      while (run_end < e) {  // the next rows, while they agree
+        const std::int64_t next = std::min(e, run_end + s.feat);
+        if (row_left_out(run_end) != left_out || !same_skips(run_end, next, k0)) break;
+        run_end = next;
+      }
+      const std::int64_t row_end = run_end;
+      const std::int64_t n = core::element_count(s, rule, i);
+      Y* o = out == nullptr ? nullptr : out + (i - b);
+      if (left_out) {
+        if constexpr (kUpdate) {  // the row's statistics as they are, one more skip each
+          keep_range<S>(s, i, row_end);
+          if constexpr (kNormalize) {
+            const core::Coeffs<C> c = normalize_coeffs.at(p.decay, n);
+            if (st.loc_in == nullptr)
+              elementwise_loop<Est, X, S, C, false, true, false, StatsIn::zeros>(x, st, o, i, row_end, c, eps);
+            else
+              elementwise_loop<Est, X, S, C, false, true, false, StatsIn::load>(x, st, o, i, row_end, c, eps);
+          }
+          if (s.skips != nullptr)
+            for (std::int64_t j = i; j < row_end; ++j) ++s.skips[j];
+          kept += row_end - i;
+        }
+      } else {
+        kept += vector_span<Est, X, S, C, kUpdate, kNormalize, kSkip>(s, rule, st, o, i, row_end,
+                                                                     update_coeffs.at(p.decay, n), eps, n);
+      }
+      i = row_end;
+    }
+  });
+  return kept;
+}
+
+/// Elements [begin, end) of a per-element segment; returns the updates left out
+/// (NonFinite::skip, and the elements of the rows a mask leaves out). Two
+/// shapes of loop:
+///  * all elements share the key's count (no element has ever been left
+///    out, no row mask): the vector loops above, one set of coefficients;
+///  * counts vary per element (stateless, or per key less the element's
+///    skips; every update with a row mask): varying_range: per key, runs of
+///    rows whose elements share a count through the vector loops, else
+///    element by element, the coefficients of each count computed once (CountCoeffs).
+template <class Est, class X, class S, Work kWork, bool kSkip>
+std::int64_t elementwise_range(const Plan& p, const Segment& s, bool per_element, bool use_skips,
+                               std::int64_t key_count, double key_weight, double key_inv_bc, double key_var0,
+                               const std::uint8_t* mask, std::int64_t begin, std::int64_t end, bool stream) {
+  const core::CountRule rule{per_element, use_skips, key_count};
+  if (core::varying_counts(rule) || mask != nullptr)
+    return varying_range<Est, X, S, kWork, kSkip>(p, s, rule, mask, begin, end, stream);
+  using C = compute_t<X, S>;
+  using Y = out_t<X>;
+  constexpr bool kUpdate = updates(kWork);
+  constexpr bool kNormalize = writes_output(kWork);
+  const core::ElementStats<S> st{static_cast<const S*>(s.loc_in), static_cast<const S*>(s.var_in),
+                                 static_cast<S*>(s.loc_out), static_cast<S*>(s.var_out)};
+  const core::ScaleRule<C> eps = p.rule.as<C>();
+  std::int64_t kept = 0;
+  // The key's coefficients, computed in double (memo) and rounded to C:
+  // element_coeffs<Est, C> rounds the same double values.
+  const core::Coeffs<C> c{static_cast<C>(key_weight), static_cast<C>(key_inv_bc), static_cast<C>(key_var0)};
+  write_out(static_cast<Y*>(kNormalize ? s.y : nullptr), begin, end, stream, [&](std::int64_t b, std::int64_t e, Y* out) {
+    kept += vector_span<Est, X, S, C, kUpdate, kNormalize, kSkip>(s, rule, st, out, b, e, c, eps, rule.key_count);
   });
   return kept;
 }
