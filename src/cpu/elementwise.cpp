@@ -107,26 +107,14 @@ struct CountCoeffs {
   }
 };
 
-/// Elements [b, e) keep their statistics (copied where the call writes them elsewhere).
-template <class S>
-void keep_range(const Segment& s, std::int64_t b, std::int64_t e) {
-  const S* loc_in = static_cast<const S*>(s.loc_in);
-  const S* var_in = static_cast<const S*>(s.var_in);
-  S* loc_out = static_cast<S*>(s.loc_out);
-  S* var_out = static_cast<S*>(s.var_out);
-  if (loc_out != loc_in)
-    for (std::int64_t i = b; i < e; ++i) loc_out[i] = loc_in ? loc_in[i] : S(0);
-  if (var_out != var_in)
-    for (std::int64_t i = b; i < e; ++i) var_out[i] = var_in ? var_in[i] : S(0);
-}
-
 /// Elements [b, e) of segment s, all of count n, through the vector loops with
 /// coefficients c (x[b] -> out[0]); returns those a non-finite value left out
 /// (recorded in their skips).
 template <class Est, class X, class S, class C, bool kUpdate, bool kNormalize, bool kSkip>
-inline __attribute__((always_inline)) std::int64_t vector_span(const Segment& s, const core::CountRule& rule, const core::ElementStats<S>& st, out_t<X>* out,
-                         std::int64_t b, std::int64_t e, const core::Coeffs<C>& c, const core::ScaleRule<C>& eps,
-                         std::int64_t n) {
+inline __attribute__((always_inline)) std::int64_t vector_span(const Segment& s, const core::CountRule& rule,
+                                                               const core::ElementStats<S>& st, out_t<X>* out,
+                                                               std::int64_t b, std::int64_t e, const core::Coeffs<C>& c,
+                                                               const core::ScaleRule<C>& eps, std::int64_t n) {
   const X* x = static_cast<const X*>(s.x);
   const std::int64_t k =
       st.loc_in == nullptr
@@ -142,8 +130,9 @@ inline __attribute__((always_inline)) std::int64_t vector_span(const Segment& s,
 /// elementwise_range); returns the updates left out. A function of its own,
 /// so that the common path's stays as small as it was.
 template <class Est, class X, class S, Work kWork, bool kSkip>
-__attribute__((noinline)) std::int64_t varying_range(const Plan& p, const Segment& s, const core::CountRule rule, const std::uint8_t* mask,
-                           std::int64_t begin, std::int64_t end, bool stream) {
+__attribute__((noinline)) std::int64_t varying_range(const Plan& p, const Segment& s, const core::CountRule rule,
+                                                    const std::uint8_t* mask, std::int64_t begin, std::int64_t end,
+                                                    bool stream) {
   using C = compute_t<X, S>;
   using Y = out_t<X>;
   constexpr bool kUpdate = updates(kWork);

@@ -39,19 +39,24 @@ struct Tag {
   using type = T;
 };
 
-/// An update that changes nothing (an empty pooled batch, a key whose updates
-/// have stopped: Options::until): the `numel` statistics stay, copied where
-/// the call writes them elsewhere (a null input reads as zeros).
+/// Elements [b, e) keep their statistics, copied where the call writes them
+/// elsewhere (a null input reads as zeros): a masked-out run of rows.
 template <class S>
-void keep_stats(const Segment& s, std::int64_t numel) {
+void keep_range(const Segment& s, std::int64_t b, std::int64_t e) {
   const S* loc_in = static_cast<const S*>(s.loc_in);
   const S* var_in = static_cast<const S*>(s.var_in);
   S* loc_out = static_cast<S*>(s.loc_out);
   S* var_out = static_cast<S*>(s.var_out);
   if (loc_out != loc_in)
-    for (std::int64_t i = 0; i < numel; ++i) loc_out[i] = loc_in ? loc_in[i] : S(0);
+    for (std::int64_t i = b; i < e; ++i) loc_out[i] = loc_in ? loc_in[i] : S(0);
   if (var_out != var_in)
-    for (std::int64_t i = 0; i < numel; ++i) var_out[i] = var_in ? var_in[i] : S(0);
+    for (std::int64_t i = b; i < e; ++i) var_out[i] = var_in ? var_in[i] : S(0);
+}
+/// An update that changes nothing (an empty pooled batch, a key whose updates
+/// have stopped: Options::until): all `numel` statistics stay.
+template <class S>
+void keep_stats(const Segment& s, std::int64_t numel) {
+  keep_range<S>(s, 0, numel);
 }
 
 /// Calls f(Tag<X>{}) with X the storage type of dtype d.
