@@ -299,8 +299,9 @@ TEST_P(AnchorOptions, BeforeTheFirstUpdateNormalizesWithThePriorOrRefuses) {
   EXPECT_EQ(y2.values(), y) << a.name << ": to_affine() applies the same map";
   vn.denormalize({{"obs", yb.cview(), back.view()}});
   const std::vector<double> xr = back.values();
-  for (std::size_t j = 0; j < x.size(); ++j)
+  for (std::size_t j = 0; j < x.size(); ++j) {
     if (std::abs(y[j]) < a.clip) EXPECT_NEAR(xr[j], x[j], 1e-4 * std::max(1.0, std::abs(x[j]))) << a.name;
+  }
   EXPECT_EQ(vn.count("obs"), 0);
 }
 

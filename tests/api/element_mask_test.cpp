@@ -262,8 +262,9 @@ TEST(ElementMaskState, RoundTripAndTwoBatchDims) {
       const std::string at = std::string(vntest::backend_name(backend)) + " step " + std::to_string(t);
       EXPECT_EQ(ya.values().size(), yb.values().size());
       const std::vector<double> va = ya.values(), vb = yb.values();
-      for (std::size_t i = 0; i < va.size(); ++i)
+      for (std::size_t i = 0; i < va.size(); ++i) {
         if (std::isfinite(va[i]) || std::isfinite(vb[i])) EXPECT_EQ(va[i], vb[i]) << at << " y[" << i << "]";
+      }
       const vecnorm::State sa = a.export_state(), sb = b->export_state();
       EXPECT_EQ(sa.keys[0].loc, sb.keys[0].loc) << at;
       EXPECT_EQ(sa.keys[0].var, sb.keys[0].var) << at;
