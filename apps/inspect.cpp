@@ -130,8 +130,15 @@ std::string state_json(const std::string& path, const vecnorm::VecNorm& vn,
   out += o.unbiased ? "true" : "false";
   out += ", \"until\": ";
   out += std::to_string(o.until);
+  out += ", \"until_strict\": ";
+  out += o.until_strict ? "true" : "false";
   out += ", \"center\": ";
   out += o.center ? "true" : "false";
+  out += ", \"max_scale\": ";
+  if (std::isfinite(o.max_scale))
+    json_number(out, o.max_scale);
+  else
+    out += "null";
   out += ", \"returns\": ";
   if (returns) {
     out += "{\"gamma\": ";
@@ -220,10 +227,13 @@ int run_inspect(int argc, char** argv, int first) {
                                                       : "auto (float64 for float64 inputs, float32 for the others)");
     std::printf("  nonfinite     %s\n", vecnorm::to_string(o.nonfinite));
     std::printf("  scale         %s\n", vecnorm::to_string(o.scale));
+    if (std::isfinite(o.max_scale)) std::printf("  max scale     %s\n", shortest(o.max_scale).c_str());
     if (std::isfinite(o.clip)) std::printf("  clip          %s\n", shortest(o.clip).c_str());
     if (o.prior_count > 0) std::printf("  prior count   %s\n", shortest(o.prior_count).c_str());
     if (o.unbiased) std::printf("  batch var     unbiased (m - 1)\n");
-    if (o.until > 0) std::printf("  until         %lld samples\n", static_cast<long long>(o.until));
+    if (o.until > 0)
+      std::printf("  until         %lld samples%s\n", static_cast<long long>(o.until),
+                  o.until_strict ? " (strict: no batch takes the count past it)" : "");
     if (!o.center) std::printf("  center        no (y = x / scale)\n");
     if (returns)
       std::printf("  returns       a reward scaler's: gamma %s, reset %s, one per environment of batch %s\n",

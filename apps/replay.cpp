@@ -78,6 +78,9 @@ vecnorm::Options statistics_options(const Args& a, const std::optional<vecnorm::
     if (!a.unbiased_set) opt.unbiased = so.unbiased;
     if (!a.until_set) opt.until = so.until;
     if (!a.center_set) opt.center = so.center;
+    if (!a.max_scale_set) opt.max_scale = so.max_scale;
+    // --until 0 lifts a loaded bound, and with it its rule.
+    if (!a.until_strict_set) opt.until_strict = so.until_strict && opt.until > 0;
     if (a.stateless && so.until > 0)
       throw InputError("--load-state " + a.load_state + " holds a bound on updates (until = " +
                        std::to_string(so.until) + "), which --stateless cannot use (it counts per element)");

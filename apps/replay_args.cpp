@@ -22,6 +22,7 @@ const char* const kHelp =
     "  --scale FORM          clamp: max(std, eps) (default, TorchRL), sqrt_var_plus_eps:\n"
     "                        sqrt(var + eps) (SB3, Gymnasium, rl_games) or std_plus_eps:\n"
     "                        std + eps (rsl_rl, skrl)\n"
+    "  --max-scale M         bound the scale to at most M (brax: 1e6; default: none)\n"
     "  --clip C              bound the outputs to [-C, C] (default: none)\n"
     "  --prior-count N       start from N samples of mean 0, var 1 (estimator stable)\n"
     "  --unbiased            pooled batch variance over m - 1 (skrl)\n"
@@ -29,6 +30,8 @@ const char* const kHelp =
     "                        scalers, rl_games norm_only)\n"
     "  --until N             a key's updates stop once its count reaches N samples\n"
     "                        (rsl_rl; default 0: no bound; not with --stateless)\n"
+    "  --until-strict        with --until: a batch that would take the count past N is\n"
+    "                        left out too (brax's until_count)\n"
     "  --estimator NAME      torchrl (VecNormV2's formulas, default) or stable\n"
     "  --nonfinite MODE      NaN/inf input: skip (default: left out of the statistics,\n"
     "                        counted), propagate (the reference) or error (stop)\n"
@@ -105,6 +108,7 @@ Args parse_args(int argc, char** argv, int first) {
       given_option("--nonfinite", a.options.nonfinite, a.nonfinite_set, parse_nonfinite),
       given_option("--scale", a.options.scale, a.scale_set, parse_scale),
       given_option("--clip", a.options.clip, a.clip_set, parse_double),
+      given_option("--max-scale", a.options.max_scale, a.max_scale_set, parse_double),
       given_option("--prior-count", a.options.prior_count, a.prior_set, parse_double),
       {"--unbiased", false, [&](const std::string&) { a.options.unbiased = a.unbiased_set = true; }},
       {"--no-center", false,
@@ -116,6 +120,11 @@ Args parse_args(int argc, char** argv, int first) {
        [&](const std::string& v) {
          a.options.until = parse_int(v, "--until", 0);
          a.until_set = true;
+       }},
+      {"--until-strict", false,
+       [&](const std::string&) {
+         a.options.until_strict = true;
+         a.until_strict_set = true;
        }},
       {"--reduce-batch-dims", false, [&](const std::string&) { a.options.reduce_batch_dims = true; }},
       {"--stateless", false, [&](const std::string&) { a.stateless = true; }},

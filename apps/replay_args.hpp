@@ -27,7 +27,7 @@ struct Args {
   vecnorm::Backend backend = vecnorm::Backend::automatic;
   bool decay_set = false, eps_set = false, estimator_set = false, stats_set = false, nonfinite_set = false;
   bool scale_set = false, clip_set = false, prior_set = false, unbiased_set = false, until_set = false,
-       center_set = false;
+       center_set = false, max_scale_set = false, until_strict_set = false;
   bool stateless = false;
   std::optional<std::int64_t> freeze_after;
   std::string load_state, save_state, out_dir;

@@ -137,6 +137,20 @@ int main(int argc, char** argv) {
     st.keys.push_back(ks);
     if (!write_seed(dir + "/seed-" + std::to_string(n++) + "-stats-dtypes.vnrm", encode_state(st))) return 1;
   }
+  // Version 8: brax's bounds (max_scale, until with until_strict), pooled.
+  {
+    Options o;
+    o.estimator = Estimator::stable;
+    o.decay = 1.0;
+    o.reduce_batch_dims = true;
+    o.max_scale = 1e6;
+    o.until = 100;
+    o.until_strict = true;
+    KeyTable t{Shape{4}, {{"obs", Shape{3}, DType::float32}}};
+    VecNorm vn(o, t);
+    train(vn, 2, static_cast<std::uint64_t>(n));
+    if (!write_seed(dir + "/seed-" + std::to_string(n++) + "-brax.vnrm", encode_state(vn.export_state()))) return 1;
+  }
   // A version 1 file (the reader still reads them): docs/state-format.md's
   // example without the version 2 fields, byte for byte.
   {

@@ -279,6 +279,9 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_stats_kernel(const __grid_
       if (threadIdx.x == 0 && sk.skipped != nullptr && m < m_in && p.op != op_moments)
         add_counter(sk.skipped, m_in - m);
     }
+    // A batch that would take the count past Options::until (until_strict)
+    // adds nothing; a distributed update decides on all ranks' rows, below.
+    if (p.op != op_moments) m = core::samples_taken(p.decay, sk.count_in ? *sk.count_in : 0, m);
     if (threadIdx.x == 0) added[k] = m;
     if (p.op == op_moments) {
       // A distributed update's first half: the moments into the key's message block.
@@ -334,7 +337,8 @@ __global__ void __launch_bounds__(kThreads, 1) gathered_stats_kernel(const __gri
     const core::GatheredKey g{p.gathered + sk.partials, p.stride, p.ranks, sk.feat};
     // Stopped (Options::until): every rank sent no rows (the ranks share the count).
     const bool stopped = core::updates_stopped(p.decay, sk.count_in ? *sk.count_in : 0);
-    const std::int64_t m = agree && !stopped ? static_cast<std::int64_t>(g.rows()) : 0;
+    const std::int64_t count = sk.count_in ? *sk.count_in : 0;
+    const std::int64_t m = agree && !stopped ? core::samples_taken(p.decay, count, static_cast<std::int64_t>(g.rows())) : 0;
     // This rank's rows the update took: those its row mask keeps; the others
     // its message left out were non-finite (skips).
     std::int64_t m_in = sk.rows, first = 0;
@@ -345,7 +349,7 @@ __global__ void __launch_bounds__(kThreads, 1) gathered_stats_kernel(const __gri
     }
     finalize_segment<Est, S>(p, sk, m, [&](std::int64_t f) { return m > 0 ? g.moments(f) : core::Moments{}; });
     __syncthreads();
-    if (threadIdx.x == 0) *sk.count_out = (sk.count_in ? *sk.count_in : 0) + m;
+    if (threadIdx.x == 0) *sk.count_out = count + m;
   }
 }
 

@@ -199,6 +199,9 @@ void Options::validate() const {
     detail::fail(ErrorCode::invalid_option,
                  "option scale: expected clamp, sqrt_var_plus_eps or std_plus_eps, got value " +
                      std::to_string(static_cast<int>(scale)));
+  if (!(max_scale > 0.0))
+    detail::fail(ErrorCode::invalid_option,
+                 "option max_scale: expected max_scale > 0 (inf: no bound), got " + num(max_scale));
   if (!(clip > 0.0))
     detail::fail(ErrorCode::invalid_option, "option clip: expected clip > 0 (inf: no bound), got " + num(clip));
   if (!(prior_count >= 0.0) || !std::isfinite(prior_count))
@@ -211,6 +214,9 @@ void Options::validate() const {
   if (until < 0)
     detail::fail(ErrorCode::invalid_option,
                  "option until: expected until >= 0 (0: no bound), got " + std::to_string(until));
+  if (until_strict && until == 0)
+    detail::fail(ErrorCode::invalid_option,
+                 "option until_strict: expected false without until (until = 0: no bound), got true");
   if (stats_dtype && *stats_dtype != DType::float32 && *stats_dtype != DType::float64)
     detail::fail(ErrorCode::invalid_option,
                  std::string("option stats_dtype: expected float32, float64 or none (each key's from its input), got ") +

@@ -24,13 +24,14 @@
 
 namespace vecnorm {
 
-/// The newest checkpoint format version. encode_state() writes 7 for a state
+/// The newest checkpoint format version. encode_state() writes 8 for a state
+/// with max_scale finite or until_strict set, 7 for a state
 /// whose keys' statistics dtypes differ (Options::stats_dtype none over
 /// float64 and other inputs), 6 for a state with returns (a RewardScaler's),
 /// else the oldest version that holds the options: 5 with center false, 4 with
 /// until set, 3 with scale, clip, prior_count or unbiased set, version 2
 /// otherwise.
-inline constexpr std::uint32_t kCheckpointFormatVersion = 7;
+inline constexpr std::uint32_t kCheckpointFormatVersion = 8;
 /// The oldest format version decode_state() reads.
 inline constexpr std::uint32_t kCheckpointOldestVersion = 1;
 
@@ -38,8 +39,8 @@ inline constexpr std::uint32_t kCheckpointOldestVersion = 1;
 /// inconsistent state throws Error(state_mismatch)). Deterministic: the same
 /// state always gives the same bytes. Only the options that shape the
 /// statistics are stored (estimator, decay, eps, reduce_batch_dims,
-/// stats_dtype, nonfinite, scale, clip, prior_count, unbiased, until, center); backend and
-/// cpu_threads are not. Besides
+/// stats_dtype, nonfinite, scale, max_scale, clip, prior_count, unbiased,
+/// until, until_strict, center); backend and cpu_threads are not. Besides
 /// State::validate(), the skips rules of the format are checked (skipped >= 0;
 /// skips empty or one value 0..count per element, per-element statistics
 /// only, summing to skipped and not all 0).

@@ -80,6 +80,9 @@ struct Options {
   /// How the variance v becomes the scale: max(sqrt(v), eps) (TorchRL, the
   /// default), sqrt(v + eps) or sqrt(v) + eps (docs/anchors.md, docs/numerics.md).
   ScaleForm scale = ScaleForm::clamp;
+  /// The scale is at most max_scale (brax clips its std to [1e-6, 1e6]):
+  /// min(scale, max_scale). +inf (the default): no upper bound. > 0.
+  double max_scale = std::numeric_limits<double>::infinity();
   /// Normalized outputs are bounded to [-clip, clip]; +inf (the default): not bounded. > 0.
   double clip = std::numeric_limits<double>::infinity();
   /// The stable estimator's prior: the statistics start as n0 = prior_count
@@ -110,6 +113,15 @@ struct Options {
   /// before the count is known on a device). Across ranks the counts are
   /// the same (every rank merges the same batches), so every rank stops at once.
   std::int64_t until = 0;
+  /// With `until`: an update is also left out when its batch would take the
+  /// count past `until` (brax's until_count), so the count never passes the
+  /// bound. A pooled batch of m samples is merged only while count + m <=
+  /// until (all ranks' samples, the rows a mask keeps and whose values are
+  /// finite); a per-element step adds 1, for which both rules agree. Unlike
+  /// brax, whose count goes on growing while its statistics stop, the count
+  /// stays, so a later, smaller batch that fits is still merged (brax's
+  /// PPO batches are all of one size).
+  bool until_strict = false;
   bool reduce_batch_dims = false;   ///< pool the batch dims (stateful only)
   Estimator estimator = Estimator::torchrl;
   /// The dtype of each key's loc/var (and of a reward scaler's returns):

@@ -34,7 +34,7 @@
 namespace vecnorm {
 
 /// The layout version of the shared segment this build creates and attaches to.
-inline constexpr std::uint32_t kSharedLayoutVersion = 5;
+inline constexpr std::uint32_t kSharedLayoutVersion = 6;
 
 /// A normalizer whose statistics live in a named POSIX shared-memory segment.
 ///

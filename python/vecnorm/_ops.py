@@ -65,7 +65,7 @@ def until_count(until) -> int:
 def make_config(batch_dims: int, reduce_batch_dims: bool, estimator: str, nonfinite: str,
                 per_element_counts: bool, cpu_threads: int, scale: str = "clamp", unbiased: bool = False,
                 clip: float = math.inf, prior_count: float = 0.0, until: int = 0,
-                center: bool = True) -> List[int]:
+                center: bool = True, max_scale: float = math.inf, until_strict: bool = False) -> List[int]:
     """The operators' int[] config (src/torch/call.hpp, ConfigField); the values
     themselves are checked by the library (Options::validate)."""
     if estimator not in ESTIMATORS:
@@ -76,7 +76,7 @@ def make_config(batch_dims: int, reduce_batch_dims: bool, estimator: str, nonfin
         raise ValueError(f"vecnorm: scale: expected 'clamp', 'sqrt_var_plus_eps' or 'std_plus_eps', got '{scale}'")
     return [int(batch_dims), int(bool(reduce_batch_dims)), ESTIMATORS[estimator], NONFINITE[nonfinite],
             int(bool(per_element_counts)), int(cpu_threads), SCALES[scale], int(bool(unbiased)), _bits(clip),
-            _bits(prior_count), int(until), int(bool(center))]
+            _bits(prior_count), int(until), int(bool(center)), _bits(max_scale), int(bool(until_strict))]
 
 
 @torch.library.register_fake("vecnorm::step")

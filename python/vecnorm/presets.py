@@ -19,7 +19,7 @@ Every preset takes the feature shape of each key and any option of
 | ``rsl_rl`` | cumulative, pooled, float32 | std + 1e-2 | none | (2^-60, 0, 1): mean 0, std 1 |
 | ``rl_games`` | cumulative, pooled, float64 | sqrt(var + 1e-5) | 5 | (1, 0, 1) |
 | ``skrl`` | cumulative, pooled, float64, unbiased batch variance | std + 1e-8 | 5 | (1, 0, 1) |
-| ``brax`` | cumulative, pooled, float32 | max(sqrt(var + std_eps), 1e-6) | none | (2^-60, 0, 1): mean 0, std 1 |
+| ``brax`` | cumulative, pooled, float32 | sqrt(var + std_eps) in [1e-6, 1e6] | none | (2^-60, 0, 1): mean 0, std 1 |
 
 Before the first update every preset but ``torchrl_v2`` normalizes as its
 library does with its initial state: with the prior's map (mean 0, variance
@@ -37,14 +37,15 @@ scale of the discounted return): ``sb3_reward(num_envs)`` (VecNormalize's
 clip 10, prior (1e-4, 0, 1), float64) and ``gymnasium_reward(num_envs)``
 (NormalizeReward: zeroed before the reward is added, no clip).
 brax's 0/1 ``weights`` (ARS's and ES's "episode still active") are the row
-``mask`` of ``forward``/``update``. Not yet (issue 18): other weights (brax
-documents a weight of 2 as the row counted twice), brax's upper bound on the
-std (1e6) and its EMA mode's ``until_count``.
+``mask`` of ``forward``/``update``; its EMA mode's ``until_count`` is
+``until`` with ``until_strict``. Not yet (issue 18): other weights (brax
+documents a weight of 2 as the row counted twice).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping
+import warnings
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 
@@ -85,7 +86,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # brax.training.acme.running_statistics (Welford mode, std_eps=0, jax's float32): std =
     # clip(sqrt(var + std_eps), 1e-6, 1e6), normalize with no bound (max_abs_value=None); its
     # initial state (mean 0, std 1) as rsl_rl's.
-    "brax": _cumulative(torch.float32, "clamp", 1e-6, math.inf, NEGLIGIBLE_PRIOR),
+    "brax": dict(_cumulative(torch.float32, "clamp", 1e-6, math.inf, NEGLIGIBLE_PRIOR), max_scale=1e6),
 }
 
 
@@ -125,19 +126,40 @@ def skrl(shapes: Mapping[Key, Any], **options: Any) -> VecNorm:
     return _make("skrl", shapes, options)
 
 
-def brax(shapes: Mapping[Key, Any], *, std_eps: float = 0.0, **options: Any) -> VecNorm:
-    """brax's ``running_statistics`` (``init_state(std_eps=0.0)``, Welford mode,
-    ``update`` then ``normalize(max_abs_value=None)``): statistics over every
-    batch dim (a ``(T, N, ...)`` rollout at once, as brax's PPO updates them), the
-    std ``sqrt(var + std_eps)`` kept at least 1e-6. ``std_eps > 0`` gives the
-    scale ``sqrt(var + std_eps)`` (brax's lower bound 1e-6 then binds only for
-    ``std_eps < 1e-12``). Pass 0/1 ``weights`` as ``mask=``; ``clip=`` is
-    ``max_abs_value``. Before the first update ``normalize`` returns the
-    input, as brax's initial std of 1 does (with ``std_eps > 0``: the input
-    over ``sqrt(1 + std_eps)``, where brax's initial std is 1). Unlike brax: an
+def brax(shapes: Mapping[Key, Any], *, std_eps: float = 0.0, mode: str = "welford",
+         until_count: Optional[int] = None, **options: Any) -> VecNorm:
+    """brax's ``running_statistics`` (``init_state(std_eps=0.0, mode=...)``,
+    ``update(until_count=...)`` then ``normalize(max_abs_value=None)``):
+    statistics over every batch dim (a ``(T, N, ...)`` rollout at once, as
+    brax's PPO updates them), the std ``sqrt(var + std_eps)`` kept in [1e-6,
+    1e6]. ``std_eps > 0`` gives the scale ``sqrt(var + std_eps)`` (brax's lower
+    bound 1e-6 then binds only for ``std_eps < 1e-12``). ``mode``: ``"welford"``
+    or ``"ema"`` (brax's PPO ``normalize_observations_mode``; both merge each
+    batch exactly, in a different order of rounding). ``until_count`` (PPO's
+    ``normalize_until_count``): in EMA mode a batch that would take the count
+    past it is left out, and every later one (``until`` with ``until_strict``;
+    brax's count goes on growing while its statistics stop, the preset's
+    stays, which changes no output while the batches are of one size, as
+    PPO's are); brax's Welford mode ignores it, and so does the preset, with a
+    warning. Pass 0/1 ``weights`` as ``mask=`` (Welford mode: brax's EMA
+    mode counts the weights but takes every row's moments); ``clip=`` is
+    ``max_abs_value``. Before the first update ``normalize`` returns the input,
+    as brax's initial std of 1 does (with ``std_eps > 0``: the input over
+    ``sqrt(1 + std_eps)``, where brax's initial std is 1). Unlike brax: an
     update whose weights are all 0 leaves the count at 0 (brax's first divides
-    0 by 0), and the std has no upper bound (brax's 1e6)."""
-    kw = {} if std_eps == 0.0 else {"scale": "sqrt_var_plus_eps", "eps": float(std_eps)}
+    0 by 0)."""
+    if mode not in ("welford", "ema"):
+        raise ValueError(f"vecnorm.presets.brax: mode: expected 'welford' or 'ema', got {mode!r}")
+    kw: Dict[str, Any] = {} if std_eps == 0.0 else {"scale": "sqrt_var_plus_eps", "eps": float(std_eps)}
+    if until_count is not None:
+        if mode == "welford":
+            warnings.warn("vecnorm.presets.brax: brax's Welford mode ignores until_count (only its EMA mode stops "
+                          "updating); so does the preset", stacklevel=2)
+        elif int(until_count) < 1 or int(until_count) != until_count:
+            raise ValueError("vecnorm.presets.brax: until_count: expected a whole number of samples >= 1, got "
+                             f"{until_count!r}")
+        else:
+            kw.update(until=int(until_count), until_strict=True)
     return _make("brax", shapes, {**kw, **options})
 
 

@@ -101,17 +101,21 @@ class VecNorm(nn.Module):
             statistics have the shape ``batch_shape + feature``); with
             ``reduce_batch_dims`` any batch is accepted and pooled.
         decay, eps, reduce_batch_dims, estimator, stats_dtype, nonfinite,
-        cpu_threads, scale, clip, prior_count, unbiased, until, center: the options of the C++
+        cpu_threads, scale, max_scale, clip, prior_count, unbiased, until,
+        until_strict, center: the options of the C++
             API (include/vecnorm/options.hpp), under their C++ names;
             ``cpu_threads=0`` runs CPU calls on torch's intra-op threads
             (``torch.get_num_threads()``), N > 0 on vecnorm's own pool of N. ``scale``:
             ``"clamp"`` (max(std, eps), TorchRL), ``"sqrt_var_plus_eps"`` (SB3,
-            Gymnasium, rl_games) or ``"std_plus_eps"`` (rsl_rl, skrl); ``clip``
+            Gymnasium, rl_games) or ``"std_plus_eps"`` (rsl_rl, skrl);
+            ``max_scale`` bounds the scale from above (brax: 1e6); ``clip``
             bounds the outputs to [-clip, clip]; ``prior_count`` (estimator
             ``"stable"``) starts the statistics as that many samples of mean 0,
             variance 1; ``unbiased``: pooled batch variance over m - 1;
             ``until`` (None: no bound) stops a key's updates once its count
-            has reached that many samples (rsl_rl), decided on the device.
+            has reached that many samples (rsl_rl), decided on the device;
+            ``until_strict=True`` also leaves out a batch that would take the
+            count past it (brax's ``until_count``).
             ``center=False`` divides without subtracting the mean (``x /
             scale``: the reward scalers, rl_games' ``norm_only``); ``loc``
             and ``to_affine`` then report a mean of 0.
@@ -144,10 +148,12 @@ class VecNorm(nn.Module):
         nonfinite: str = "skip",
         cpu_threads: int = 0,
         scale: str = "clamp",
+        max_scale: float = math.inf,
         clip: float = math.inf,
         prior_count: float = 0.0,
         unbiased: bool = False,
         until: Optional[float] = None,
+        until_strict: bool = False,
         center: bool = True,
         dtypes: Optional[Mapping[Key, torch.dtype]] = None,
         device: Optional[Union[str, torch.device]] = None,
@@ -177,6 +183,8 @@ class VecNorm(nn.Module):
         self.unbiased = bool(unbiased)
         self.until = until_count(until)  # 0: no bound
         self.center = bool(center)
+        self.max_scale = float(max_scale)
+        self.until_strict = bool(until_strict)
         dt = dict(dtypes or {})
         self.dtypes: Dict[str, torch.dtype] = {n: dt.get(k, stats_dtype or torch.float32)
                                                for k, n in zip(self.keys, self.names)}
@@ -193,7 +201,8 @@ class VecNorm(nn.Module):
         self._batch_dims = 0 if self.reduce_batch_dims else len(self.batch_shape)
         self._config = make_config(self._batch_dims, self.reduce_batch_dims, self.estimator, self.nonfinite,
                                    False, self.cpu_threads, self.scale_form, self.unbiased, self.clip,
-                                   self.prior_count, self.until, self.center)
+                                   self.prior_count, self.until, self.center, self.max_scale,
+                                   self.until_strict)
         torch.ops.vecnorm.validate(
             self.names, [len(self.feature_shapes[n]) for n in self.names], dims, list(self.batch_shape),
             self.decay, self.eps, self._config, _DTYPE_CODE[stats_dtype or torch.float32],
@@ -455,9 +464,10 @@ class VecNorm(nn.Module):
         shapes = ", ".join(f"{n}: {tuple(s)}" for n, s in self.feature_shapes.items())
         return (f"{{{shapes}}}, batch_shape={self.batch_shape}, decay={self.decay}, eps={self.eps}, "
                 f"reduce_batch_dims={self.reduce_batch_dims}, estimator='{self.estimator}', "
-                f"stats_dtype={self.stats_dtype}, scale='{self.scale_form}', clip={self.clip}, "
-                f"prior_count={self.prior_count}, unbiased={self.unbiased}, "
-                f"until={self.until or None}, center={self.center}, frozen={self._frozen}")
+                f"stats_dtype={self.stats_dtype}, scale='{self.scale_form}', max_scale={self.max_scale}, "
+                f"clip={self.clip}, prior_count={self.prior_count}, unbiased={self.unbiased}, "
+                f"until={self.until or None}, until_strict={self.until_strict}, center={self.center}, "
+                f"frozen={self._frozen}")
 
 
 class AffineKeyNorm(nn.Module):

@@ -279,10 +279,14 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   S* loc_out = static_cast<S*>(s.loc_out);
   S* var_out = static_cast<S*>(s.var_out);
 
-  // Folds each feature's batch moments (moments_of(f), `added` rows in all)
-  // into the statistics, moves the count, and computes the per-feature map of
-  // a step that normalizes. `uc`: update_coeffs(n, added) when added > 0.
-  auto store = [&](std::int64_t added, core::Coeffs<double> uc, auto&& moments_of) {
+  // Folds each feature's batch moments (moments_of(f), `added` rows in all,
+  // every rank's) into the statistics, moves the count, and computes the
+  // per-feature map of a step that normalizes; a batch Options::until stops
+  // (until_strict: one that would pass the bound) adds nothing.
+  auto store = [&](std::int64_t added, auto&& moments_of) {
+    added = core::samples_taken(p.decay, n, added);
+    const core::Coeffs<double> uc =
+        added > 0 ? memo_coeffs<Est>(ws.memo, kMemoUpdate, p.decay, n, added) : core::Coeffs<double>{0.0, 1.0};
     // The normalization's coefficients at the new count: torchrl's update
     // computed the same bias correction already.
     core::Coeffs<double> nc{0.0, 1.0};
@@ -295,7 +299,7 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     for (std::int64_t f = 0; f < F; ++f) {
       const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
       const double var = var_in ? static_cast<double>(var_in[f]) : 0.0;
-      const core::Stored<S> st = Ops::template finalize<S>(uc, loc, var, moments_of(f));
+      const core::Stored<S> st = Ops::template finalize<S>(uc, loc, var, added > 0 ? moments_of(f) : core::Moments{});
       loc_out[f] = st.loc;
       var_out[f] = st.var;
     }
@@ -320,8 +324,7 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     const std::int64_t added = static_cast<std::int64_t>(g.rows());
     const std::int64_t own = static_cast<std::int64_t>(std::max(g.rows_of(p.rank), 0.0));
     if (own < m_in && s.skipped != nullptr) *s.skipped += m_in - own;
-    store(added, added > 0 ? memo_coeffs<Est>(ws.memo, kMemoUpdate, p.decay, n, added) : core::Coeffs<double>{0.0, 1.0},
-          [&](std::int64_t f) { return g.moments(f); });
+    store(added, [&](std::int64_t f) { return g.moments(f); });
     if (normalize && m > 0) {
       MapRun<C> run{s.x, s.y, m, F, true, mu, r, static_cast<C>(p.rule.clip)};
       map_segment<X, C>(run, core::MapKind::normalize, threads);
@@ -395,8 +398,7 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   auto finish = [&]() {
     const std::int64_t m_ok = feature_sums();
     if (m_ok < m_in && s.skipped != nullptr) *s.skipped += m_in - m_ok;
-    store(m_ok, m_ok > 0 ? memo_coeffs<Est>(ws.memo, kMemoUpdate, p.decay, n, m_ok) : core::Coeffs<double>{0.0, 1.0},
-          batch_moments(m_ok));
+    store(m_ok, batch_moments(m_ok));
   };
 
   if (p.work == Work::moments) {

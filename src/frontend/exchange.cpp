@@ -48,10 +48,12 @@ double signature(const CallConfig& cfg, const KeyTable& table) {
   h.add(cfg.rule.lo);
   h.add(cfg.rule.in);
   h.add(cfg.rule.out);
+  h.add(cfg.rule.hi);
   h.add(cfg.rule.clip);
   h.add(cfg.decay.prior);
   h.add(cfg.decay.unbiased);
   h.add(cfg.decay.until);
+  h.add(cfg.decay.until_strict);
   h.add(cfg.rule.center);
   return core::bits_to_double(h.h);
 }
@@ -104,8 +106,8 @@ void check_messages(const CallConfig& cfg, const KeyTable& table, const double* 
       fail(ErrorCode::collective_error,
            where + "rank " + std::to_string(r) +
                "'s normalizer differs from rank 0's: expected the same key table (names, feature shapes, statistics dtypes) "
-               "and options (decay, eps, scale, clip, prior_count, unbiased, until, center, estimator, stats_dtype, "
-               "nonfinite) on every rank" +
+               "and options (decay, eps, scale, max_scale, clip, prior_count, unbiased, until, until_strict, center, "
+               "estimator, stats_dtype, nonfinite) on every rank" +
                unchanged);
   for (int k = 0; k < static_cast<int>(table.keys.size()); ++k) {
     const std::int64_t off = key_offset(table, k);

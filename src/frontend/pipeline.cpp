@@ -19,8 +19,8 @@ CallConfig make_config(const Options& o, Backend backend, CountLayout counts) {
   c.pooled = o.reduce_batch_dims;
   c.counts = counts;
   c.stats_dtype = o.stats_dtype;
-  c.decay = core::make_decay(o.decay, o.prior_count, o.unbiased, o.until);
-  c.rule = core::make_scale_rule(o.scale, o.eps, o.clip, o.center);
+  c.decay = core::make_decay(o.decay, o.prior_count, o.unbiased, o.until, o.until_strict);
+  c.rule = core::make_scale_rule(o.scale, o.eps, o.clip, o.center, o.max_scale);
   c.threads = o.cpu_threads;
   c.executor = o.cpu_executor;
   c.nonfinite = o.nonfinite;

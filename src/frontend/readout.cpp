@@ -31,7 +31,8 @@ KeyMaps key_maps(const Options& options, const KeySpec& spec, const HostStats& s
   out.mu.assign(out.numel, 0.0);  // double slots hold numel values of either type
   out.p.assign(out.numel, 0.0);
   const core::Decay decay = core::make_decay(options.decay, options.prior_count, options.unbiased);
-  const core::ScaleRule<double> rule = core::make_scale_rule(options.scale, options.eps, options.clip, options.center);
+  const core::ScaleRule<double> rule = core::make_scale_rule(options.scale, options.eps, options.clip, options.center,
+                                                                  options.max_scale);
   auto go = [&](auto s_tag, auto c_tag) {
     using S = decltype(s_tag);
     using C = decltype(c_tag);

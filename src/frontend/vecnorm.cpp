@@ -400,6 +400,8 @@ void VecNorm::import_state(const State& state) {
     o.prior_count = state.options.prior_count;
     o.unbiased = state.options.unbiased;
     o.until = state.options.until;
+    o.until_strict = state.options.until_strict;
+    o.max_scale = state.options.max_scale;
     o.center = state.options.center;
     o.reduce_batch_dims = state.options.reduce_batch_dims;
     o.stats_dtype = state.options.stats_dtype;

@@ -130,7 +130,8 @@ void write_header(Header& h, const Options& o, const KeyTable& table, const Layo
   h.prior_count = c.prior_count;
   h.until = c.until;
   h.center = c.center;
-  h.reserved = 0;
+  h.until_strict = c.until_strict;
+  h.max_scale = c.max_scale;
   h.table_offset = L.table_offset;
   h.table_bytes = L.table_bytes;
   h.views_offset = L.views_offset;
@@ -143,7 +144,8 @@ void write_header(Header& h, const Options& o, const KeyTable& table, const Layo
 
 OptionCodes option_codes_of(const Header& h) {
   return {h.estimator, h.reduce_batch_dims, h.stats_dtype, h.nonfinite, h.decay,
-          h.eps,       h.scale,             h.unbiased,    h.clip,      h.prior_count, h.until, h.center};
+          h.eps,       h.scale,             h.unbiased,    h.clip,      h.prior_count, h.until, h.center,
+          h.max_scale, h.until_strict};
 }
 
 void check_identity(const Header& h, std::uint64_t size, const Roles& roles) {

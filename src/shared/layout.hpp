@@ -64,7 +64,9 @@ struct Header {
   std::int64_t until;
   // Layout version 5: Options::center (0 or 1).
   std::uint32_t center;
-  std::uint32_t reserved;  // 0
+  // Layout version 6: Options::until_strict (0 or 1) and max_scale.
+  std::uint32_t until_strict;
+  double max_scale;
 };
 static_assert(std::is_standard_layout_v<Header> && std::is_trivially_copyable_v<Header>);
 static_assert(offsetof(Header, seq) == 104 && offsetof(Header, skips_offset) == 136 &&

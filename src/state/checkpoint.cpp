@@ -2,12 +2,14 @@
 // encode_state writes format version 2, or 3 to 5 where the options need it
 // (scale, clip, prior_count, unbiased not the defaults: 3; until: 4; center
 // false: 5), 6 for a state with returns (a RewardScaler's), 7 where the keys'
-// statistics dtypes differ (stats dtype code 2); decode_state reads 1 to 7.
+// statistics dtypes differ (stats dtype code 2), 8 where max_scale is finite or
+// until_strict set; decode_state reads 1 to 8.
 // Files on disk are files.cpp's; the shapes, key specs and codes it shares
 // with shared segments are binary_io.hpp's and schema.hpp's.
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <limits>
 
 #include "binary_io.hpp"
 #include "rethrow.hpp"
@@ -27,6 +29,7 @@ constexpr std::size_t kHeaderV2 = 64;       // ... + nonfinite
 constexpr std::size_t kHeaderV3 = 88;       // ... + scale, unbiased, clip, prior_count
 constexpr std::size_t kHeaderV4 = 96;       // ... + until
 constexpr std::size_t kHeaderV5 = 100;      // ... + center (versions 6 and 7: the same header)
+constexpr std::size_t kHeaderV8 = 112;      // ... + max_scale, until_strict
 constexpr std::size_t kChecksumBytes = 4;   // CRC-32C trailer
 constexpr std::size_t kMinStatsRecordV1 = 8 + 8 + 8;  // count, loc length, var length
 constexpr std::size_t kMinStatsRecordV2 = 8 + 8 + 8 + 8 + 8;  // count, skipped, loc/var/skips lengths
@@ -111,9 +114,12 @@ State decode_records(std::span<const std::uint8_t> d, std::uint32_t version) {
   if (pooled > 1) bad("reduce_batch_dims: expected 0 or 1, got " + std::to_string(pooled));
   st.options.reduce_batch_dims = pooled == 1;
   const std::uint32_t sd = r.u32("stats_dtype");
-  if (version >= 7 && sd != 2)  // version 7 is written for code 2 only (one encoding per state)
+  if (version == 7 && sd != 2)  // version 7 is written for code 2 only (one encoding per state)
     bad("stats_dtype: expected 2 (each key's from its input) in format version 7, got " + std::to_string(sd));
-  if (version < 7 && sd > 1) bad("stats_dtype: expected 0 (float32) or 1 (float64), got " + std::to_string(sd));
+  if (version != 7 && sd > (version == 8 ? 2u : 1u))
+    bad(version == 8 ? "stats_dtype: expected 0 (float32), 1 (float64) or 2 (each key's from its input), got " +
+                           std::to_string(sd)
+                     : "stats_dtype: expected 0 (float32) or 1 (float64), got " + std::to_string(sd));
   st.options.stats_dtype = detail::stats_dtype_of_code(sd);
   const std::uint32_t nkeys = r.u32("number of keys");
   st.options.decay = r.f64("decay");
@@ -148,6 +154,20 @@ State decode_records(std::span<const std::uint8_t> d, std::uint32_t version) {
     const std::uint32_t c = r.u32("center");
     if (c > 1) bad("center: expected 0 or 1, got " + std::to_string(c));
     st.options.center = c == 1;
+  }
+  // Version 8 adds the upper bound of the scale and brax's rule of the bound
+  // on updates (earlier files: none, rsl_rl's).
+  if (version >= 8) {
+    st.options.max_scale = r.f64("max_scale");
+    if (!(st.options.max_scale > 0.0))
+      bad("max_scale: expected max_scale > 0 (inf: no bound), got " + detail::num(st.options.max_scale));
+    const std::uint32_t us = r.u32("until_strict");
+    if (us > 1) bad("until_strict: expected 0 or 1, got " + std::to_string(us));
+    st.options.until_strict = us == 1;
+    // Written only where one of them is set: one encoding per state.
+    if (!(st.options.max_scale < std::numeric_limits<double>::infinity()) && !st.options.until_strict)
+      bad("max_scale, until_strict: expected a finite max_scale or until_strict 1 in format version 8 (written only "
+          "for those), got inf and 0");
   }
   st.table.batch_shape = detail::read_shape(r, "batch shape");
   // Every key takes at least a key spec + the smallest statistics record:
@@ -287,7 +307,8 @@ std::vector<std::uint8_t> encode_state(const State& state) {
   // The oldest version that holds the options: files of default options stay
   // readable by a vecnorm that knows only version 2.
   const std::uint32_t version = detail::checkpoint_format_for(state);
-  std::size_t size = (version >= 5   ? kHeaderV5
+  std::size_t size = (version >= 8   ? kHeaderV8
+                       : version >= 5 ? kHeaderV5
                        : version == 4 ? kHeaderV4
                        : version == 3 ? kHeaderV3
                                       : kHeaderV2) +
@@ -331,6 +352,10 @@ std::vector<std::uint8_t> encode_state(const State& state) {
   }
   if (version >= 4) w.i64(codes.until);
   if (version >= 5) w.u32(codes.center);
+  if (version >= 8) {
+    w.f64(codes.max_scale);
+    w.u32(codes.until_strict);
+  }
   detail::write_shape(w, state.table.batch_shape);
   for (const KeySpec& spec : state.table.keys) detail::write_key_spec(w, spec);
   auto elem = [&](std::size_t k) { return dtype_size(stats_dtype_for(state.options.stats_dtype, state.table.keys[k].dtype)); };
@@ -380,7 +405,12 @@ State decode_state(std::span<const std::uint8_t> d) {
   if (recorded != n)
     bad((recorded > n ? "truncated: expected " : "size mismatch: expected ") + std::to_string(recorded) +
         " bytes (the size recorded in the header), got " + std::to_string(n));
-  const std::size_t header = version == 1 ? kHeaderV1 : version == 2 ? kHeaderV2 : version == 3 ? kHeaderV3 : version == 4 ? kHeaderV4 : kHeaderV5;  // 5 to 7
+  const std::size_t header = version == 1   ? kHeaderV1
+                             : version == 2 ? kHeaderV2
+                             : version == 3 ? kHeaderV3
+                             : version == 4 ? kHeaderV4
+                             : version <= 7 ? kHeaderV5
+                                            : kHeaderV8;
   if (n < header + kChecksumBytes)
     bad("truncated: expected at least " + std::to_string(header + kChecksumBytes) + " bytes for a version " +
         std::to_string(version) + " header and checksum, got " + std::to_string(n));

@@ -112,9 +112,10 @@ bool returns_bytes(const KeyTable& table, const KeySpec& key, std::optional<DTyp
 
 std::uint32_t checkpoint_format_for(const State& state) {
   const Options& o = state.options;
+  const Options d;
+  if (o.max_scale != d.max_scale || o.until_strict != d.until_strict) return 8;
   if (stats_dtype_code(o.stats_dtype, state.table) == 2) return 7;
   if (state.returns) return 6;
-  const Options d;
   if (o.center != d.center) return 5;
   if (o.until != d.until) return 4;
   const bool v2 = o.scale == d.scale && o.clip == d.clip && o.prior_count == d.prior_count && o.unbiased == d.unbiased;
@@ -137,7 +138,7 @@ std::string nonfinite_name(std::uint32_t code) {
 OptionCodes option_codes(const Options& o, const KeyTable& table) {
   return {estimator_code(o.estimator), o.reduce_batch_dims ? 1u : 0u, stats_dtype_code(o.stats_dtype, table),
           nonfinite_code(o.nonfinite), o.decay, o.eps, scale_code(o.scale), o.unbiased ? 1u : 0u, o.clip,
-          o.prior_count, o.until, o.center ? 1u : 0u};
+          o.prior_count, o.until, o.center ? 1u : 0u, o.max_scale, o.until_strict ? 1u : 0u};
 }
 
 std::string shortest(double v) {
@@ -176,6 +177,10 @@ void check_same_options(const Roles& roles, const OptionCodes& mine, const Optio
   if (mine.until != theirs.until)
     fail_mismatch(roles, "until", std::to_string(mine.until), std::to_string(theirs.until));
   if (mine.center != theirs.center) fail_mismatch(roles, "center", flag_name(mine.center), flag_name(theirs.center));
+  if (!(mine.max_scale == theirs.max_scale))
+    fail_mismatch(roles, "max_scale", shortest(mine.max_scale), shortest(theirs.max_scale));
+  if (mine.until_strict != theirs.until_strict)
+    fail_mismatch(roles, "until_strict", flag_name(mine.until_strict), flag_name(theirs.until_strict));
 }
 
 void check_same_table(const Roles& roles, bool pooled, const KeyTable& mine, const KeyTable& theirs) {

@@ -57,7 +57,8 @@ std::uint32_t reset_code(ReturnReset r);  ///< 0 after, 1 before, 2 never (check
 ReturnReset reset_of_code(std::uint32_t code);  ///< code <= 2
 /// The oldest checkpoint format that holds the options: 2, 3 where scale,
 /// clip, prior_count or unbiased are not the defaults, 4 where until is not 0,
-/// 5 where center is false, 6 with returns, 7 where the stats dtype code is 2.
+/// 5 where center is false, 6 with returns, 7 where the stats dtype code is 2,
+/// 8 where max_scale is finite or until_strict is true.
 std::uint32_t checkpoint_format_for(const State& state);
 
 /// The names of codes in messages (as to_string of the enums); a code nothing
@@ -70,7 +71,8 @@ std::string nonfinite_name(std::uint32_t code);
 /// The options that shape the statistics, as stored: codes, decay and eps;
 /// then scale (0 clamp, 1 sqrt_var_plus_eps, 2 std_plus_eps), unbiased (0/1),
 /// clip and prior_count (checkpoint format 3, shared layout 3); until
-/// (checkpoint format 4, shared layout 4); center (0/1: format 5, layout 5).
+/// (checkpoint format 4, shared layout 4); center (0/1: format 5, layout 5);
+/// max_scale and until_strict (0/1: format 8, layout 6).
 struct OptionCodes {
   std::uint32_t estimator = 0, reduce_batch_dims = 0, stats_dtype = 0, nonfinite = 0;
   double decay = 0.0, eps = 0.0;
@@ -78,6 +80,8 @@ struct OptionCodes {
   double clip = 0.0, prior_count = 0.0;
   std::int64_t until = 0;
   std::uint32_t center = 1;
+  double max_scale = 0.0;
+  std::uint32_t until_strict = 0;
 };
 OptionCodes option_codes(const Options& o, const KeyTable& table);
 
@@ -102,7 +106,8 @@ struct Roles {
                                 const std::string& got);
 
 /// estimator, reduce_batch_dims (and with all_options decay, eps, nonfinite,
-/// scale, clip, prior_count, unbiased, until, center), in that order.
+/// scale, clip, prior_count, unbiased, until, center, max_scale, until_strict),
+/// in that order.
 void check_same_options(const Roles& roles, const OptionCodes& mine, const OptionCodes& theirs);
 
 /// The stats dtype codes (OptionCodes::stats_dtype, each of its own table),

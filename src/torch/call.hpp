@@ -172,7 +172,8 @@ inline void torch_executor_run(void*, int team, void (*body)(void*, int) noexcep
 //           cpu_threads (0: torch's intra-op threads, N: vecnorm's pool), scale (0 clamp,
 //           1 sqrt_var_plus_eps, 2 std_plus_eps), unbiased, then clip and
 //           prior_count as the bits of their doubles (an int[] carries them
-//           without another argument), then until (0: no bound) and center (0/1)
+//           without another argument), then until (0: no bound), center (0/1),
+//           max_scale (the bits of its double) and until_strict (0/1)
 inline constexpr std::size_t kStatsPerKey = 5;
 enum ConfigField : std::size_t {
   kBatchDims,
@@ -187,6 +188,8 @@ enum ConfigField : std::size_t {
   kPriorBits,
   kUntil,
   kCenter,
+  kMaxScaleBits,
+  kUntilStrict,
   kConfigSize
 };
 
@@ -214,6 +217,8 @@ inline void apply_config(Options& o, at::IntArrayRef config, double decay, doubl
   o.prior_count = bits(config[kPriorBits]);
   o.until = config[kUntil];
   o.center = config[kCenter] != 0;
+  o.max_scale = bits(config[kMaxScaleBits]);
+  o.until_strict = config[kUntilStrict] != 0;
 }
 
 struct Call {

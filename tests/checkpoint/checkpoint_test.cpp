@@ -420,11 +420,12 @@ TEST(CheckpointFormat, EncodesTheDocumentedLayout) {
   ASSERT_EQ(got.size(), expected.size());
   for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], expected[i]) << "byte " << i;
   EXPECT_TRUE(SameState(vecnorm::decode_state(expected), tiny_state_v2()));
-  // Versions 3 to 7 exist (options past version 2: tests/api/anchors_test.cpp,
+  // Versions 3 to 8 exist (options past version 2: tests/api/anchors_test.cpp,
   // tests/api/until_test.cpp, tests/api/center_test.cpp; returns: the
   // CheckpointReturns tests; keys of different statistics dtypes: the
-  // CheckpointStatsDType tests); default options still write version 2.
-  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 7u);
+  // CheckpointStatsDType tests; max_scale, until_strict:
+  // tests/api/brax_options_test.cpp); default options still write version 2.
+  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 8u);
   EXPECT_EQ(vecnorm::kCheckpointOldestVersion, 1u);
 }
 
@@ -1396,13 +1397,13 @@ TEST(CheckpointHeader, WrongMagicIsNamed) {
 }
 
 TEST(CheckpointHeader, FutureAndZeroVersionsAreRefusedNamingBothVersions) {
-  for (std::uint32_t v : {8u, 9u, 0xFFFFFFFFu}) {
+  for (std::uint32_t v : {9u, 10u, 0xFFFFFFFFu}) {
     Bytes b = tiny_v2_bytes();
     put_u32(b, 8, v);
     fix_up(b);  // even a well-formed file of another version is refused
     const std::string m = error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
     EXPECT_TRUE(contains(m, "vecnorm: checkpoint: unsupported format version")) << m;
-    EXPECT_TRUE(contains(m, "reads versions 1 to 7")) << m;
+    EXPECT_TRUE(contains(m, "reads versions 1 to 8")) << m;
     EXPECT_TRUE(contains(m, "the file has version " + std::to_string(v))) << m;
     EXPECT_TRUE(contains(m, "newer vecnorm")) << m;
   }
@@ -1411,7 +1412,7 @@ TEST(CheckpointHeader, FutureAndZeroVersionsAreRefusedNamingBothVersions) {
   fix_up(b);
   const std::string m = error_of([&] { vecnorm::decode_state(b); }, ErrorCode::state_mismatch);
   EXPECT_TRUE(contains(m, "the file has version 0")) << m;
-  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 7u);
+  EXPECT_EQ(vecnorm::kCheckpointFormatVersion, 8u);
 }
 
 // ================================================================ loading into a configured normalizer

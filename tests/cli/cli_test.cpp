@@ -1370,6 +1370,50 @@ TEST(AnchorFlags, NoCenterDividesOnlyAndTheStateKeepsIt) {
     EXPECT_NEAR(c2.values[static_cast<std::size_t>(i)], row[i] / std::sqrt(6.5 + 1e-8), 1e-6) << "row " << i;
 }
 
+// brax's bounds: --max-scale caps the scale, --until-strict leaves out the
+// batch that would take the count past --until; the state keeps both.
+TEST(AnchorFlags, MaxScaleAndUntilStrictAndTheStateKeepsThem) {
+  TempDir dir;
+  const std::int64_t T = 4, B = 4;
+  const double row[B] = {3.0, 5.0, 6.0, 10.0};  // mean 6, population variance 6.5 (std 2.55)
+  std::vector<double> v;
+  for (std::int64_t t = 0; t < T; ++t) v.insert(v.end(), row, row + B);
+  const std::string in = dir / "obs.npy", out = dir / "out", state = dir / "s.vnck";
+  write_npy(in, DType::float32, {T, B}, v);
+  for (const bool strict : {false, true}) {
+    std::vector<std::string> args = {"replay", "--estimator", "stable", "--decay", "1", "--reduce-batch-dims",
+                                     "--max-scale", "2", "--until", "10", "--save-state", state, "--out", out, "--json"};
+    if (strict) args.push_back("--until-strict");
+    args.push_back("obs=" + in);
+    const RunResult r = run(dir, args);
+    ASSERT_EQ(r.code, 0) << describe(r);
+    // Counts 4, 8, then 12: merged whole (rsl_rl's rule) or left out (strict).
+    Json j;
+    ASSERT_NO_THROW(j = parse_json(r.out)) << r.out;
+    EXPECT_EQ(static_cast<std::int64_t>(j["obs"]["count"].num), strict ? 8 : 12);
+    const NpyContent c = read_npy(out + "/obs.npy");
+    ASSERT_TRUE(c.ok) << c.error;
+    for (std::int64_t t = 0; t < T; ++t)
+      for (std::int64_t i = 0; i < B; ++i)
+        EXPECT_NEAR(c.values[static_cast<std::size_t>(t * B + i)], (row[i] - 6.0) / 2.0, 1e-6)
+            << "step " << t << " row " << i << ": the scale 2.55 bounded to 2";
+  }
+  const RunResult ri = run(dir, {"inspect", "--json", state});
+  ASSERT_EQ(ri.code, 0) << describe(ri);
+  Json j;
+  ASSERT_NO_THROW(j = parse_json(ri.out)) << ri.out;
+  EXPECT_TRUE(j["until_strict"].flag);
+  EXPECT_EQ(j["max_scale"].num, 2.0);
+  const RunResult rt = run(dir, {"inspect", state});
+  ASSERT_EQ(rt.code, 0) << describe(rt);
+  EXPECT_NE(rt.out.find("max scale     2"), std::string::npos) << rt.out;
+  EXPECT_NE(rt.out.find("until         10 samples (strict"), std::string::npos) << rt.out;
+  // --until-strict alone is refused by name.
+  const RunResult bad = run(dir, {"replay", "--until-strict", "obs=" + in});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("until_strict"), std::string::npos) << describe(bad);
+}
+
 // A RewardScaler's checkpoint (format 6, written by the library): inspect
 // prints its statistics and its returns' options; a VecNorm's file says none.
 TEST(AnchorFlags, InspectShowsARewardScalersReturns) {

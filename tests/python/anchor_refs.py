@@ -438,9 +438,11 @@ class BraxRef(Ref):
     brax's docstring recommends it for precision); a UInt64 count.
 
     Construction: ``state = init_state(specs.Array(shape, dtype),
-    **anchor_kwargs)`` (kwargs: ``std_eps``, ``mode``; Welford by default).
+    **anchor_kwargs)`` (kwargs: ``std_eps``, ``mode``; Welford by default);
+    ``until_count`` is kept for update.
     step(x, update, weights=None): ``if update: state = update(state, x,
-    weights=weights)`` (brax's defaults: std in [1e-6, 1e6]), then
+    weights=weights, until_count=until_count)`` (brax's defaults: std in
+    [1e-6, 1e6]), then
     ``normalize(x, state)`` (no ``max_abs_value``). x (float32) may have several
     batch dims (a ``(T, N, *shape)`` rollout: brax reduces every leading dim);
     weights has the batch dims' shape.
@@ -451,8 +453,9 @@ class BraxRef(Ref):
 
     name = "brax"
 
-    def __init__(self, shape, x64: bool = False, **anchor_kwargs):
+    def __init__(self, shape, x64: bool = False, until_count=None, **anchor_kwargs):
         super().__init__(shape, **anchor_kwargs)
+        self.until_count = until_count
         import jax
         import jax.numpy as jnp
         from brax.training.acme import running_statistics, specs
@@ -478,7 +481,7 @@ class BraxRef(Ref):
         with self._jax.enable_x64(self.x64):
             if update:
                 w = None if weights is None else jnp.asarray(np.asarray(weights, np.float32))
-                self.state = self._rs.update(self.state, jnp.asarray(x), weights=w)
+                self.state = self._rs.update(self.state, jnp.asarray(x), weights=w, until_count=self.until_count)
             y = np.asarray(self._rs.normalize(jnp.asarray(x), self.state))
         self.last_dtype = y.dtype
         return _f64(y)
@@ -490,6 +493,8 @@ class BraxRef(Ref):
     def stats(self):
         n = self._count()
         m2 = _f64(self.state.summed_variance)
+        if self.state.mode == self._rs.NormalizationMode.EMA:  # the variance itself
+            return {"mean": _f64(self.state.mean), "var": m2, "count": n}
         return {"mean": _f64(self.state.mean), "var": m2 / n if n else np.ones(self.shape), "count": n}
 
     def state_dict(self):

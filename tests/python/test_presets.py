@@ -234,6 +234,85 @@ def test_brax_std_eps_is_inside_the_square_root():
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
+def test_brax_ema_mode_with_until_count_stops_where_brax_does(capsys):
+    """brax's EMA mode with PPO's ``normalize_until_count``: batches of 128 rows
+    and until_count 300 merge at counts 128 and 256; 384 would pass 300, so
+    brax's rate is 0 from then on (its count goes on: 384, 512, ...). The
+    preset (``until`` with ``until_strict``) stops at 256 and normalizes as
+    brax does; rsl_rl's rule (the crossing batch merged) would not."""
+    if not anchor_refs.available("brax"):
+        pytest.skip("brax not installed")
+    shape, T, N = (4,), 8, 16
+    ref = anchor_refs.REFS["brax"](shape, x64=True, mode="ema", until_count=300)
+    norm = presets.brax({"obs": shape}, mode="ema", until_count=300, stats_dtype=torch.float64)
+    assert norm.until == 300 and norm.until_strict
+    loose = presets.brax({"obs": shape}, mode="ema", until=300, stats_dtype=torch.float64)  # rsl_rl's rule
+    worst = 0.0
+    for it, x in enumerate(stream(6, T * N, shape, seed=8)):
+        x = x.reshape((T, N) + shape).astype(np.float32)
+        want = ref.step(x)
+        got = norm({"obs": torch.from_numpy(x)})["obs"].double().numpy()
+        other = loose({"obs": torch.from_numpy(x)})["obs"].double().numpy()
+        # brax's EMA mode takes the batch's mean and variance in float32 (x's
+        # dtype) even under x64: the statistics agree to float32 rounding; the
+        # outputs to the float32 rounding of x - mean (vecnorm computes a float32
+        # key's map in float32).
+        st = ref.stats()
+        allow = 4 * U32 * (np.abs(x) + np.abs(st["mean"])) / np.sqrt(st["var"]) + 4 * U32 * np.abs(want)
+        past = float(np.max(np.abs(got - want) - allow))
+        worst = max(worst, float(np.max(np.abs(got - want))))
+        assert past <= 0, f"iteration {it}: outputs {past:.3g} past the float32 rounding"
+        sd = np.sqrt(st["var"])
+        assert rel(norm._buffers["obs_loc"].double().numpy(), st["mean"], sd + np.abs(st["mean"])) <= K_U32 * U32
+        assert rel(norm._buffers["obs_var"].double().numpy(), st["var"], st["var"] + st["mean"] ** 2) <= K_U32 * U32
+        assert st["count"] == 128 * (it + 1)
+        assert norm.count("obs") == min(128 * (it + 1), 256)
+        if it >= 2:
+            assert float(np.max(np.abs(other - want))) > 1e-3, "rsl_rl's rule merges the crossing batch"
+    with capsys.disabled():
+        print(f"\n[presets] brax EMA mode, until_count 300 (x64): 6 updates of {T} x {N} x {shape[0]}, "
+              f"largest output difference {worst:.2g} (0 past the float32 rounding of x - mean)")
+
+
+def test_brax_welford_mode_ignores_until_count_as_brax_does():
+    if not anchor_refs.available("brax"):
+        pytest.skip("brax not installed")
+    shape = (3,)
+    ref = anchor_refs.REFS["brax"](shape, x64=True, until_count=20)
+    with pytest.warns(UserWarning, match="ignores until_count"):
+        norm = presets.brax({"obs": shape}, until_count=20, stats_dtype=torch.float64)
+    for x in stream(5, 16, shape, seed=9):
+        np.testing.assert_allclose(norm({"obs": torch.from_numpy(x)})["obs"].double().numpy(), ref.step(x),
+                                   rtol=1e-6, atol=1e-6)
+    assert norm.count("obs") == ref.stats()["count"] == 80
+    with pytest.raises(ValueError, match="until_count: expected a whole number of samples >= 1"):
+        presets.brax({"obs": shape}, mode="ema", until_count=0)
+    with pytest.raises(ValueError, match="mode: expected 'welford' or 'ema'"):
+        presets.brax({"obs": shape}, mode="EMA")
+
+
+def test_brax_std_upper_bound_binds_for_a_huge_feature():
+    """brax clips its std to at most 1e6 (the preset's max_scale): a feature of
+    spread 1e8 is divided by 1e6, in brax (x64) and in the preset alike, in its
+    to_affine and denormalize too."""
+    if not anchor_refs.available("brax"):
+        pytest.skip("brax not installed")
+    shape = (2,)
+    ref = anchor_refs.REFS["brax"](shape, x64=True)
+    norm = presets.brax({"obs": shape}, stats_dtype=torch.float64)
+    rng = np.random.default_rng(6)
+    for t in range(10):
+        x = np.stack([1e8 * rng.standard_normal(16), 3.0 * rng.standard_normal(16)], axis=1).astype(np.float32)
+        want = ref.step(x)
+        got = norm({"obs": torch.from_numpy(x)})["obs"].double().numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert math.sqrt(ref.stats()["var"][0]) > 1e7 and float(norm.scale("obs")[0]) == 1e6
+    xt = torch.from_numpy(x)
+    np.testing.assert_allclose(norm.to_affine()({"obs": xt})["obs"].double().numpy(), got, rtol=1e-6, atol=1e-6)
+    back = norm.denormalize({"obs": torch.from_numpy(got)})["obs"].double().numpy()
+    np.testing.assert_allclose(back, x, rtol=1e-6, atol=1e-3)
+
+
 def test_clip_bounds_to_affine_and_a_state_dict_round_trip_keeps_it():
     shape = (3,)
     norm = presets.sb3({"obs": shape}, clip=0.5)

@@ -1679,3 +1679,50 @@ TEST(SharedCenter, KeepsTheUncentredMapAndAttachNamesADifferentOne) {
 }
 
 }  // namespace
+
+namespace {
+
+// brax's bounds in a segment: the scale at most max_scale, and a batch that
+// would take the count past until left out (until_strict); attach names either
+// option when it differs.
+TEST(SharedBraxOptions, KeepTheBoundsAndAttachNamesADifferentOne) {
+  Options o;
+  o.reduce_batch_dims = true;
+  o.estimator = vecnorm::Estimator::stable;
+  o.decay = 1.0;
+  o.max_scale = 2.0;
+  o.until = 10;
+  o.until_strict = true;
+  const KeyTable table{Shape{4}, {{"obs", Shape{}, DType::float32}}};
+  const std::string name = unique_name("brax");
+  Unlinker unlink{name};
+  SharedVecNorm shared = SharedVecNorm::create(name, o, table);
+  const std::vector<float> x = {3.0f, 5.0f, 6.0f, 10.0f};  // mean 6, std 2.55
+  std::vector<float> y(4);
+  for (int t = 0; t < 3; ++t) {
+    shared.step({{"obs", vecnorm::ConstTensorView(x.data(), DType::float32, Shape{4}),
+                  vecnorm::TensorView{y.data(), DType::float32, Shape{4}}}});
+    for (int i = 0; i < 4; ++i)
+      EXPECT_NEAR(y[static_cast<std::size_t>(i)], (x[static_cast<std::size_t>(i)] - 6.0) / 2.0, 1e-6) << "step " << t;
+  }
+  EXPECT_EQ(shared.count("obs"), 8) << "4, 8, then 12 > 10: left out";
+  for (const bool strict_differs : {false, true}) {
+    Options other = o;
+    if (strict_differs)
+      other.until_strict = false;
+    else
+      other.max_scale = 3.0;
+    try {
+      (void)SharedVecNorm::attach(name, other, table);
+      ADD_FAILURE() << "attach with another " << (strict_differs ? "until_strict" : "max_scale") << " succeeded";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::state_mismatch);
+      // (The caller's value is the expected one: check_same_options.)
+      EXPECT_NE(std::string(e.what()).find(strict_differs ? "until_strict: expected false" : "max_scale: expected 3"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+}  // namespace

@@ -40,15 +40,20 @@ struct Decay {
   /// until > 0: a key whose count has reached `until` takes no more updates
   /// (Options::until, rsl_rl's EmpiricalNormalization). 0: no bound.
   std::int64_t until = 0;
+  /// Options::until_strict: neither is an update whose batch would take the
+  /// count past `until` (brax's until_count).
+  bool until_strict = false;
 };
 
-VECNORM_HD Decay make_decay(double decay, double prior = 0.0, bool unbiased = false, std::int64_t until = 0) {
+VECNORM_HD Decay make_decay(double decay, double prior = 0.0, bool unbiased = false, std::int64_t until = 0,
+                            bool until_strict = false) {
   Decay p;
   p.cumulative = !(decay < 1.0);
   p.log_decay = p.cumulative ? 0.0 : core::log(decay);
   p.prior = prior;
   p.unbiased = unbiased;
   p.until = until;
+  p.until_strict = until_strict;
   return p;
 }
 
@@ -59,6 +64,19 @@ VECNORM_HD Decay make_decay(double decay, double prior = 0.0, bool unbiased = fa
 /// count is the key's one count (per-key layout); per-element counts take no
 /// bound (the pipeline refuses the option there).
 VECNORM_HD bool updates_stopped(const Decay& d, std::int64_t count) { return d.until > 0 && count >= d.until; }
+
+/// The samples an update that brings m of them (all ranks' kept, finite rows)
+/// to a key of count `count` adds: m, or 0 where Options::until stops it. The
+/// rule where m is known (the pooled merges); updates_stopped is the same
+/// rule's early-out where it is not (a count that has reached the bound stops
+/// every m > 0 under both rules). until_strict (brax's until_count): also 0
+/// when count + m would pass the bound. A per-element step adds 1 to the key's
+/// count, for which the two rules agree.
+VECNORM_HD std::int64_t samples_taken(const Decay& d, std::int64_t count, std::int64_t m) {
+  if (d.until <= 0) return m;
+  if (count >= d.until) return 0;
+  return d.until_strict && m > d.until - count ? 0 : m;
+}
 
 /// 1 - d^n without cancellation (-expm1(n ln d)): the total EMA weight of n
 /// samples, and torchrl's bias correction after n updates.
@@ -106,8 +124,9 @@ VECNORM_HD T lerp(T start, T end, T w) {
 }
 
 /// How a variance becomes a scale, and the bound and centring of normalized
-/// outputs (Options::scale, eps, clip, center): scale = max(sqrt(max(v, 0) + in)
-/// + out, lo), y = clamp((x - mu) / scale, -clip, clip), where mu is the mean
+/// outputs (Options::scale, eps, max_scale, clip, center): scale =
+/// min(max(sqrt(max(v, 0) + in) + out, lo), hi), y = clamp((x - mu) / scale,
+/// -clip, clip), where mu is the mean
 /// (center) or 0 (the reward scalers: y = x / scale). The three forms of
 /// Options::scale are three settings of (lo, in, out) (make_scale_rule); the
 /// zeros they add change no bits.
@@ -116,19 +135,23 @@ struct ScaleRule {
   T lo = T(0);    ///< lower bound of the scale (the clamp form's eps)
   T in = T(0);    ///< added to the variance under the square root
   T out = T(0);   ///< added to the square root
+  T hi = T(INFINITY);  ///< upper bound of the scale (Options::max_scale; brax's 1e6); +inf: none
   T clip = T(0);  ///< outputs bounded to [-clip, clip]; +inf: unbounded
   bool center = true;  ///< subtract the mean; false: the map is x / scale (mu = 0)
   template <class U>
   VECNORM_HD ScaleRule<U> as() const {
-    return {static_cast<U>(lo), static_cast<U>(in), static_cast<U>(out), static_cast<U>(clip), center};
+    return {static_cast<U>(lo), static_cast<U>(in), static_cast<U>(out), static_cast<U>(hi), static_cast<U>(clip),
+            center};
   }
 };
 
 /// The rule of `form` with `eps`, outputs bounded by `clip` (+inf: none),
-/// centred or not.
-VECNORM_HD ScaleRule<double> make_scale_rule(ScaleForm form, double eps, double clip, bool center = true) {
+/// centred or not, the scale at most `max_scale` (+inf: no bound).
+VECNORM_HD ScaleRule<double> make_scale_rule(ScaleForm form, double eps, double clip, bool center = true,
+                                             double max_scale = INFINITY) {
   ScaleRule<double> r;
   r.clip = clip;
+  r.hi = max_scale;
   r.center = center;
   if (form == ScaleForm::sqrt_var_plus_eps)
     r.in = eps;
@@ -144,7 +167,8 @@ VECNORM_HD ScaleRule<double> make_scale_rule(ScaleForm form, double eps, double 
 template <class T>
 VECNORM_HD T scale_of(T v, const ScaleRule<T>& r) {
   const T s = std::sqrt((v < T(0) ? T(0) : v) + r.in) + r.out;
-  return s < r.lo ? r.lo : s;
+  const T b = s < r.lo ? r.lo : s;
+  return b > r.hi ? r.hi : b;
 }
 
 /// The mu of the map of mean `mean` under rule r: the mean, or 0 when the
