@@ -79,6 +79,7 @@ struct ReturnPlan {
   ReturnReset reset;
   std::uint8_t wide;  ///< 1: double, 0: float
   std::uint8_t kept;  ///< 0: entered = return_entered(state, reward); 1: state = return_kept(entered)
+  std::uint8_t hold;  ///< 1: a holding step (core::ReturnRule::hold)
 };
 
 /// message_kernel: base[index[i]] = value[i] for i < n (a distributed update's

@@ -12,7 +12,7 @@ __device__ __forceinline__ void returns_items(const ReturnPlan& p) {
   T* state = static_cast<T*>(p.state);
   T* entered = static_cast<T*>(p.entered);
   const T* r = static_cast<const T*>(p.reward);
-  const core::ReturnRule<T> rule{static_cast<T>(p.gamma), p.reset};
+  const core::ReturnRule<T> rule{static_cast<T>(p.gamma), p.reset, p.hold != 0};
   const std::int64_t n = p.rows * p.feat;
   const std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * (kThreads * kItems) + threadIdx.x;
 #pragma unroll

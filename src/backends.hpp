@@ -24,6 +24,7 @@ struct ReturnPass {
   double gamma;
   ReturnReset reset;
   bool kept;
+  bool hold;  ///< a holding step (ReturnRule::hold)
 };
 
 namespace cpu {

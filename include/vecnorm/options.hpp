@@ -69,6 +69,12 @@ enum class Op : std::uint8_t {
 struct ReturnOptions {
   double gamma = 0.99;                      ///< 0 <= gamma <= 1
   ReturnReset reset = ReturnReset::after;   ///< SB3's rule (Gymnasium: before; rsl_rl RND: never)
+  /// While the statistics are frozen: false (the default), the returns
+  /// advance (R = gamma R + r, as Gymnasium's update_running_mean = False
+  /// does); true, they hold, but for a done, which zeroes its environment's
+  /// return (SB3's VecNormalize with training = False). Not part of a State
+  /// (how a frozen scaler behaves, as the frozen flag itself is not).
+  bool hold_frozen = false;
   /// Throws Error(invalid_option) naming the field, the allowed and the actual value.
   void validate() const;
 };

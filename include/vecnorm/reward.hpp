@@ -100,9 +100,9 @@ class RewardScaler {
 
   /// The returns' statistics: freeze()/unfreeze() (a frozen scaler still
   /// advances the returns, but for the rows a mask leaves out, as Gymnasium's
-  /// update_running_mean = False does;
-  /// SB3's training = False leaves them but for the zeroing at dones), scale(),
-  /// export_state()...
+  /// update_running_mean = False does; with ReturnOptions::hold_frozen they
+  /// hold but for the zeroing at dones, as SB3's training = False does),
+  /// scale(), export_state()...
   VecNorm& statistics() noexcept;
   const VecNorm& statistics() const noexcept;
   const ReturnOptions& return_options() const noexcept;
@@ -136,7 +136,8 @@ namespace external {
 /// key whose every row was masked out at count 0 normalizes with its
 /// statistics as stored), except NonFinite::error's scan. `update` false:
 /// the statistics stay as they are (frozen), the returns still advance (but
-/// for the rows the mask leaves out, which hold theirs).
+/// for the rows the mask leaves out, which hold theirs), or hold but for the
+/// zeroing at dones (ReturnOptions::hold_frozen).
 void reward_step(const Options& statistics, const ReturnOptions& returns, const KeyTable& table,
                  std::span<const ExternalRewardItem> items, Stream stream = {}, Workspace* workspace = nullptr,
                  bool update = true);

@@ -112,7 +112,7 @@ def group_name(process_group) -> "str | None":
 
 @torch.library.register_fake("vecnorm::reward_step")
 def _reward_step_fake(reward, y, returns, entered, stats, key, config, decay, eps, gamma, reset, update, done=None,
-                      mask=None, group=None):
+                      mask=None, group=None, hold_frozen=False):
     return None  # writes y, the returns, the entered returns and the statistics in place
 
 

@@ -165,8 +165,9 @@ def brax(shapes: Mapping[Key, Any], *, std_eps: float = 0.0, mode: str = "welfor
 
 def sb3_reward(num_envs: int, *, gamma: float = 0.99, **options: Any) -> RewardScaler:
     """SB3's ``VecNormalize(norm_reward=True)`` reward scaling (``ret_rms``,
-    ``clip_reward=10``, ``epsilon=1e-8``): the RewardScaler defaults."""
-    return RewardScaler((int(num_envs),), gamma=gamma, reset="after", **options)
+    ``clip_reward=10``, ``epsilon=1e-8``): the RewardScaler defaults; frozen
+    (SB3's ``training=False``), the returns hold but for the zeroing at dones."""
+    return RewardScaler((int(num_envs),), gamma=gamma, reset="after", **{"frozen_returns": "hold", **options})
 
 
 def gymnasium_reward(num_envs: int = 1, *, gamma: float = 0.99, **options: Any) -> RewardScaler:

@@ -527,6 +527,10 @@ class RewardScaler(nn.Module):
         reset: ``"after"`` (SB3: the return enters the statistics, then a done
             zeroes it), ``"before"`` (Gymnasium: a done zeroes it before the
             reward is added) or ``"never"`` (rsl_rl's RND scaler).
+        frozen_returns: what the returns do while frozen: ``"advance"``
+            (Gymnasium's ``update_running_mean=False``) or ``"hold"`` (SB3's
+            ``training=False``: they stay, but for a done, which zeroes its
+            environment's return; ``presets.sb3_reward``).
         **options: the statistics' options (``VecNorm``'s); the defaults are
             SB3's: ``estimator="stable"``, ``decay=1.0``, ``prior_count=1e-4``,
             ``scale="sqrt_var_plus_eps"``, ``eps=1e-8``, ``clip=10.0``,
@@ -543,17 +547,22 @@ class RewardScaler(nn.Module):
     held; Gymnasium's vector wrapper: ``~(previous terminated | truncated)``,
     the autoreset step). Frozen
     (``freeze()``), the statistics stay as they are and the returns advance
-    (but for the rows the mask leaves out), as in Gymnasium (SB3's eval mode also stops its returns). The returns are
+    (but for the rows the mask leaves out), as in Gymnasium, or hold
+    (``frozen_returns="hold"``), as in SB3's eval mode. The returns are
     a buffer (``returns``): saved in the ``state_dict`` with the statistics
     (``statistics.reward_loc``...). No host synchronization; traced by
     ``torch.compile(fullgraph=True)``.
     """
 
     def __init__(self, batch_shape: Sequence[int], feature_shape: Sequence[int] = (), *, gamma: float = 0.99,
-                 reset: str = "after", device: Optional[Union[str, torch.device]] = None, **options) -> None:
+                 reset: str = "after", frozen_returns: str = "advance",
+                 device: Optional[Union[str, torch.device]] = None, **options) -> None:
         super().__init__()
         if reset not in _RESETS:
             raise ValueError(f"vecnorm: reset: expected 'after', 'before' or 'never', got {reset!r}")
+        if frozen_returns not in ("advance", "hold"):
+            raise ValueError(f"vecnorm: frozen_returns: expected 'advance' or 'hold', got {frozen_returns!r}")
+        self.frozen_returns = frozen_returns
         for fixed in ("reduce_batch_dims", "center", "shapes", "batch_shape", "dtypes"):
             if fixed in options:
                 raise TypeError(f"vecnorm: RewardScaler: {fixed} is not an option here (the statistics are pooled "
@@ -583,7 +592,7 @@ class RewardScaler(nn.Module):
         y = torch.empty(r.shape, dtype=r.dtype, device=r.device)
         torch.ops.vecnorm.reward_step(r, y, self.returns, self._entered, list(st._stats("reward")), "reward",
                                       st._config, st.decay, st.eps, self.gamma, _RESETS[self.reset_rule],
-                                      not st.frozen, done, mask, st._group)
+                                      not st.frozen, done, mask, st._group, self.frozen_returns == "hold")
         return y if y.dtype == reward.dtype else y.to(reward.dtype)
 
     def reset(self) -> None:

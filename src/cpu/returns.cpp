@@ -42,7 +42,7 @@ template <class T>
 void returns_of(const ReturnPass& p) {
   T* state = static_cast<T*>(p.state);
   T* entered = static_cast<T*>(p.entered);
-  const core::ReturnRule<T> rule{static_cast<T>(p.gamma), p.reset};
+  const core::ReturnRule<T> rule{static_cast<T>(p.gamma), p.reset, p.hold};
   if (p.feat == 1) {
     const bool dones = p.done != nullptr && p.reset != ReturnReset::never;
     if (dones && p.mask != nullptr) return flat_pass<T, true, true>(p, rule);

@@ -404,7 +404,7 @@ void returns(const ReturnPass& pass, Stream stream) {
   if (n <= 0) return;
   const k::ReturnPlan rp{pass.state, pass.entered, pass.reward, pass.done, pass.mask, pass.rows, pass.feat, pass.gamma,
                          pass.reset, static_cast<std::uint8_t>(wide(pass.dtype) ? 1 : 0),
-                         static_cast<std::uint8_t>(pass.kept ? 1 : 0)};
+                         static_cast<std::uint8_t>(pass.kept ? 1 : 0), static_cast<std::uint8_t>(pass.hold ? 1 : 0)};
   launch(&k::returns_kernel, div_up(n, kElemsPerBlock), stream_of(stream), rp);
 }
 

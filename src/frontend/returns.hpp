@@ -35,20 +35,25 @@ void check_returns(const ReturnViews& v, Device device);
 /// Across the keys of one step: what a key's step writes (returns, entered
 /// returns, output) overlaps no view of another key.
 void check_returns_apart(std::span<const ReturnViews> views);
-/// A pass (entered or kept) over checked views, on `backend`.
-void run_returns(Backend backend, const ReturnOptions& options, const ReturnViews& v, bool kept, Stream stream);
+/// A pass (entered or kept) over checked views, on `backend`; `hold`: a
+/// holding step (the statistics frozen under ReturnOptions::hold_frozen).
+void run_returns(Backend backend, const ReturnOptions& options, const ReturnViews& v, bool kept, bool hold,
+                 Stream stream);
 
 /// The phases of a reward step over checked views, for RewardScaler::step and
 /// external::reward_step alike: the entered returns, update() (the statistics'
 /// update: it checks its own arguments, a refusal leaves the returns as they
-/// were), normalize() (checked by the caller before anything ran), the kept returns.
+/// were), normalize() (checked by the caller before anything ran), the kept
+/// returns. `frozen`: the statistics take no update (the returns then hold
+/// where ReturnOptions::hold_frozen says so).
 template <class Update, class Normalize>
-void reward_phases(Backend backend, const ReturnOptions& options, std::span<const ReturnViews> views, Stream stream,
-                   Update&& update, Normalize&& normalize) {
-  for (const ReturnViews& v : views) run_returns(backend, options, v, false, stream);
+void reward_phases(Backend backend, const ReturnOptions& options, std::span<const ReturnViews> views, bool frozen,
+                   Stream stream, Update&& update, Normalize&& normalize) {
+  const bool hold = frozen && options.hold_frozen;
+  for (const ReturnViews& v : views) run_returns(backend, options, v, false, hold, stream);
   update();
   normalize();
-  for (const ReturnViews& v : views) run_returns(backend, options, v, true, stream);
+  for (const ReturnViews& v : views) run_returns(backend, options, v, true, hold, stream);
 }
 
 /// Op::normalize of external statistics (one count per key) after the

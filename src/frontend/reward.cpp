@@ -122,7 +122,7 @@ void RewardScaler::step(std::span<const RewardData> batch, Stream stream) {
   detail::check_returns_apart(views);
   detail::normalize_after_update(im.stats, normalize, stream, true);
   detail::reward_phases(
-      im.backend, im.returns, views, stream, [&] { im.stats.update(update, stream); },
+      im.backend, im.returns, views, im.stats.is_frozen(), stream, [&] { im.stats.update(update, stream); },
       [&] {
         if (!normalize.empty()) detail::normalize_after_update(im.stats, normalize, stream, false);
       });
@@ -218,7 +218,9 @@ void RewardScaler::import_state(const State& state, Stream stream) {
     host_copy(im.backend, im.entered[k].data(), state.returns->values[k].data(), im.entered[k].size(), stream);
   im.stats.import_state(state);
   std::swap(im.state, im.entered);
+  const bool hold_frozen = im.returns.hold_frozen;  // not part of a State: this scaler's own
   im.returns = state.returns->options;
+  im.returns.hold_frozen = hold_frozen;
 }
 
 VecNorm& RewardScaler::statistics() noexcept { return impl_->stats; }
@@ -297,13 +299,14 @@ void check_returns_apart(std::span<const ReturnViews> views) {
     }
 }
 
-void run_returns(Backend backend, const ReturnOptions& options, const ReturnViews& v, bool kept, Stream stream) {
+void run_returns(Backend backend, const ReturnOptions& options, const ReturnViews& v, bool kept, bool hold,
+                 Stream stream) {
   const std::int64_t rows = v.batch.numel();
   returns(backend,
           {v.state.data, v.entered.data, v.reward.data,
            v.done.empty_view() ? nullptr : static_cast<const std::uint8_t*>(v.done.data),
            v.mask.empty_view() ? nullptr : static_cast<const std::uint8_t*>(v.mask.data), rows,
-           rows > 0 ? v.reward.numel() / rows : 0, v.reward.dtype, options.gamma, options.reset, kept},
+           rows > 0 ? v.reward.numel() / rows : 0, v.reward.dtype, options.gamma, options.reset, kept, hold},
           stream);
 }
 
@@ -335,7 +338,7 @@ void reward_step(const Options& statistics, const ReturnOptions& returns, const 
   detail::check_returns_apart(views);
   detail::normalize_after_update(o, table, normalize, stream, workspace, true);
   detail::reward_phases(
-      backend, returns, views, stream,
+      backend, returns, views, !update, stream,
       [&] {
         if (update) step(o, table, CountLayout::per_key, updates, Op::update, stream, workspace);
       },

@@ -104,7 +104,7 @@ TensorList denormalize(at::TensorList x, at::TensorList stats, const std::vector
 void reward_step(const Tensor& reward, const Tensor& y, const Tensor& returns, const Tensor& entered,
                  at::TensorList stats, const std::string& key, at::IntArrayRef config, double decay, double eps,
                  double gamma, int64_t reset, bool update, const std::optional<Tensor>& done,
-                 const std::optional<Tensor>& mask, const std::optional<std::string>& group) {
+                 const std::optional<Tensor>& mask, const std::optional<std::string>& group, bool hold_frozen) {
   const std::string group_name = group.value_or(std::string());
   std::optional<pybind11::gil_scoped_release> no_gil;  // as in step_group: the exchange waits for the ranks
   if (!group_name.empty() && Py_IsInitialized() && PyGILState_Check()) no_gil.emplace();
@@ -137,8 +137,8 @@ void reward_step(const Tensor& reward, const Tensor& y, const Tensor& returns, c
     item.stats.skips = optional_view_of(stats[3], key, kStatNames[3]);
     item.stats.skipped = optional_view_of(stats[4], key, kStatNames[4]);
     const DeviceScope device(c);
-    external::reward_step(c.options, {gamma, detail::reset_of_code(static_cast<std::uint32_t>(reset))}, c.table, {&item, 1}, c.stream, nullptr,
-                          update);
+    const ReturnOptions ro{gamma, detail::reset_of_code(static_cast<std::uint32_t>(reset)), hold_frozen};
+    external::reward_step(c.options, ro, c.table, {&item, 1}, c.stream, nullptr, update);
   } catch (const Error& e) {
     rethrow(e);
   }
@@ -247,7 +247,7 @@ TORCH_LIBRARY(vecnorm, m) {
   m.def(
       "reward_step(Tensor reward, Tensor(a!) y, Tensor(b!) returns, Tensor(c!) entered, Tensor(d!)[] stats, str key, "
       "int[] config, float decay, float eps, float gamma, int reset, bool update, Tensor? done=None, "
-      "Tensor? mask=None, str? group=None) -> ()");
+      "Tensor? mask=None, str? group=None, bool hold_frozen=False) -> ()");
   m.def("build_info() -> str", &vecnorm::torch_ops::build_info);
 }
 

@@ -335,6 +335,71 @@ TEST(RewardState, FrozenStatisticsStillAdvanceTheReturns) {
   }
 }
 
+// ReturnOptions::hold_frozen (SB3's training = False): a frozen scaler's
+// returns hold, but for a done, which zeroes its environment's (under every
+// rule that reads dones; an inactive row holds without the reset). By hand,
+// gamma 0.5, one environment of two features... rewards 1, 2, 3, 4: unfrozen,
+// R = 1, then 2.5; frozen from step 2 on: R stays 2.5, step 3's done zeroes it.
+// The outputs are the rewards over the frozen scale; the external step with
+// update = false holds the same way.
+TEST(RewardState, FrozenStatisticsHoldTheReturnsWhenAskedAsSb3sEvalMode) {
+  for (const Backend b : vntest::test_backends()) {
+    for (const ReturnReset reset : {ReturnReset::after, ReturnReset::before, ReturnReset::never}) {
+      const std::string at = std::string(vntest::backend_name(b)) + " " + vecnorm::to_string(reset);
+      vecnorm::ReturnOptions ro{0.5, reset, true};
+      vecnorm::RewardScaler rs(sb3_stats(b, DType::float64), ro, {Shape{1}, {{"r", Shape{}, DType::float64}}});
+      const double rewards[4] = {1.0, 2.0, 3.0, 4.0};
+      const std::uint8_t dones[4] = {0, 0, 0, 1};
+      std::vector<double> seen, outs;
+      double scale = 0.0;
+      for (int t = 0; t < 4; ++t) {
+        if (t == 2) {
+          rs.statistics().freeze();
+          scale = rs.statistics().scale("r")[0];
+        }
+        auto r = DeviceBuffer::from_values(b, DType::float64, Shape{1}, {rewards[t]});
+        auto d = DeviceBuffer::from_values(b, DType::uint8, Shape{1}, {static_cast<double>(dones[t])});
+        DeviceBuffer y(b, DType::float64, Shape{1});
+        rs.step({{"r", r.cview(), y.view(), d.cview()}});
+        seen.push_back(rs.returns("r")[0]);
+        outs.push_back(y.values()[0]);
+      }
+      const double last = reset == ReturnReset::never ? 2.5 : 0.0;  // (never reads no dones)
+      EXPECT_EQ(seen, (std::vector<double>{1.0, 2.5, 2.5, last})) << at;
+      EXPECT_EQ(rs.statistics().count("r"), 2) << at;
+      EXPECT_NEAR(outs[2], 3.0 / scale, 1e-12) << at;
+      EXPECT_NEAR(outs[3], 4.0 / scale, 1e-12) << at;
+      // Without the option a frozen scaler's returns advance: R = 0.5 * 0 + 3.
+      vecnorm::RewardScaler adv(sb3_stats(b, DType::float64), {0.5, ReturnReset::after},
+                                {Shape{1}, {{"r", Shape{}, DType::float64}}});
+      adv.statistics().freeze();
+      auto r = DeviceBuffer::from_values(b, DType::float64, Shape{1}, {3.0});
+      adv.step({{"r", r.cview(), vecnorm::TensorView{}}});
+      EXPECT_EQ(adv.returns("r")[0], 3.0) << at;
+      // The scaler's own option outlives an import of its state (not part of a State).
+      rs.import_state(rs.export_state());
+      EXPECT_TRUE(rs.return_options().hold_frozen) << at;
+    }
+    // external::reward_step with update = false, two environments, a mask
+    // leaving out the second (it holds without the reset), a done on the first.
+    const vecnorm::Options o = sb3_stats(b, DType::float64);
+    const vecnorm::KeyTable table{Shape{}, {{"reward", Shape{}, DType::float64}}};
+    DeviceBuffer loc(b, DType::float64, Shape{}), var(b, DType::float64, Shape{}), count(b, DType::int64, Shape{}),
+        skipped(b, DType::int64, Shape{}), entered(b, DType::float64, Shape{2});
+    for (DeviceBuffer* z : {&loc, &var, &count, &skipped}) z->fill(0);
+    auto returns = DeviceBuffer::from_values(b, DType::float64, Shape{2}, {1.5, -2.0});
+    auto r = DeviceBuffer::from_values(b, DType::float64, Shape{2}, {7.0, 9.0});
+    auto done = DeviceBuffer::from_values(b, DType::uint8, Shape{2}, {1.0, 1.0});
+    auto mask = DeviceBuffer::from_values(b, DType::uint8, Shape{2}, {1.0, 0.0});
+    DeviceBuffer y(b, DType::float64, Shape{2});
+    vecnorm::ExternalRewardItem item{"reward", r.cview(), y.view(), done.cview(), mask.cview(), returns.view(),
+                                     entered.view(), {loc.view(), var.view(), count.view(), {}, skipped.view()}};
+    vecnorm::external::reward_step(o, {kGamma, ReturnReset::before, true}, table, {&item, 1}, {}, nullptr, false);
+    EXPECT_EQ(returns.values(), (std::vector<double>{0.0, -2.0})) << vntest::backend_name(b);
+    EXPECT_EQ(count.values()[0], 0.0) << vntest::backend_name(b);
+  }
+}
+
 // At count 0 the statistics are the prior's (mean 0, variance 1; SB3's count
 // 1e-4): a scaler frozen before its first step, or a first step that leaves
 // out every row, divides by sqrt(1 + 1e-8), as SB3 and Gymnasium do. In

@@ -60,12 +60,11 @@ def _sb3():
     return gym, DummyVecEnv, VecNormalize
 
 
-def sb3_run(rewards, dones, gamma):
+def sb3_run(rewards, dones, gamma, eval_from=None):
     """SB3's own VecNormalize over environments that return the scripted
     rewards and terminations: its scaled rewards (float32: SB3 casts them),
-    returns and ret_rms per step. (In eval mode, training=False, SB3 leaves its
-    returns as they are but for the zeroing at dones; a frozen RewardScaler
-    advances them, as Gymnasium does: not compared here.)"""
+    returns and ret_rms per step; from step `eval_from` on in eval mode
+    (training=False: its returns hold but for the zeroing at dones)."""
     gym, DummyVecEnv, VecNormalize = _sb3()
     steps, envs = rewards.shape
     clock = {"t": 0}
@@ -78,6 +77,8 @@ def sb3_run(rewards, dones, gamma):
     out = []
     for t in range(steps):
         clock["t"] = t
+        if t == eval_from:
+            vn.training = False
         _, r, _, _ = vn.step(np.zeros(envs, dtype=np.int64))
         out.append((np.asarray(r, dtype=np.float64), vn.returns.copy(), float(vn.ret_rms.mean),
                     float(vn.ret_rms.var), float(vn.ret_rms.count)))
@@ -173,6 +174,39 @@ def test_two_ranks_scale_as_one_sb3_vecnormalize_over_all_their_environments(tmp
     with capsys.disabled():
         print(f"\n[reward] sb3 VecNormalize over 8 envs vs 2 gloo ranks of 4: {steps} steps; largest difference: "
               f"scaled reward {worst_y:.2g}, var {worst_v:.2g} (relative); returns equal")
+
+
+def test_a_frozen_sb3_scaler_holds_its_returns_as_sb3_in_eval_mode():
+    """SB3's eval mode (training=False) from step 40 of 80: its returns hold,
+    zeroed at dones, and its statistics stay. presets.sb3_reward frozen at the
+    same step (frozen_returns="hold"): the same returns, bit for bit, and the
+    same scaled rewards; a scaler whose frozen returns advance (Gymnasium's
+    rule) has other returns."""
+    steps, envs, gamma = 80, 6, 0.99
+    rewards, dones = script(steps, envs, seed=3)
+    want = sb3_run(rewards, dones, gamma, eval_from=40)
+    rs = presets.sb3_reward(envs, gamma=gamma)
+    assert rs.frozen_returns == "hold"
+    advancing = presets.sb3_reward(envs, gamma=gamma, frozen_returns="advance")
+    zeroed = 0
+    for t in range(steps):
+        if t == 40:
+            rs.freeze()
+            advancing.freeze()
+        r, d = torch.from_numpy(rewards[t]), torch.from_numpy(dones[t])
+        y = rs(r, done=d)
+        advancing(r, done=d)
+        wy, wr, wm, wv, wc = want[t]
+        assert np.array_equal(rs.returns.numpy(), wr), f"step {t}: returns"
+        got = y.double().numpy()
+        assert float(np.max(np.abs(got - wy) / np.maximum(1.0, np.abs(wy)))) <= 2.0**-23, f"step {t}: y"
+        assert rs.statistics.count("reward") + 1e-4 == pytest.approx(wc, rel=1e-15)
+        if t >= 40:
+            zeroed += int(np.sum(dones[t]))
+    assert zeroed > 0, "the script had dones in eval mode"
+    assert not np.array_equal(advancing.returns.numpy(), want[-1][1])
+    with pytest.raises(ValueError, match="frozen_returns: expected 'advance' or 'hold'"):
+        presets.sb3_reward(2, frozen_returns="stop")
 
 
 def test_a_fresh_frozen_scaler_divides_as_a_fresh_sb3_in_eval_mode():

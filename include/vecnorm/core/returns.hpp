@@ -38,6 +38,10 @@ template <class T>
 struct ReturnRule {
   T gamma;
   ReturnReset reset;
+  /// The step holds the returns (a frozen scaler with
+  /// ReturnOptions::hold_frozen, SB3's eval mode): R stays, but for a done,
+  /// which zeroes it (under either rule that reads dones).
+  bool hold = false;
 };
 
 /// Whether environment `row`'s episode ended this step (`done`: one byte
@@ -69,19 +73,21 @@ VECNORM_HD bool return_active(const std::uint8_t* mask, std::int64_t i, std::int
 
 /// The return that enters the statistics: R' = gamma R + r, or r alone where
 /// a `before` done resets (a select, not a product by (1 - done): an infinite
-/// or NaN R is reset too); an inactive row's R as it is.
+/// or NaN R is reset too); an inactive row's R as it is, and every R of a
+/// holding step (which updates nothing).
 template <class T>
 VECNORM_HD T return_entered(T state, T r, bool done, bool active, const ReturnRule<T>& rule) {
   const T carried = state * rule.gamma + r;
   const bool reset = done & (rule.reset == ReturnReset::before);  // no short circuit: selects, not branches
-  return active ? (reset ? r : carried) : state;
+  return active & !rule.hold ? (reset ? r : carried) : state;
 }
 
-/// The state kept for the next step: R', or 0 where an `after` done resets;
-/// an inactive row's R as it was (`state`).
+/// The state kept for the next step: R', or 0 where an `after` done resets
+/// (a holding step: R, or 0 where done); an inactive row's R as it was
+/// (`state`).
 template <class T>
 VECNORM_HD T return_kept(T state, T entered, bool done, bool active, const ReturnRule<T>& rule) {
-  const bool reset = done & (rule.reset == ReturnReset::after);
+  const bool reset = done & (rule.hold | (rule.reset == ReturnReset::after));
   return active ? (reset ? T(0) : entered) : state;
 }
 
