@@ -44,6 +44,7 @@ struct DevSegment {
   std::uint8_t x_dtype;      ///< XType
   std::uint8_t wide;         ///< compute type: 1 = double, 0 = float
   std::uint8_t broadcast;    ///< affine: params per feature (1) or per element (0)
+  std::uint8_t weighted;     ///< mask holds int32 row weights (pooled; core::row_weight)
 };
 
 /// One launch over up to kMaxSegments keys.

@@ -18,9 +18,10 @@ __host__ __device__ __forceinline__ std::int64_t pooled_rows_per_block(std::int6
   return static_cast<std::int64_t>(kThreads / pooled_cols(feat)) * kRowsPerThread;
 }
 
-/// The rows of [r0, r1) a row mask keeps (KeyData::mask; null: all of them),
-/// and the first of them (r1: none). Every thread of the block.
-__device__ __forceinline__ void kept_rows(const std::uint8_t* mask, std::int64_t r0, std::int64_t r1,
+/// The weight of the rows of [r0, r1) a row mask keeps (KeyData::mask; null:
+/// all of them, once; core::row_weight), and the first of them (r1: none).
+/// Every thread of the block.
+__device__ __forceinline__ void kept_rows(const std::uint8_t* mask, bool weighted, std::int64_t r0, std::int64_t r1,
                                           std::int64_t& kept, std::int64_t& first) {
   __shared__ unsigned long long count, least;
   if (mask == nullptr) {
@@ -34,11 +35,13 @@ __device__ __forceinline__ void kept_rows(const std::uint8_t* mask, std::int64_t
   }
   __syncthreads();
   unsigned long long mine = 0, low = static_cast<unsigned long long>(r1);
-  for (std::int64_t r = r0 + threadIdx.x; r < r1; r += kThreads)
-    if (mask[r] != 0) {
-      ++mine;
+  for (std::int64_t r = r0 + threadIdx.x; r < r1; r += kThreads) {
+    const std::int64_t w = core::row_weight(mask, weighted, r);
+    if (w > 0) {
+      mine += static_cast<unsigned long long>(w);
       if (static_cast<unsigned long long>(r) < low) low = static_cast<unsigned long long>(r);
     }
+  }
   if (mine > 0) {
     atomicAdd(&count, mine);
     atomicMin(&least, low);
@@ -75,7 +78,7 @@ __device__ __forceinline__ void pooled_partial_block(const LaunchPlan& p, const 
   // With a row mask, the block's kept rows; the first of them stands in for
   // the first sample (row 0 may be a left-out row holding anything).
   std::int64_t kept = 0, first = 0;
-  kept_rows(s.mask, r0, r1, kept, first);
+  kept_rows(s.mask, s.weighted != 0, r0, r1, kept, first);
   const std::int64_t sample = s.mask != nullptr ? first : 0;
   for (std::int64_t fc = 0; fc < F; fc += cols) {
     const std::int64_t f = fc + col;
@@ -84,8 +87,14 @@ __device__ __forceinline__ void pooled_partial_block(const LaunchPlan& p, const 
     if (active) {
       const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
       shift = static_cast<C>(Ops::shift(shift_c, loc, n, core::load<double>(x + sample * F + f)));
-      for (std::int64_t r = r0 + g; r < r1; r += groups)
-        if (s.mask == nullptr || s.mask[r] != 0) Ops::reduce(a1, a2, core::load<C>(x + r * F + f) - shift);
+      if (s.weighted != 0) {
+        for (std::int64_t r = r0 + g; r < r1; r += groups)
+          Ops::reduce_weighted(a1, a2, core::load<C>(x + r * F + f) - shift,
+                               static_cast<C>(core::row_weight(s.mask, true, r)));
+      } else {
+        for (std::int64_t r = r0 + g; r < r1; r += groups)
+          if (s.mask == nullptr || s.mask[r] != 0) Ops::reduce(a1, a2, core::load<C>(x + r * F + f) - shift);
+      }
     }
     sh1[tid] = static_cast<double>(a1);
     sh2[tid] = static_cast<double>(a2);
@@ -111,7 +120,7 @@ __device__ __forceinline__ void pooled_partial_block(const LaunchPlan& p, const 
 template <class Est, class S>
 __device__ __forceinline__ std::int64_t masked_moments(const LaunchPlan& p, int k, double* part) {
   using Ops = core::PooledOps<Est>;
-  __shared__ int ok[kThreads];
+  __shared__ std::int64_t ok[kThreads];
   __shared__ std::int64_t first;
   __shared__ std::int64_t rows_ok;
   const DevSegment& s = p.seg[k];
@@ -120,11 +129,13 @@ __device__ __forceinline__ std::int64_t masked_moments(const LaunchPlan& p, int 
   const S* loc_in = static_cast<const S*>(s.loc_in);
   const std::int64_t F = s.feat, m = s.rows;
   const std::int64_t n = s.count_in ? *s.count_in : 0;
-  auto row_ok = [&](std::int64_t r) {
-    if (s.mask != nullptr && s.mask[r] == 0) return 0;  // left out by the row mask
+  // A row's weight (core::row_weight), 0 where it holds a non-finite value.
+  auto row_ok = [&](std::int64_t r) -> std::int64_t {
+    const std::int64_t w = core::row_weight(s.mask, s.weighted != 0, r);
+    if (w == 0) return 0;  // left out by the row mask
     for (std::int64_t f = 0; f < F; ++f)
       if (!core::is_finite(load_as_double(x, xt, r * F + f))) return 0;
-    return 1;
+    return w;
   };
   if (threadIdx.x == 0) {
     first = m;
@@ -161,7 +172,7 @@ __device__ __forceinline__ std::int64_t masked_moments(const LaunchPlan& p, int 
       const double shift = part[3 * f + 2];
       for (std::int64_t t = 0; t < len; ++t) {
         if (ok[t] == 0) continue;
-        Ops::reduce(a, q, load_as_double(x, xt, (r0 + t) * F + f) - shift);
+        Ops::reduce_weighted(a, q, load_as_double(x, xt, (r0 + t) * F + f) - shift, static_cast<double>(ok[t]));
       }
       part[3 * f + 0] = a;
       part[3 * f + 1] = q;
@@ -266,7 +277,7 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_stats_kernel(const __grid_
         m_in = static_cast<std::int64_t>(part[0]);
       } else {
         std::int64_t first = 0;
-        kept_rows(sk.mask, 0, sk.rows, m_in, first);
+        kept_rows(sk.mask, sk.weighted != 0, 0, sk.rows, m_in, first);
       }
     }
     std::int64_t m = stopped ? 0 : m_in;
@@ -342,7 +353,7 @@ __global__ void __launch_bounds__(kThreads, 1) gathered_stats_kernel(const __gri
     // This rank's rows the update took: those its row mask keeps; the others
     // its message left out were non-finite (skips).
     std::int64_t m_in = sk.rows, first = 0;
-    if (sk.mask != nullptr) kept_rows(sk.mask, 0, sk.rows, m_in, first);
+    if (sk.mask != nullptr) kept_rows(sk.mask, sk.weighted != 0, 0, sk.rows, m_in, first);
     if (threadIdx.x == 0 && agree && !stopped && sk.skipped != nullptr) {
       const double own = g.rows_of(p.rank);
       if (own < static_cast<double>(m_in)) add_counter(sk.skipped, m_in - static_cast<std::int64_t>(own > 0.0 ? own : 0.0));

@@ -45,11 +45,14 @@ struct Segment {
   DType x_dtype = DType::float32;  ///< the input's dtype
   DType map_dtype = DType::float32;  ///< of the fixed maps (below)
   DType stats_dtype = DType::float32;  ///< of the statistics (stats_dtype_for the key)
+  /// `mask` holds int32 row weights (pooled updates only; core::row_weight).
+  bool weighted = false;
   const void* x = nullptr;         ///< input, rows x feat elements
   void* y = nullptr;               ///< output (null for Work::update), output_dtype(x_dtype)
   std::int64_t rows = 0;           ///< batch elements m in this call
   std::int64_t feat = 0;           ///< feature elements per batch element
-  /// Pooled updates: one byte per row, 0 = the row is left out (KeyData::mask); null: every row.
+  /// Updates: one byte per row, 0 = the row is left out (KeyData::mask), or
+  /// (pooled, `weighted`) one int32 weight per row; null: every row once.
   const std::uint8_t* mask = nullptr;
   // Statistics, stats dtype. Per-element: rows*feat values; pooled: feat values.
   const void* loc_in = nullptr;  ///< null: zeros

@@ -37,9 +37,11 @@ scale of the discounted return): ``sb3_reward(num_envs)`` (VecNormalize's
 clip 10, prior (1e-4, 0, 1), float64) and ``gymnasium_reward(num_envs)``
 (NormalizeReward: zeroed before the reward is added, no clip).
 brax's 0/1 ``weights`` (ARS's and ES's "episode still active") are the row
-``mask`` of ``forward``/``update``; its EMA mode's ``until_count`` is
-``until`` with ``until_strict``. Not yet (issue 18): other weights (brax
-documents a weight of 2 as the row counted twice).
+``mask`` of ``forward``/``update``, whole-number weights an int32 ``mask`` (a
+row of weight 2 counts twice, as brax documents); its EMA mode's
+``until_count`` is ``until`` with ``until_strict``. Not reproduced: brax's
+fractional weights (its count adds their sum truncated to an integer, its
+sums the weights as they are).
 """
 from __future__ import annotations
 
@@ -141,8 +143,9 @@ def brax(shapes: Mapping[Key, Any], *, std_eps: float = 0.0, mode: str = "welfor
     brax's count goes on growing while its statistics stop, the preset's
     stays, which changes no output while the batches are of one size, as
     PPO's are); brax's Welford mode ignores it, and so does the preset, with a
-    warning. Pass 0/1 ``weights`` as ``mask=`` (Welford mode: brax's EMA
-    mode counts the weights but takes every row's moments); ``clip=`` is
+    warning. Pass 0/1 ``weights`` as ``mask=`` (a bool mask; whole numbers: an
+    int32 mask; Welford mode: brax's EMA mode counts the weights but takes
+    every row's moments); ``clip=`` is
     ``max_abs_value``. Before the first update ``normalize`` returns the input,
     as brax's initial std of 1 does (with ``std_eps > 0``: the input over
     ``sqrt(1 + std_eps)``, where brax's initial std is 1). Unlike brax: an

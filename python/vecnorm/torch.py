@@ -316,7 +316,9 @@ class VecNorm(nn.Module):
         for a TensorDict). Absent keys are neither updated nor returned.
 
         ``mask``: a bool or uint8 tensor of the batch shape on the inputs'
-        device; the rows where it is False are left out of the update, as if
+        device (pooled statistics also take int32 row weights: a row of
+        weight w counts as w copies of it, brax's ``weights``; 0 or less:
+        left out); the rows where it is False are left out of the update, as if
         they had not arrived (done- or truncation-aware updates: they may hold
         anything, NaN included), and are still normalized. Pooled statistics
         (``reduce_batch_dims=True``) update with the kept rows; per-element

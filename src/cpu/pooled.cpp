@@ -157,23 +157,27 @@ void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, con
 }
 
 /// The shifted sums of the rows an update keeps, in double, one thread, when
-/// the batch holds a non-finite value under NonFinite::skip (rare): the rows
-/// a row mask keeps (KeyData::mask; null: all) whose values are all finite
-/// (with `finite_only`). Shifts as PooledOps::shift, the first kept row
-/// standing in for the first sample. Returns the number of kept rows.
+/// the batch holds a non-finite value under NonFinite::skip (rare), or its
+/// rows are weighted: the rows a row mask keeps (KeyData::mask; null: all;
+/// core::row_weight: int32 weights count w copies of their row) whose values
+/// are all finite (with `finite_only`). Shifts as PooledOps::shift, the first
+/// kept row standing in for the first sample. Returns the weight of the kept
+/// rows (their number, unweighted).
 template <class Est, class X, class S, class C>
-std::int64_t masked_sums(const Plan& p, const X* x, const std::uint8_t* mask, bool finite_only, std::int64_t m,
-                         std::int64_t F, const S* loc_in, std::int64_t n, C* shift, double* s1, double* s2) {
+std::int64_t masked_sums(const Plan& p, const X* x, const std::uint8_t* mask, bool weighted, bool finite_only,
+                         std::int64_t m, std::int64_t F, const S* loc_in, std::int64_t n, C* shift, double* s1,
+                         double* s2) {
   using Ops = core::PooledOps<Est>;
-  auto row_ok = [&](std::int64_t r) {
-    if (mask != nullptr && mask[r] == 0) return false;
+  auto row_ok = [&](std::int64_t r) -> std::int64_t {
+    const std::int64_t w = core::row_weight(mask, weighted, r);
+    if (w == 0) return 0;
     if (finite_only)
       for (std::int64_t f = 0; f < F; ++f)
-        if (!core::is_finite(core::load<double>(x + r * F + f))) return false;
-    return true;
+        if (!core::is_finite(core::load<double>(x + r * F + f))) return 0;
+    return w;
   };
   std::int64_t first = 0;
-  while (first < m && !row_ok(first)) ++first;
+  while (first < m && row_ok(first) == 0) ++first;
   std::fill(s1, s1 + F, 0.0);
   std::fill(s2, s2 + F, 0.0);
   if (first == m) return 0;
@@ -184,10 +188,12 @@ std::int64_t masked_sums(const Plan& p, const X* x, const std::uint8_t* mask, bo
   }
   std::int64_t ok = 0;
   for (std::int64_t r = first; r < m; ++r) {
-    if (!row_ok(r)) continue;
-    ++ok;
+    const std::int64_t w = row_ok(r);
+    if (w == 0) continue;
+    ok += w;
+    const double wd = static_cast<double>(w);  // (1 for a uint8 mask: reduce's bits)
     for (std::int64_t f = 0; f < F; ++f)
-      Ops::reduce(s1[f], s2[f], core::load<double>(x + r * F + f) - static_cast<double>(shift[f]));
+      Ops::reduce_weighted(s1[f], s2[f], core::load<double>(x + r * F + f) - static_cast<double>(shift[f]), wd);
   }
   return ok;
 }
@@ -226,13 +232,22 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   const bool normalize = writes_output(p.work);
   const int threads = max_threads(p.threads);
   // The rows an update would take: those a row mask keeps (rows it leaves
-  // out are not skips: the health counter counts non-finite rows only).
+  // out are not skips: the health counter counts non-finite rows only), each
+  // as many times as its weight where the mask holds weights.
   std::int64_t m_in = m;
-  if (s.mask != nullptr) m_in = std::count_if(s.mask, s.mask + m, [](std::uint8_t b) { return b != 0; });
+  if (s.weighted) {
+    m_in = 0;
+    for (std::int64_t r = 0; r < m; ++r) m_in += core::row_weight(s.mask, true, r);
+  } else if (s.mask != nullptr) {
+    m_in = std::count_if(s.mask, s.mask + m, [](std::uint8_t b) { return b != 0; });
+  }
   // The first row an update takes: its values stand in for the first sample
-  // of the shift (row 0 when none is kept: the sums are then empty).
+  // of the shift (row 0 when none is kept: the sums are then empty; weighted
+  // rows: masked_sums finds its own).
   const std::int64_t first =
-      s.mask == nullptr || m_in == 0 ? 0 : std::find_if(s.mask, s.mask + m, [](std::uint8_t b) { return b != 0; }) - s.mask;
+      s.mask == nullptr || m_in == 0 || s.weighted
+          ? 0
+          : std::find_if(s.mask, s.mask + m, [](std::uint8_t b) { return b != 0; }) - s.mask;
 
   // The data as super rows of width W: R full ones and a last partial one of
   // `tail` elements (a whole number of rows).
@@ -362,15 +377,17 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     else
       reduce_rows<Ops, false, X, C>(from, W, width, shift, b, e, slot, slot + W);
   };
+  // (Weighted rows are summed by masked_sums alone: feature_sums.)
   auto reduce_part = [&](std::int64_t t) {
     const std::int64_t b = rc.begin(t), e = rc.end(t);
-    if (b < e) reduce(x, W, b, e, t, rows_kept);
+    if (b < e && !s.weighted) reduce(x, W, b, e, t, rows_kept);
   };
   // Each feature's sums into s1/s2; returns the rows they hold.
   double* s1 = sums_f;
   double* s2 = sums_f + F;
   const bool finite_only = p.nonfinite == NonFinite::skip && !std::is_integral_v<X>;
   auto feature_sums = [&]() -> std::int64_t {
+    if (s.weighted) return masked_sums<Est, X, S, C>(p, x, s.mask, true, finite_only, m, F, loc_in, n, shift, s1, s2);
     if (tail > 0) reduce(x + R * W, tail, 0, 1, nt, tail_kept);
     // Each feature's sums: chunk slots, then the tail, columns f, f + F, ...,
     // in that fixed order.
@@ -387,7 +404,8 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     // 128-row tile, added in double) are finite unless |x - K| passes ~1e19 in
     // float: a non-finite sum means a non-finite input (or such a value), and
     // NonFinite::skip sums again, leaving out the rows that have one.
-    if (!finite && finite_only) return masked_sums<Est, X, S, C>(p, x, s.mask, true, m, F, loc_in, n, shift, s1, s2);
+    if (!finite && finite_only)
+      return masked_sums<Est, X, S, C>(p, x, s.mask, false, true, m, F, loc_in, n, shift, s1, s2);
     return m_in;
   };
   auto batch_moments = [&](std::int64_t m_ok) {

@@ -134,6 +134,7 @@ k::DevSegment dev_segment(const Plan& p, const Segment& s) {
   d.var_out = s.var_out;
   d.count_in = s.count_in;
   d.mask = s.mask;
+  d.weighted = s.weighted ? 1 : 0;
   d.count_out = s.count_out;
   d.skips = s.skips;
   d.skipped = s.skipped;

@@ -79,10 +79,17 @@ void plan_key(const CallConfig& cfg, const KeyTable& table, const CallItem& item
   }
   // A row mask, read by updates only: pooled statistics leave its rows out of
   // the batch; per-element statistics the elements of its rows (each keeps
-  // its count: one more skip with one count per key).
+  // its count: one more skip with one count per key). Pooled statistics also
+  // take int32 row weights (a row of weight w counts w times: brax's weights).
   const std::uint8_t* mask = nullptr;
+  bool weighted = false;
   if (item.mask != nullptr && !(item.mask->data == nullptr && item.mask->shape.ndim() == 0) && updates(cfg.work)) {
-    check_stats_view(spec.name, "mask", *item.mask, DType::uint8, io.batch, cfg.device);
+    weighted = item.mask->dtype == DType::int32;
+    if (weighted && !cfg.pooled)
+      fail(ErrorCode::invalid_argument,
+           key_prefix(spec.name) + "mask: int32 row weights need pooled statistics (reduce_batch_dims); per-element "
+                                   "statistics take a uint8 row mask (0: left out)");
+    check_stats_view(spec.name, "mask", *item.mask, weighted ? DType::int32 : DType::uint8, io.batch, cfg.device);
     mask = static_cast<const std::uint8_t*>(item.mask->data);
   }
   buf.keys.push_back(k);
@@ -91,6 +98,7 @@ void plan_key(const CallConfig& cfg, const KeyTable& table, const CallItem& item
   buf.segments.push_back(Segment{.key = k,
                                  .x_dtype = xd,
                                  .stats_dtype = stats_dtype_for(cfg.stats_dtype, spec.dtype),
+                                 .weighted = weighted,
                                  .x = item.x->data,
                                  .y = out ? item.y->data : nullptr,
                                  .rows = io.rows,
@@ -154,7 +162,9 @@ void check_finite(const CallConfig& cfg, const KeyTable& table, std::span<const 
   if (!updates(cfg.work) || cfg.nonfinite != NonFinite::error) return;
   for (const Segment& s : segments) {
     if (!is_floating(s.x_dtype)) continue;
-    const std::int64_t i = first_nonfinite(cfg.backend, s.x, s.x_dtype, s.rows, s.feat, s.mask, stream, ws);
+    // (Weighted rows: every row is scanned, those of weight 0 too.)
+    const std::int64_t i =
+        first_nonfinite(cfg.backend, s.x, s.x_dtype, s.rows, s.feat, s.weighted ? nullptr : s.mask, stream, ws);
     if (i < 0) continue;
     const double v = value_at(cfg.backend, s.x, s.x_dtype, i, stream);
     const KeySpec& spec = table.keys[static_cast<std::size_t>(s.key)];

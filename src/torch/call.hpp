@@ -380,15 +380,17 @@ struct DeviceScope {
 enum class What { step, update, normalize, denormalize };
 
 /// A step's row mask (Python: a bool or uint8 tensor of the batch shape,
-/// False/0 = the row is left out of the update) on every key of the call; the
-/// library checks it per key (shape, dtype, device; per-element statistics with
-/// one count per key: the skips views it needs).
+/// False/0 = the row is left out of the update; or int32 row weights, pooled
+/// statistics only) on every key of the call; the library checks it per key
+/// (shape, dtype, device; per-element statistics with one count per key: the
+/// skips views it needs).
 inline void apply_mask(Call& c, const Tensor& mask, const std::vector<std::string>& keys) {
   if (!mask.defined() || c.items.empty()) return;
   const bool is_bool = mask.scalar_type() == at::kBool;
-  if (!is_bool && mask.scalar_type() != at::kByte)
+  if (!is_bool && mask.scalar_type() != at::kByte && mask.scalar_type() != at::kInt)
     C10_THROW_ERROR(TypeError, "vecnorm: key '" + keys[0] + "': mask has dtype " +
-                                   std::string(c10::toString(mask.scalar_type())) + ", expected bool or uint8");
+                                   std::string(c10::toString(mask.scalar_type())) +
+                                   ", expected bool or uint8 (a row mask) or int32 (row weights)");
   // A bool is one byte of 0 or 1: the same bytes as the uint8 the library
   // reads. A contiguous uint8 mask is read as it is (no handle copied).
   if (is_bool || !mask.is_contiguous()) c.mask = (is_bool ? mask.view(at::kByte) : mask).contiguous();

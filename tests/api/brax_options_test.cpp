@@ -272,6 +272,134 @@ TEST(UntilStrictRanks, EveryRankDecidesOnAllRanksRows) {
   }
 }
 
+// ---------------------------------------------------------------- row weights
+
+class RowWeights : public ::testing::TestWithParam<std::tuple<Backend, vnref::Estimator>> {};
+
+// brax's weights: "a weight of 2 should be equivalent to updating on the data
+// point twice". int32 row weights on pooled statistics (KeyData::mask): the
+// reference is fed each row as many times as its weight (0 and negative
+// weights: not at all), a NaN row (NonFinite::skip) not at all, and its
+// weight counted in the health counter. 700 rows (several CUDA blocks).
+TEST_P(RowWeights, ARowOfWeightWCountsWTimes) {
+  const auto [backend, estimator] = GetParam();
+  constexpr std::int64_t kRows = 700;
+  vecnorm::Options o = options(backend, true, estimator);
+  vecnorm::VecNorm vn(o, {Shape{}, {{"obs", Shape{kF}, DType::float32}}});
+  vnref::StatefulKey ref({estimator, o.decay, o.eps}, true, kF);
+  std::int64_t skipped = 0;
+  for (int t = 0; t < 4; ++t) {
+    const std::string at = std::string(vntest::backend_name(backend)) + " step " + std::to_string(t);
+    std::vector<double> x = batch(t, kRows, 21);
+    std::vector<double> w(kRows);
+    for (std::int64_t r = 0; r < kRows; ++r) w[static_cast<std::size_t>(r)] = static_cast<double>((r * 7 + t) % 5) - 1.0;  // -1..3
+    if (t == 2) {
+      x[static_cast<std::size_t>(5 * kF + 3)] = std::nan("");  // row 5, weight (35 + 2) % 5 - 1 = 1
+      x[static_cast<std::size_t>(8 * kF + 0)] = std::nan("");  // row 8, weight (56 + 2) % 5 - 1 = 2
+      skipped += 3;
+    }
+    std::vector<double> repeated;
+    for (std::int64_t r = 0; r < kRows; ++r) {
+      const auto row = x.begin() + r * kF;
+      if (!std::all_of(row, row + kF, [](double v) { return std::isfinite(v); })) continue;
+      for (int k = 0; k < static_cast<int>(w[static_cast<std::size_t>(r)]); ++k) repeated.insert(repeated.end(), row, row + kF);
+    }
+    ref.update(repeated, static_cast<std::int64_t>(repeated.size()) / kF);
+    auto xb = DeviceBuffer::from_values(backend, DType::float32, Shape{kRows, kF}, x);
+    auto wb = DeviceBuffer::from_values(backend, DType::int32, Shape{kRows}, w);
+    DeviceBuffer yb(backend, DType::float32, Shape{kRows, kF});
+    vn.step({{"obs", xb.cview(), yb.view(), wb.cview()}});
+    const vecnorm::State st = vn.export_state();
+    EXPECT_EQ(st.keys[0].count, ref.count()) << at;
+    EXPECT_EQ(st.keys[0].skipped, skipped) << at;
+    const std::vector<double> mean = vn.loc("obs"), scale = vn.scale("obs"), want_mu = ref.loc(),
+                              want_scale = ref.scale();
+    for (std::size_t i = 0; i < mean.size(); ++i) {
+      EXPECT_NEAR(mean[i], want_mu[i], 1e-9 * (std::abs(want_mu[i]) + want_scale[i])) << at << " mean[" << i << "]";
+      EXPECT_NEAR(scale[i], want_scale[i], 1e-7 * want_scale[i]) << at << " scale[" << i << "]";
+    }
+    const std::vector<double> y = yb.values(), want = ref.normalize(x, kRows);
+    for (std::size_t j = 0; j < y.size(); ++j) {
+      if (std::isnan(want[j])) continue;
+      EXPECT_NEAR(y[j], want[j], 2e-6 * std::max(1.0, std::abs(want[j]))) << at << " y[" << j << "]";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, RowWeights,
+                         ::testing::Combine(::testing::ValuesIn(vntest::test_backends()),
+                                            ::testing::Values(vnref::Estimator::torchrl, vnref::Estimator::stable)),
+                         [](const ::testing::TestParamInfo<std::tuple<Backend, vnref::Estimator>>& info) {
+                           return std::string(vntest::backend_name(std::get<0>(info.param))) +
+                                  (std::get<1>(info.param) == vnref::Estimator::stable ? "_stable" : "_torchrl");
+                         });
+
+// Weights of 0 and 1 are the uint8 mask's rows, bit for bit (a weight of 1
+// adds the same sums); across 3 ranks the weights of every rank count; per-
+// element statistics refuse weights by name.
+TEST(RowWeightsMore, ZeroOneWeightsAreTheMaskRanksAddTheirWeightsPerElementRefuses) {
+  for (const Backend backend : vntest::test_backends()) {
+    const std::string at = vntest::backend_name(backend);
+    vecnorm::Options o = options(backend, true, vnref::Estimator::stable);
+    vecnorm::VecNorm a(o, {Shape{}, {{"obs", Shape{kF}, DType::float32}}}), b(o, {Shape{}, {{"obs", Shape{kF}, DType::float32}}});
+    for (int t = 0; t < 3; ++t) {
+      const std::vector<double> x = batch(t, 9, 3);
+      std::vector<double> w(9);
+      for (std::size_t r = 0; r < 9; ++r) w[r] = static_cast<double>((r + static_cast<std::size_t>(t)) % 2);
+      auto xb = DeviceBuffer::from_values(backend, DType::float32, Shape{9, kF}, x);
+      auto wb = DeviceBuffer::from_values(backend, DType::int32, Shape{9}, w);
+      auto mb = DeviceBuffer::from_values(backend, DType::uint8, Shape{9}, w);
+      DeviceBuffer ya(backend, DType::float32, Shape{9, kF}), yb(backend, DType::float32, Shape{9, kF});
+      a.step({{"obs", xb.cview(), ya.view(), wb.cview()}});
+      b.step({{"obs", xb.cview(), yb.view(), mb.cview()}});
+      EXPECT_EQ(a.export_state().keys[0].count, b.export_state().keys[0].count) << at;
+      const std::vector<double> la = a.loc("obs"), lb = b.loc("obs"), sa = a.scale("obs"), sb = b.scale("obs");
+      for (std::size_t i = 0; i < la.size(); ++i) {
+        EXPECT_NEAR(la[i], lb[i], 1e-12 * (std::abs(lb[i]) + sb[i])) << at;
+        EXPECT_NEAR(sa[i], sb[i], 1e-12 * sb[i]) << at;
+      }
+    }
+    // Ranks: rank r has 2 + r rows of weight r + 1; the reference repeats them.
+    constexpr int kRanks = 3;
+    const auto vns = vntest::ranks_of(vntest::pooled_cumulative_options(backend),
+                                      {Shape{}, {{"obs", Shape{kF}, DType::float32}}}, kRanks);
+    vnref::StatefulKey ref({vnref::Estimator::stable, 1.0, o.eps}, true, kF);
+    for (int t = 0; t < 2; ++t) {
+      std::vector<std::vector<double>> xs(kRanks);
+      std::vector<double> all;
+      for (int r = 0; r < kRanks; ++r) {
+        xs[static_cast<std::size_t>(r)] = batch(t, 2 + r, 40u + static_cast<unsigned>(r));
+        for (int k = 0; k <= r; ++k)
+          all.insert(all.end(), xs[static_cast<std::size_t>(r)].begin(), xs[static_cast<std::size_t>(r)].end());
+      }
+      ref.update(all, static_cast<std::int64_t>(all.size()) / kF);
+      vntest::on_ranks(kRanks, [&](int r) {
+        auto xb = DeviceBuffer::from_values(backend, DType::float32, Shape{2 + r, kF}, xs[static_cast<std::size_t>(r)]);
+        auto wb = DeviceBuffer::from_values(backend, DType::int32, Shape{2 + r},
+                                            std::vector<double>(static_cast<std::size_t>(2 + r), r + 1.0));
+        DeviceBuffer yb(backend, DType::float32, Shape{2 + r, kF});
+        vns[static_cast<std::size_t>(r)]->step({{"obs", xb.cview(), yb.view(), wb.cview()}});
+      });
+      for (int r = 0; r < kRanks; ++r) {
+        EXPECT_EQ(vns[static_cast<std::size_t>(r)]->count("obs"), ref.count()) << at << " rank " << r;
+        const std::vector<double> mean = vns[static_cast<std::size_t>(r)]->loc("obs"), want = ref.loc();
+        for (std::size_t i = 0; i < mean.size(); ++i)
+          EXPECT_NEAR(mean[i], want[i], 1e-9 * (std::abs(want[i]) + 1.0)) << at << " rank " << r;
+      }
+    }
+    EXPECT_EQ(ref.count(), 2 * (2 * 1 + 3 * 2 + 4 * 3));
+    // Per-element statistics: refused by name, nothing changed.
+    vecnorm::VecNorm pe(options(backend, false, vnref::Estimator::stable), {Shape{2}, {{"obs", Shape{kF}, DType::float32}}});
+    auto xb = DeviceBuffer::from_values(backend, DType::float32, Shape{2, kF}, batch(0, 2));
+    auto wb = DeviceBuffer::from_values(backend, DType::int32, Shape{2}, {1.0, 2.0});
+    DeviceBuffer yb(backend, DType::float32, Shape{2, kF});
+    const std::string m = message_of([&] { pe.step({{"obs", xb.cview(), yb.view(), wb.cview()}}); },
+                                     ErrorCode::invalid_argument);
+    EXPECT_NE(m.find("key 'obs': mask: int32 row weights need pooled statistics"), std::string::npos) << m;
+    EXPECT_EQ(pe.count("obs"), 0) << at;
+  }
+}
+
 // ---------------------------------------------------------------- the options' life
 
 TEST(BraxOptions, ValidationNamesTheOptionAndTheValue) {

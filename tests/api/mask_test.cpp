@@ -330,14 +330,14 @@ TEST(MaskChecks, NameTheKeyTheExpectedAndTheActualAndChangeNothing) {
   vecnorm::VecNorm vn(o, {Shape{}, {{"obs", Shape{2}, DType::float32}}});
   std::vector<float> x(8, 1.0f), y(8);
   std::vector<std::uint8_t> mask(4, 1);
-  std::vector<std::int32_t> wide(4, 1);
+  std::vector<std::int64_t> wide(4, 1);  // (int32 is a pooled update's row weights: brax_options_test.cpp)
   const vecnorm::ConstTensorView xv(x.data(), DType::float32, Shape{4, 2});
   const vecnorm::TensorView yv{y.data(), DType::float32, Shape{4, 2}};
   auto step = [&](vecnorm::ConstTensorView m) { return [&, m] { vn.step({{"obs", xv, yv, m}}); }; };
   std::string e = message_of(step(vecnorm::ConstTensorView(mask.data(), DType::uint8, Shape{3})), ErrorCode::shape_mismatch);
   EXPECT_NE(e.find("key 'obs': mask shape: expected [4], got [3]"), std::string::npos) << e;
-  e = message_of(step(vecnorm::ConstTensorView(wide.data(), DType::int32, Shape{4})), ErrorCode::dtype_mismatch);
-  EXPECT_NE(e.find("key 'obs': mask dtype: expected uint8, got int32"), std::string::npos) << e;
+  e = message_of(step(vecnorm::ConstTensorView(wide.data(), DType::int64, Shape{4})), ErrorCode::dtype_mismatch);
+  EXPECT_NE(e.find("key 'obs': mask dtype: expected uint8, got int64"), std::string::npos) << e;
   EXPECT_EQ(vn.export_state().keys[0].count, 0) << "nothing ran";
   // Per-element statistics check it the same way (tests/api/element_mask_test.cpp runs it).
   vecnorm::VecNorm per(vecnorm::Options{}, {Shape{4}, {{"obs", Shape{2}, DType::float32}}});

@@ -203,6 +203,38 @@ def test_brax_float32_rollouts_with_weights_are_masked_updates(capsys):
               f"brax's float32 rounding), mean {worst_m:.2g}, var {worst_v:.2g} (relative)")
 
 
+def test_brax_whole_number_weights_count_each_row_that_many_times(capsys):
+    """brax's weights of 0 to 3 (x64), as an int32 mask: the counts equal,
+    the statistics and outputs within rounding, over 20 rollouts."""
+    if not anchor_refs.available("brax"):
+        pytest.skip("brax not installed")
+    shape, T, N = (3,), 4, 32
+    ref = anchor_refs.REFS["brax"](shape, x64=True)
+    norm = presets.brax({"obs": shape}, stats_dtype=torch.float64)
+    rng = np.random.default_rng(12)
+    worst, total = 0.0, 0
+    for it, x in enumerate(stream(20, T * N, shape, seed=13)):
+        x = x.reshape((T, N) + shape).astype(np.float32)
+        w = rng.integers(0, 4, (T, N)).astype(np.float32)
+        want = ref.step(x, weights=w)
+        norm.update({"obs": torch.from_numpy(x)}, mask=torch.from_numpy(w).to(torch.int32))
+        got = norm.normalize({"obs": torch.from_numpy(x)})["obs"].double().numpy()
+        st = ref.stats()
+        total += int(w.sum())
+        assert norm.count("obs") == st["count"] == total, f"iteration {it}: counts"
+        sd = np.sqrt(st["var"])
+        # (brax's first update takes M2 from a mean of 0: it cancels to about
+        # u64 (mean^2 + var), hence the scales of the bounds.)
+        assert rel(norm._buffers["obs_loc"].double().numpy(), st["mean"], sd + np.abs(st["mean"])) <= 1e-12
+        assert rel(norm._buffers["obs_var"].double().numpy(), st["var"], st["var"] + st["mean"] ** 2) <= 1e-12
+        allow = 4 * U32 * (np.abs(x) + np.abs(st["mean"])) / sd + 4 * U32 * np.abs(want)
+        assert float(np.max(np.abs(got - want) - allow)) <= 0, f"iteration {it}"
+        worst = max(worst, float(np.max(np.abs(got - want))))
+    with capsys.disabled():
+        print(f"\n[presets] brax (x64) with weights 0 to 3 as an int32 mask: 20 updates of {T} x {N} x {shape[0]}; "
+              f"largest output difference {worst:.2g} (0 past the float32 rounding of x - mean)")
+
+
 def test_brax_std_floor_binds_for_a_near_constant_feature():
     """brax keeps its std at least 1e-6 (the preset's clamp form, eps 1e-6): a
     feature whose spread is about 1e-7 is divided by 1e-6, in brax (x64) and

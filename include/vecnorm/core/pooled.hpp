@@ -42,6 +42,19 @@ VECNORM_HD Moments moments_from_shifted(double n, double shift, double s1, doubl
   return m;
 }
 
+/// The weight of batch row r in a pooled update whose row mask is `mask`
+/// (KeyData::mask; null: every row counts once): a uint8 byte counts once
+/// when not 0; int32 row weights (`weighted`) count their value, a negative
+/// one as 0 (a row of weight w is w copies of it: brax's weights).
+VECNORM_HD std::int64_t row_weight(const std::uint8_t* mask, bool weighted, std::int64_t r) {
+  if (mask == nullptr) return 1;
+  if (weighted) {
+    const std::int32_t w = reinterpret_cast<const std::int32_t*>(mask)[r];
+    return w > 0 ? w : 0;
+  }
+  return mask[r] != 0 ? 1 : 0;
+}
+
 /// Chan, Golub & LeVeque: the moments of the union of two disjoint sets.
 VECNORM_HD Moments merge(const Moments& a, const Moments& b) {
   if (b.n == 0.0) return a;
@@ -80,6 +93,13 @@ struct PooledOps {
   static VECNORM_HD void reduce(V& s1, V& s2, const V& d) {  // (by reference: a vector by value to a function outside an ISA build changes the ABI under Clang)
     s1 += d;
     s2 += d * d;
+  }
+  /// One shifted value d of a row of integer weight w (KeyData::mask as
+  /// int32 row weights): the sums of w copies of it. w = 1 gives reduce's bits.
+  template <class V>
+  static VECNORM_HD void reduce_weighted(V& s1, V& s2, const V& d, const V& w) {
+    s1 += w * d;
+    s2 += w * (d * d);
   }
   /// Sums of the same shift over disjoint rows.
   static VECNORM_HD void combine(double& s1, double& s2, double t1, double t2) {
