@@ -88,9 +88,11 @@ __device__ __forceinline__ void pooled_partial_block(const LaunchPlan& p, const 
       const double loc = loc_in ? static_cast<double>(loc_in[f]) : 0.0;
       shift = static_cast<C>(Ops::shift(shift_c, loc, n, core::load<double>(x + sample * F + f)));
       if (s.weighted != 0) {
-        for (std::int64_t r = r0 + g; r < r1; r += groups)
-          Ops::reduce_weighted(a1, a2, core::load<C>(x + r * F + f) - shift,
-                               static_cast<C>(core::row_weight(s.mask, true, r)));
+        // (A left-out row is never read: it may hold NaN, which 0 * NaN would not leave out.)
+        for (std::int64_t r = r0 + g; r < r1; r += groups) {
+          const std::int64_t w = core::row_weight(s.mask, true, r);
+          if (w > 0) Ops::reduce_weighted(a1, a2, core::load<C>(x + r * F + f) - shift, static_cast<C>(w));
+        }
       } else {
         for (std::int64_t r = r0 + g; r < r1; r += groups)
           if (s.mask == nullptr || s.mask[r] != 0) Ops::reduce(a1, a2, core::load<C>(x + r * F + f) - shift);

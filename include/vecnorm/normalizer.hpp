@@ -22,7 +22,9 @@ namespace vecnorm {
 /// batch is the kept rows. Per-element statistics: the row's elements keep
 /// their statistics and count (one more skip each: KeyState::skips) and are
 /// normalized with them as they are. Empty (the default): every row. Read by
-/// updates only.
+/// updates only. Pooled statistics also take int32 row weights here: a row of
+/// weight w counts as w copies of it, 0 or less leaves it out (brax's
+/// weights; per-element statistics refuse them).
 struct KeyData {
   std::string_view key;
   ConstTensorView x;

@@ -619,4 +619,4 @@ class RewardScaler(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"batch_shape={self.batch_shape}, feature_shape={self.feature_shape}, gamma={self.gamma}, "
-                f"reset='{self.reset_rule}', frozen={self.frozen}")
+                f"reset='{self.reset_rule}', frozen_returns='{self.frozen_returns}', frozen={self.frozen}")

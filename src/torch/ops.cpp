@@ -97,7 +97,8 @@ TensorList denormalize(at::TensorList x, at::TensorList stats, const std::vector
 // as the reward has; `done` and `mask` (bool or uint8) its batch shape;
 // `reset` a ReturnReset (0 after, 1 before, 2 never); `update` false: the
 // statistics are frozen (the returns still advance, but for the rows the mask
-// leaves out: theirs hold). No synchronization.
+// leaves out: theirs hold; `hold_frozen`: they hold but for the zeroing at
+// dones, SB3's eval mode). No synchronization.
 // `group`: the statistics pooled over the returns of every rank of that
 // torch.distributed process group (as step_group's; each rank keeps its own
 // environments' returns).
