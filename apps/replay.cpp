@@ -162,20 +162,23 @@ void allocate(Normalizer& norm, Inputs& inputs, const std::optional<vecnorm::Sta
 
 // ---------------------------------------------------------------- the mask
 
-/// --mask's file: one uint8 per batch row per step, [T, *batch], read a step
-/// at a time (and staged on the device when steps run there).
+/// --mask's file: one uint8 per batch row per step, [T, *batch], or one int32
+/// row weight (pooled statistics: a row of weight w counts w times), read a
+/// step at a time (and staged on the device when steps run there).
 class RowMask {
  public:
   RowMask(const std::string& path, std::int64_t T, const vecnorm::Shape& batch, vecnorm::Backend backend)
       : file_(open(path)),
         batch_(batch),
-        row_bytes_(static_cast<std::size_t>(batch.numel())),
+        dtype_(file_.header().dtype),
+        row_bytes_(static_cast<std::size_t>(batch.numel()) * vecnorm::dtype_size(dtype_)),
         row_(row_bytes_),
         on_device_(backend == vecnorm::Backend::cuda) {
     const NpyHeader& h = file_.header();
-    if (h.dtype != vecnorm::DType::uint8)
+    if (h.dtype != vecnorm::DType::uint8 && h.dtype != vecnorm::DType::int32)
       throw InputError("--mask " + path + ": dtype " + vecnorm::to_string(h.dtype) +
-                       ", expected uint8 '|u1' (numpy: mask.astype(np.uint8))");
+                       ", expected uint8 '|u1' (numpy: mask.astype(np.uint8)) or int32 '<i4' row weights "
+                       "(mask.astype(np.int32))");
     std::vector<std::int64_t> want{T};
     for (int d = 0; d < batch.ndim(); ++d) want.push_back(batch[d]);
     if (h.shape != want)
@@ -188,9 +191,9 @@ class RowMask {
     file_.read(static_cast<std::uint64_t>(t) * row_bytes_, row_.data(), row_bytes_);
     if (on_device_) {
       if (row_bytes_ > 0) device_.copy_from_host(row_.data(), row_bytes_);
-      return std::as_const(device_).view(vecnorm::DType::uint8, batch_);
+      return std::as_const(device_).view(dtype_, batch_);
     }
-    return vecnorm::ConstTensorView{row_.data(), vecnorm::DType::uint8, batch_};
+    return vecnorm::ConstTensorView{row_.data(), dtype_, batch_};
   }
 
  private:
@@ -199,11 +202,13 @@ class RowMask {
     try {
       return NpyReader(path);
     } catch (const InputError& e) {
-      throw InputError(std::string("--mask: ") + e.what() + " (a mask is uint8: numpy mask.astype(np.uint8))");
+      throw InputError(std::string("--mask: ") + e.what() +
+                       " (a mask is uint8: numpy mask.astype(np.uint8); row weights int32)");
     }
   }
   NpyReader file_;
   vecnorm::Shape batch_;
+  vecnorm::DType dtype_;
   std::size_t row_bytes_;
   std::vector<std::uint8_t> row_;
   bool on_device_;

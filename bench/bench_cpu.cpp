@@ -309,10 +309,14 @@ void bm_eager(benchmark::State& st, bool pooled, DType d, vb::Shape2 s) {
 
 // ----------------------------------------------------------------- vecnorm
 
-/// One VecNorm::step of both keys in steady state. `masked`: a row mask on
-/// both keys that leaves out about one row in ten (done environments), spread
-/// over the batch (per-element statistics: their elements keep their counts).
-void bm_vecnorm(benchmark::State& st, bool pooled, Estimator e, DType d, vb::Shape2 s, bool masked) {
+/// What a benchmarked step's updates take: every row, a row mask, or row weights.
+enum class Rows { all, masked, weighted };
+
+/// One VecNorm::step of both keys in steady state. Rows::masked: a row mask
+/// on both keys that leaves out about one row in ten (done environments),
+/// spread over the batch (per-element statistics: their elements keep their
+/// counts). Rows::weighted (pooled only): int32 row weights 0 to 3 (brax's).
+void bm_vecnorm(benchmark::State& st, bool pooled, Estimator e, DType d, vb::Shape2 s, Rows rows) {
   Data data(d, s.batch, s.feat);
   vecnorm::Options o;
   o.reduce_batch_dims = pooled;
@@ -323,10 +327,13 @@ void bm_vecnorm(benchmark::State& st, bool pooled, Estimator e, DType d, vb::Sha
   table.keys = {{"observation", vecnorm::Shape{s.feat}, d}, {"reward", vecnorm::Shape{}, d}};
   vecnorm::VecNorm vn(o, table);
   const vecnorm::Shape xs{s.batch, s.feat}, rs{s.batch};
-  std::vector<std::uint8_t> mask(masked ? static_cast<std::size_t>(s.batch) : 0);
+  std::vector<std::uint8_t> mask(rows == Rows::masked ? static_cast<std::size_t>(s.batch) : 0);
   for (std::size_t r = 0; r < mask.size(); ++r) mask[r] = (r * 2654435761u) % 10 == 3 ? 0 : 1;
-  const vecnorm::ConstTensorView mv = masked ? vecnorm::ConstTensorView{mask.data(), DType::uint8, rs}
-                                             : vecnorm::ConstTensorView{};
+  std::vector<std::int32_t> weights(rows == Rows::weighted ? static_cast<std::size_t>(s.batch) : 0);
+  for (std::size_t r = 0; r < weights.size(); ++r) weights[r] = static_cast<std::int32_t>((r * 2654435761u) % 4);
+  const vecnorm::ConstTensorView mv = rows == Rows::masked     ? vecnorm::ConstTensorView{mask.data(), DType::uint8, rs}
+                                      : rows == Rows::weighted ? vecnorm::ConstTensorView{weights.data(), DType::int32, rs}
+                                                               : vecnorm::ConstTensorView{};
   const vecnorm::KeyData batch[2] = {
       {"observation", vecnorm::ConstTensorView{data.obs(), d, xs}, vecnorm::TensorView{data.yobs(), d, xs}, mv},
       {"reward", vecnorm::ConstTensorView{data.rew(), d, rs}, vecnorm::TensorView{data.yrew(), d, rs}, mv}};
@@ -385,16 +392,21 @@ void register_all() {
           // ratio compares numbers taken seconds apart.
           benchmark::RegisterBenchmark(("copy/" + name).c_str(), bm_copy, pooled, d, s)->UseRealTime();
           benchmark::RegisterBenchmark(("eager/" + name).c_str(), bm_eager, pooled, d, s)->UseRealTime();
-          benchmark::RegisterBenchmark(("vecnorm/" + name).c_str(), bm_vecnorm, pooled, e, d, s, false)->UseRealTime();
+          benchmark::RegisterBenchmark(("vecnorm/" + name).c_str(), bm_vecnorm, pooled, e, d, s, Rows::all)->UseRealTime();
         }
       }
     }
-    if (s.batch >= 4096)  // (not "vecnorm/": scripts/bench_load.py parses those names)
+    if (s.batch >= 4096) {  // (not "vecnorm/": scripts/bench_load.py parses those names)
       for (const bool pooled : {true, false})
         benchmark::RegisterBenchmark(
             ("vecnorm_masked/" + vb::case_name(pooled, Estimator::torchrl, DType::float32, s)).c_str(), bm_vecnorm,
-            pooled, Estimator::torchrl, DType::float32, s, true)
+            pooled, Estimator::torchrl, DType::float32, s, Rows::masked)
             ->UseRealTime();
+      benchmark::RegisterBenchmark(
+          ("vecnorm_weighted/" + vb::case_name(true, Estimator::torchrl, DType::float32, s)).c_str(), bm_vecnorm, true,
+          Estimator::torchrl, DType::float32, s, Rows::weighted)
+          ->UseRealTime();
+    }
   }
   for (const std::int64_t envs : {std::int64_t{4096}, std::int64_t{65536}})
     for (const bool scaler : {false, true})

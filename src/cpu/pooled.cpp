@@ -34,25 +34,35 @@ inline void load_vec(const X* p, Vec<C>& v) {
 
 /// A row mask over super rows (KeyData::mask; m null: none): super row r
 /// holds the k batch rows [r k, r k + k) of F elements each, so that column j
-/// of a super row is in its row j / F.
+/// of a super row is in its row j / F. `first`: the batch row of super row
+/// 0's first (the tail's mask starts inside the key's). `weighted`: m holds
+/// int32 row weights (core::row_weight).
 struct SuperMask {
   const std::uint8_t* m = nullptr;
   std::int64_t k = 1;
   std::int64_t F = 1;
   const std::uint8_t* row_of = nullptr;  ///< column j's row in its super row (j / F), when 1 < k and 1 < F
-  /// How many of super row r's rows the mask keeps.
+  std::int64_t first = 0;
+  bool weighted = false;
+  const std::int32_t* lane_row = nullptr;  ///< weighted: row_of as int32 (a gather the compiler vectorizes)
+  /// The weight of batch row i of the super rows (a uint8 byte: 0 or 1).
+  std::int64_t weight(std::int64_t i) const { return core::row_weight(m, weighted, first + i); }
+  /// How many of super row r's rows a uint8 mask keeps.
   std::int64_t kept(std::int64_t r) const {
     std::int64_t n = 0;
-    for (std::int64_t i = 0; i < k; ++i) n += m[r * k + i] != 0;
+    const std::uint8_t* mr = m + first + r * k;
+    for (std::int64_t i = 0; i < k; ++i) n += mr[i] != 0;
     return n;
   }
-  bool keeps(std::int64_t r, std::int64_t j) const { return m[r * k + j / F] != 0; }
+  /// The weight of column j of super row r's row.
+  std::int64_t weight_at(std::int64_t r, std::int64_t j) const { return weight(r * k + j / F); }
+  bool keeps(std::int64_t r, std::int64_t j) const { return weight_at(r, j) != 0; }
   /// One byte per column [j0, j0 + n) of super row r (several rows), its
   /// row's mask byte: the mask itself when F is 1, else gathered into `buf`.
   template <int N>
   const std::uint8_t* lanes(std::int64_t r, std::int64_t j0, std::uint8_t (&buf)[N]) const {
-    if (F == 1) return m + r * k + j0;
-    const std::uint8_t* mr = m + r * k;
+    const std::uint8_t* mr = m + first + r * k;
+    if (F == 1) return mr + j0;
     for (int j = 0; j < N; ++j) buf[j] = mr[row_of[j0 + j]];
     return buf;
   }
@@ -74,8 +84,11 @@ struct LaneMaskOf<double> {
 /// (each column in row order), added to the double sums s1/s2. Masked: a
 /// super row the mask leaves out whole is not read; in one it leaves out in
 /// part, the lanes of its left-out rows add 0 (their values, NaN included,
-/// are masked to zero after the shift, bit by bit).
-template <class Ops, int NV, bool Masked, class X, class C>
+/// are masked to zero after the shift, bit by bit). Weighted (with Masked):
+/// the mask holds row weights; a super row whose rows all weigh 1 adds as
+/// unmasked, another's lanes add their row's weight w times (w (x - K),
+/// w (x - K)^2: PooledOps::reduce_weighted), those of weight 0 masked to 0.
+template <class Ops, int NV, bool Masked, bool Weighted, class X, class C>
 inline void block_sums(const X* __restrict x, std::int64_t ld, const C* __restrict shift, std::int64_t j0,
                        std::int64_t t0, std::int64_t t1, double* __restrict s1, double* __restrict s2,
                        const SuperMask& mask) {
@@ -91,7 +104,47 @@ inline void block_sums(const X* __restrict x, std::int64_t ld, const C* __restri
   }
   for (std::int64_t r = t0; r < t1; ++r) {
     const X* row = x + r * ld + j0;
-    if constexpr (Masked) {
+    if constexpr (Weighted) {
+      // The weights of the super row's k rows.
+      C wk[kMaxSuper];
+      std::int64_t any = 0, ones = 1;
+      for (std::int64_t i = 0; i < mask.k; ++i) {
+        const std::int64_t w = mask.weight(r * mask.k + i);
+        wk[i] = static_cast<C>(w);
+        any |= w;
+        ones &= w == 1 ? 1 : 0;
+      }
+      if (any == 0) continue;
+      if (ones == 0) {
+        if (mask.k == 1) {  // one row of weight w > 1: no lane of weight 0
+          Vec<C> w;
+          for (int j = 0; j < L; ++j) w[j] = wk[0];
+          for (int v = 0; v < NV; ++v) {
+            Vec<C> d;
+            load_vec<X, C>(row + v * L, d);
+            Ops::reduce_weighted(a1[v], a2[v], d - sh[v], w);
+          }
+          continue;
+        }
+        // Each lane its row's weight; the lanes of weight 0 masked to 0 first.
+        alignas(64) C wl[NV * L];
+        if (mask.F == 1)
+          std::memcpy(wl, wk + j0, sizeof wl);
+        else
+          for (int j = 0; j < NV * L; ++j) wl[j] = wk[mask.lane_row[j0 + j]];
+        alignas(64) I keep[NV * L];
+        for (int j = 0; j < NV * L; ++j) keep[j] = wl[j] != C(0) ? I(-1) : I(0);
+        for (int v = 0; v < NV; ++v) {
+          Vec<C> d, w;
+          load_vec<X, C>(row + v * L, d);
+          std::memcpy(&w, wl + v * L, sizeof w);
+          LM lm;
+          std::memcpy(&lm, keep + v * L, sizeof lm);
+          Ops::reduce_weighted(a1[v], a2[v], reinterpret_cast<Vec<C>>(reinterpret_cast<LM>(d - sh[v]) & lm), w);
+        }
+        continue;
+      }
+    } else if constexpr (Masked) {
       const std::int64_t kept = mask.kept(r);
       if (kept == 0) continue;
       if (kept < mask.k) {
@@ -131,7 +184,7 @@ inline void block_sums(const X* __restrict x, std::int64_t ld, const C* __restri
 /// order, in registers (eight accumulators of four vectors of columns at a
 /// time: enough independent adds to hide their latency; rows in L1 between
 /// two blocks), then are added to the double sums.
-template <class Ops, bool Masked, class X, class C>
+template <class Ops, bool Masked, bool Weighted, class X, class C>
 void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, const C* __restrict shift,
                  std::int64_t row_b, std::int64_t row_e, double* __restrict s1, double* __restrict s2,
                  const SuperMask& mask = {}) {
@@ -139,16 +192,23 @@ void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, con
   for (std::int64_t t0 = row_b; t0 < row_e; t0 += kTileRows) {
     const std::int64_t t1 = std::min(row_e, t0 + kTileRows);
     std::int64_t j0 = 0;
-    for (; j0 + 4 * L <= width; j0 += 4 * L) block_sums<Ops, 4, Masked>(x, ld, shift, j0, t0, t1, s1, s2, mask);
-    for (; j0 + 2 * L <= width; j0 += 2 * L) block_sums<Ops, 2, Masked>(x, ld, shift, j0, t0, t1, s1, s2, mask);
-    for (; j0 + L <= width; j0 += L) block_sums<Ops, 1, Masked>(x, ld, shift, j0, t0, t1, s1, s2, mask);
+    for (; j0 + 4 * L <= width; j0 += 4 * L) block_sums<Ops, 4, Masked, Weighted>(x, ld, shift, j0, t0, t1, s1, s2, mask);
+    for (; j0 + 2 * L <= width; j0 += 2 * L) block_sums<Ops, 2, Masked, Weighted>(x, ld, shift, j0, t0, t1, s1, s2, mask);
+    for (; j0 + L <= width; j0 += L) block_sums<Ops, 1, Masked, Weighted>(x, ld, shift, j0, t0, t1, s1, s2, mask);
     if (j0 < width) {
       const std::int64_t w = width - j0;
       C a1[kLanes<C>] = {}, a2[kLanes<C>] = {};
       for (std::int64_t r = t0; r < t1; ++r) {
         const X* row = x + r * ld + j0;
-        for (std::int64_t j = 0; j < w; ++j)
-          if (!Masked || mask.keeps(r, j0 + j)) Ops::reduce(a1[j], a2[j], core::load<C>(row + j) - shift[j0 + j]);
+        for (std::int64_t j = 0; j < w; ++j) {
+          if constexpr (Weighted) {
+            const std::int64_t wr = mask.weight_at(r, j0 + j);
+            if (wr != 0)
+              Ops::reduce_weighted(a1[j], a2[j], core::load<C>(row + j) - shift[j0 + j], static_cast<C>(wr));
+          } else if (!Masked || mask.keeps(r, j0 + j)) {
+            Ops::reduce(a1[j], a2[j], core::load<C>(row + j) - shift[j0 + j]);
+          }
+        }
       }
       for (std::int64_t j = 0; j < w; ++j)
         Ops::combine(s1[j0 + j], s2[j0 + j], static_cast<double>(a1[j]), static_cast<double>(a2[j]));
@@ -157,8 +217,8 @@ void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, con
 }
 
 /// The shifted sums of the rows an update keeps, in double, one thread, when
-/// the batch holds a non-finite value under NonFinite::skip (rare), or its
-/// rows are weighted: the rows a row mask keeps (KeyData::mask; null: all;
+/// the batch holds a non-finite value under NonFinite::skip (rare): the rows
+/// a row mask keeps (KeyData::mask; null: all;
 /// core::row_weight: int32 weights count w copies of their row) whose values
 /// are all finite (with `finite_only`). Shifts as PooledOps::shift, the first
 /// kept row standing in for the first sample. Returns the weight of the kept
@@ -242,12 +302,13 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     m_in = std::count_if(s.mask, s.mask + m, [](std::uint8_t b) { return b != 0; });
   }
   // The first row an update takes: its values stand in for the first sample
-  // of the shift (row 0 when none is kept: the sums are then empty; weighted
-  // rows: masked_sums finds its own).
-  const std::int64_t first =
-      s.mask == nullptr || m_in == 0 || s.weighted
-          ? 0
-          : std::find_if(s.mask, s.mask + m, [](std::uint8_t b) { return b != 0; }) - s.mask;
+  // of the shift (row 0 when none is kept: the sums are then empty).
+  std::int64_t first = 0;
+  if (s.weighted)
+    while (first < m && core::row_weight(s.mask, true, first) == 0) ++first;
+  else if (s.mask != nullptr && m_in > 0)
+    first = std::find_if(s.mask, s.mask + m, [](std::uint8_t b) { return b != 0; }) - s.mask;
+  if (first == m) first = 0;
 
   // The data as super rows of width W: R full ones and a last partial one of
   // `tail` elements (a whole number of rows).
@@ -359,12 +420,17 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   if (W != F) repeat_period(shift, F, shift, W);
   // A row mask over the super rows (W / F batch rows each; the tail's tail / F).
   std::uint8_t row_of[kMaxSuper];
+  std::int32_t lane_row[kMaxSuper];
   const bool rows_per_super = s.mask != nullptr && F > 1 && W > F;  // (then W <= kMaxSuper)
   if (rows_per_super)
-    for (std::int64_t j = 0; j < W; ++j) row_of[j] = static_cast<std::uint8_t>(j / F);
-  const SuperMask rows_kept{s.mask, F > 0 ? W / F : 1, F, rows_per_super ? row_of : nullptr};
-  const SuperMask tail_kept{s.mask == nullptr ? nullptr : s.mask + R * rows_kept.k, F > 0 ? tail / F : 1, F,
-                            rows_per_super ? row_of : nullptr};
+    for (std::int64_t j = 0; j < W; ++j) {
+      row_of[j] = static_cast<std::uint8_t>(j / F);
+      lane_row[j] = static_cast<std::int32_t>(j / F);
+    }
+  const SuperMask rows_kept{s.mask, F > 0 ? W / F : 1, F, rows_per_super ? row_of : nullptr, 0, s.weighted,
+                            rows_per_super ? lane_row : nullptr};
+  const SuperMask tail_kept{s.mask,     F > 0 ? tail / F : 1, F, rows_per_super ? row_of : nullptr, R * rows_kept.k,
+                            s.weighted, rows_per_super ? lane_row : nullptr};
   std::fill(sums, sums + 2 * W * (nt + 1), 0.0);
 
   // Super rows [b, e) of `from` (`width` columns of them) into sum slot t,
@@ -372,22 +438,22 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
   auto reduce = [&](const X* from, std::int64_t width, std::int64_t b, std::int64_t e, std::int64_t t,
                     const SuperMask& kept) {
     double* slot = sums + 2 * W * t;
-    if (s.mask != nullptr)
-      reduce_rows<Ops, true, X, C>(from, W, width, shift, b, e, slot, slot + W, kept);
+    if (s.weighted)
+      reduce_rows<Ops, true, true, X, C>(from, W, width, shift, b, e, slot, slot + W, kept);
+    else if (s.mask != nullptr)
+      reduce_rows<Ops, true, false, X, C>(from, W, width, shift, b, e, slot, slot + W, kept);
     else
-      reduce_rows<Ops, false, X, C>(from, W, width, shift, b, e, slot, slot + W);
+      reduce_rows<Ops, false, false, X, C>(from, W, width, shift, b, e, slot, slot + W);
   };
-  // (Weighted rows are summed by masked_sums alone: feature_sums.)
   auto reduce_part = [&](std::int64_t t) {
     const std::int64_t b = rc.begin(t), e = rc.end(t);
-    if (b < e && !s.weighted) reduce(x, W, b, e, t, rows_kept);
+    if (b < e) reduce(x, W, b, e, t, rows_kept);
   };
   // Each feature's sums into s1/s2; returns the rows they hold.
   double* s1 = sums_f;
   double* s2 = sums_f + F;
   const bool finite_only = p.nonfinite == NonFinite::skip && !std::is_integral_v<X>;
   auto feature_sums = [&]() -> std::int64_t {
-    if (s.weighted) return masked_sums<Est, X, S, C>(p, x, s.mask, true, finite_only, m, F, loc_in, n, shift, s1, s2);
     if (tail > 0) reduce(x + R * W, tail, 0, 1, nt, tail_kept);
     // Each feature's sums: chunk slots, then the tail, columns f, f + F, ...,
     // in that fixed order.
@@ -405,7 +471,7 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     // float: a non-finite sum means a non-finite input (or such a value), and
     // NonFinite::skip sums again, leaving out the rows that have one.
     if (!finite && finite_only)
-      return masked_sums<Est, X, S, C>(p, x, s.mask, false, true, m, F, loc_in, n, shift, s1, s2);
+      return masked_sums<Est, X, S, C>(p, x, s.mask, s.weighted, true, m, F, loc_in, n, shift, s1, s2);
     return m_in;
   };
   auto batch_moments = [&](std::int64_t m_ok) {

@@ -346,8 +346,63 @@ INSTANTIATE_TEST_SUITE_P(All, RowWeights,
                                   vecnorm::to_string(std::get<2>(info.param));
                          });
 
-// Weights of 0 and 1 are the uint8 mask's rows (within rounding: the CPU sums
-// weighted rows in one sequential pass, masked ones in tiles); under
+// Row weights at every width the CPU's super rows take: F = 1 (a reward: 64
+// rows a super row), 5 (13), 48 (2: lanes of two rows), 70 (one row a super
+// row: a weight w > 1 is one broadcast), each with a tail of rows past the
+// last full super row, rows of weight 0 holding NaN (never read), and a NaN
+// in a row of weight 2 (NonFinite::skip: the batch is summed again without
+// it). Against the reference fed each row w times.
+TEST(RowWeightsWidths, EveryWidthOfSuperRowAndItsTail) {
+  for (const Backend backend : vntest::test_backends())
+    for (const std::int64_t F : {std::int64_t{1}, std::int64_t{5}, std::int64_t{48}, std::int64_t{70}})
+      for (const vnref::Estimator estimator : {vnref::Estimator::torchrl, vnref::Estimator::stable}) {
+        const std::string at = std::string(vntest::backend_name(backend)) + " F " + std::to_string(F);
+        constexpr std::int64_t kRows = 1001;  // (not a multiple of 64, 13 or 2: a tail)
+        const vecnorm::Options o = options(backend, true, estimator);
+        vecnorm::VecNorm vn(o, {Shape{}, {{"obs", Shape{F}, DType::float32}}});
+        vnref::StatefulKey ref({estimator, o.decay, o.eps}, true, F);
+        std::mt19937_64 rng(static_cast<unsigned>(F));
+        const vntest::FeatureDistribution dist = vntest::random_distribution(rng, F, 50.0);
+        std::int64_t skipped = 0;
+        for (int t = 0; t < 3; ++t) {
+          std::vector<double> x = vntest::step_values(dist, 7u, t, kRows);
+          std::vector<double> w(kRows);
+          for (std::int64_t r = 0; r < kRows; ++r)
+            w[static_cast<std::size_t>(r)] = static_cast<double>((r * 5 + t * 3 + r / 64) % 4);  // 0..3
+          for (std::int64_t r = 0; r < kRows; r += 97)
+            if (w[static_cast<std::size_t>(r)] == 0) x[static_cast<std::size_t>(r * F + F / 2)] = std::nan("");
+          if (t == 1) {
+            std::int64_t r2 = kRows / 2;  // a row of weight 2 past the middle
+            while (w[static_cast<std::size_t>(r2)] != 2.0) ++r2;
+            x[static_cast<std::size_t>(r2 * F)] = std::nan("");
+            skipped += 2;
+          }
+          std::vector<double> repeated;
+          for (std::int64_t r = 0; r < kRows; ++r) {
+            const auto row = x.begin() + r * F;
+            if (!std::all_of(row, row + F, [](double v) { return std::isfinite(v); })) continue;
+            for (int k = 0; k < static_cast<int>(w[static_cast<std::size_t>(r)]); ++k)
+              repeated.insert(repeated.end(), row, row + F);
+          }
+          ref.update(repeated, static_cast<std::int64_t>(repeated.size()) / F);
+          auto xb = DeviceBuffer::from_values(backend, DType::float32, Shape{kRows, F}, x);
+          auto wb = DeviceBuffer::from_values(backend, DType::int32, Shape{kRows}, w);
+          DeviceBuffer yb(backend, DType::float32, Shape{kRows, F});
+          vn.step({{"obs", xb.cview(), yb.view(), wb.cview()}});
+          const vecnorm::State st = vn.export_state();
+          EXPECT_EQ(st.keys[0].count, ref.count()) << at;
+          EXPECT_EQ(st.keys[0].skipped, skipped) << at;
+          const std::vector<double> mean = vn.loc("obs"), scale = vn.scale("obs"), want_mu = ref.loc(),
+                                    want_scale = ref.scale();
+          for (std::size_t i = 0; i < mean.size(); ++i) {
+            EXPECT_NEAR(mean[i], want_mu[i], 1e-6 * (std::abs(want_mu[i]) + want_scale[i])) << at << " mean[" << i << "]";
+            EXPECT_NEAR(scale[i], want_scale[i], 1e-5 * want_scale[i]) << at << " scale[" << i << "]";
+          }
+        }
+      }
+}
+
+// Weights of 0 and 1 are the uint8 mask's rows (within rounding); under
 // NonFinite::propagate a NaN in a row of weight 0 stays out (it is never
 // read); across 3 ranks the weights of every rank count; per-element
 // statistics refuse weights by name.

@@ -1588,9 +1588,79 @@ TEST(ReplayMask, LeavesTheMaskedRowsOutOfTheUpdates) {
   expect_failure(run(dir, {"replay", "--reduce-batch-dims", "--mask", m3, "--out", dir / "bad", "obs=" + in}), 1,
                  {"--mask", "shape [5, 7], expected [5, 6]"}, dir / "bad");
   expect_failure(run(dir, {"replay", "--reduce-batch-dims", "--mask", mf, "--out", dir / "bad", "obs=" + in}), 1,
-                 {"--mask", "dtype float32, expected uint8"}, dir / "bad");
+                 {"--mask", "dtype float32, expected uint8 '|u1' (numpy: mask.astype(np.uint8)) or int32"},
+                 dir / "bad");
   expect_failure(run(dir, {"replay", "--reduce-batch-dims", "--mask", dir / "none.npy", "obs=" + in}), 1,
                  {"--mask: ", "none.npy", "astype(np.uint8)"}, "");
+}
+
+// --mask with int32 row weights (pooled statistics): a row of weight w counts
+// w times, against the weighted mean and population variance of every row so
+// far (stable, decay 1); a row of weight 0 holding NaN is never read; on the
+// CPU and on the CUDA backend under the emulator where that build exists.
+// Per-element statistics refuse the weights, naming the key; nothing written.
+TEST(ReplayMask, Int32RowWeightsCountEachRowWTimes) {
+  TempDir dir;
+  const std::int64_t T = 4, B = 7, F = 3;
+  std::vector<double> x, w;
+  std::mt19937_64 rng(9);
+  std::normal_distribution<double> z(0.0, 1.0);
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::int64_t i = 0; i < B; ++i) {
+      w.push_back(static_cast<double>((t + 2 * i) % 4));  // 0..3
+      for (std::int64_t f = 0; f < F; ++f) {
+        const double v = static_cast<double>(static_cast<float>(5.0 * static_cast<double>(f) + (1.0 + f) * z(rng)));
+        x.push_back(w.back() == 0.0 && f == 1 ? std::nan("") : v);
+      }
+    }
+  const std::string in = dir / "obs.npy", m = dir / "weights.npy";
+  write_npy(in, DType::float32, {T, B, F}, x);
+  write_npy(m, DType::int32, {T, B}, w);
+  std::vector<std::pair<std::string, std::vector<std::string>>> runs = {{kCli, {}}};
+#ifdef VECNORM_CLI_EMULATED
+  runs.push_back({VECNORM_CLI_EMULATED, {"--backend", "cuda"}});
+#endif
+  for (const auto& [cli, extra] : runs) {
+    const std::string out = dir / ("out" + std::to_string(extra.size()));
+    std::vector<std::string> args = {"replay", "--estimator", "stable", "--decay", "1", "--reduce-batch-dims",
+                                     "--scale", "sqrt_var_plus_eps", "--eps", "1e-8", "--mask", m, "--out", out,
+                                     "--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back("obs=" + in);
+    const RunResult r = run_exe(cli, args, dir.path());
+    ASSERT_EQ(r.code, 0) << describe(r);
+    const NpyContent c = read_npy(out + "/obs.npy");
+    ASSERT_TRUE(c.ok) << c.error;
+    double total = 0.0;
+    for (std::int64_t t = 0; t < T; ++t) {
+      for (std::int64_t i = 0; i < B; ++i) total += w[static_cast<std::size_t>(t * B + i)];
+      for (std::int64_t f = 0; f < F; ++f) {
+        double mean = 0.0, var = 0.0;
+        for (std::int64_t u = 0; u <= t; ++u)
+          for (std::int64_t i = 0; i < B; ++i) {
+            const double wi = w[static_cast<std::size_t>(u * B + i)];
+            if (wi > 0) mean += wi * x[static_cast<std::size_t>((u * B + i) * F + f)] / total;
+          }
+        for (std::int64_t u = 0; u <= t; ++u)
+          for (std::int64_t i = 0; i < B; ++i) {
+            const double wi = w[static_cast<std::size_t>(u * B + i)];
+            const double d = x[static_cast<std::size_t>((u * B + i) * F + f)] - mean;
+            if (wi > 0) var += wi * d * d / total;
+          }
+        for (std::int64_t i = 0; i < B; ++i) {
+          const std::size_t j = static_cast<std::size_t>((t * B + i) * F + f);
+          if (std::isnan(x[j])) continue;
+          EXPECT_NEAR(c.values[j], (x[j] - mean) / std::sqrt(var + 1e-8), 1e-5)
+              << cli << " step " << t << " row " << i << " feature " << f;
+        }
+      }
+    }
+    Json j;
+    ASSERT_NO_THROW(j = parse_json(r.out)) << r.out;
+    EXPECT_EQ(j["obs"]["count"].num, total);
+  }
+  expect_failure(run(dir, {"replay", "--mask", m, "--out", dir / "bad", "obs=" + in}), 1,
+                 {"key 'obs': mask: int32 row weights need pooled statistics"}, dir / "bad");
 }
 
 // --mask with per-element statistics (stateful and --stateless): the elements

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <thread>
 #include <tuple>
@@ -225,6 +226,49 @@ INSTANTIATE_TEST_SUITE_P(All, BigBatches,
                                   vntest::estimator_name(std::get<1>(info.param)) + "_" +
                                   (std::get<2>(info.param) ? "pooled" : "per_element");
                          });
+
+// Row weights (int32 masks: pooled statistics) take the same chunked reduction:
+// every thread count gives the bits of one thread, outputs and statistics, at
+// a width of one row a super row (F = 70) and of several (F = 4).
+TEST(BigBatchesWeighted, EveryThreadCountGivesTheBitsOfOneThread) {
+  const std::int64_t B = 1 << 15;
+  for (const std::int64_t F : {std::int64_t{4}, std::int64_t{70}}) {
+    std::mt19937_64 rng(static_cast<unsigned>(F));
+    const auto dist = vntest::random_distribution(rng, F);
+    const std::vector<double> xd = vntest::random_values(rng, DType::float32, B, F, dist);
+    std::vector<float> x(xd.begin(), xd.end()), y(x.size());
+    std::vector<std::int32_t> w(static_cast<std::size_t>(B));
+    for (std::size_t r = 0; r < w.size(); ++r) w[r] = static_cast<std::int32_t>((r * 2654435761u) % 4);
+    std::vector<float> first;
+    std::vector<double> first_stats;
+    for (int threads : {1, 2, 3, 0}) {
+      vecnorm::Options o;
+      o.backend = Backend::cpu;
+      o.reduce_batch_dims = true;
+      o.decay = 0.99;
+      o.cpu_threads = threads;
+      vecnorm::VecNorm vn(o, vecnorm::KeyTable{Shape{B}, {{"obs", Shape{F}, DType::float32}}});
+      std::vector<float> got;
+      for (int s = 0; s < 2; ++s) {
+        vn.step({{"obs", vecnorm::ConstTensorView{x.data(), DType::float32, Shape{B, F}},
+                  vecnorm::TensorView{y.data(), DType::float32, Shape{B, F}},
+                  vecnorm::ConstTensorView{w.data(), DType::int32, Shape{B}}}});
+        got.insert(got.end(), y.begin(), y.end());
+      }
+      std::vector<double> stats = vn.loc("obs");
+      for (const double v : vn.scale("obs")) stats.push_back(v);
+      stats.push_back(static_cast<double>(vn.count("obs")));
+      if (first.empty()) {
+        first = got;
+        first_stats = stats;
+        continue;
+      }
+      const std::string at = "F " + std::to_string(F) + " cpu_threads " + std::to_string(threads) + " vs 1";
+      EXPECT_TRUE(std::memcmp(first.data(), got.data(), got.size() * sizeof(float)) == 0) << at;
+      EXPECT_TRUE(std::memcmp(first_stats.data(), stats.data(), stats.size() * sizeof(double)) == 0) << at;
+    }
+  }
+}
 
 }  // namespace
 
