@@ -114,13 +114,15 @@ __device__ __forceinline__ void pooled_partial_block(const LaunchPlan& p, const 
   }
 }
 
-/// NonFinite::skip, pooled, in the last block: the moments (n, mean, M2) of
-/// the rows of segment k whose values are all finite (of those a row mask keeps), written to part[3 f ..]
-/// for every feature f (n = the number of such rows, 0 when none). Sums in
-/// double, shifted as PooledOps::shift with the first finite row standing in
-/// for the first sample. Returns the number of rows. Slow (one block), and rare.
+/// Pooled, in the last block, when the blocks' moments are not finite (rare):
+/// the moments (n, mean, M2) of the rows of segment k that a row mask keeps
+/// (each w times where it holds weights) and, with `finite_only`
+/// (NonFinite::skip), whose values are all finite, written to part[3 f ..] for
+/// every feature f (n = their weight, 0 when none). Sums in double, shifted as
+/// PooledOps::shift with the first such row standing in for the first sample.
+/// Returns their weight. Slow (one block), and rare.
 template <class Est, class S>
-__device__ __forceinline__ std::int64_t masked_moments(const LaunchPlan& p, int k, double* part) {
+__device__ __forceinline__ std::int64_t masked_moments(const LaunchPlan& p, int k, double* part, bool finite_only) {
   using Ops = core::PooledOps<Est>;
   __shared__ std::int64_t ok[kThreads];
   __shared__ std::int64_t first;
@@ -131,10 +133,10 @@ __device__ __forceinline__ std::int64_t masked_moments(const LaunchPlan& p, int 
   const S* loc_in = static_cast<const S*>(s.loc_in);
   const std::int64_t F = s.feat, m = s.rows;
   const std::int64_t n = s.count_in ? *s.count_in : 0;
-  // A row's weight (core::row_weight), 0 where it holds a non-finite value.
+  // A row's weight (core::row_weight), 0 where it holds a non-finite value (finite_only).
   auto row_ok = [&](std::int64_t r) -> std::int64_t {
     const std::int64_t w = core::row_weight(s.mask, s.weighted != 0, r);
-    if (w == 0) return 0;  // left out by the row mask
+    if (w == 0 || !finite_only) return w;  // (0: left out by the row mask)
     for (std::int64_t f = 0; f < F; ++f)
       if (!core::is_finite(load_as_double(x, xt, r * F + f))) return 0;
     return w;
@@ -286,8 +288,12 @@ __global__ void __launch_bounds__(kThreads, 1) pooled_stats_kernel(const __grid_
     __syncthreads();
     // NonFinite::skip with a non-finite value in the batch (rare): the moments
     // again over the rows whose values are all finite, by this block alone.
-    if (bad != 0 && p.skip != 0) {
-      m = masked_moments<Est, S>(p, k, part);
+    // Row weights lower the bound of the blocks' float sums (w (x - K)^2
+    // passes FLT_MAX from |x - K| ~ 4e14 at w = 2^31 - 1): weighted moments
+    // that are not finite are made again in double under every rule (a real
+    // NaN stays NaN unless skipped).
+    if (bad != 0 && (p.skip != 0 || sk.weighted != 0)) {
+      m = masked_moments<Est, S>(p, k, part, p.skip != 0);
       // (A distributed update counts them in its second half.)
       if (threadIdx.x == 0 && sk.skipped != nullptr && m < m_in && p.op != op_moments)
         add_counter(sk.skipped, m_in - m);

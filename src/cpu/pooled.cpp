@@ -45,7 +45,7 @@ struct SuperMask {
   std::int64_t first = 0;
   bool weighted = false;
   const std::int32_t* lane_row = nullptr;  ///< weighted: row_of as int32 (a gather the compiler vectorizes)
-  /// The weight of batch row i of the super rows (a uint8 byte: 0 or 1).
+  /// The weight of batch row i of the super rows (a uint8 byte: 0 or 1; weighted: its int32 weight).
   std::int64_t weight(std::int64_t i) const { return core::row_weight(m, weighted, first + i); }
   /// How many of super row r's rows a uint8 mask keeps.
   std::int64_t kept(std::int64_t r) const {
@@ -469,9 +469,12 @@ void pooled_segment(const Plan& p, const Segment& s, Scratch& ws) {
     // Sums of finite values (shifted by a finite value, squared in C over a
     // 128-row tile, added in double) are finite unless |x - K| passes ~1e19 in
     // float: a non-finite sum means a non-finite input (or such a value), and
-    // NonFinite::skip sums again, leaving out the rows that have one.
-    if (!finite && finite_only)
-      return masked_sums<Est, X, S, C>(p, x, s.mask, s.weighted, true, m, F, loc_in, n, shift, s1, s2);
+    // NonFinite::skip sums again, leaving out the rows that have one. Row
+    // weights lower that bound (w (x - K)^2 in float passes FLT_MAX from
+    // |x - K| ~ 4e14 at w = 2^31 - 1): weighted sums that are not finite are
+    // made again in double, whatever the rule (a real NaN stays NaN).
+    if (!finite && (finite_only || s.weighted))
+      return masked_sums<Est, X, S, C>(p, x, s.mask, s.weighted, finite_only, m, F, loc_in, n, shift, s1, s2);
     return m_in;
   };
   auto batch_moments = [&](std::int64_t m_ok) {

@@ -357,7 +357,7 @@ TEST(RowWeightsWidths, EveryWidthOfSuperRowAndItsTail) {
     for (const std::int64_t F : {std::int64_t{1}, std::int64_t{5}, std::int64_t{48}, std::int64_t{70}})
       for (const vnref::Estimator estimator : {vnref::Estimator::torchrl, vnref::Estimator::stable}) {
         const std::string at = std::string(vntest::backend_name(backend)) + " F " + std::to_string(F);
-        constexpr std::int64_t kRows = 1001;  // (not a multiple of 64, 13 or 2: a tail)
+        constexpr std::int64_t kRows = 1011;  // tails: 51 rows at F = 1, 10 at F = 5, 1 at F = 48
         const vecnorm::Options o = options(backend, true, estimator);
         vecnorm::VecNorm vn(o, {Shape{}, {{"obs", Shape{F}, DType::float32}}});
         vnref::StatefulKey ref({estimator, o.decay, o.eps}, true, F);
@@ -399,6 +399,41 @@ TEST(RowWeightsWidths, EveryWidthOfSuperRowAndItsTail) {
             EXPECT_NEAR(scale[i], want_scale[i], 1e-5 * want_scale[i]) << at << " scale[" << i << "]";
           }
         }
+      }
+}
+
+// Weights large enough that w (x - K)^2 passes the float range in the blocks'
+// sums (values of +-1e15 at weight 2^31 - 1; int64 values of +-1e17 at
+// weight 1e6): the moments are made again in double under every NonFinite
+// rule, so the scale is the data's (1e15, 1e17), not inf; a real NaN in a
+// weighted row still propagates under NonFinite::propagate.
+TEST(RowWeightsHuge, SumsPastTheFloatRangeAreMadeAgainInDouble) {
+  for (const Backend backend : vntest::test_backends())
+    for (const vecnorm::NonFinite rule : {vecnorm::NonFinite::skip, vecnorm::NonFinite::propagate})
+      for (const DType xt : {DType::float32, DType::int64}) {
+        const std::string at = std::string(vntest::backend_name(backend)) + " " + vecnorm::to_string(xt) +
+                               (rule == vecnorm::NonFinite::skip ? " skip" : " propagate");
+        vecnorm::Options o = options(backend, true, vnref::Estimator::stable);
+        o.nonfinite = rule;
+        o.stats_dtype = DType::float32;
+        constexpr std::int64_t kRows = 300, kFeat = 4;
+        const double v = xt == DType::float32 ? 1e15 : 1e17, w = xt == DType::float32 ? 2147483647.0 : 1e6;
+        std::vector<double> x(kRows * kFeat);
+        for (std::size_t i = 0; i < x.size(); ++i) x[i] = (i / kFeat) % 2 == 0 ? v : -v;
+        vecnorm::VecNorm vn(o, {Shape{}, {{"obs", Shape{kFeat}, xt}}});
+        auto xb = DeviceBuffer::from_values(backend, xt, Shape{kRows, kFeat}, x);
+        auto wb = DeviceBuffer::from_values(backend, DType::int32, Shape{kRows}, std::vector<double>(kRows, w));
+        DeviceBuffer yb(backend, DType::float32, Shape{kRows, kFeat});
+        vn.step({{"obs", xb.cview(), yb.view(), wb.cview()}});
+        EXPECT_EQ(vn.count("obs"), kRows * static_cast<std::int64_t>(w)) << at;
+        for (const double sc : vn.scale("obs")) EXPECT_NEAR(sc, v, 1e-5 * v) << at;
+        for (const double mu : vn.loc("obs")) EXPECT_NEAR(mu, 0.0, 1e-5 * v) << at;
+        if (xt != DType::float32 || rule != vecnorm::NonFinite::propagate) continue;
+        x[5] = std::nan("");  // row 1: propagated
+        vecnorm::VecNorm nan_vn(o, {Shape{}, {{"obs", Shape{kFeat}, xt}}});
+        auto xn = DeviceBuffer::from_values(backend, xt, Shape{kRows, kFeat}, x);
+        nan_vn.step({{"obs", xn.cview(), yb.view(), wb.cview()}});
+        EXPECT_TRUE(std::isnan(nan_vn.scale("obs")[1])) << at;
       }
 }
 
