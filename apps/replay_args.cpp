@@ -42,6 +42,22 @@ const char* const kHelp =
     "                        (per-element statistics: their elements keep their\n"
     "                        statistics and count); or int32 row weights (pooled\n"
     "                        statistics: a row of weight w counts w times, brax's)\n"
+    "  --returns GAMMA       reward scaling by the discounted return (SB3's VecNormalize\n"
+    "                        norm_reward, Gymnasium's NormalizeReward): every key is a\n"
+    "                        reward; each environment keeps R = GAMMA R + r, the returns\n"
+    "                        update pooled statistics and the output is clip(r / scale).\n"
+    "                        The statistics' defaults become SB3's: --estimator stable\n"
+    "                        --decay 1 --prior-count 1e-4 --scale sqrt_var_plus_eps\n"
+    "                        --eps 1e-8 --clip 10 --stats-dtype float64 (pooled,\n"
+    "                        uncentred); inputs float32 or float64\n"
+    "  --dones FILE.npy      with --returns: episode ends over time, [T, *batch] uint8,\n"
+    "                        row t for step t (1: the environment's episode ended)\n"
+    "  --reset RULE          with --returns: after (default, SB3: R enters the statistics,\n"
+    "                        then a done zeroes it), before (Gymnasium: a done zeroes R\n"
+    "                        before the reward is added) or never\n"
+    "  --hold-frozen         with --returns and --freeze-after: frozen returns hold but\n"
+    "                        for the zeroing at dones (SB3's training = False; default:\n"
+    "                        they advance, as Gymnasium's update_running_mean = False)\n"
     "  --stateless           stateless mode: per-element statistics and counts\n"
     "  --stats-dtype T       auto (default: float64 for float64 inputs, float32 for\n"
     "                        the others), float32 or float64 statistics\n"
@@ -142,6 +158,22 @@ Args parse_args(int argc, char** argv, int first) {
       {"--save-state", true, [&](const std::string& v) { a.save_state = non_empty(v, "--save-state"); }},
       {"--out", true, [&](const std::string& v) { a.out_dir = non_empty(v, "--out"); }},
       {"--mask", true, [&](const std::string& v) { a.mask = non_empty(v, "--mask"); }},
+      {"--returns", true,
+       [&](const std::string& v) {
+         const double g = parse_double(v, "--returns");
+         if (!(g >= 0.0 && g <= 1.0)) throw UsageError("option --returns expects a discount 0 <= GAMMA <= 1, got " + v);
+         a.gamma = g;
+       }},
+      {"--dones", true, [&](const std::string& v) { a.dones = non_empty(v, "--dones"); }},
+      {"--reset", true,
+       [&](const std::string& v) {
+         if (v == "after") a.reset = vecnorm::ReturnReset::after;
+         else if (v == "before") a.reset = vecnorm::ReturnReset::before;
+         else if (v == "never") a.reset = vecnorm::ReturnReset::never;
+         else throw UsageError("option --reset expects after, before or never, got '" + v + "'");
+         a.reset_set = true;
+       }},
+      {"--hold-frozen", false, [&](const std::string&) { a.hold_frozen = true; }},
       {"--json", false, [&](const std::string&) { a.json = true; }},
   };
   const auto positional = parse_options(argc, argv, first, "replay", specs);
@@ -156,6 +188,18 @@ Args parse_args(int argc, char** argv, int first) {
   if (a.stateless && a.options.reduce_batch_dims)
     throw UsageError("--stateless and --reduce-batch-dims cannot be combined: stateless statistics are per element "
                      "(pooling is stateful only)");
+  if (!a.gamma) {
+    const char* needs = !a.dones.empty() ? "--dones" : a.reset_set ? "--reset" : a.hold_frozen ? "--hold-frozen" : nullptr;
+    if (needs != nullptr)
+      throw UsageError(std::string(needs) + " needs --returns GAMMA (reward scaling by the discounted return)");
+  } else {
+    if (a.stateless)
+      throw UsageError("--returns and --stateless cannot be combined: a reward's statistics are pooled over the "
+                       "environments (stateful)");
+    if (!a.center_set) a.options.center = false;  // (given explicitly, --no-center is the same)
+    a.options.reduce_batch_dims = true;
+    // SB3's return statistics, unless given (a loaded state's replace them).
+  }
   if (a.stateless && a.options.until > 0)
     throw UsageError("--stateless and --until cannot be combined: stateless statistics count per element (the "
                      "bound is on a key's one count)");

@@ -31,7 +31,13 @@ struct Args {
   bool stateless = false;
   std::optional<std::int64_t> freeze_after;
   std::string load_state, save_state, out_dir;
-  std::string mask;  ///< --mask: a row mask over time, [T, *batch] uint8 (empty: none)
+  std::string mask;  ///< --mask: a row mask over time, [T, *batch] uint8 or int32 weights (empty: none)
+  /// --returns GAMMA: every key is a reward scaled by the std of its
+  /// discounted return (a RewardScaler); --reset, --dones, --hold-frozen.
+  std::optional<double> gamma;
+  vecnorm::ReturnReset reset = vecnorm::ReturnReset::after;
+  bool reset_set = false, hold_frozen = false;
+  std::string dones;  ///< --dones: episode ends over time, [T, *batch] uint8 (empty: none)
   bool json = false;
   bool help = false;
   std::vector<Spec> inputs;

@@ -63,8 +63,8 @@ std::string results_json(const std::vector<Result>& results, bool stateless) {
   return out;
 }
 
-void print_summary(const Args& a, const vecnorm::Options& opt, const Inputs& inputs, const std::vector<Result>& results,
-                   std::int64_t T, double seconds) {
+void print_summary(const Args& a, const vecnorm::Options& opt, const vecnorm::ReturnOptions* returns,
+                   const Inputs& inputs, const std::vector<Result>& results, std::int64_t T, double seconds) {
   std::printf("vecnorm replay: %lld steps of %zu key%s in %.2f s (backend %s, %s estimator, decay %s, eps %s, %s)\n",
               static_cast<long long>(T), inputs.size(), inputs.size() == 1 ? "" : "s", seconds,
               vecnorm::to_string(opt.backend), vecnorm::to_string(opt.estimator), shortest(opt.decay).c_str(),
@@ -72,6 +72,10 @@ void print_summary(const Args& a, const vecnorm::Options& opt, const Inputs& inp
               a.stateless             ? "stateless"
               : opt.reduce_batch_dims ? "pooled statistics"
                                       : "per-element statistics");
+  if (returns != nullptr)
+    std::printf("  rewards scaled by the std of their discounted return: gamma %s, reset %s%s\n",
+                shortest(returns->gamma).c_str(), vecnorm::to_string(returns->reset),
+                returns->hold_frozen ? ", frozen returns hold" : "");
   for (std::size_t k = 0; k < inputs.size(); ++k) {
     const Input& in = *inputs[k];
     std::printf("  %s: %s %s, steps %lld..%lld, count %lld%s%s\n", in.spec.key.c_str(), dims_str(in.file_shape).c_str(),

@@ -37,8 +37,9 @@ std::vector<Result> results_of(const vecnorm::VecNorm& vn, const Inputs& inputs,
 /// One JSON object: per key its statistics shape, count, loc and scale.
 std::string results_json(const std::vector<Result>& results, bool stateless);
 
-/// The lines printed without --json: the run, then one per key.
-void print_summary(const Args& a, const vecnorm::Options& opt, const Inputs& inputs, const std::vector<Result>& results,
-                   std::int64_t T, double seconds);
+/// The lines printed without --json: the run, a reward scaler's return
+/// options (`returns`: --returns; else null), then one per key.
+void print_summary(const Args& a, const vecnorm::Options& opt, const vecnorm::ReturnOptions* returns,
+                   const Inputs& inputs, const std::vector<Result>& results, std::int64_t T, double seconds);
 
 }  // namespace vncli::replay

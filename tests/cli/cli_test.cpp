@@ -1828,3 +1828,194 @@ TEST(Help, EveryCommandHasHelp) {
 }
 
 }  // namespace
+
+namespace {
+
+/// SB3's reward scaling in double, independently: per environment R = g R + r
+/// (reset before: R = g (1 - done) R + r), the returns' running mean and
+/// variance merged per step (Chan, from count 1e-4 of mean 0 and variance 1),
+/// y = clip(r / sqrt(var + 1e-8)); reset after: a done then zeroes R. `hold`
+/// from step `frozen_from` on: the statistics stay, and the returns with them
+/// but for the zeroing at dones (SB3's training = False); otherwise frozen
+/// returns advance. Returns the outputs; `returns` holds the final returns.
+std::vector<double> sb3_reward_reference(const std::vector<double>& r, const std::vector<double>& done, std::int64_t T,
+                                         std::int64_t N, double g, bool before, double clip,
+                                         std::int64_t frozen_from, bool hold, std::vector<double>& returns) {
+  returns.assign(static_cast<std::size_t>(N), 0.0);
+  double mean = 0.0, var = 1.0, count = 1e-4;
+  std::vector<double> y;
+  for (std::int64_t t = 0; t < T; ++t) {
+    const bool frozen = t >= frozen_from;
+    for (std::int64_t i = 0; i < N; ++i) {
+      double& R = returns[static_cast<std::size_t>(i)];
+      const double ri = r[static_cast<std::size_t>(t * N + i)], di = done[static_cast<std::size_t>(t * N + i)];
+      if (frozen && hold) continue;
+      R = (before && di != 0.0 ? 0.0 : g * R) + ri;
+    }
+    if (!frozen) {
+      double bm = 0.0, bv = 0.0;
+      for (const double R : returns) bm += R / static_cast<double>(N);
+      for (const double R : returns) bv += (R - bm) * (R - bm) / static_cast<double>(N);
+      const double delta = bm - mean, tot = count + static_cast<double>(N);
+      const double m2 = var * count + bv * static_cast<double>(N) + delta * delta * count * static_cast<double>(N) / tot;
+      mean += delta * static_cast<double>(N) / tot;
+      var = m2 / tot;
+      count = tot;
+    }
+    for (std::int64_t i = 0; i < N; ++i) {
+      const double v = r[static_cast<std::size_t>(t * N + i)] / std::sqrt(var + 1e-8);
+      y.push_back(std::max(-clip, std::min(clip, v)));
+      if (!before && done[static_cast<std::size_t>(t * N + i)] != 0.0) returns[static_cast<std::size_t>(i)] = 0.0;
+    }
+  }
+  return y;
+}
+
+}  // namespace
+
+// replay --returns: every key a reward scaled by the std of its discounted
+// return (SB3's VecNormalize(norm_reward), Gymnasium's NormalizeReward),
+// against SB3's formulas in double (above): the SB3 defaults (reset after,
+// clip 10, float64 statistics of float32 rewards), --reset before with a
+// bound that does not bind, float64 rewards with float32 statistics; on the
+// CPU and on the CUDA backend under the emulator where that build exists.
+TEST(ReplayReturns, ScalesRewardsAsSb3AndGymnasiumDo) {
+  TempDir dir;
+  const std::int64_t T = 40, N = 5;
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> z(0.5, 2.0);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::vector<double> r, done;
+  for (std::int64_t j = 0; j < T * N; ++j) {
+    r.push_back(static_cast<double>(static_cast<float>(z(rng))));
+    done.push_back(u(rng) < 0.15 ? 1.0 : 0.0);
+  }
+  const std::string rin = dir / "r.npy", r64 = dir / "r64.npy", din = dir / "d.npy";
+  write_npy(rin, DType::float32, {T, N}, r);
+  write_npy(r64, DType::float64, {T, N}, r);
+  write_npy(din, DType::uint8, {T, N}, done);
+  struct Case {
+    std::vector<std::string> flags;
+    std::string file;
+    bool before;
+    double clip, tol;
+  };
+  const std::vector<Case> cases = {
+      {{}, rin, false, 10.0, 1e-6},
+      {{"--reset", "before", "--clip", "1e9"}, rin, true, 1e9, 1e-6},
+      {{"--stats-dtype", "float32"}, r64, false, 10.0, 1e-5},
+  };
+  std::vector<std::pair<std::string, std::vector<std::string>>> runs = {{kCli, {}}};
+#ifdef VECNORM_CLI_EMULATED
+  runs.push_back({VECNORM_CLI_EMULATED, {"--backend", "cuda"}});
+#endif
+  for (const auto& [cli, extra] : runs)
+    for (std::size_t c = 0; c < cases.size(); ++c) {
+      const Case& k = cases[c];
+      const std::string out = dir / ("out" + std::to_string(extra.size()) + "_" + std::to_string(c));
+      std::vector<std::string> args = {"replay", "--returns", "0.9", "--dones", din, "--out", out, "--json"};
+      args.insert(args.end(), k.flags.begin(), k.flags.end());
+      args.insert(args.end(), extra.begin(), extra.end());
+      args.push_back("reward=" + k.file);
+      const RunResult res = run_exe(cli, args, dir.path());
+      ASSERT_EQ(res.code, 0) << describe(res);
+      std::vector<double> R;
+      const std::vector<double> want = sb3_reward_reference(r, done, T, N, 0.9, k.before, k.clip, T, false, R);
+      const NpyContent got = read_npy(out + "/reward.npy");
+      ASSERT_TRUE(got.ok) << got.error;
+      EXPECT_EQ(got.descr, k.file == r64 ? "<f8" : "<f4");
+      ASSERT_EQ(got.values.size(), want.size());
+      for (std::size_t j = 0; j < want.size(); ++j)
+        EXPECT_NEAR(got.values[j], want[j], k.tol * std::max(1.0, std::abs(want[j]))) << cli << " case " << c << " [" << j << "]";
+      Json js;
+      ASSERT_NO_THROW(js = parse_json(res.out)) << res.out;
+      EXPECT_EQ(js["reward"]["count"].num, static_cast<double>(T * N)) << cli << " case " << c;
+    }
+}
+
+// replay --returns --save-state, then --load-state: the state holds the
+// returns, so two halves replay as the whole (outputs within rounding, the
+// returns in the state as SB3's). With --freeze-after and --hold-frozen the
+// frozen returns hold but for the zeroing at dones (SB3's eval mode); without
+// it they advance (Gymnasium's). Refusals name what is wrong.
+TEST(ReplayReturns, StatesKeepTheReturnsAndFrozenReturnsHoldOrAdvance) {
+  TempDir dir;
+  const std::int64_t T = 30, N = 4, H = 17;
+  std::mt19937_64 rng(8);
+  std::normal_distribution<double> z(-1.0, 3.0);
+  std::vector<double> r, done;
+  for (std::int64_t j = 0; j < T * N; ++j) {
+    r.push_back(static_cast<double>(static_cast<float>(z(rng))));
+    done.push_back(j % 7 == 3 ? 1.0 : 0.0);
+  }
+  const auto slice = [&](const std::vector<double>& v, std::int64_t t0, std::int64_t t1) {
+    return std::vector<double>(v.begin() + t0 * N, v.begin() + t1 * N);
+  };
+  const std::string r1 = dir / "r1.npy", r2 = dir / "r2.npy", d1 = dir / "d1.npy", d2 = dir / "d2.npy",
+                    rall = dir / "r.npy", dall = dir / "d.npy", st = dir / "half.vnck";
+  write_npy(r1, DType::float32, {H, N}, slice(r, 0, H));
+  write_npy(r2, DType::float32, {T - H, N}, slice(r, H, T));
+  write_npy(d1, DType::uint8, {H, N}, slice(done, 0, H));
+  write_npy(d2, DType::uint8, {T - H, N}, slice(done, H, T));
+  write_npy(rall, DType::float32, {T, N}, r);
+  write_npy(dall, DType::uint8, {T, N}, done);
+  std::vector<double> R;
+  const std::vector<double> want = sb3_reward_reference(r, done, T, N, 0.99, false, 10.0, T, false, R);
+  ASSERT_EQ(run(dir, {"replay", "--returns", "0.99", "--dones", d1, "--save-state", st, "rew=" + r1}).code, 0);
+  const vecnorm::State half = vecnorm::read_state_file(st);
+  ASSERT_TRUE(half.returns.has_value());
+  std::vector<double> R_half;
+  sb3_reward_reference(r, done, H, N, 0.99, false, 10.0, H, false, R_half);
+  std::vector<double> saved(static_cast<std::size_t>(N));
+  std::memcpy(saved.data(), half.returns->values[0].data(), saved.size() * sizeof(double));
+  for (std::int64_t i = 0; i < N; ++i) EXPECT_NEAR(saved[static_cast<std::size_t>(i)], R_half[static_cast<std::size_t>(i)], 1e-12);
+  const RunResult second = run(dir, {"replay", "--returns", "0.99", "--dones", d2, "--load-state", st, "--out",
+                                     dir / "second", "rew=" + r2});
+  ASSERT_EQ(second.code, 0) << describe(second);
+  const NpyContent got = read_npy(dir / "second/rew.npy");
+  ASSERT_TRUE(got.ok) << got.error;
+  for (std::int64_t j = 0; j < (T - H) * N; ++j)
+    EXPECT_NEAR(got.values[static_cast<std::size_t>(j)], want[static_cast<std::size_t>(H * N + j)],
+                1e-6 * std::max(1.0, std::abs(want[static_cast<std::size_t>(H * N + j)])))
+        << "[" << j << "]";
+  // Frozen from step H: the statistics stay; the returns hold (but for dones) or advance.
+  for (const bool hold : {true, false}) {
+    const std::string fst = dir / (hold ? "hold.vnck" : "advance.vnck"), out = dir / (hold ? "hold" : "advance");
+    std::vector<std::string> args = {"replay", "--returns", "0.99", "--dones", dall, "--freeze-after",
+                                     std::to_string(H), "--save-state", fst, "--out", out};
+    if (hold) args.push_back("--hold-frozen");
+    args.push_back("rew=" + rall);
+    const RunResult res = run(dir, args);
+    ASSERT_EQ(res.code, 0) << describe(res);
+    std::vector<double> Rf;
+    const std::vector<double> wf = sb3_reward_reference(r, done, T, N, 0.99, false, 10.0, H, hold, Rf);
+    const NpyContent y = read_npy(out + "/rew.npy");
+    ASSERT_TRUE(y.ok) << y.error;
+    for (std::size_t j = 0; j < wf.size(); ++j)
+      EXPECT_NEAR(y.values[j], wf[j], 1e-6 * std::max(1.0, std::abs(wf[j]))) << "hold " << hold << " [" << j << "]";
+    const vecnorm::State fs = vecnorm::read_state_file(fst);
+    std::vector<double> fr(static_cast<std::size_t>(N));
+    std::memcpy(fr.data(), fs.returns->values[0].data(), fr.size() * sizeof(double));
+    for (std::int64_t i = 0; i < N; ++i)
+      EXPECT_NEAR(fr[static_cast<std::size_t>(i)], Rf[static_cast<std::size_t>(i)], 1e-12) << "hold " << hold << " env " << i;
+    EXPECT_EQ(fs.keys[0].count, H * N);
+  }
+  // Refusals, one line each, nothing written.
+  expect_failure(run(dir, {"replay", "--dones", dall, "--out", dir / "bad", "rew=" + rall}), 2,
+                 {"--dones needs --returns GAMMA"}, dir / "bad");
+  expect_failure(run(dir, {"replay", "--returns", "1.5", "rew=" + rall}), 2,
+                 {"--returns expects a discount 0 <= GAMMA <= 1, got 1.5"}, "");
+  expect_failure(run(dir, {"replay", "--returns", "0.99", "--stateless", "rew=" + rall}), 2,
+                 {"--returns and --stateless cannot be combined"}, "");
+  expect_failure(run(dir, {"replay", "--load-state", st, "--out", dir / "bad", "rew=" + r2}), 1,
+                 {"holds a reward scaler's returns (gamma 0.99, reset after): replay it with --returns 0.99"},
+                 dir / "bad");
+  expect_failure(run(dir, {"replay", "--returns", "0.9", "--load-state", st, "--out", dir / "bad", "rew=" + r2}), 1,
+                 {"--returns 0.9 differs from the state's gamma 0.99"}, dir / "bad");
+  expect_failure(run(dir, {"replay", "--returns", "0.99", "--dones", rall, "--out", dir / "bad", "rew=" + rall}), 1,
+                 {"--dones", "dtype float32, expected uint8 '|u1' (numpy: dones.astype(np.uint8))"}, dir / "bad");
+  const std::string ri = dir / "ri.npy";
+  write_npy(ri, DType::int32, {T, N}, std::vector<double>(static_cast<std::size_t>(T * N), 1.0));
+  expect_failure(run(dir, {"replay", "--returns", "0.99", "--out", dir / "bad", "rew=" + ri}), 1,
+                 {"--returns: key 'rew'", "dtype int32, expected float32 or float64 rewards"}, dir / "bad");
+}
