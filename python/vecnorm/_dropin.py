@@ -67,11 +67,13 @@ class Updater:
         state["_local"] = state["_grouped"] = None
         return state
 
-    def update(self, x: Tensor, loc: Tensor, var: Tensor, count: Tensor, until=None) -> None:
+    def update(self, x: Tensor, loc: Tensor, var: Tensor, count: Tensor, until=None,
+               weights: Optional[Tensor] = None) -> None:
         """Merges the rows of x (batch dims first, then the feature shape) into
         (loc, var, count): the mean, the population variance and the int64
         number of samples, updated in place; while count < until (None: no
-        bound), decided where the count lives (no host synchronization)."""
+        bound), decided where the count lives (no host synchronization).
+        ``weights``: int32 row weights (a row of weight w counts w times)."""
         group = _world_group() if self.all_ranks else None
         u = until_count(until)
         if group is not None:
@@ -84,4 +86,4 @@ class Updater:
             vn = self._local
         b = vn._buffers
         b[f"{KEY}_loc"], b[f"{KEY}_var"], b[f"{KEY}_count"] = loc, var, count
-        vn.update({KEY: x})
+        vn.update({KEY: x}, mask=weights)

@@ -15,12 +15,25 @@ inverse of the clamped input), with rl_games' own formula over the buffers.
 The update is vecnorm's pooled cumulative update (estimator ``stable``): the
 count carries rl_games' initial 1 as one sample of mean 0 and variance 1, so
 that the merge is rl_games' exactly, in one pass with double accumulation
-(rl_games takes a float32 batch's moments in float32). Not supported (a
-NotImplementedError says so): ``per_channel`` (rl_games counts a batch of
-images as its number of images while averaging over their pixels) and
-``mask`` (masked updates: issue 18)."""
+(rl_games takes a float32 batch's moments in float32).
+
+``mask`` (training): rl_games' masked update, quirks included
+(``torch_ext.get_mean_var_with_masks``): one mean and one unbiased variance
+over every element of ``input * mask`` (the mask broadcast as torch
+broadcasts it; the sums divided by ``mask.sum()``), the same for every
+feature, merged as a batch of ``input.size(0)`` rows, kept or not. The moments
+are taken in float64 (rl_games: in the input's dtype) and merged by vecnorm's
+update as that batch: two rows of int32 weights w1 + w2 = rows with those
+moments. Fewer than two kept elements give rl_games a variance of 0/0 or x/0,
+and the drop-in NaN or inf statistics too; a batch of one row is refused
+(ValueError). A mask of fewer dims than the input (a row mask over several
+features: their sums over the kept rows) can make rl_games' variance
+negative; the drop-in takes a negative one as 0. Not supported (a NotImplementedError says so): ``per_channel``
+(rl_games counts a batch of images as its number of images while averaging
+over their pixels)."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -61,11 +74,39 @@ class RunningMeanStd(nn.Module):
         self._updater.update(x, self.running_mean, self.running_var, count)
         self.count.copy_(count)
 
+    @torch.jit.unused
+    def _update_masked(self, x: Tensor, mask: Tensor) -> None:
+        # rl_games' masked moments, its formula in float64: sums over every
+        # element of x * mask, divided by mask.sum(); E[v^2] - E[v]^2, unbiased.
+        rows = int(x.size(0))
+        if rows < 2:
+            raise ValueError("vecnorm.rl_games.RunningMeanStd: a masked update of one row: rl_games' unbiased "
+                             "variance divides by (kept - 1) = 0; pass at least 2 rows")
+        xd, md = x.to(torch.float64), mask.to(device=x.device, dtype=torch.float64)
+        kept = md.sum()
+        xm = xd * md
+        mean = xm.sum() / kept
+        var = (((xm ** 2) / kept).sum() - ((xm / kept).sum()) ** 2) * kept / (kept - 1)
+        # A batch of `rows` samples of that mean and variance, as vecnorm's
+        # merge reads a batch (its count, mean and variance): two rows of
+        # weights w1 + w2 = rows at mean - std sqrt(w2 / w1), mean + std sqrt(w1 / w2).
+        w1 = rows // 2
+        w2 = rows - w1
+        std = var.clamp_min(0.0).sqrt() + var * 0.0  # (a NaN variance stays NaN)
+        pair = torch.stack([mean - std * math.sqrt(w2 / w1), mean + std * math.sqrt(w1 / w2)])
+        shape = tuple(self.running_mean.shape)
+        pseudo = pair.reshape((2,) + (1,) * len(shape)).expand((2,) + shape)
+        weights = torch.tensor([w1, w2], dtype=torch.int32, device=x.device)
+        count = self.count.to(torch.int64)
+        self._updater.update(pseudo, self.running_mean, self.running_var, count, weights=weights)
+        self.count.copy_(count)
+
     def forward(self, input: Tensor, denorm: bool = False, mask: Optional[Tensor] = None) -> Tensor:
         if self.training:
             if mask is not None:
-                raise NotImplementedError("vecnorm.rl_games.RunningMeanStd: masked updates are not supported yet")
-            self._update(input)
+                self._update_masked(input, mask)
+            else:
+                self._update(input)
         mean, var = self.running_mean.float(), self.running_var.float()
         if denorm:
             y = torch.clamp(input, min=-5.0, max=5.0)

@@ -158,8 +158,42 @@ def test_rl_games_dropin_state_both_ways_norm_only_and_refusals():
         torch.testing.assert_close(b(x), a(x), rtol=2e-6, atol=1e-6)
     with pytest.raises(NotImplementedError, match="per_channel"):
         vrg.RunningMeanStd((3, 8, 8), per_channel=True)
-    with pytest.raises(NotImplementedError, match="masked"):
-        got(xs[0], mask=torch.ones(16, dtype=torch.bool))
+    with pytest.raises(ValueError, match="masked update of one row"):
+        got(xs[0][:1], mask=torch.ones(1, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_rl_games_dropin_masked_updates_as_rl_games(dtype, capsys):
+    """rl_games' masked update, quirks included: one mean and one unbiased
+    variance over the elements of input * mask (sums over mask.sum()), for
+    every feature alike, merged as a batch of all input.size(0) rows; masks of
+    the input's own shape ([B, 1] values, [B, 7] elements). (A row mask [B, 1]
+    over 7 features divides 7 features' sums by the kept rows and can give
+    rl_games a negative variance: not compared.) float64 inputs: rl_games' own
+    moments are float64 too, so the statistics agree to 1e-12; float32: within
+    rl_games' float32 moments (E[v^2] - E[v]^2 in float32)."""
+    rng = torch.Generator().manual_seed(21)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    worst = 0.0
+    for feat, mask_feat in ((1, 1), (7, 7)):
+        ref = rl_games_rms.RunningMeanStd((feat,))
+        got = vrg.RunningMeanStd((feat,))
+        for t in range(40):
+            x = (1.5 + 2.0 * torch.randn(24, feat, generator=rng)).to(dtype)
+            mask = torch.rand(24, mask_feat, generator=rng) < 0.7
+            y_ref = ref(x, mask=mask.to(dtype))
+            y = got(x, mask=mask)
+            at = f"features {feat}, mask [24, {mask_feat}], {dtype}, step {t}"
+            assert float(got.count) == float(ref.count) == 1 + 24 * (t + 1), at
+            dm, dv = stat_diffs(got.running_mean, got.running_var, ref.running_mean, ref.running_var)
+            worst = max(worst, dm, dv)
+            assert dm <= tol and dv <= tol, f"{at}: mean {dm:.3g}, var {dv:.3g}"
+            torch.testing.assert_close(y.double(), y_ref.double(), rtol=10 * tol, atol=10 * tol)
+        if mask_feat == feat == 7:  # every feature got the same moments: the statistics agree across features
+            assert float(got.running_mean.std()) < 1e-9 * float(got.running_mean.abs().max())
+    with capsys.disabled():
+        print(f"\n[dropins] rl_games masked updates ({dtype}): 2 mask shapes x 40 steps of 24 rows; largest "
+              f"difference of the statistics {worst:.2g} (relative)")
 
 
 # ---------------------------------------------------------------- SB3
