@@ -96,7 +96,8 @@ class RunningMeanStd(nn.Module):
         pair = torch.stack([mean - std * math.sqrt(w2 / w1), mean + std * math.sqrt(w1 / w2)])
         shape = tuple(self.running_mean.shape)
         pseudo = pair.reshape((2,) + (1,) * len(shape)).expand((2,) + shape)
-        weights = torch.tensor([w1, w2], dtype=torch.int32, device=x.device)
+        weights = torch.empty(2, dtype=torch.int32, device=x.device)  # (filled on the device: no copy from the host)
+        weights[0], weights[1] = w1, w2
         count = self.count.to(torch.int64)
         self._updater.update(pseudo, self.running_mean, self.running_var, count, weights=weights)
         self.count.copy_(count)
