@@ -96,7 +96,7 @@ vecnorm::Options statistics_options(const Args& a, const std::optional<vecnorm::
   if (a.gamma && !loaded) {  // SB3's return statistics (RewardScaler's defaults), unless given
     if (!a.estimator_set) opt.estimator = vecnorm::Estimator::stable;
     if (!a.decay_set) opt.decay = 1.0;
-    if (!a.prior_set) opt.prior_count = 1e-4;
+    if (!a.prior_set && opt.estimator == vecnorm::Estimator::stable) opt.prior_count = 1e-4;  // (torchrl has none)
     if (!a.scale_set) opt.scale = vecnorm::ScaleForm::sqrt_var_plus_eps;
     if (!a.eps_set) opt.eps = 1e-8;
     if (!a.clip_set) opt.clip = 10.0;
@@ -244,7 +244,9 @@ class RowMask {
     if (h.dtype != vecnorm::DType::uint8 && (!weights || h.dtype != vecnorm::DType::int32))
       throw InputError(option_ + " " + path + ": dtype " + vecnorm::to_string(h.dtype) +
                        ", expected uint8 '|u1' (numpy: " + option_.substr(2) + ".astype(np.uint8))" +
-                       (weights ? " or int32 '<i4' row weights (mask.astype(np.int32))" : ""));
+                       (weights                ? " or int32 '<i4' row weights (mask.astype(np.int32))"
+                        : option_ == "--mask" ? " (with --returns a mask marks the active rows: no weights)"
+                                              : ""));
     std::vector<std::int64_t> want{T};
     for (int d = 0; d < batch.ndim(); ++d) want.push_back(batch[d]);
     if (h.shape != want)

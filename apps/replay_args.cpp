@@ -41,7 +41,9 @@ const char* const kHelp =
     "                        left out of the updates of every key and still normalized\n"
     "                        (per-element statistics: their elements keep their\n"
     "                        statistics and count); or int32 row weights (pooled\n"
-    "                        statistics: a row of weight w counts w times, brax's)\n"
+    "                        statistics: a row of weight w counts w times, brax's);\n"
+    "                        with --returns, uint8: rows with 0 are inactive (left out,\n"
+    "                        their returns held)\n"
     "  --returns GAMMA       reward scaling by the discounted return (SB3's VecNormalize\n"
     "                        norm_reward, Gymnasium's NormalizeReward): every key is a\n"
     "                        reward; each environment keeps R = GAMMA R + r, the returns\n"
@@ -196,6 +198,10 @@ Args parse_args(int argc, char** argv, int first) {
     if (a.stateless)
       throw UsageError("--returns and --stateless cannot be combined: a reward's statistics are pooled over the "
                        "environments (stateful)");
+    if (a.hold_frozen && !a.freeze_after)
+      throw UsageError("--hold-frozen needs --freeze-after K (it says what frozen returns do)");
+    if (!a.dones.empty() && a.reset_set && a.reset == vecnorm::ReturnReset::never)
+      throw UsageError("--dones with --reset never: no done would reset a return (leave out one or the other)");
     if (!a.center_set) a.options.center = false;  // (given explicitly, --no-center is the same)
     a.options.reduce_batch_dims = true;
     // SB3's return statistics, unless given (a loaded state's replace them).

@@ -24,9 +24,10 @@ broadcasts it; the sums divided by ``mask.sum()``), the same for every
 feature, merged as a batch of ``input.size(0)`` rows, kept or not. The moments
 are taken in float64 (rl_games: in the input's dtype) and merged by vecnorm's
 update as that batch: two rows of int32 weights w1 + w2 = rows with those
-moments. Fewer than two kept elements give rl_games a variance of 0/0 or x/0,
-and the drop-in NaN or inf statistics too; a batch of one row is refused
-(ValueError). A mask of fewer dims than the input (a row mask over several
+moments. Fewer than two kept elements give rl_games a variance of 0/0 or x/0
+(NaN or inf) while its mean stays finite; the drop-in's statistics are then
+NaN, its mean too. A batch of one row is refused (ValueError): vecnorm merges
+the moments as a batch of whole rows, two at the least. A mask of fewer dims than the input (a row mask over several
 features: their sums over the kept rows) can make rl_games' variance
 negative; the drop-in takes a negative one as 0. Not supported (a NotImplementedError says so): ``per_channel``
 (rl_games counts a batch of images as its number of images while averaging
@@ -80,8 +81,8 @@ class RunningMeanStd(nn.Module):
         # element of x * mask, divided by mask.sum(); E[v^2] - E[v]^2, unbiased.
         rows = int(x.size(0))
         if rows < 2:
-            raise ValueError("vecnorm.rl_games.RunningMeanStd: a masked update of one row: rl_games' unbiased "
-                             "variance divides by (kept - 1) = 0; pass at least 2 rows")
+            raise ValueError(f"vecnorm.rl_games.RunningMeanStd: a masked update of {rows} row(s): the drop-in merges "
+                             "rl_games' masked moments as a batch of at least 2 rows (rl_games' own class takes one)")
         xd, md = x.to(torch.float64), mask.to(device=x.device, dtype=torch.float64)
         kept = md.sum()
         xm = xd * md

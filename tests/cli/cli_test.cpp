@@ -2007,6 +2007,16 @@ TEST(ReplayReturns, StatesKeepTheReturnsAndFrozenReturnsHoldOrAdvance) {
                  {"--returns expects a discount 0 <= GAMMA <= 1, got 1.5"}, "");
   expect_failure(run(dir, {"replay", "--returns", "0.99", "--stateless", "rew=" + rall}), 2,
                  {"--returns and --stateless cannot be combined"}, "");
+  expect_failure(run(dir, {"replay", "--returns", "0.99", "--hold-frozen", "rew=" + rall}), 2,
+                 {"--hold-frozen needs --freeze-after K"}, "");
+  expect_failure(run(dir, {"replay", "--returns", "0.99", "--reset", "never", "--dones", dall, "rew=" + rall}), 2,
+                 {"--dones with --reset never"}, "");
+  expect_failure(run(dir, {"replay", "--returns", "0.99", "--estimator", "torchrl", "rew=" + rall}), 2,
+                 {"RewardScaler: option estimator: expected stable", "got torchrl"}, "");
+  const std::string wi = dir / "wi.npy";
+  write_npy(wi, DType::int32, {T, N}, std::vector<double>(static_cast<std::size_t>(T * N), 1.0));
+  expect_failure(run(dir, {"replay", "--returns", "0.99", "--mask", wi, "--out", dir / "bad", "rew=" + rall}), 1,
+                 {"--mask", "dtype int32, expected uint8", "with --returns a mask marks the active rows"}, dir / "bad");
   expect_failure(run(dir, {"replay", "--load-state", st, "--out", dir / "bad", "rew=" + r2}), 1,
                  {"holds a reward scaler's returns (gamma 0.99, reset after): replay it with --returns 0.99"},
                  dir / "bad");

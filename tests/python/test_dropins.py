@@ -158,7 +158,7 @@ def test_rl_games_dropin_state_both_ways_norm_only_and_refusals():
         torch.testing.assert_close(b(x), a(x), rtol=2e-6, atol=1e-6)
     with pytest.raises(NotImplementedError, match="per_channel"):
         vrg.RunningMeanStd((3, 8, 8), per_channel=True)
-    with pytest.raises(ValueError, match="masked update of one row"):
+    with pytest.raises(ValueError, match="masked update of 1 row"):
         got(xs[0][:1], mask=torch.ones(1, dtype=torch.bool))
 
 
