@@ -191,7 +191,10 @@ Args parse_args(int argc, char** argv, int first) {
     throw UsageError("--stateless and --reduce-batch-dims cannot be combined: stateless statistics are per element "
                      "(pooling is stateful only)");
   if (!a.gamma) {
-    const char* needs = !a.dones.empty() ? "--dones" : a.reset_set ? "--reset" : a.hold_frozen ? "--hold-frozen" : nullptr;
+    const char* needs = !a.dones.empty() ? "--dones"
+                        : a.reset_set    ? "--reset"
+                        : a.hold_frozen  ? "--hold-frozen"
+                                         : nullptr;
     if (needs != nullptr)
       throw UsageError(std::string(needs) + " needs --returns GAMMA (reward scaling by the discounted return)");
   } else {

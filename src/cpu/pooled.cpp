@@ -192,8 +192,10 @@ void reduce_rows(const X* __restrict x, std::int64_t ld, std::int64_t width, con
   for (std::int64_t t0 = row_b; t0 < row_e; t0 += kTileRows) {
     const std::int64_t t1 = std::min(row_e, t0 + kTileRows);
     std::int64_t j0 = 0;
-    for (; j0 + 4 * L <= width; j0 += 4 * L) block_sums<Ops, 4, Masked, Weighted>(x, ld, shift, j0, t0, t1, s1, s2, mask);
-    for (; j0 + 2 * L <= width; j0 += 2 * L) block_sums<Ops, 2, Masked, Weighted>(x, ld, shift, j0, t0, t1, s1, s2, mask);
+    for (; j0 + 4 * L <= width; j0 += 4 * L)
+      block_sums<Ops, 4, Masked, Weighted>(x, ld, shift, j0, t0, t1, s1, s2, mask);
+    for (; j0 + 2 * L <= width; j0 += 2 * L)
+      block_sums<Ops, 2, Masked, Weighted>(x, ld, shift, j0, t0, t1, s1, s2, mask);
     for (; j0 + L <= width; j0 += L) block_sums<Ops, 1, Masked, Weighted>(x, ld, shift, j0, t0, t1, s1, s2, mask);
     if (j0 < width) {
       const std::int64_t w = width - j0;
