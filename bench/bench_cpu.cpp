@@ -310,12 +310,15 @@ void bm_eager(benchmark::State& st, bool pooled, DType d, vb::Shape2 s) {
 // ----------------------------------------------------------------- vecnorm
 
 /// What a benchmarked step's updates take: every row, a row mask, or row weights.
-enum class Rows { all, masked, weighted };
+enum class Rows { all, masked, masked_varying, weighted };
 
 /// One VecNorm::step of both keys in steady state. Rows::masked: a row mask
 /// on both keys that leaves out about one row in ten (done environments),
 /// spread over the batch (per-element statistics: their elements keep their
-/// counts). Rows::weighted (pooled only): int32 row weights 0 to 3 (brax's).
+/// counts). Rows::masked_varying: as masked, but the rows left out change
+/// from step to step (8 patterns in turn: environments end at different
+/// steps), so that per-element counts differ from row to row. Rows::weighted
+/// (pooled only): int32 row weights 0 to 3 (brax's).
 void bm_vecnorm(benchmark::State& st, bool pooled, Estimator e, DType d, vb::Shape2 s, Rows rows) {
   Data data(d, s.batch, s.feat);
   vecnorm::Options o;
@@ -327,18 +330,25 @@ void bm_vecnorm(benchmark::State& st, bool pooled, Estimator e, DType d, vb::Sha
   table.keys = {{"observation", vecnorm::Shape{s.feat}, d}, {"reward", vecnorm::Shape{}, d}};
   vecnorm::VecNorm vn(o, table);
   const vecnorm::Shape xs{s.batch, s.feat}, rs{s.batch};
-  std::vector<std::uint8_t> mask(rows == Rows::masked ? static_cast<std::size_t>(s.batch) : 0);
+  const bool masked = rows == Rows::masked || rows == Rows::masked_varying;
+  const std::size_t B = static_cast<std::size_t>(s.batch);
+  std::vector<std::uint8_t> mask(masked ? B : 0), patterns(rows == Rows::masked_varying ? 8 * B : 0);
   for (std::size_t r = 0; r < mask.size(); ++r) mask[r] = (r * 2654435761u) % 10 == 3 ? 0 : 1;
+  for (std::size_t r = 0; r < patterns.size(); ++r) patterns[r] = (r * 2654435761u + r / B * 40503u) % 10 == 3 ? 0 : 1;
   std::vector<std::int32_t> weights(rows == Rows::weighted ? static_cast<std::size_t>(s.batch) : 0);
   for (std::size_t r = 0; r < weights.size(); ++r) weights[r] = static_cast<std::int32_t>((r * 2654435761u) % 4);
-  const vecnorm::ConstTensorView mv = rows == Rows::masked     ? vecnorm::ConstTensorView{mask.data(), DType::uint8, rs}
+  const vecnorm::ConstTensorView mv = masked                   ? vecnorm::ConstTensorView{mask.data(), DType::uint8, rs}
                                       : rows == Rows::weighted ? vecnorm::ConstTensorView{weights.data(), DType::int32, rs}
                                                                : vecnorm::ConstTensorView{};
   const vecnorm::KeyData batch[2] = {
       {"observation", vecnorm::ConstTensorView{data.obs(), d, xs}, vecnorm::TensorView{data.yobs(), d, xs}, mv},
       {"reward", vecnorm::ConstTensorView{data.rew(), d, rs}, vecnorm::TensorView{data.yrew(), d, rs}, mv}};
   for (int i = 0; i < 3; ++i) vn.step(batch);  // steady state: workspace grown
-  run_loop(st, vb::floor_bytes(pooled, d, s), [&] { vn.step(batch); });
+  std::size_t turn = 0;
+  run_loop(st, vb::floor_bytes(pooled, d, s), [&] {
+    if (!patterns.empty()) std::memcpy(mask.data(), patterns.data() + (turn++ % 8) * B, B);
+    vn.step(batch);
+  });
   st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * vb::floor_bytes(pooled, d, s)));
 }
 
@@ -402,6 +412,10 @@ void register_all() {
             ("vecnorm_masked/" + vb::case_name(pooled, Estimator::torchrl, DType::float32, s)).c_str(), bm_vecnorm,
             pooled, Estimator::torchrl, DType::float32, s, Rows::masked)
             ->UseRealTime();
+      benchmark::RegisterBenchmark(
+          ("vecnorm_masked_varying/" + vb::case_name(false, Estimator::torchrl, DType::float32, s)).c_str(),
+          bm_vecnorm, false, Estimator::torchrl, DType::float32, s, Rows::masked_varying)
+          ->UseRealTime();
       benchmark::RegisterBenchmark(
           ("vecnorm_weighted/" + vb::case_name(true, Estimator::torchrl, DType::float32, s)).c_str(), bm_vecnorm, true,
           Estimator::torchrl, DType::float32, s, Rows::weighted)
