@@ -276,6 +276,39 @@ TEST(UntilStrictRanks, EveryRankDecidesOnAllRanksRows) {
 
 class RowWeights : public ::testing::TestWithParam<std::tuple<Backend, vnref::Estimator, DType>> {};
 
+/// One step of `vn` (key "obs", F float32 features) over the rows x with int32
+/// row weights w, and of the reference fed each row w times (a row holding a
+/// non-finite value not at all): the count and `skipped` equal, the mean
+/// within tol_mu and the scale within tol_scale of the reference's (relative
+/// to the scale). Returns the outputs.
+std::vector<double> weighted_step(vecnorm::VecNorm& vn, vnref::StatefulKey& ref, Backend backend,
+                                  const std::vector<double>& x, const std::vector<double>& w, std::int64_t F,
+                                  std::int64_t skipped, double tol_mu, double tol_scale, const std::string& at) {
+  const std::int64_t rows = static_cast<std::int64_t>(w.size());
+  std::vector<double> repeated;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const auto row = x.begin() + r * F;
+    if (!std::all_of(row, row + F, [](double v) { return std::isfinite(v); })) continue;
+    for (int k = 0; k < static_cast<int>(w[static_cast<std::size_t>(r)]); ++k)  // (none for w <= 0)
+      repeated.insert(repeated.end(), row, row + F);
+  }
+  ref.update(repeated, static_cast<std::int64_t>(repeated.size()) / F);
+  auto xb = DeviceBuffer::from_values(backend, DType::float32, Shape{rows, F}, x);
+  auto wb = DeviceBuffer::from_values(backend, DType::int32, Shape{rows}, w);
+  DeviceBuffer yb(backend, DType::float32, Shape{rows, F});
+  vn.step({{"obs", xb.cview(), yb.view(), wb.cview()}});
+  const vecnorm::State st = vn.export_state();
+  EXPECT_EQ(st.keys[0].count, ref.count()) << at;
+  EXPECT_EQ(st.keys[0].skipped, skipped) << at;
+  const std::vector<double> mean = vn.loc("obs"), scale = vn.scale("obs"), want_mu = ref.loc(),
+                            want_scale = ref.scale();
+  for (std::size_t i = 0; i < mean.size(); ++i) {
+    EXPECT_NEAR(mean[i], want_mu[i], tol_mu * (std::abs(want_mu[i]) + want_scale[i])) << at << " mean[" << i << "]";
+    EXPECT_NEAR(scale[i], want_scale[i], tol_scale * want_scale[i]) << at << " scale[" << i << "]";
+  }
+  return yb.values();
+}
+
 // brax's weights: "a weight of 2 should be equivalent to updating on the data
 // point twice". int32 row weights on pooled statistics (KeyData::mask): the
 // reference is fed each row as many times as its weight (0 and negative
@@ -307,28 +340,8 @@ TEST_P(RowWeights, ARowOfWeightWCountsWTimes) {
     }
     const std::int64_t zero_row = (3 * (1 - t) % 5 + 5) % 5;  // (7 r + t) % 5 == 1: weight 0
     x[static_cast<std::size_t>(zero_row * kF + 1)] = std::nan("");  // never read
-    std::vector<double> repeated;
-    for (std::int64_t r = 0; r < kRows; ++r) {
-      const auto row = x.begin() + r * kF;
-      if (w[static_cast<std::size_t>(r)] <= 0) continue;
-      if (!std::all_of(row, row + kF, [](double v) { return std::isfinite(v); })) continue;
-      for (int k = 0; k < static_cast<int>(w[static_cast<std::size_t>(r)]); ++k) repeated.insert(repeated.end(), row, row + kF);
-    }
-    ref.update(repeated, static_cast<std::int64_t>(repeated.size()) / kF);
-    auto xb = DeviceBuffer::from_values(backend, DType::float32, Shape{kRows, kF}, x);
-    auto wb = DeviceBuffer::from_values(backend, DType::int32, Shape{kRows}, w);
-    DeviceBuffer yb(backend, DType::float32, Shape{kRows, kF});
-    vn.step({{"obs", xb.cview(), yb.view(), wb.cview()}});
-    const vecnorm::State st = vn.export_state();
-    EXPECT_EQ(st.keys[0].count, ref.count()) << at;
-    EXPECT_EQ(st.keys[0].skipped, skipped) << at;
-    const std::vector<double> mean = vn.loc("obs"), scale = vn.scale("obs"), want_mu = ref.loc(),
-                              want_scale = ref.scale();
-    for (std::size_t i = 0; i < mean.size(); ++i) {
-      EXPECT_NEAR(mean[i], want_mu[i], tol * (std::abs(want_mu[i]) + want_scale[i])) << at << " mean[" << i << "]";
-      EXPECT_NEAR(scale[i], want_scale[i], tol_scale * want_scale[i]) << at << " scale[" << i << "]";
-    }
-    const std::vector<double> y = yb.values(), want = ref.normalize(x, kRows);
+    const std::vector<double> y = weighted_step(vn, ref, backend, x, w, kF, skipped, tol, tol_scale, at),
+                              want = ref.normalize(x, kRows);
     for (std::size_t j = 0; j < y.size(); ++j) {
       if (std::isnan(want[j])) continue;
       EXPECT_NEAR(y[j], want[j], tol_y * std::max(1.0, std::abs(want[j]))) << at << " y[" << j << "]";
@@ -377,27 +390,7 @@ TEST(RowWeightsWidths, EveryWidthOfSuperRowAndItsTail) {
             x[static_cast<std::size_t>(r2 * F)] = std::nan("");
             skipped += 2;
           }
-          std::vector<double> repeated;
-          for (std::int64_t r = 0; r < kRows; ++r) {
-            const auto row = x.begin() + r * F;
-            if (!std::all_of(row, row + F, [](double v) { return std::isfinite(v); })) continue;
-            for (int k = 0; k < static_cast<int>(w[static_cast<std::size_t>(r)]); ++k)
-              repeated.insert(repeated.end(), row, row + F);
-          }
-          ref.update(repeated, static_cast<std::int64_t>(repeated.size()) / F);
-          auto xb = DeviceBuffer::from_values(backend, DType::float32, Shape{kRows, F}, x);
-          auto wb = DeviceBuffer::from_values(backend, DType::int32, Shape{kRows}, w);
-          DeviceBuffer yb(backend, DType::float32, Shape{kRows, F});
-          vn.step({{"obs", xb.cview(), yb.view(), wb.cview()}});
-          const vecnorm::State st = vn.export_state();
-          EXPECT_EQ(st.keys[0].count, ref.count()) << at;
-          EXPECT_EQ(st.keys[0].skipped, skipped) << at;
-          const std::vector<double> mean = vn.loc("obs"), scale = vn.scale("obs"), want_mu = ref.loc(),
-                                    want_scale = ref.scale();
-          for (std::size_t i = 0; i < mean.size(); ++i) {
-            EXPECT_NEAR(mean[i], want_mu[i], 1e-6 * (std::abs(want_mu[i]) + want_scale[i])) << at << " mean[" << i << "]";
-            EXPECT_NEAR(scale[i], want_scale[i], 1e-5 * want_scale[i]) << at << " scale[" << i << "]";
-          }
+          weighted_step(vn, ref, backend, x, w, F, skipped, 1e-6, 1e-5, at);
         }
       }
 }

@@ -1486,6 +1486,29 @@ TEST(AnchorFlags, InspectShowsEachKeysStatisticsDType) {
   EXPECT_NE(rb.err.find("expects auto, float32 or float64, got 'float16'"), std::string::npos) << describe(rb);
 }
 
+/// The builds of the command a test runs, each with its extra arguments: this
+/// one, and the one against the emulated CUDA library with --backend cuda
+/// where that build exists.
+std::vector<std::pair<std::string, std::vector<std::string>>> cli_builds() {
+  std::vector<std::pair<std::string, std::vector<std::string>>> runs = {{kCli, {}}};
+#ifdef VECNORM_CLI_EMULATED
+  runs.push_back({VECNORM_CLI_EMULATED, {"--backend", "cuda"}});
+#endif
+  return runs;
+}
+
+/// A replay's arguments before its inputs: pooled cumulative statistics
+/// (stable, decay 1, sqrt(var + 1e-8)) under --mask `mask`, to `out`, with
+/// --json, then `extra`.
+std::vector<std::string> pooled_masked_replay(const std::string& mask, const std::string& out,
+                                              const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {"replay", "--estimator", "stable", "--decay", "1", "--reduce-batch-dims",
+                                   "--scale", "sqrt_var_plus_eps", "--eps", "1e-8", "--mask", mask, "--out", out,
+                                   "--json"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
 // --mask: a [T, *batch] uint8 row mask; rows with 0 are left out of every
 // key's update and still normalized. Against the naive reference (the
 // estimator stable at decay 1: the mean and population variance of every kept
@@ -1525,16 +1548,10 @@ TEST(ReplayMask, LeavesTheMaskedRowsOutOfTheUpdates) {
   write_npy(in, DType::float32, {T, B, F}, x);
   write_npy(rin, DType::float32, {T - 2, B}, rew);
   write_npy(m, DType::uint8, {T, B}, mask);
-  std::vector<std::pair<std::string, std::vector<std::string>>> runs = {{kCli, {}}};
-#ifdef VECNORM_CLI_EMULATED
-  runs.push_back({VECNORM_CLI_EMULATED, {"--backend", "cuda"}});
-#endif
+  const auto runs = cli_builds();
   for (const auto& [cli, extra] : runs) {
     const std::string out = dir / ("out" + std::to_string(extra.size()));
-    std::vector<std::string> args = {"replay", "--estimator", "stable", "--decay", "1", "--reduce-batch-dims",
-                                     "--scale", "sqrt_var_plus_eps", "--eps", "1e-8", "--mask", m, "--out", out,
-                                     "--json"};
-    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<std::string> args = pooled_masked_replay(m, out, extra);
     args.push_back("obs=" + in);
     args.push_back("rew=" + rin + "@2");
     const RunResult r = run_exe(cli, args, dir.path());
@@ -1616,16 +1633,10 @@ TEST(ReplayMask, Int32RowWeightsCountEachRowWTimes) {
   const std::string in = dir / "obs.npy", m = dir / "weights.npy";
   write_npy(in, DType::float32, {T, B, F}, x);
   write_npy(m, DType::int32, {T, B}, w);
-  std::vector<std::pair<std::string, std::vector<std::string>>> runs = {{kCli, {}}};
-#ifdef VECNORM_CLI_EMULATED
-  runs.push_back({VECNORM_CLI_EMULATED, {"--backend", "cuda"}});
-#endif
+  const auto runs = cli_builds();
   for (const auto& [cli, extra] : runs) {
     const std::string out = dir / ("out" + std::to_string(extra.size()));
-    std::vector<std::string> args = {"replay", "--estimator", "stable", "--decay", "1", "--reduce-batch-dims",
-                                     "--scale", "sqrt_var_plus_eps", "--eps", "1e-8", "--mask", m, "--out", out,
-                                     "--json"};
-    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<std::string> args = pooled_masked_replay(m, out, extra);
     args.push_back("obs=" + in);
     const RunResult r = run_exe(cli, args, dir.path());
     ASSERT_EQ(r.code, 0) << describe(r);
@@ -1905,10 +1916,7 @@ TEST(ReplayReturns, ScalesRewardsAsSb3AndGymnasiumDo) {
       {{"--reset", "before", "--clip", "1e9"}, rin, true, 1e9, 1e-6},
       {{"--stats-dtype", "float32"}, r64, false, 10.0, 1e-5},
   };
-  std::vector<std::pair<std::string, std::vector<std::string>>> runs = {{kCli, {}}};
-#ifdef VECNORM_CLI_EMULATED
-  runs.push_back({VECNORM_CLI_EMULATED, {"--backend", "cuda"}});
-#endif
+  const auto runs = cli_builds();
   for (const auto& [cli, extra] : runs)
     for (std::size_t c = 0; c < cases.size(); ++c) {
       const Case& k = cases[c];
